@@ -1,0 +1,31 @@
+//! Agentry's vocabulary: the value types every other crate speaks in.
+//!
+//! This crate owns the types that carry a rule with them, such as an agent
+//! slug, an amount of money, a role, a lifecycle state, an e-mail address, a
+//! password that meets the policy, and the identifiers with their text forms.
+//! Each one is checked when it is built, so a value of the type is always
+//! valid and code that receives one never re-checks it.
+//!
+//! It must never depend on tokio, diesel, actix or anything else that does
+//! I/O, and it never reads the clock or a random source: time and fresh ids
+//! are passed in by the caller. Wire formats belong to `agentry-http`; the
+//! serde impls here are the canonical, wire-agnostic ones (a slug is a string,
+//! money is a USD number).
+
+mod email;
+mod id;
+mod money;
+mod password;
+mod role;
+mod slug;
+mod state;
+mod trust;
+
+pub use email::{Email, EmailError};
+pub use id::{AgentId, IdError, TenantId, TypeId};
+pub use money::{Money, MoneyError};
+pub use password::{PASSWORD_MIN_CHARS, Password, PasswordError};
+pub use role::{ApiKeyRole, Role, RoleError};
+pub use slug::{AgentSlug, SlugError};
+pub use state::{LifecycleState, StateError};
+pub use trust::{TrustLevel, TrustLevelError};

@@ -1,0 +1,32 @@
+//! Budgets, as an append-only ledger with the rules beside it.
+//!
+//! This crate owns every rule about money and request rates for one agent:
+//! the enforced limits (the lower of the profile budget and the tenant's
+//! agent-limits entry), the UTC day and month windows, direct spends, holds
+//! (authorize, capture, release, expiry), delegation slices from a parent to a
+//! child, refunds of a child's unspent allocation, and the requests-per-minute
+//! window. Every movement of money is an [`Entry`]; balances are derived by
+//! replaying entries into an [`Account`], never stored beside them.
+//!
+//! Operations are pure: they look at an account and `now`, and return the
+//! entries to append or a typed refusal. The caller (`agentry-store`) appends
+//! them in the same transaction that read the account, which is what makes the
+//! limit hold under concurrent spenders.
+//!
+//! It must never depend on tokio, diesel, actix or anything that does I/O,
+//! never reads the clock, and never does `f64` arithmetic on money.
+
+mod account;
+mod entry;
+mod limits;
+mod rate;
+mod window;
+
+pub use account::{Account, LedgerError, Settlement};
+pub use entry::{Entry, EntryKind, HoldId, TransferImbalance, verify_transfers};
+pub use limits::{DEFAULT_RPM, EnforcedLimits};
+pub use rate::{RateLimited, RateWindow};
+pub use window::Window;
+
+#[cfg(test)]
+mod properties;

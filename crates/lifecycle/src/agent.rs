@@ -1,0 +1,362 @@
+use agentry_domain::LifecycleState::{
+    self, Active, Provisioned, Quarantined, Suspended, Terminated,
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// The transitions an operator may request (DESIGN.md §2, seed 001's table
+/// plus `provisioned`). Anything not listed is refused with
+/// [`LifecycleError::InvalidTransition`], including a move to the current
+/// state: a request that changes nothing is a client mistake worth telling.
+const REQUESTABLE: &[(LifecycleState, &[LifecycleState])] = &[
+    (Provisioned, &[Active, Terminated]),
+    (Active, &[Quarantined, Suspended]),
+    (Quarantined, &[Active, Suspended]),
+    (Suspended, &[Active, Terminated]),
+    (Terminated, &[]),
+];
+
+/// The states an operator may move an agent in `from` to.
+pub fn allowed_targets(from: LifecycleState) -> &'static [LifecycleState] {
+    REQUESTABLE
+        .iter()
+        .find(|(state, _)| *state == from)
+        .map_or(&[], |(_, targets)| targets)
+}
+
+/// Why an agent was terminated without an operator walking it through the
+/// table. These terminations apply from any live state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TerminationReason {
+    /// Registry revoke (seed 004): every credential dies at once.
+    Revoked,
+    /// A delegation TTL ran out (seed 001's `ttl_seconds`).
+    Expired,
+    /// The parent reclaimed it through `DELETE /v1/agent/sub-agents/...`, or
+    /// an ancestor was reclaimed.
+    ReclaimedByParent,
+}
+
+/// What caused a lifecycle change, for the history and the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "reason")]
+pub enum TransitionCause {
+    /// An operator asked for it through the lifecycle endpoint.
+    Requested,
+    /// Bootstrap activated a provisioned agent.
+    Bootstrap,
+    Forced(TerminationReason),
+}
+
+/// One change of state, to be persisted as lifecycle history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleEvent {
+    pub from: LifecycleState,
+    pub to: LifecycleState,
+    pub cause: TransitionCause,
+    pub at: OffsetDateTime,
+}
+
+/// Why a lifecycle change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("an agent cannot go from {from} to {to}; from {from} it may go to: {}", list(allowed_targets(*from)))]
+    InvalidTransition {
+        from: LifecycleState,
+        to: LifecycleState,
+    },
+    #[error("the agent is already terminated")]
+    AlreadyTerminated,
+    /// Bootstrap refuses agents an operator has stopped (seed 000: suspended
+    /// or terminated agents get 403, not a fresh JWT).
+    #[error("a {0} agent cannot be bootstrapped")]
+    CannotBootstrap(LifecycleState),
+}
+
+fn list(states: &[LifecycleState]) -> String {
+    if states.is_empty() {
+        return "nothing (terminated is final)".to_owned();
+    }
+    states
+        .iter()
+        .map(|state| state.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An agent's lifecycle: its state and, for delegated agents, when it expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifecycle {
+    pub state: LifecycleState,
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl Lifecycle {
+    pub fn new(state: LifecycleState, expires_at: Option<OffsetDateTime>) -> Self {
+        Self { state, expires_at }
+    }
+
+    /// Past its expiry; expired agents are treated as terminated even before
+    /// the reaper has written it down.
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        self.expires_at.is_some_and(|expires_at| expires_at <= now)
+    }
+
+    /// An operator's request to move to `to`, checked against the table.
+    pub fn request(
+        &self,
+        to: LifecycleState,
+        now: OffsetDateTime,
+    ) -> Result<(Lifecycle, LifecycleEvent), LifecycleError> {
+        if !allowed_targets(self.state).contains(&to) {
+            return Err(LifecycleError::InvalidTransition {
+                from: self.state,
+                to,
+            });
+        }
+        Ok(self.move_to(to, TransitionCause::Requested, now))
+    }
+
+    /// Bootstrap of an agent that already has a profile: a provisioned agent
+    /// becomes active, an active or quarantined one stays as it is (`None`:
+    /// nothing to record), a suspended, terminated or expired one is refused.
+    pub fn bootstrap(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Option<(Lifecycle, LifecycleEvent)>, LifecycleError> {
+        if self.is_expired(now) {
+            return Err(LifecycleError::CannotBootstrap(Terminated));
+        }
+        match self.state {
+            Provisioned => Ok(Some(self.move_to(Active, TransitionCause::Bootstrap, now))),
+            Active | Quarantined => Ok(None),
+            Suspended | Terminated => Err(LifecycleError::CannotBootstrap(self.state)),
+        }
+    }
+
+    /// Revocation, expiry or reclaim: terminates from any live state.
+    pub fn terminate(
+        &self,
+        reason: TerminationReason,
+        now: OffsetDateTime,
+    ) -> Result<(Lifecycle, LifecycleEvent), LifecycleError> {
+        if self.state == Terminated {
+            return Err(LifecycleError::AlreadyTerminated);
+        }
+        Ok(self.move_to(Terminated, TransitionCause::Forced(reason), now))
+    }
+
+    /// What the reaper does with this agent at `now`: terminate it when it
+    /// has expired and is still live, otherwise nothing.
+    pub fn reap(&self, now: OffsetDateTime) -> Option<(Lifecycle, LifecycleEvent)> {
+        if self.is_expired(now) && self.state != Terminated {
+            Some(self.move_to(
+                Terminated,
+                TransitionCause::Forced(TerminationReason::Expired),
+                now,
+            ))
+        } else {
+            None
+        }
+    }
+
+    fn move_to(
+        &self,
+        to: LifecycleState,
+        cause: TransitionCause,
+        now: OffsetDateTime,
+    ) -> (Lifecycle, LifecycleEvent) {
+        let event = LifecycleEvent {
+            from: self.state,
+            to,
+            cause,
+            at: now,
+        };
+        (Lifecycle { state: to, ..*self }, event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use time::Duration;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-03-10 12:00 UTC);
+
+    fn at(state: LifecycleState) -> Lifecycle {
+        Lifecycle::new(state, None)
+    }
+
+    #[test]
+    fn the_table_of_seed_001_and_design_holds() {
+        let expected = [
+            (Provisioned, vec![Active, Terminated]),
+            (Active, vec![Quarantined, Suspended]),
+            (Quarantined, vec![Active, Suspended]),
+            (Suspended, vec![Active, Terminated]),
+            (Terminated, vec![]),
+        ];
+        for (from, targets) in expected {
+            for to in LifecycleState::ALL {
+                let outcome = at(from).request(to, NOW);
+                if targets.contains(&to) {
+                    let (next, event) = outcome.unwrap();
+                    assert_eq!(next.state, to);
+                    assert_eq!((event.from, event.to), (from, to));
+                    assert_eq!(event.cause, TransitionCause::Requested);
+                } else {
+                    assert_eq!(
+                        outcome.unwrap_err(),
+                        LifecycleError::InvalidTransition { from, to },
+                        "{from} -> {to} must be refused"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_transition_message_names_the_way_out() {
+        let error = at(Active).request(Terminated, NOW).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "an agent cannot go from active to terminated; from active it may go to: quarantined, suspended"
+        );
+        let error = at(Terminated).request(Active, NOW).unwrap_err();
+        assert!(error.to_string().contains("terminated is final"));
+    }
+
+    #[test]
+    fn bootstrap_activates_provisioned_and_refuses_stopped_agents() {
+        let (next, event) = at(Provisioned).bootstrap(NOW).unwrap().unwrap();
+        assert_eq!(next.state, Active);
+        assert_eq!(event.cause, TransitionCause::Bootstrap);
+        assert_eq!(at(Active).bootstrap(NOW), Ok(None));
+        assert_eq!(at(Quarantined).bootstrap(NOW), Ok(None));
+        assert_eq!(
+            at(Suspended).bootstrap(NOW),
+            Err(LifecycleError::CannotBootstrap(Suspended))
+        );
+        assert_eq!(
+            at(Terminated).bootstrap(NOW),
+            Err(LifecycleError::CannotBootstrap(Terminated))
+        );
+        let expired = Lifecycle::new(Active, Some(NOW));
+        assert_eq!(
+            expired.bootstrap(NOW),
+            Err(LifecycleError::CannotBootstrap(Terminated))
+        );
+    }
+
+    #[test]
+    fn forced_termination_works_from_every_live_state_once() {
+        for from in [Provisioned, Active, Quarantined, Suspended] {
+            let (next, event) = at(from).terminate(TerminationReason::Revoked, NOW).unwrap();
+            assert_eq!(next.state, Terminated);
+            assert_eq!(
+                event.cause,
+                TransitionCause::Forced(TerminationReason::Revoked)
+            );
+            assert_eq!(
+                next.terminate(TerminationReason::Revoked, NOW),
+                Err(LifecycleError::AlreadyTerminated)
+            );
+        }
+    }
+
+    #[test]
+    fn the_reaper_takes_expired_live_agents_only() {
+        let expires_at = NOW + Duration::hours(1);
+        let child = Lifecycle::new(Active, Some(expires_at));
+        assert!(child.reap(NOW).is_none());
+        assert!(child.reap(expires_at - Duration::nanoseconds(1)).is_none());
+        let (next, event) = child.reap(expires_at).unwrap();
+        assert_eq!(next.state, Terminated);
+        assert_eq!(
+            event.cause,
+            TransitionCause::Forced(TerminationReason::Expired)
+        );
+        assert!(next.reap(expires_at).is_none());
+        assert!(at(Active).reap(NOW + Duration::days(10_000)).is_none());
+    }
+
+    fn any_state() -> impl Strategy<Value = LifecycleState> {
+        proptest::sample::select(LifecycleState::ALL.to_vec())
+    }
+
+    /// DESIGN.md §2 written out independently of `REQUESTABLE`.
+    const REFERENCE: &[(LifecycleState, LifecycleState)] = &[
+        (Provisioned, Active),
+        (Provisioned, Terminated),
+        (Active, Quarantined),
+        (Active, Suspended),
+        (Quarantined, Active),
+        (Quarantined, Suspended),
+        (Suspended, Active),
+        (Suspended, Terminated),
+    ];
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Request(LifecycleState),
+        Bootstrap,
+        Terminate,
+        Reap(i64),
+    }
+
+    fn any_step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => any_state().prop_map(Step::Request),
+            1 => Just(Step::Bootstrap),
+            1 => Just(Step::Terminate),
+            1 => (0i64..7200).prop_map(Step::Reap),
+        ]
+    }
+
+    proptest! {
+        /// Random requests never leave `terminated`, every accepted move is in
+        /// the table (or a forced termination), and the event always describes
+        /// the move that happened.
+        #[test]
+        fn random_walks_respect_the_table(
+            start in any_state(),
+            ttl in proptest::option::of(0i64..3600),
+            steps in proptest::collection::vec(any_step(), 0..40),
+        ) {
+            let mut lifecycle = Lifecycle::new(start, ttl.map(|s| NOW + Duration::seconds(s)));
+            for step in steps {
+                let before = lifecycle;
+                let outcome = match step {
+                    Step::Request(to) => lifecycle.request(to, NOW).ok(),
+                    Step::Bootstrap => lifecycle.bootstrap(NOW).ok().flatten(),
+                    Step::Terminate => lifecycle.terminate(TerminationReason::Revoked, NOW).ok(),
+                    Step::Reap(offset) => lifecycle.reap(NOW + Duration::seconds(offset)),
+                };
+                if let Some((next, event)) = outcome {
+                    prop_assert_eq!(event.from, before.state);
+                    prop_assert_eq!(event.to, next.state);
+                    prop_assert_eq!(next.expires_at, before.expires_at);
+                    match event.cause {
+                        TransitionCause::Requested => {
+                            prop_assert!(
+                                REFERENCE.contains(&(before.state, next.state)),
+                                "{} -> {} is not in the design's table", before.state, next.state
+                            );
+                        }
+                        TransitionCause::Bootstrap => {
+                            prop_assert_eq!((before.state, next.state), (Provisioned, Active));
+                        }
+                        TransitionCause::Forced(_) => {
+                            prop_assert_eq!(next.state, Terminated);
+                        }
+                    }
+                    prop_assert_ne!(before.state, Terminated, "left terminated");
+                    lifecycle = next;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The state machines of Agentry, as pure functions.
+//!
+//! This crate owns two machines: the agent lifecycle of DESIGN.md §2 (which
+//! transitions exist, which are forced, and what an agent in each state may
+//! do) and the provisioning callback sequence of seed 003. Each decision is a
+//! function of its inputs, the current time included, so another service can
+//! embed the rules and every rule is tested without a database.
+//!
+//! It must never depend on tokio, diesel, actix or anything that does I/O,
+//! and it never reads the clock: `now` is always a parameter.
+
+mod access;
+mod agent;
+mod callback;
+
+pub use access::{Access, Denial, RequestScope};
+pub use agent::{
+    Lifecycle, LifecycleError, LifecycleEvent, TerminationReason, TransitionCause, allowed_targets,
+};
+pub use callback::{CallbackError, CallbackSequence, CallbackStage};

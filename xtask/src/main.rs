@@ -1,0 +1,101 @@
+//! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo
+//! does. Kept dependency-light on purpose (matklad/cargo-xtask): it shells out
+//! to cargo and friends rather than linking them.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  test    everything CI runs: fmt check, clippy -D warnings, nextest on the workspace
+  deny    cargo deny check licenses bans sources (installs cargo-deny if missing)
+";
+
+fn main() -> Result<()> {
+    let mut args = env::args().skip(1);
+    let task = args.next();
+    let rest: Vec<String> = args.collect();
+    match task.as_deref() {
+        Some("test") => test(&rest),
+        Some("deny") => deny(),
+        Some("help" | "--help" | "-h") | None => {
+            eprint!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown task {other:?}\n\n{USAGE}"),
+    }
+}
+
+/// Runs every check CI runs, in order of cost so a cheap failure is seen
+/// first. Extra arguments go to nextest (e.g. a test name filter).
+fn test(nextest_args: &[String]) -> Result<()> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    ensure_cargo_tool("nextest", "cargo-nextest")?;
+    run(cargo()
+        .args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--locked",
+            "--no-fail-fast",
+        ])
+        .args(nextest_args))
+}
+
+/// License, ban and source checks. The advisories check is configured in
+/// deny.toml but needs the advisory database from the network, which the
+/// build machines lack; run `cargo deny check advisories` where it is online.
+fn deny() -> Result<()> {
+    ensure_cargo_tool("deny", "cargo-deny")?;
+    run(cargo().args(["deny", "check", "licenses", "bans", "sources"]))
+}
+
+fn ensure_cargo_tool(subcommand: &str, package: &str) -> Result<()> {
+    let installed = cargo()
+        .args([subcommand, "--version"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !installed {
+        eprintln!("xtask: {package} is missing, installing it");
+        run(cargo().args(["install", "--locked", package]))?;
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(workspace_root());
+    command
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
