@@ -1,11 +1,89 @@
-//! Persistence for Agentry's domain model.
+//! Persistence for Agentry's domain model, on SQLite or PostgreSQL.
 //!
-//! This crate will own the diesel schema, the repository functions and the
-//! embedded migrations for both backends (SQLite by default, PostgreSQL in
-//! production); the store issue fills it in. Every repository function takes
-//! the tenant id, and every uniqueness or concurrency rule is the database's
-//! job (constraints, transactions, version columns).
+//! This crate owns the diesel schema, the embedded migrations of both
+//! backends, the connection pools, and the repository functions on
+//! [`Store`]. One set of functions serves both backends; the only branch on
+//! the backend is in `db.rs`. Every tenant-owned repository function takes
+//! the tenant id. Uniqueness and concurrency are the database's job:
+//! constraints, transactions (`BEGIN IMMEDIATE` on SQLite, row locks on
+//! PostgreSQL) and version columns.
 //!
-//! It must never depend on actix or know about JSON wire formats; the rules it
-//! enforces inside a transaction come from `agentry-lifecycle` and
-//! `agentry-ledger`, never re-implemented in SQL.
+//! The rules the store applies inside a transaction (whether a spend fits,
+//! which lifecycle move is legal) come from `agentry-ledger` and
+//! `agentry-lifecycle`; the store reads, asks them, and writes what they
+//! return. It never depends on actix and knows no HTTP wire format.
+
+mod agents;
+mod audit;
+mod db;
+mod error;
+mod ledger;
+mod limits;
+mod migrations;
+mod schema;
+mod tenants;
+mod tokens;
+mod types;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub use agents::{AgentRecord, LifecycleChange, NewAgent};
+pub use audit::{AuditEvent, BrokenLink, NewAuditEvent};
+pub use db::{Backend, DatabaseUrl, PoolOptions};
+pub use error::StoreError;
+pub use ledger::{Accounts, Appends};
+pub use limits::{AgentLimitEntry, AgentLimits, LIMITS_ATTEMPTS};
+pub use migrations::{MigrationStatus, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+pub use tenants::{ApiKeyRecord, NewApiKey, Tenant};
+pub use tokens::{NewToken, TokenError, TokenPurpose, TokenRecord};
+
+/// The handle to the database: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Store {
+    pools: db::Pools,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens a pool for `url`. No connection is made until first use; call
+    /// [`Store::migrate`] or [`Store::ping`] to find out whether it works.
+    pub fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Self, StoreError> {
+        Ok(Self {
+            pools: db::Pools::connect(url, options)?,
+            backend: url.backend(),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// One round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        use diesel_async::SimpleAsyncConnection;
+        db::read!(self, |conn| conn
+            .batch_execute("SELECT 1")
+            .await
+            .map_err(StoreError::from))
+    }
+}
+
+/// A fresh UUID v7 for a new row. The store is the impure edge, so it may
+/// read the clock and the OS random source that the pure crates may not.
+pub(crate) fn new_id() -> Uuid {
+    Uuid::now_v7()
+}
+
+/// The current time as stored: UTC, microsecond precision.
+pub fn now() -> OffsetDateTime {
+    types::DbTime::new(OffsetDateTime::now_utc()).get()
+}

@@ -1,0 +1,381 @@
+//! Agents: one row behind both the `/v1/agent/*` profile and the
+//! `/api/v1/agents` registry record, plus their lifecycle history.
+
+use agentry_domain::{AgentId, AgentSlug, LifecycleState, Money, Role, TenantId, TrustLevel};
+use agentry_lifecycle::{Lifecycle, LifecycleError, LifecycleEvent, TransitionCause};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use time::OffsetDateTime;
+
+use crate::db::{read, write_tx};
+use crate::schema::{agents, lifecycle_events};
+use crate::tenants::conflict_as;
+use crate::types::{DbTime, DbUuid};
+use crate::{Store, StoreError, new_id};
+
+/// An agent as the rest of the service sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRecord {
+    pub id: AgentId,
+    pub tenant_id: TenantId,
+    pub slug: AgentSlug,
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub owner_id: Option<String>,
+    pub cost_center: Option<String>,
+    pub budget_daily: Option<Money>,
+    pub budget_monthly: Option<Money>,
+    pub role: Role,
+    pub lifecycle_state: LifecycleState,
+    pub manifest_id: Option<String>,
+    pub parent_id: Option<AgentId>,
+    pub expires_at: Option<OffsetDateTime>,
+    pub metadata: serde_json::Value,
+    pub scopes: Vec<String>,
+    pub trust_level: TrustLevel,
+    /// Bumped whenever the agent's credentials must stop working (revoke,
+    /// rotate, termination), so caches keyed on it go stale at once.
+    pub credential_epoch: i64,
+    pub last_seen_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+impl AgentRecord {
+    pub fn lifecycle(&self) -> Lifecycle {
+        Lifecycle::new(self.lifecycle_state, self.expires_at)
+    }
+}
+
+/// What it takes to create an agent.
+#[derive(Debug, Clone)]
+pub struct NewAgent {
+    pub slug: AgentSlug,
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub owner_id: Option<String>,
+    pub cost_center: Option<String>,
+    pub budget_daily: Option<Money>,
+    pub budget_monthly: Option<Money>,
+    pub role: Role,
+    pub lifecycle_state: LifecycleState,
+    pub parent_id: Option<AgentId>,
+    pub expires_at: Option<OffsetDateTime>,
+    pub metadata: serde_json::Value,
+    pub scopes: Vec<String>,
+    pub trust_level: TrustLevel,
+}
+
+impl NewAgent {
+    /// A plain agent with defaults for everything but its slug and state.
+    pub fn named(slug: AgentSlug, lifecycle_state: LifecycleState) -> Self {
+        Self {
+            slug,
+            display_name: None,
+            description: None,
+            owner_id: None,
+            cost_center: None,
+            budget_daily: None,
+            budget_monthly: None,
+            role: Role::Agent,
+            lifecycle_state,
+            parent_id: None,
+            expires_at: None,
+            metadata: serde_json::Value::Object(serde_json::Map::new()),
+            scopes: Vec::new(),
+            trust_level: TrustLevel::Medium,
+        }
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = agents)]
+struct AgentRow {
+    id: DbUuid,
+    tenant_id: DbUuid,
+    slug: String,
+    display_name: Option<String>,
+    description: Option<String>,
+    owner_id: Option<String>,
+    cost_center: Option<String>,
+    budget_daily_micros: Option<i64>,
+    budget_monthly_micros: Option<i64>,
+    role: String,
+    lifecycle_state: String,
+    manifest_id: Option<String>,
+    parent_id: Option<DbUuid>,
+    expires_at: Option<DbTime>,
+    metadata: String,
+    scopes: String,
+    trust_level: String,
+    credential_epoch: i64,
+    last_seen_at: Option<DbTime>,
+    revoked_at: Option<DbTime>,
+    created_at: DbTime,
+    updated_at: DbTime,
+}
+
+fn corrupt(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("agents row: {error}"))
+}
+
+fn money(micros: Option<i64>) -> Result<Option<Money>, StoreError> {
+    micros.map(Money::from_micros).transpose().map_err(corrupt)
+}
+
+impl TryFrom<AgentRow> for AgentRecord {
+    type Error = StoreError;
+    fn try_from(row: AgentRow) -> Result<Self, StoreError> {
+        Ok(AgentRecord {
+            id: AgentId::from_uuid(row.id.0),
+            tenant_id: TenantId::from_uuid(row.tenant_id.0),
+            slug: AgentSlug::parse(&row.slug).map_err(corrupt)?,
+            display_name: row.display_name,
+            description: row.description,
+            owner_id: row.owner_id,
+            cost_center: row.cost_center,
+            budget_daily: money(row.budget_daily_micros)?,
+            budget_monthly: money(row.budget_monthly_micros)?,
+            role: row.role.parse().map_err(corrupt)?,
+            lifecycle_state: row.lifecycle_state.parse().map_err(corrupt)?,
+            manifest_id: row.manifest_id,
+            parent_id: row.parent_id.map(|id| AgentId::from_uuid(id.0)),
+            expires_at: row.expires_at.map(DbTime::get),
+            metadata: serde_json::from_str(&row.metadata).map_err(corrupt)?,
+            scopes: serde_json::from_str(&row.scopes).map_err(corrupt)?,
+            trust_level: row.trust_level.parse().map_err(corrupt)?,
+            credential_epoch: row.credential_epoch,
+            last_seen_at: row.last_seen_at.map(DbTime::get),
+            revoked_at: row.revoked_at.map(DbTime::get),
+            created_at: row.created_at.get(),
+            updated_at: row.updated_at.get(),
+        })
+    }
+}
+
+impl From<&AgentRecord> for AgentRow {
+    fn from(agent: &AgentRecord) -> Self {
+        AgentRow {
+            id: DbUuid(agent.id.as_uuid()),
+            tenant_id: DbUuid(agent.tenant_id.as_uuid()),
+            slug: agent.slug.as_str().to_owned(),
+            display_name: agent.display_name.clone(),
+            description: agent.description.clone(),
+            owner_id: agent.owner_id.clone(),
+            cost_center: agent.cost_center.clone(),
+            budget_daily_micros: agent.budget_daily.map(Money::micros),
+            budget_monthly_micros: agent.budget_monthly.map(Money::micros),
+            role: agent.role.as_str().to_owned(),
+            lifecycle_state: agent.lifecycle_state.as_str().to_owned(),
+            manifest_id: agent.manifest_id.clone(),
+            parent_id: agent.parent_id.map(|id| DbUuid(id.as_uuid())),
+            expires_at: agent.expires_at.map(DbTime::new),
+            metadata: agent.metadata.to_string(),
+            scopes: serde_json::Value::from(agent.scopes.clone()).to_string(),
+            trust_level: agent.trust_level.as_str().to_owned(),
+            credential_epoch: agent.credential_epoch,
+            last_seen_at: agent.last_seen_at.map(DbTime::new),
+            revoked_at: agent.revoked_at.map(DbTime::new),
+            created_at: DbTime::new(agent.created_at),
+            updated_at: DbTime::new(agent.updated_at),
+        }
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = lifecycle_events)]
+struct LifecycleEventRow {
+    id: DbUuid,
+    tenant_id: DbUuid,
+    agent_id: DbUuid,
+    from_state: String,
+    to_state: String,
+    cause: String,
+    at: DbTime,
+}
+
+impl LifecycleEventRow {
+    fn new(tenant: TenantId, agent: AgentId, event: &LifecycleEvent) -> Self {
+        let cause = match event.cause {
+            TransitionCause::Requested => "requested".to_owned(),
+            TransitionCause::Bootstrap => "bootstrap".to_owned(),
+            TransitionCause::Forced(reason) => serde_json::to_value(reason)
+                .ok()
+                .and_then(|value| value.as_str().map(str::to_owned))
+                .unwrap_or_else(|| "forced".to_owned()),
+        };
+        Self {
+            id: DbUuid(new_id()),
+            tenant_id: DbUuid(tenant.as_uuid()),
+            agent_id: DbUuid(agent.as_uuid()),
+            from_state: event.from.as_str().to_owned(),
+            to_state: event.to.as_str().to_owned(),
+            cause,
+            at: DbTime::new(event.at),
+        }
+    }
+}
+
+/// The outcome of [`Store::change_lifecycle`]: the agent as it is now, and
+/// the change made, if any.
+pub type LifecycleChange = (AgentRecord, Option<LifecycleEvent>);
+
+impl Store {
+    /// Creates an agent. A second agent with the same slug in the tenant is
+    /// `StoreError::Conflict("agent")`, on both backends.
+    pub async fn create_agent(
+        &self,
+        tenant: TenantId,
+        new: NewAgent,
+        now: OffsetDateTime,
+    ) -> Result<AgentRecord, StoreError> {
+        let now = DbTime::new(now).get();
+        let record = AgentRecord {
+            id: AgentId::from_uuid(new_id()),
+            tenant_id: tenant,
+            slug: new.slug,
+            display_name: new.display_name,
+            description: new.description,
+            owner_id: new.owner_id,
+            cost_center: new.cost_center,
+            budget_daily: new.budget_daily,
+            budget_monthly: new.budget_monthly,
+            role: new.role,
+            lifecycle_state: new.lifecycle_state,
+            manifest_id: None,
+            parent_id: new.parent_id,
+            expires_at: new.expires_at.map(|at| DbTime::new(at).get()),
+            metadata: new.metadata,
+            scopes: new.scopes,
+            trust_level: new.trust_level,
+            credential_epoch: 0,
+            last_seen_at: None,
+            revoked_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let row = AgentRow::from(&record);
+        read!(self, |conn| {
+            diesel::insert_into(agents::table)
+                .values(&row)
+                .execute(conn)
+                .await
+                .map_err(|error| conflict_as(error, "agent"))
+        })?;
+        Ok(record)
+    }
+
+    pub async fn find_agent(
+        &self,
+        tenant: TenantId,
+        id: AgentId,
+    ) -> Result<Option<AgentRecord>, StoreError> {
+        let row: Option<AgentRow> = read!(self, |conn| {
+            agents::table
+                .filter(agents::tenant_id.eq(DbUuid(tenant.as_uuid())))
+                .filter(agents::id.eq(DbUuid(id.as_uuid())))
+                .select(AgentRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+        })?;
+        row.map(AgentRecord::try_from).transpose()
+    }
+
+    pub async fn find_agent_by_slug(
+        &self,
+        tenant: TenantId,
+        slug: &AgentSlug,
+    ) -> Result<Option<AgentRecord>, StoreError> {
+        let row: Option<AgentRow> = read!(self, |conn| {
+            agents::table
+                .filter(agents::tenant_id.eq(DbUuid(tenant.as_uuid())))
+                .filter(agents::slug.eq(slug.as_str()))
+                .select(AgentRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+        })?;
+        row.map(AgentRecord::try_from).transpose()
+    }
+
+    /// Every agent of the tenant, oldest first.
+    pub async fn list_agents(&self, tenant: TenantId) -> Result<Vec<AgentRecord>, StoreError> {
+        let rows: Vec<AgentRow> = read!(self, |conn| {
+            agents::table
+                .filter(agents::tenant_id.eq(DbUuid(tenant.as_uuid())))
+                .order(agents::id.asc())
+                .select(AgentRow::as_select())
+                .load(conn)
+                .await
+        })?;
+        rows.into_iter().map(AgentRecord::try_from).collect()
+    }
+
+    /// Applies a lifecycle decision atomically: reads the agent under a write
+    /// lock, lets `decide` (a function of `agentry-lifecycle`) judge, and
+    /// writes the new state, its history row and a new credential epoch when
+    /// the agent is terminated.
+    pub async fn change_lifecycle<F>(
+        &self,
+        tenant: TenantId,
+        id: AgentId,
+        now: OffsetDateTime,
+        decide: F,
+    ) -> Result<Result<LifecycleChange, LifecycleError>, StoreError>
+    where
+        F: FnOnce(&Lifecycle) -> Result<Option<(Lifecycle, LifecycleEvent)>, LifecycleError> + Send,
+    {
+        let now = DbTime::new(now);
+        write_tx!(self, |conn| {
+            let target = agents::table
+                .filter(agents::tenant_id.eq(DbUuid(tenant.as_uuid())))
+                .filter(agents::id.eq(DbUuid(id.as_uuid())));
+            // A no-op update takes the row lock on PostgreSQL (SQLite's
+            // IMMEDIATE transaction already holds the write lock), so two
+            // decisions about one agent cannot interleave.
+            let locked = diesel::update(target)
+                .set(agents::credential_epoch.eq(agents::credential_epoch))
+                .execute(conn)
+                .await?;
+            if locked == 0 {
+                return Err(StoreError::NotFound("agent"));
+            }
+            let row: AgentRow = target.select(AgentRow::as_select()).first(conn).await?;
+            let mut agent = AgentRecord::try_from(row)?;
+            let decision = match decide(&agent.lifecycle()) {
+                Ok(decision) => decision,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
+            let Some((next, event)) = decision else {
+                return Ok(Ok((agent, None)));
+            };
+            agent.lifecycle_state = next.state;
+            agent.updated_at = now.get();
+            if next.state == LifecycleState::Terminated {
+                agent.credential_epoch += 1;
+                if matches!(
+                    event.cause,
+                    TransitionCause::Forced(agentry_lifecycle::TerminationReason::Revoked)
+                ) {
+                    agent.revoked_at = Some(now.get());
+                }
+            }
+            diesel::update(target)
+                .set((
+                    agents::lifecycle_state.eq(agent.lifecycle_state.as_str()),
+                    agents::updated_at.eq(now),
+                    agents::credential_epoch.eq(agent.credential_epoch),
+                    agents::revoked_at.eq(agent.revoked_at.map(DbTime::new)),
+                ))
+                .execute(conn)
+                .await?;
+            diesel::insert_into(lifecycle_events::table)
+                .values(LifecycleEventRow::new(tenant, id, &event))
+                .execute(conn)
+                .await?;
+            Ok(Ok((agent, Some(event))))
+        })
+    }
+}

@@ -1,0 +1,216 @@
+//! The audit trail: append-only, each row chained to its predecessor in the
+//! same tenant by SHA-256, so an edit or a deletion is detectable.
+
+use agentry_domain::TenantId;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::db::{read, write_tx};
+use crate::schema::{audit_events, tenants};
+use crate::types::{DbTime, DbUuid};
+use crate::{Store, StoreError, new_id};
+
+/// The hash the first event of a tenant chains to.
+const GENESIS: [u8; 32] = [0; 32];
+
+/// An event to record. `detail` is a JSON value with whatever helps an
+/// investigator; it must never hold a secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAuditEvent {
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub outcome: String,
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    pub id: Uuid,
+    pub seq: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub outcome: String,
+    pub detail: serde_json::Value,
+    pub at: OffsetDateTime,
+}
+
+/// The first place the chain does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit chain broken at seq {seq}: {reason}")]
+pub struct BrokenLink {
+    pub seq: i64,
+    pub reason: &'static str,
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = audit_events)]
+struct AuditRow {
+    id: DbUuid,
+    tenant_id: DbUuid,
+    seq: i64,
+    actor: String,
+    action: String,
+    target: Option<String>,
+    outcome: String,
+    detail: String,
+    at: DbTime,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+impl AuditRow {
+    /// SHA-256 over the predecessor's hash and every field of the row, each
+    /// length-prefixed so no two different rows encode alike.
+    fn compute_hash(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(&self.prev_hash);
+        hasher.update(self.seq.to_be_bytes());
+        let at = self.at.get().format(&Rfc3339).unwrap_or_default();
+        let target = self.target.as_deref();
+        let fields: [&[u8]; 8] = [
+            self.id.0.as_bytes(),
+            self.tenant_id.0.as_bytes(),
+            self.actor.as_bytes(),
+            self.action.as_bytes(),
+            if target.is_some() { b"1" } else { b"0" },
+            target.unwrap_or_default().as_bytes(),
+            self.outcome.as_bytes(),
+            self.detail.as_bytes(),
+        ];
+        for field in fields.iter().chain([&at.as_bytes()]) {
+            hasher.update((field.len() as u64).to_be_bytes());
+            hasher.update(field);
+        }
+        hasher.finalize().into()
+    }
+
+    fn into_event(self) -> Result<AuditEvent, StoreError> {
+        Ok(AuditEvent {
+            id: self.id.0,
+            seq: self.seq,
+            actor: self.actor,
+            action: self.action,
+            target: self.target,
+            outcome: self.outcome,
+            detail: serde_json::from_str(&self.detail)
+                .map_err(|error| StoreError::Corrupt(format!("audit detail: {error}")))?,
+            at: self.at.get(),
+        })
+    }
+}
+
+impl Store {
+    /// Appends an event to the tenant's chain. Appends of one tenant are
+    /// serialised (a lock on the tenant row) so the chain never forks; the
+    /// unique `(tenant_id, seq)` would refuse a fork anyway.
+    pub async fn append_audit(
+        &self,
+        tenant: TenantId,
+        event: NewAuditEvent,
+        now: OffsetDateTime,
+    ) -> Result<AuditEvent, StoreError> {
+        let tenant_id = DbUuid(tenant.as_uuid());
+        let at = DbTime::new(now);
+        let row = write_tx!(self, |conn| {
+            diesel::update(tenants::table.find(tenant_id))
+                .set(tenants::name.eq(tenants::name))
+                .execute(conn)
+                .await?;
+            let last: Option<(i64, Vec<u8>)> = audit_events::table
+                .filter(audit_events::tenant_id.eq(tenant_id))
+                .order(audit_events::seq.desc())
+                .select((audit_events::seq, audit_events::hash))
+                .first(conn)
+                .await
+                .optional()?;
+            let (seq, prev_hash) =
+                last.map_or((1, GENESIS.to_vec()), |(seq, hash)| (seq + 1, hash));
+            let mut row = AuditRow {
+                id: DbUuid(new_id()),
+                tenant_id,
+                seq,
+                actor: event.actor.clone(),
+                action: event.action.clone(),
+                target: event.target.clone(),
+                outcome: event.outcome.clone(),
+                detail: event.detail.to_string(),
+                at,
+                prev_hash,
+                hash: Vec::new(),
+            };
+            row.hash = row.compute_hash().to_vec();
+            diesel::insert_into(audit_events::table)
+                .values(&row)
+                .execute(conn)
+                .await?;
+            Ok::<_, StoreError>(row)
+        })?;
+        row.into_event()
+    }
+
+    /// The newest events about `target`, newest first.
+    pub async fn audit_events_for(
+        &self,
+        tenant: TenantId,
+        target: &str,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows: Vec<AuditRow> = read!(self, |conn| {
+            audit_events::table
+                .filter(audit_events::tenant_id.eq(DbUuid(tenant.as_uuid())))
+                .filter(audit_events::target.eq(target))
+                .order(audit_events::seq.desc())
+                .limit(limit)
+                .select(AuditRow::as_select())
+                .load(conn)
+                .await
+        })?;
+        rows.into_iter().map(AuditRow::into_event).collect()
+    }
+
+    /// Walks the tenant's chain from the start; `Ok(Err(link))` names the
+    /// first event whose hash, predecessor or sequence does not hold.
+    pub async fn verify_audit_chain(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Result<i64, BrokenLink>, StoreError> {
+        let rows: Vec<AuditRow> = read!(self, |conn| {
+            audit_events::table
+                .filter(audit_events::tenant_id.eq(DbUuid(tenant.as_uuid())))
+                .order(audit_events::seq.asc())
+                .select(AuditRow::as_select())
+                .load(conn)
+                .await
+        })?;
+        let mut expected_prev = GENESIS.to_vec();
+        for (index, row) in rows.iter().enumerate() {
+            let expected_seq = index as i64 + 1;
+            if row.seq != expected_seq {
+                return Ok(Err(BrokenLink {
+                    seq: expected_seq,
+                    reason: "an event is missing",
+                }));
+            }
+            if row.prev_hash != expected_prev {
+                return Ok(Err(BrokenLink {
+                    seq: row.seq,
+                    reason: "it does not chain to its predecessor",
+                }));
+            }
+            if row.hash != row.compute_hash() {
+                return Ok(Err(BrokenLink {
+                    seq: row.seq,
+                    reason: "its content does not match its hash",
+                }));
+            }
+            expected_prev = row.hash.clone();
+        }
+        Ok(Ok(rows.len() as i64))
+    }
+}

@@ -1,0 +1,219 @@
+//! Connections: the backend chosen from the URL, the pool of each, and the
+//! one place where code branches on the backend (`write_tx!`, `read!`).
+
+use std::time::Duration;
+
+use deadpool::Runtime;
+use diesel::ConnectionError;
+use diesel::sqlite::SqliteConnection;
+use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+
+use crate::StoreError;
+
+pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+/// Which database a URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A file path (`sqlite://agentry.db`, `sqlite:///abs/path.db` or a bare path).
+    Sqlite(String),
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url.to_owned()));
+        }
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        if path.is_empty() || path == ":memory:" || path.contains("://") {
+            // `:memory:` would give every pooled connection its own empty
+            // database; refuse it rather than lose writes silently.
+            return Err(StoreError::Config(format!(
+                "DATABASE_URL {url:?} is neither postgres://... nor a SQLite file path"
+            )));
+        }
+        Ok(Self::Sqlite(path.to_owned()))
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Sqlite(_) => Backend::Sqlite,
+            Self::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Pool settings; the defaults suit one process on a small machine.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub max_connections: usize,
+    pub wait_timeout: Duration,
+    /// How long SQLite waits for another writer before giving up.
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            wait_timeout: Duration::from_secs(10),
+            sqlite_busy_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) enum Pools {
+    Sqlite(Pool<SqliteConn>),
+    Postgres(Pool<AsyncPgConnection>),
+}
+
+impl Pools {
+    pub(crate) fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Self, StoreError> {
+        let build_error =
+            |error: deadpool::managed::BuildError| StoreError::Config(error.to_string());
+        match url {
+            DatabaseUrl::Sqlite(path) => {
+                let busy_ms = options.sqlite_busy_timeout.as_millis();
+                let mut config = ManagerConfig::<SqliteConn>::default();
+                config.custom_setup = Box::new(move |path| sqlite_setup(path, busy_ms));
+                // The default re-checks every connection with `SELECT 1` on
+                // checkout: a blocking round trip per request for nothing.
+                config.recycling_method = RecyclingMethod::Fast;
+                let manager =
+                    AsyncDieselConnectionManager::<SqliteConn>::new_with_config(path, config);
+                Pool::builder(manager)
+                    .max_size(options.max_connections)
+                    .runtime(Runtime::Tokio1)
+                    .wait_timeout(Some(options.wait_timeout))
+                    .create_timeout(Some(options.wait_timeout))
+                    .build()
+                    .map(Pools::Sqlite)
+                    .map_err(build_error)
+            }
+            DatabaseUrl::Postgres(url) => {
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+                Pool::builder(manager)
+                    .max_size(options.max_connections)
+                    .runtime(Runtime::Tokio1)
+                    .wait_timeout(Some(options.wait_timeout))
+                    .create_timeout(Some(options.wait_timeout))
+                    .build()
+                    .map(Pools::Postgres)
+                    .map_err(build_error)
+            }
+        }
+    }
+}
+
+fn sqlite_setup(path: &str, busy_ms: u128) -> BoxFuture<'_, diesel::ConnectionResult<SqliteConn>> {
+    async move {
+        let mut conn = SqliteConn::establish(path).await?;
+        // busy_timeout first: switching to WAL may itself wait for a lock.
+        conn.batch_execute(&format!(
+            "PRAGMA busy_timeout = {busy_ms}; PRAGMA journal_mode = WAL; \
+             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+        ))
+        .await
+        .map_err(ConnectionError::CouldntSetupConfiguration)?;
+        Ok(conn)
+    }
+    .boxed()
+}
+
+/// Runs `$body` in a write transaction with `$conn` bound to the backend's
+/// connection: `BEGIN IMMEDIATE` on SQLite (a deferred transaction that reads
+/// then writes fails with "database is locked" under concurrency instead of
+/// waiting), an ordinary transaction on PostgreSQL. The body is compiled once
+/// per backend, so it must be backend-neutral diesel.
+macro_rules! write_tx {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        match &$store.pools {
+            $crate::db::Pools::Sqlite(pool) => {
+                let mut pooled = pool.get().await?;
+                pooled.immediate_transaction(async |$conn| $body).await
+            }
+            $crate::db::Pools::Postgres(pool) => {
+                let mut pooled = pool.get().await?;
+                diesel_async::AsyncConnection::transaction(&mut *pooled, async |$conn| $body).await
+            }
+        }
+    };
+}
+
+/// Runs `$body` with a pooled connection bound to `$conn`, outside any
+/// explicit transaction (single statements are atomic on their own).
+macro_rules! read {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        match &$store.pools {
+            $crate::db::Pools::Sqlite(pool) => {
+                let mut pooled = pool.get().await?;
+                let $conn = &mut *pooled;
+                $body
+            }
+            $crate::db::Pools::Postgres(pool) => {
+                let mut pooled = pool.get().await?;
+                let $conn = &mut *pooled;
+                $body
+            }
+        }
+    };
+}
+
+pub(crate) use {read, write_tx};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_choose_the_backend() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://agentry.db").unwrap(),
+            DatabaseUrl::Sqlite("agentry.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///var/lib/agentry/a.db").unwrap(),
+            DatabaseUrl::Sqlite("/var/lib/agentry/a.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("data/a.db").unwrap(),
+            DatabaseUrl::Sqlite("data/a.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("postgres://postgres@127.0.0.1:5432/agentry")
+                .unwrap()
+                .backend(),
+            Backend::Postgres
+        );
+        assert!(DatabaseUrl::parse("sqlite://:memory:").is_err());
+        assert!(DatabaseUrl::parse("mysql://localhost/x").is_err());
+        assert!(DatabaseUrl::parse("").is_err());
+    }
+}

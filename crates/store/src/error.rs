@@ -1,0 +1,77 @@
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+/// Everything a repository call can answer besides success. The variants a
+/// caller acts on are typed; the rest is `Unavailable` (retry later: 503) or
+/// `Database` (a bug or a broken database: 500).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule refused the write (duplicate agent, e-mail, ...).
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// An optimistic update lost its race every time it was tried.
+    #[error("{what} changed concurrently {attempts} times; nothing was written")]
+    ContentionExhausted { what: &'static str, attempts: u32 },
+    /// The ledger refused the operation (insufficient budget and friends).
+    #[error(transparent)]
+    Ledger(#[from] agentry_ledger::LedgerError),
+    /// A one-time token that cannot be used (unknown, expired, consumed,
+    /// out of attempts).
+    #[error(transparent)]
+    Token(#[from] crate::tokens::TokenError),
+    /// The database cannot be reached or is too busy right now.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("invalid store configuration: {0}")]
+    Config(String),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("database error: {0}")]
+    Database(DieselError),
+}
+
+impl From<DieselError> for StoreError {
+    fn from(error: DieselError) -> Self {
+        match &error {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                StoreError::Conflict("a record with the same unique key")
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+                StoreError::Unavailable(info.message().to_owned())
+            }
+            // SQLite reports a lock it waited for in vain as an unknown error
+            // whose message is the only signal.
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
+                if info.message().contains("database is locked")
+                    || info.message().contains("database table is locked") =>
+            {
+                StoreError::Unavailable(info.message().to_owned())
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, info) => {
+                StoreError::Unavailable(info.message().to_owned())
+            }
+            _ => StoreError::Database(error),
+        }
+    }
+}
+
+impl From<deadpool::managed::PoolError<diesel_async::pooled_connection::PoolError>> for StoreError {
+    fn from(
+        error: deadpool::managed::PoolError<diesel_async::pooled_connection::PoolError>,
+    ) -> Self {
+        StoreError::Unavailable(error.to_string())
+    }
+}
+
+impl StoreError {
+    /// Whether the caller should answer 503 and let the client retry.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::ContentionExhausted { .. }
+        )
+    }
+}

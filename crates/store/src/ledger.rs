@@ -1,0 +1,257 @@
+//! Ledger entries, and the transaction that makes the ledger's decisions
+//! safe under concurrent spenders.
+
+use std::collections::BTreeMap;
+
+use agentry_domain::{AgentId, Money, TenantId};
+use agentry_ledger::{Account, Entry, EntryKind, HoldId, LedgerError};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use crate::db::write_tx;
+use crate::schema::{agents, ledger_entries};
+use crate::types::{DbTime, DbUuid};
+use crate::{Store, StoreError, new_id};
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = ledger_entries)]
+struct EntryRow {
+    id: DbUuid,
+    tenant_id: DbUuid,
+    agent_id: DbUuid,
+    seq: i64,
+    kind: String,
+    amount_micros: i64,
+    hold_id: Option<DbUuid>,
+    counterparty_id: Option<DbUuid>,
+    expires_at: Option<DbTime>,
+    idempotency_key: Option<String>,
+    at: DbTime,
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("ledger entry: {what}"))
+}
+
+impl EntryRow {
+    fn new(
+        tenant: TenantId,
+        agent: AgentId,
+        seq: i64,
+        entry: &Entry,
+        idempotency_key: Option<String>,
+    ) -> Self {
+        let (hold_id, counterparty_id, expires_at) = match entry.kind {
+            EntryKind::Spend { .. } => (None, None, None),
+            EntryKind::Hold {
+                hold, expires_at, ..
+            } => (Some(hold), None, Some(expires_at)),
+            EntryKind::Capture { hold, .. } | EntryKind::Release { hold } => {
+                (Some(hold), None, None)
+            }
+            EntryKind::DelegationSlice { child: other, .. }
+            | EntryKind::RefundFromChild { child: other, .. }
+            | EntryKind::Allocation { parent: other, .. }
+            | EntryKind::RefundToParent { parent: other, .. } => (None, Some(other), None),
+        };
+        Self {
+            id: DbUuid(new_id()),
+            tenant_id: DbUuid(tenant.as_uuid()),
+            agent_id: DbUuid(agent.as_uuid()),
+            seq,
+            kind: entry.kind.name().to_owned(),
+            amount_micros: entry.kind.amount().micros(),
+            hold_id: hold_id.map(|hold| DbUuid(hold.0)),
+            counterparty_id: counterparty_id.map(|id| DbUuid(id.as_uuid())),
+            expires_at: expires_at.map(DbTime::new),
+            idempotency_key,
+            at: DbTime::new(entry.at),
+        }
+    }
+
+    fn into_entry(self) -> Result<Entry, StoreError> {
+        let amount = Money::from_micros(self.amount_micros).map_err(|_| corrupt("amount"))?;
+        let hold = || {
+            self.hold_id
+                .map(|id| HoldId(id.0))
+                .ok_or_else(|| corrupt("hold id"))
+        };
+        let other = || {
+            self.counterparty_id
+                .map(|id| AgentId::from_uuid(id.0))
+                .ok_or_else(|| corrupt("counterparty"))
+        };
+        let kind = match self.kind.as_str() {
+            "spend" => EntryKind::Spend { amount },
+            "hold" => EntryKind::Hold {
+                hold: hold()?,
+                amount,
+                expires_at: self.expires_at.ok_or_else(|| corrupt("hold expiry"))?.get(),
+            },
+            "capture" => EntryKind::Capture {
+                hold: hold()?,
+                amount,
+            },
+            "release" => EntryKind::Release { hold: hold()? },
+            "delegation_slice" => EntryKind::DelegationSlice {
+                child: other()?,
+                amount,
+            },
+            "allocation" => EntryKind::Allocation {
+                parent: other()?,
+                amount,
+            },
+            "refund_to_parent" => EntryKind::RefundToParent {
+                parent: other()?,
+                amount,
+            },
+            "refund_from_child" => EntryKind::RefundFromChild {
+                child: other()?,
+                amount,
+            },
+            _ => return Err(corrupt("unknown kind")),
+        };
+        Ok(Entry {
+            at: self.at.get(),
+            kind,
+        })
+    }
+}
+
+/// The accounts a ledger decision may look at, by agent.
+pub type Accounts = BTreeMap<AgentId, Account>;
+
+/// What a ledger decision asks the store to append: entries per agent, and
+/// an idempotency key for the first entry so a retried request is
+/// recognised instead of charged twice.
+#[derive(Debug, Clone, Default)]
+pub struct Appends {
+    pub entries: Vec<(AgentId, Entry)>,
+    pub idempotency_key: Option<String>,
+}
+
+impl Store {
+    /// All entries of one agent, oldest first.
+    pub async fn ledger_entries(
+        &self,
+        tenant: TenantId,
+        agent: AgentId,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let rows: Vec<EntryRow> = crate::db::read!(self, |conn| {
+            ledger_entries::table
+                .filter(ledger_entries::tenant_id.eq(DbUuid(tenant.as_uuid())))
+                .filter(ledger_entries::agent_id.eq(DbUuid(agent.as_uuid())))
+                .order(ledger_entries::seq.asc())
+                .select(EntryRow::as_select())
+                .load(conn)
+                .await
+        })?;
+        rows.into_iter().map(EntryRow::into_entry).collect()
+    }
+
+    /// The derived account of one agent.
+    pub async fn account(&self, tenant: TenantId, agent: AgentId) -> Result<Account, StoreError> {
+        let entries = self.ledger_entries(tenant, agent).await?;
+        Ok(Account::replay(&entries)?)
+    }
+
+    /// Runs a ledger decision atomically: locks the named agents (in id
+    /// order, so two transactions never wait on each other crosswise),
+    /// replays their accounts from the entries, lets `decide` (functions of
+    /// `agentry-ledger`) judge, and appends what it returns. Concurrent
+    /// spenders of one agent are serialised here, which is what keeps the sum
+    /// of accepted spends within the limit.
+    ///
+    /// A repeated idempotency key is `StoreError::Conflict("ledger entry")`.
+    pub async fn ledger_transaction<F>(
+        &self,
+        tenant: TenantId,
+        agent_ids: &[AgentId],
+        decide: F,
+    ) -> Result<Appends, StoreError>
+    where
+        F: FnOnce(&Accounts) -> Result<Appends, LedgerError> + Send,
+    {
+        let tenant_id = DbUuid(tenant.as_uuid());
+        let mut ids: Vec<AgentId> = agent_ids.to_vec();
+        ids.sort();
+        ids.dedup();
+        write_tx!(self, |conn| {
+            let mut accounts = Accounts::new();
+            // Entries of one agent are numbered under its lock, so replay
+            // order never depends on clocks or id generation across replicas.
+            let mut next_seq: BTreeMap<AgentId, i64> = BTreeMap::new();
+            for id in &ids {
+                let agent_id = DbUuid(id.as_uuid());
+                // A no-op update is the portable row lock (see change_lifecycle).
+                let locked = diesel::update(
+                    agents::table
+                        .filter(agents::tenant_id.eq(tenant_id))
+                        .filter(agents::id.eq(agent_id)),
+                )
+                .set(agents::credential_epoch.eq(agents::credential_epoch))
+                .execute(conn)
+                .await?;
+                if locked == 0 {
+                    return Err(StoreError::NotFound("agent"));
+                }
+                let rows: Vec<EntryRow> = ledger_entries::table
+                    .filter(ledger_entries::tenant_id.eq(tenant_id))
+                    .filter(ledger_entries::agent_id.eq(agent_id))
+                    .order(ledger_entries::seq.asc())
+                    .select(EntryRow::as_select())
+                    .load(conn)
+                    .await?;
+                next_seq.insert(*id, rows.len() as i64 + 1);
+                let entries = rows
+                    .into_iter()
+                    .map(EntryRow::into_entry)
+                    .collect::<Result<Vec<_>, _>>()?;
+                accounts.insert(*id, Account::replay(&entries)?);
+            }
+            let appends = decide(&accounts)?;
+            let mut key = appends.idempotency_key.clone();
+            let mut rows = Vec::with_capacity(appends.entries.len());
+            for (agent, entry) in &appends.entries {
+                let Some(seq) = next_seq.get_mut(agent) else {
+                    return Err(StoreError::Corrupt(
+                        "a ledger decision wrote to an agent it did not lock".to_owned(),
+                    ));
+                };
+                rows.push(EntryRow::new(tenant, *agent, *seq, entry, key.take()));
+                *seq += 1;
+            }
+            // Row by row: diesel's SQLite backend has no multi-row VALUES.
+            for row in &rows {
+                diesel::insert_into(ledger_entries::table)
+                    .values(row)
+                    .execute(conn)
+                    .await
+                    .map_err(|error| crate::tenants::conflict_as(error, "ledger entry"))?;
+            }
+            Ok::<_, StoreError>(appends)
+        })
+    }
+
+    /// Ledger entries of every agent in the tenant, for whole-ledger checks
+    /// (transfers balance, no window over its limit).
+    pub async fn tenant_ledger(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Vec<(AgentId, Entry)>, StoreError> {
+        let rows: Vec<EntryRow> = crate::db::read!(self, |conn| {
+            ledger_entries::table
+                .filter(ledger_entries::tenant_id.eq(DbUuid(tenant.as_uuid())))
+                .order((ledger_entries::agent_id.asc(), ledger_entries::seq.asc()))
+                .select(EntryRow::as_select())
+                .load(conn)
+                .await
+        })?;
+        rows.into_iter()
+            .map(|row| {
+                let agent = AgentId::from_uuid(row.agent_id.0);
+                row.into_entry().map(|entry| (agent, entry))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,211 @@
+//! Tenants and their API keys.
+
+use agentry_domain::{AgentId, ApiKeyRole, TenantId};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use time::OffsetDateTime;
+
+use crate::db::{read, write_tx};
+use crate::schema::{api_keys, tenants};
+use crate::types::{DbTime, DbUuid};
+use crate::{Store, StoreError, new_id};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = tenants)]
+struct TenantRow {
+    id: DbUuid,
+    name: String,
+    created_at: DbTime,
+}
+
+impl From<TenantRow> for Tenant {
+    fn from(row: TenantRow) -> Self {
+        Tenant {
+            id: TenantId::from_uuid(row.id.0),
+            name: row.name,
+            created_at: row.created_at.get(),
+        }
+    }
+}
+
+/// A key to store. The plaintext never reaches the store: only its hash.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    /// A tenant key has a role; an agent's own key names the agent instead.
+    pub role: Option<ApiKeyRole>,
+    pub agent_id: Option<AgentId>,
+    pub key_hash: [u8; 32],
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: uuid::Uuid,
+    pub tenant_id: TenantId,
+    pub role: Option<ApiKeyRole>,
+    pub agent_id: Option<AgentId>,
+    pub label: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = api_keys)]
+struct ApiKeyRow {
+    id: DbUuid,
+    tenant_id: DbUuid,
+    agent_id: Option<DbUuid>,
+    role: Option<String>,
+    key_hash: Vec<u8>,
+    label: Option<String>,
+    created_at: DbTime,
+    last_used_at: Option<DbTime>,
+    revoked_at: Option<DbTime>,
+}
+
+impl TryFrom<ApiKeyRow> for ApiKeyRecord {
+    type Error = StoreError;
+    fn try_from(row: ApiKeyRow) -> Result<Self, StoreError> {
+        let role = row
+            .role
+            .map(|role| role.parse::<ApiKeyRole>())
+            .transpose()
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        Ok(ApiKeyRecord {
+            id: row.id.0,
+            tenant_id: TenantId::from_uuid(row.tenant_id.0),
+            role,
+            agent_id: row.agent_id.map(|id| AgentId::from_uuid(id.0)),
+            label: row.label,
+            created_at: row.created_at.get(),
+            revoked_at: row.revoked_at.map(DbTime::get),
+        })
+    }
+}
+
+impl Store {
+    pub async fn create_tenant(
+        &self,
+        name: &str,
+        now: OffsetDateTime,
+    ) -> Result<Tenant, StoreError> {
+        let row = TenantRow {
+            id: DbUuid(new_id()),
+            name: name.to_owned(),
+            created_at: now.into(),
+        };
+        read!(self, |conn| {
+            diesel::insert_into(tenants::table)
+                .values(&row)
+                .execute(conn)
+                .await
+                .map_err(|error| conflict_as(error, "tenant"))
+        })?;
+        Ok(row.into())
+    }
+
+    pub async fn find_tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, StoreError> {
+        let row: Option<TenantRow> = read!(self, |conn| {
+            tenants::table
+                .filter(tenants::name.eq(name))
+                .select(TenantRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+        })?;
+        Ok(row.map(Tenant::from))
+    }
+
+    pub async fn count_tenants(&self) -> Result<i64, StoreError> {
+        Ok(read!(self, |conn| tenants::table
+            .count()
+            .get_result::<i64>(conn)
+            .await)?)
+    }
+
+    pub async fn insert_api_key(
+        &self,
+        tenant: TenantId,
+        key: NewApiKey,
+        now: OffsetDateTime,
+    ) -> Result<ApiKeyRecord, StoreError> {
+        let row = ApiKeyRow {
+            id: DbUuid(new_id()),
+            tenant_id: DbUuid(tenant.as_uuid()),
+            agent_id: key.agent_id.map(|id| DbUuid(id.as_uuid())),
+            role: key.role.map(|role| role.as_str().to_owned()),
+            key_hash: key.key_hash.to_vec(),
+            label: key.label,
+            created_at: now.into(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        read!(self, |conn| {
+            diesel::insert_into(api_keys::table)
+                .values(&row)
+                .execute(conn)
+                .await
+                .map_err(|error| conflict_as(error, "API key"))
+        })?;
+        row.try_into()
+    }
+
+    /// The key whose SHA-256 is `key_hash`, revoked or not (the caller
+    /// decides what a revoked key means). The lookup is by an index on the
+    /// hash of a 256-bit secret, so its timing reveals nothing usable.
+    pub async fn find_api_key(
+        &self,
+        key_hash: &[u8; 32],
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row: Option<ApiKeyRow> = read!(self, |conn| {
+            api_keys::table
+                .filter(api_keys::key_hash.eq(key_hash.as_slice()))
+                .select(ApiKeyRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+        })?;
+        row.map(ApiKeyRecord::try_from).transpose()
+    }
+
+    /// Revokes a key of `tenant`; revoking twice is fine and keeps the first
+    /// time.
+    pub async fn revoke_api_key(
+        &self,
+        tenant: TenantId,
+        id: uuid::Uuid,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let found = write_tx!(self, |conn| {
+            let target = api_keys::table
+                .filter(api_keys::id.eq(DbUuid(id)))
+                .filter(api_keys::tenant_id.eq(DbUuid(tenant.as_uuid())));
+            let exists: i64 = target.count().get_result(conn).await?;
+            diesel::update(target.filter(api_keys::revoked_at.is_null()))
+                .set(api_keys::revoked_at.eq(DbTime::new(now)))
+                .execute(conn)
+                .await?;
+            Ok::<_, StoreError>(exists > 0)
+        })?;
+        if found {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound("API key"))
+        }
+    }
+}
+
+/// Maps a unique violation to a conflict naming what was duplicated.
+pub(crate) fn conflict_as(error: diesel::result::Error, what: &'static str) -> StoreError {
+    match StoreError::from(error) {
+        StoreError::Conflict(_) => StoreError::Conflict(what),
+        other => other,
+    }
+}

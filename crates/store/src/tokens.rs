@@ -1,0 +1,234 @@
+//! One-time tokens (invites, provisioning bootstrap tokens, artifact
+//! download tokens): stored as SHA-256, expiring, consumed at most once, with
+//! an attempt counter that stops at its limit.
+
+use agentry_domain::TenantId;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::db::read;
+use crate::schema::one_time_tokens;
+use crate::types::{DbTime, DbUuid};
+use crate::{Store, StoreError, new_id};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenPurpose {
+    Invite,
+    Bootstrap,
+    Download,
+}
+
+impl TokenPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenPurpose::Invite => "invite",
+            TokenPurpose::Bootstrap => "bootstrap",
+            TokenPurpose::Download => "download",
+        }
+    }
+}
+
+/// Why a token cannot be used. Callers usually answer all of them alike
+/// (401 or 410) so a guesser learns nothing; the detail is for audit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is not valid")]
+    Unknown,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token has already been used")]
+    Consumed,
+    #[error("the token has been tried too many times")]
+    TooManyAttempts,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub purpose: TokenPurpose,
+    pub token_hash: [u8; 32],
+    /// What the token grants access to (a user, an instance, an artifact).
+    pub subject_id: Uuid,
+    pub max_attempts: i64,
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: Uuid,
+    pub tenant_id: TenantId,
+    pub subject_id: Uuid,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub expires_at: OffsetDateTime,
+    pub consumed_at: Option<OffsetDateTime>,
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = one_time_tokens)]
+struct TokenRow {
+    id: DbUuid,
+    tenant_id: DbUuid,
+    purpose: String,
+    token_hash: Vec<u8>,
+    subject_id: DbUuid,
+    attempts: i64,
+    max_attempts: i64,
+    expires_at: DbTime,
+    consumed_at: Option<DbTime>,
+    created_at: DbTime,
+}
+
+impl From<TokenRow> for TokenRecord {
+    fn from(row: TokenRow) -> Self {
+        TokenRecord {
+            id: row.id.0,
+            tenant_id: TenantId::from_uuid(row.tenant_id.0),
+            subject_id: row.subject_id.0,
+            attempts: row.attempts,
+            max_attempts: row.max_attempts,
+            expires_at: row.expires_at.get(),
+            consumed_at: row.consumed_at.map(DbTime::get),
+        }
+    }
+}
+
+impl TokenRecord {
+    /// Whether the token may still be used at `now`, and if not, why.
+    pub fn usable(&self, now: OffsetDateTime) -> Result<(), TokenError> {
+        if self.consumed_at.is_some() {
+            Err(TokenError::Consumed)
+        } else if self.expires_at <= now {
+            Err(TokenError::Expired)
+        } else if self.attempts >= self.max_attempts {
+            Err(TokenError::TooManyAttempts)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Store {
+    pub async fn insert_token(
+        &self,
+        tenant: TenantId,
+        token: NewToken,
+        now: OffsetDateTime,
+    ) -> Result<TokenRecord, StoreError> {
+        let row = TokenRow {
+            id: DbUuid(new_id()),
+            tenant_id: DbUuid(tenant.as_uuid()),
+            purpose: token.purpose.as_str().to_owned(),
+            token_hash: token.token_hash.to_vec(),
+            subject_id: DbUuid(token.subject_id),
+            attempts: 0,
+            max_attempts: token.max_attempts,
+            expires_at: DbTime::new(token.expires_at),
+            consumed_at: None,
+            created_at: DbTime::new(now),
+        };
+        read!(self, |conn| {
+            diesel::insert_into(one_time_tokens::table)
+                .values(&row)
+                .execute(conn)
+                .await
+                .map_err(|error| crate::tenants::conflict_as(error, "token"))
+        })?;
+        Ok(row.into())
+    }
+
+    /// The token with this hash and purpose, whatever its state.
+    pub async fn find_token(
+        &self,
+        purpose: TokenPurpose,
+        token_hash: &[u8; 32],
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let row: Option<TokenRow> = read!(self, |conn| {
+            one_time_tokens::table
+                .filter(one_time_tokens::token_hash.eq(token_hash.as_slice()))
+                .filter(one_time_tokens::purpose.eq(purpose.as_str()))
+                .select(TokenRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+        })?;
+        Ok(row.map(TokenRecord::from))
+    }
+
+    /// Consumes the token if it is unused and unexpired at `now` (attempts
+    /// gate starting a try, not finishing one). One statement decides, so
+    /// of any number of concurrent consumers exactly one wins; the others get
+    /// `TokenError::Consumed`.
+    pub async fn consume_token(
+        &self,
+        purpose: TokenPurpose,
+        token_hash: &[u8; 32],
+        now: OffsetDateTime,
+    ) -> Result<TokenRecord, StoreError> {
+        let now = DbTime::new(now);
+        let won: Option<TokenRow> = read!(self, |conn| {
+            diesel::update(
+                one_time_tokens::table
+                    .filter(one_time_tokens::token_hash.eq(token_hash.as_slice()))
+                    .filter(one_time_tokens::purpose.eq(purpose.as_str()))
+                    .filter(one_time_tokens::consumed_at.is_null())
+                    .filter(one_time_tokens::expires_at.gt(now)),
+            )
+            .set(one_time_tokens::consumed_at.eq(now))
+            .returning(TokenRow::as_returning())
+            .get_result(conn)
+            .await
+            .optional()
+        })?;
+        if let Some(row) = won {
+            return Ok(row.into());
+        }
+        self.explain_refusal(purpose, token_hash, now.get()).await
+    }
+
+    /// Counts one attempt at using the token (a download try, say) if any
+    /// are left; the counter never passes `max_attempts`.
+    pub async fn record_token_attempt(
+        &self,
+        purpose: TokenPurpose,
+        token_hash: &[u8; 32],
+        now: OffsetDateTime,
+    ) -> Result<TokenRecord, StoreError> {
+        let db_now = DbTime::new(now);
+        let counted: Option<TokenRow> = read!(self, |conn| {
+            diesel::update(
+                one_time_tokens::table
+                    .filter(one_time_tokens::token_hash.eq(token_hash.as_slice()))
+                    .filter(one_time_tokens::purpose.eq(purpose.as_str()))
+                    .filter(one_time_tokens::consumed_at.is_null())
+                    .filter(one_time_tokens::expires_at.gt(db_now))
+                    .filter(one_time_tokens::attempts.lt(one_time_tokens::max_attempts)),
+            )
+            .set(one_time_tokens::attempts.eq(one_time_tokens::attempts + 1))
+            .returning(TokenRow::as_returning())
+            .get_result(conn)
+            .await
+            .optional()
+        })?;
+        match counted {
+            Some(row) => Ok(row.into()),
+            None => self.explain_refusal(purpose, token_hash, now).await,
+        }
+    }
+
+    async fn explain_refusal(
+        &self,
+        purpose: TokenPurpose,
+        token_hash: &[u8; 32],
+        now: OffsetDateTime,
+    ) -> Result<TokenRecord, StoreError> {
+        let Some(token) = self.find_token(purpose, token_hash).await? else {
+            return Err(TokenError::Unknown.into());
+        };
+        token.usable(now)?;
+        // Usable now but refused a moment ago: it expired or was used in
+        // between; report it as used, the state it is in for everyone else.
+        Err(TokenError::Consumed.into())
+    }
+}

@@ -1,0 +1,565 @@
+//! The repository test suite: every test runs on SQLite and PostgreSQL.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions: a failed unwrap is a failed test"
+)]
+
+mod schema;
+mod support;
+
+use std::sync::Arc;
+
+use agentry_domain::{AgentSlug, LifecycleState, Money, TenantId};
+use agentry_ledger::{EnforcedLimits, EntryKind, LedgerError, verify_transfers};
+use agentry_lifecycle::{LifecycleError, TerminationReason};
+use agentry_store::{
+    AgentLimitEntry, Appends, NewAgent, NewAuditEvent, NewToken, Store, StoreError, TokenError,
+    TokenPurpose, now,
+};
+use support::on_both_backends;
+use time::Duration;
+
+fn slug(text: &str) -> AgentSlug {
+    AgentSlug::parse(text).expect("valid slug in test")
+}
+
+async fn tenant(store: &Store, name: &str) -> TenantId {
+    store
+        .create_tenant(name, now())
+        .await
+        .expect("create tenant")
+        .id
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrations_are_all_applied_and_idempotent() {
+    on_both_backends(|db| async move {
+        let status = db.store.migration_status().await.unwrap();
+        assert!(!status.is_empty());
+        assert!(
+            status.iter().all(|migration| migration.applied),
+            "{status:?}"
+        );
+        assert!(
+            db.store.migrate().await.unwrap().is_empty(),
+            "second run applies nothing"
+        );
+        db.store.ping().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_duplicate_agent_is_a_typed_conflict_within_a_tenant_only() {
+    on_both_backends(|db| async move {
+        let store = &db.store;
+        let (acme, globex) = (tenant(store, "acme").await, tenant(store, "globex").await);
+        let mut new = NewAgent::named(slug("summarizer-v1"), LifecycleState::Active);
+        new.budget_daily = Some(Money::parse_usd("5").unwrap());
+        new.metadata = serde_json::json!({ "can_delegate": true });
+        new.scopes = vec!["read:docs".into()];
+        let created = store.create_agent(acme, new.clone(), now()).await.unwrap();
+
+        let duplicate = store.create_agent(acme, new.clone(), now()).await;
+        assert!(
+            matches!(duplicate, Err(StoreError::Conflict("agent"))),
+            "{:?}: {duplicate:?}",
+            db.backend()
+        );
+        // The same slug in another tenant is a different agent.
+        let other = store.create_agent(globex, new, now()).await.unwrap();
+        assert_ne!(other.id, created.id);
+
+        let found = store
+            .find_agent_by_slug(acme, &slug("summarizer-v1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            found.as_ref(),
+            Some(&created),
+            "round trip is exact on {:?}",
+            db.backend()
+        );
+        assert_eq!(
+            store.find_agent(globex, created.id).await.unwrap(),
+            None,
+            "no cross-tenant read"
+        );
+        assert_eq!(store.list_agents(acme).await.unwrap().len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_changes_are_checked_recorded_and_bump_the_epoch_on_termination() {
+    on_both_backends(|db| async move {
+        let store = &db.store;
+        let acme = tenant(store, "acme").await;
+        let agent = store
+            .create_agent(
+                acme,
+                NewAgent::named(slug("worker-1"), LifecycleState::Active),
+                now(),
+            )
+            .await
+            .unwrap();
+        let refused = store
+            .change_lifecycle(acme, agent.id, now(), |lifecycle| {
+                lifecycle
+                    .request(LifecycleState::Terminated, now())
+                    .map(Some)
+            })
+            .await
+            .unwrap();
+        assert!(matches!(
+            refused,
+            Err(LifecycleError::InvalidTransition { .. })
+        ));
+
+        let (suspended, event) = store
+            .change_lifecycle(acme, agent.id, now(), |lifecycle| {
+                lifecycle
+                    .request(LifecycleState::Suspended, now())
+                    .map(Some)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(suspended.lifecycle_state, LifecycleState::Suspended);
+        assert!(event.is_some());
+        assert_eq!(suspended.credential_epoch, 0);
+
+        let (revoked, _) = store
+            .change_lifecycle(acme, agent.id, now(), |lifecycle| {
+                lifecycle
+                    .terminate(TerminationReason::Revoked, now())
+                    .map(Some)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(revoked.lifecycle_state, LifecycleState::Terminated);
+        assert_eq!(revoked.credential_epoch, 1);
+        assert!(revoked.revoked_at.is_some());
+        let stored = store.find_agent(acme, agent.id).await.unwrap().unwrap();
+        assert_eq!(stored, revoked);
+
+        let other = tenant(store, "globex").await;
+        let missing = store
+            .change_lifecycle(other, agent.id, now(), |lifecycle| {
+                lifecycle
+                    .terminate(TerminationReason::Revoked, now())
+                    .map(Some)
+            })
+            .await;
+        assert!(matches!(missing, Err(StoreError::NotFound("agent"))));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_limit_patches_lose_no_update() {
+    on_both_backends(|db| async move {
+        let store = Arc::new(db.store.clone());
+        let acme = tenant(&store, "acme").await;
+        let tasks: Vec<_> = (0..16)
+            .map(|n| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    store
+                        .update_agent_limits(acme, now(), |entries| {
+                            entries.insert(
+                                format!("agent:worker-{n}"),
+                                AgentLimitEntry {
+                                    max_budget: Some(Money::from_usd(n)),
+                                    max_requests_per_minute: Some(30 + n),
+                                },
+                            );
+                            Ok::<_, ()>(())
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap().unwrap();
+        }
+        let limits = store.agent_limits(acme).await.unwrap();
+        assert_eq!(
+            limits.entries.len(),
+            16,
+            "{:?}: {:?}",
+            db.backend(),
+            limits.entries.keys()
+        );
+        assert_eq!(limits.version, 16);
+        assert_eq!(
+            limits.entries["agent:worker-7"].max_budget,
+            Some(Money::from_usd(7))
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_limits_edit_writes_nothing() {
+    on_both_backends(|db| async move {
+        let store = &db.store;
+        let acme = tenant(store, "acme").await;
+        let refused = store
+            .update_agent_limits(acme, now(), |entries| {
+                entries.insert("agent:a".into(), AgentLimitEntry::default());
+                Err::<(), _>("no")
+            })
+            .await
+            .unwrap();
+        assert_eq!(refused, Err("no"));
+        let limits = store.agent_limits(acme).await.unwrap();
+        assert!(limits.entries.is_empty());
+        assert_eq!(limits.version, 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_spends_never_pass_the_limit() {
+    on_both_backends(|db| async move {
+        let store = Arc::new(db.store.clone());
+        let acme = tenant(&store, "acme").await;
+        let agent = store
+            .create_agent(
+                acme,
+                NewAgent::named(slug("spender"), LifecycleState::Active),
+                now(),
+            )
+            .await
+            .unwrap()
+            .id;
+        let limits = EnforcedLimits::enforce(Some(Money::from_usd(10)), None, None, None);
+        let spend = Money::parse_usd("0.75").unwrap();
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    store
+                        .ledger_transaction(acme, &[agent], |accounts| {
+                            let entry = accounts[&agent].spend(spend, &limits, now())?;
+                            Ok(Appends {
+                                entries: vec![(agent, entry)],
+                                idempotency_key: None,
+                            })
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let mut accepted = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => accepted += 1,
+                Err(StoreError::Ledger(LedgerError::InsufficientBudget { .. })) => {}
+                Err(other) => panic!("{:?}: unexpected {other:?}", db.backend()),
+            }
+        }
+        // 13 x 0.75 = 9.75 fits, a 14th would be 10.50.
+        assert_eq!(accepted, 13, "{:?}", db.backend());
+        let account = store.account(acme, agent).await.unwrap();
+        assert_eq!(
+            account.spent(agentry_ledger::Window::Day, now()),
+            Money::parse_usd("9.75").unwrap()
+        );
+        let ledger = store.tenant_ledger(acme).await.unwrap();
+        assert_eq!(ledger.len(), 13);
+        assert!(verify_transfers(ledger.iter().map(|(agent, entry)| (*agent, entry))).is_ok());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delegation_writes_both_sides_and_a_repeated_idempotency_key_is_refused() {
+    on_both_backends(|db| async move {
+        let store = &db.store;
+        let acme = tenant(store, "acme").await;
+        let parent = store
+            .create_agent(
+                acme,
+                NewAgent::named(slug("parent"), LifecycleState::Active),
+                now(),
+            )
+            .await
+            .unwrap()
+            .id;
+        let child = store
+            .create_agent(
+                acme,
+                NewAgent::named(slug("child"), LifecycleState::Active),
+                now(),
+            )
+            .await
+            .unwrap()
+            .id;
+        let limits = EnforcedLimits::enforce(Some(Money::from_usd(5)), None, None, None);
+        store
+            .ledger_transaction(acme, &[parent, child], |accounts| {
+                let (slice, allocation) = accounts[&parent].delegate(
+                    parent,
+                    child,
+                    Money::from_usd(2),
+                    &limits,
+                    now(),
+                )?;
+                Ok(Appends {
+                    entries: vec![(parent, slice), (child, allocation)],
+                    idempotency_key: Some("delegate-1".into()),
+                })
+            })
+            .await
+            .unwrap();
+        let child_account = store.account(acme, child).await.unwrap();
+        assert_eq!(child_account.unspent_allocation(now()), Money::from_usd(2));
+        let ledger = store.tenant_ledger(acme).await.unwrap();
+        assert!(verify_transfers(ledger.iter().map(|(agent, entry)| (*agent, entry))).is_ok());
+        assert!(matches!(
+            ledger[0].1.kind,
+            EntryKind::DelegationSlice { .. } | EntryKind::Allocation { .. }
+        ));
+
+        let spend = async |key: &'static str| {
+            store
+                .ledger_transaction(acme, &[parent], move |accounts| {
+                    let entry = accounts[&parent].spend(Money::from_usd(1), &limits, now())?;
+                    Ok(Appends {
+                        entries: vec![(parent, entry)],
+                        idempotency_key: Some(key.into()),
+                    })
+                })
+                .await
+        };
+        spend("spend-1").await.unwrap();
+        let repeated = spend("spend-1").await;
+        assert!(
+            matches!(repeated, Err(StoreError::Conflict("ledger entry"))),
+            "{repeated:?}"
+        );
+        assert_eq!(store.ledger_entries(acme, parent).await.unwrap().len(), 2);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_one_of_twenty_concurrent_consumers_wins() {
+    on_both_backends(|db| async move {
+        let store = Arc::new(db.store.clone());
+        let acme = tenant(&store, "acme").await;
+        let hash = [7u8; 32];
+        store
+            .insert_token(
+                acme,
+                NewToken {
+                    purpose: TokenPurpose::Bootstrap,
+                    token_hash: hash,
+                    subject_id: uuid::Uuid::now_v7(),
+                    max_attempts: 1,
+                    expires_at: now() + Duration::hours(1),
+                },
+                now(),
+            )
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    store
+                        .consume_token(TokenPurpose::Bootstrap, &hash, now())
+                        .await
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(token) => {
+                    winners += 1;
+                    assert!(token.consumed_at.is_some());
+                }
+                Err(StoreError::Token(TokenError::Consumed)) => {}
+                Err(other) => panic!("{:?}: unexpected {other:?}", db.backend()),
+            }
+        }
+        assert_eq!(winners, 1, "{:?}", db.backend());
+        // The wrong purpose does not find it at all.
+        let wrong = store
+            .consume_token(TokenPurpose::Invite, &hash, now())
+            .await;
+        assert!(matches!(wrong, Err(StoreError::Token(TokenError::Unknown))));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attempt_counters_stop_at_their_limit_and_expired_tokens_refuse() {
+    on_both_backends(|db| async move {
+        let store = &db.store;
+        let acme = tenant(store, "acme").await;
+        let new = |hash: [u8; 32], expires_in: Duration| NewToken {
+            purpose: TokenPurpose::Download,
+            token_hash: hash,
+            subject_id: uuid::Uuid::now_v7(),
+            max_attempts: 3,
+            expires_at: now() + expires_in,
+        };
+        store
+            .insert_token(acme, new([1; 32], Duration::hours(1)), now())
+            .await
+            .unwrap();
+        for expected in 1..=3 {
+            let token = store
+                .record_token_attempt(TokenPurpose::Download, &[1; 32], now())
+                .await
+                .unwrap();
+            assert_eq!(token.attempts, expected);
+        }
+        let fourth = store
+            .record_token_attempt(TokenPurpose::Download, &[1; 32], now())
+            .await;
+        assert!(matches!(
+            fourth,
+            Err(StoreError::Token(TokenError::TooManyAttempts))
+        ));
+        // A transfer that started on the last attempt may still complete.
+        store
+            .consume_token(TokenPurpose::Download, &[1; 32], now())
+            .await
+            .unwrap();
+
+        store
+            .insert_token(acme, new([2; 32], Duration::seconds(1)), now())
+            .await
+            .unwrap();
+        let later = now() + Duration::seconds(2);
+        let expired = store
+            .consume_token(TokenPurpose::Download, &[2; 32], later)
+            .await;
+        assert!(
+            matches!(expired, Err(StoreError::Token(TokenError::Expired))),
+            "{expired:?}"
+        );
+        let unknown = store
+            .consume_token(TokenPurpose::Download, &[3; 32], now())
+            .await;
+        assert!(matches!(
+            unknown,
+            Err(StoreError::Token(TokenError::Unknown))
+        ));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_chain_verifies_and_names_the_first_tampered_event() {
+    on_both_backends(|db| async move {
+        let store = &db.store;
+        let acme = tenant(store, "acme").await;
+        let globex = tenant(store, "globex").await;
+        for n in 0..5 {
+            for tenant in [acme, globex] {
+                store
+                    .append_audit(
+                        tenant,
+                        NewAuditEvent {
+                            actor: "key:test".into(),
+                            action: "agent.bootstrap".into(),
+                            target: Some(format!("agent:worker-{n}")),
+                            outcome: "success".into(),
+                            detail: serde_json::json!({ "n": n }),
+                        },
+                        now(),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        assert_eq!(store.verify_audit_chain(acme).await.unwrap(), Ok(5));
+        let about = store
+            .audit_events_for(acme, "agent:worker-2", 10)
+            .await
+            .unwrap();
+        assert_eq!(about.len(), 1);
+        assert_eq!(about[0].detail, serde_json::json!({ "n": 2 }));
+
+        db.execute_raw("UPDATE audit_events SET outcome = 'failure' WHERE seq = 3")
+            .await;
+        let broken = store.verify_audit_chain(acme).await.unwrap().unwrap_err();
+        assert_eq!(broken.seq, 3, "{:?}", db.backend());
+        assert!(broken.to_string().contains("seq 3"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_audit_event_is_reported_as_missing() {
+    on_both_backends(|db| async move {
+        let store = &db.store;
+        let acme = tenant(store, "acme").await;
+        for action in ["a", "b", "c"] {
+            let event = NewAuditEvent {
+                actor: "system".into(),
+                action: action.into(),
+                target: None,
+                outcome: "success".into(),
+                detail: serde_json::Value::Null,
+            };
+            store.append_audit(acme, event, now()).await.unwrap();
+        }
+        db.execute_raw("DELETE FROM audit_events WHERE seq = 2")
+            .await;
+        let broken = store.verify_audit_chain(acme).await.unwrap().unwrap_err();
+        assert_eq!(broken.seq, 2);
+        assert_eq!(broken.reason, "an event is missing");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_keys_are_found_by_hash_and_revoked_per_tenant() {
+    on_both_backends(|db| async move {
+        let store = &db.store;
+        let acme = tenant(store, "acme").await;
+        let globex = tenant(store, "globex").await;
+        let key = store
+            .insert_api_key(
+                acme,
+                agentry_store::NewApiKey {
+                    role: Some(agentry_domain::ApiKeyRole::Provisioner),
+                    agent_id: None,
+                    key_hash: [9; 32],
+                    label: Some("ci".into()),
+                },
+                now(),
+            )
+            .await
+            .unwrap();
+        let found = store.find_api_key(&[9; 32]).await.unwrap().unwrap();
+        assert_eq!(found, key);
+        assert_eq!(store.find_api_key(&[8; 32]).await.unwrap(), None);
+        assert!(matches!(
+            store.revoke_api_key(globex, key.id, now()).await,
+            Err(StoreError::NotFound("API key"))
+        ));
+        store.revoke_api_key(acme, key.id, now()).await.unwrap();
+        store.revoke_api_key(acme, key.id, now()).await.unwrap();
+        assert!(
+            store
+                .find_api_key(&[9; 32])
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at
+                .is_some()
+        );
+        assert_eq!(store.count_tenants().await.unwrap(), 2);
+    })
+    .await;
+}

@@ -1,0 +1,125 @@
+//! Runs one test body against a fresh SQLite file and a fresh PostgreSQL
+//! database (created for the test, dropped afterwards), so every repository
+//! test is written once and proved on both backends.
+
+use std::future::Future;
+use std::panic::resume_unwind;
+
+use agentry_store::{Backend, DatabaseUrl, PoolOptions, Store};
+use diesel::sqlite::SqliteConnection;
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+
+const POSTGRES_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// One backend's database for one test.
+#[derive(Debug)]
+pub(crate) struct TestDb {
+    pub(crate) store: Store,
+    pub(crate) url: DatabaseUrl,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub(crate) fn backend(&self) -> Backend {
+        self.store.backend()
+    }
+
+    /// Runs SQL behind the store's back, as an attacker or a broken tool
+    /// would (to prove that tampering is detected).
+    pub(crate) async fn execute_raw(&self, sql: &str) {
+        match &self.url {
+            DatabaseUrl::Sqlite(path) => {
+                let mut conn = SyncConnectionWrapper::<SqliteConnection>::establish(path)
+                    .await
+                    .expect("open sqlite");
+                conn.batch_execute(sql).await.expect("raw sql on sqlite");
+            }
+            DatabaseUrl::Postgres(url) => {
+                let mut conn = AsyncPgConnection::establish(url)
+                    .await
+                    .expect("open postgres");
+                conn.batch_execute(sql).await.expect("raw sql on postgres");
+            }
+        }
+    }
+}
+
+pub(crate) async fn sqlite_db() -> TestDb {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("agentry-test.db");
+    let url = DatabaseUrl::parse(&format!("sqlite://{}", path.display())).expect("sqlite url");
+    let store = Store::connect(&url, &PoolOptions::default()).expect("sqlite pool");
+    store.migrate().await.expect("migrate sqlite");
+    TestDb {
+        store,
+        url,
+        _dir: Some(dir),
+    }
+}
+
+/// A fresh, migrated PostgreSQL database, or `None` when the server cannot
+/// be reached outside CI. In CI (`CI` set) an unreachable server fails the
+/// test: a skipped backend must never pass as a tested one.
+pub(crate) async fn postgres_db() -> Option<(TestDb, String)> {
+    let admin_url = format!("{POSTGRES_SERVER}/postgres");
+    let mut admin = match AsyncPgConnection::establish(&admin_url).await {
+        Ok(conn) => conn,
+        Err(error) => {
+            if std::env::var_os("CI").is_some() {
+                panic!("PostgreSQL at {POSTGRES_SERVER} is unreachable in CI: {error}");
+            }
+            eprintln!(
+                "\n!!! SKIPPING the PostgreSQL half of this test: {POSTGRES_SERVER} is unreachable ({error}).\n!!! Start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n"
+            );
+            return None;
+        }
+    };
+    let name = format!("agentry_test_{}", uuid::Uuid::now_v7().simple());
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create test database");
+    let url = DatabaseUrl::parse(&format!("{POSTGRES_SERVER}/{name}")).expect("postgres url");
+    let store = Store::connect(&url, &PoolOptions::default()).expect("postgres pool");
+    store.migrate().await.expect("migrate postgres");
+    Some((
+        TestDb {
+            store,
+            url,
+            _dir: None,
+        },
+        name,
+    ))
+}
+
+pub(crate) async fn drop_postgres(name: &str) {
+    let admin_url = format!("{POSTGRES_SERVER}/postgres");
+    if let Ok(mut admin) = AsyncPgConnection::establish(&admin_url).await {
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await;
+    }
+}
+
+/// Runs `test` on SQLite, then on PostgreSQL. A failure on either backend
+/// fails the test; the PostgreSQL database is dropped even then.
+pub(crate) async fn on_both_backends<F, Fut>(test: F)
+where
+    F: Fn(TestDb) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let sqlite = sqlite_db().await;
+    if let Err(panic) = tokio::spawn(test(sqlite)).await {
+        eprintln!("failed on sqlite");
+        resume_unwind(panic.into_panic());
+    }
+    if let Some((postgres, name)) = postgres_db().await {
+        let outcome = tokio::spawn(test(postgres)).await;
+        drop_postgres(&name).await;
+        if let Err(panic) = outcome {
+            eprintln!("failed on postgres");
+            resume_unwind(panic.into_panic());
+        }
+    }
+}
