@@ -12,8 +12,13 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  test    everything CI runs: fmt check, clippy -D warnings, nextest on the workspace
-  deny    cargo deny check licenses bans sources (installs cargo-deny if missing)
+  test               everything CI runs: fmt check, clippy -D warnings, nextest on the workspace
+  deny               cargo deny check licenses bans sources (installs cargo-deny if missing)
+  migrate [--status] apply pending migrations to DATABASE_URL, or list applied and pending ones
+  seed               create a demo tenant, keys (printed once) and agents; idempotent
+  bench store        store throughput on SQLite and PostgreSQL (release build)
+
+DATABASE_URL chooses the database for migrate and seed (default sqlite://agentry.db).
 ";
 
 fn main() -> Result<()> {
@@ -23,6 +28,9 @@ fn main() -> Result<()> {
     match task.as_deref() {
         Some("test") => test(&rest),
         Some("deny") => deny(),
+        Some("migrate") => agentryd("migrate", &rest),
+        Some("seed") => agentryd("seed", &rest),
+        Some("bench") => bench(&rest),
         Some("help" | "--help" | "-h") | None => {
             eprint!("{USAGE}");
             Ok(())
@@ -62,6 +70,27 @@ fn test(nextest_args: &[String]) -> Result<()> {
 fn deny() -> Result<()> {
     ensure_cargo_tool("deny", "cargo-deny")?;
     run(cargo().args(["deny", "check", "licenses", "bans", "sources"]))
+}
+
+/// Runs a maintenance command of the server binary, so the migrations and
+/// the seed are exactly the ones `agentryd` embeds.
+fn agentryd(command: &str, args: &[String]) -> Result<()> {
+    run(cargo()
+        .args(["run", "--quiet", "--package", "agentryd", "--", command])
+        .args(args))
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("store") => run(cargo().args([
+            "bench",
+            "--package",
+            "agentry-store",
+            "--bench",
+            "store_throughput",
+        ])),
+        other => bail!("unknown benchmark {other:?}; available: store"),
+    }
 }
 
 fn ensure_cargo_tool(subcommand: &str, package: &str) -> Result<()> {

@@ -1,32 +1,97 @@
 //! `agentryd`, the Agentry server.
 //!
-//! Thin by design: it reads the configuration once, builds the pieces the
-//! library crates provide, and starts the listeners. Anything worth testing
-//! lives in a library crate.
+//! Thin by design: it reads the configuration once, opens the store, and
+//! starts the listeners or runs one maintenance command. Anything worth
+//! testing lives in a library crate.
 
 mod config;
+mod seed;
 
-use std::net::SocketAddr;
-
-use actix_web::{App, HttpServer};
+use actix_web::{App, HttpServer, web};
+use agentry_store::{DatabaseUrl, PoolOptions, Store};
 use anyhow::Context;
 use clap::Parser;
 
-use crate::config::Config;
+use crate::config::{Command, Config};
 
-#[actix_web::main]
+// A multi-thread runtime: the store runs its work here (see
+// `Store::detached`), while actix-web's workers run their own.
+#[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     init_tracing(&config);
+    let store = open_store(&config)?;
+    match config.command {
+        None | Some(Command::Serve) => serve(&config, store).await,
+        Some(Command::Migrate { status: false }) => {
+            let applied = store.migrate().await.context("migration failed")?;
+            eprintln!(
+                "applied {} migration(s) on {}",
+                applied.len(),
+                store.backend().as_str()
+            );
+            for name in applied {
+                eprintln!("  {name}");
+            }
+            Ok(())
+        }
+        Some(Command::Migrate { status: true }) => {
+            for migration in store
+                .migration_status()
+                .await
+                .context("cannot read migrations")?
+            {
+                let state = if migration.applied {
+                    "applied"
+                } else {
+                    "pending"
+                };
+                eprintln!("{state:8} {}", migration.name);
+            }
+            Ok(())
+        }
+        Some(Command::Seed) => {
+            store.migrate().await.context("migration failed")?;
+            seed::run(&store).await
+        }
+    }
+}
 
-    let server = HttpServer::new(|| App::new().configure(agentry_http::configure))
-        .bind(config.bind)
-        .with_context(|| format!("cannot listen on {}", config.bind))?;
-    let bound: Vec<SocketAddr> = server.addrs();
-    for address in &bound {
+fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let url = DatabaseUrl::parse(&config.database_url)?;
+    let options = PoolOptions {
+        max_connections: config.db_max_connections,
+        ..PoolOptions::default()
+    };
+    Ok(Store::connect(&url, &options)?)
+}
+
+async fn serve(config: &Config, store: Store) -> anyhow::Result<()> {
+    if config.skip_migrations {
+        tracing::info!("skipping migrations at start (--skip-migrations)");
+    } else {
+        let applied = store
+            .migrate()
+            .await
+            .with_context(|| format!("cannot migrate the database at {}", config.database_url))?;
+        tracing::info!(
+            count = applied.len(),
+            backend = store.backend().as_str(),
+            "migrations applied"
+        );
+    }
+    let data = web::Data::new(store.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .configure(agentry_http::configure)
+    })
+    .bind(config.bind)
+    .with_context(|| format!("cannot listen on {}", config.bind))?;
+    for address in server.addrs() {
         tracing::info!(%address, "agentryd listening on http://{address}");
     }
-    tracing::info!(database = %config.database_url, "database");
+    tracing::info!(backend = store.backend().as_str(), "database ready");
     server.run().await.context("server stopped with an error")
 }
 

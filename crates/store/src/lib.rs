@@ -43,6 +43,9 @@ pub use tokens::{NewToken, TokenError, TokenPurpose, TokenRecord};
 pub struct Store {
     pools: db::Pools,
     backend: Backend,
+    /// The multi-thread runtime the store was opened on; see
+    /// [`Store::detached`].
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Store {
@@ -56,11 +59,40 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens a pool for `url`. No connection is made until first use; call
     /// [`Store::migrate`] or [`Store::ping`] to find out whether it works.
+    ///
+    /// Must be called on a tokio multi-thread runtime: the SQLite driver and
+    /// the migration harness block a worker thread, which a current-thread
+    /// runtime cannot spare.
     pub fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Self, StoreError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .ok()
+            .filter(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            .ok_or_else(|| {
+                StoreError::Config(
+                    "the store must be opened on a tokio multi-thread runtime".into(),
+                )
+            })?;
         Ok(Self {
             pools: db::Pools::connect(url, options)?,
             backend: url.backend(),
+            runtime,
         })
+    }
+
+    /// Runs `task` on the store's own runtime and waits for it. If the
+    /// caller stops waiting (an HTTP client hung up), the task still runs to
+    /// the end: a transaction is never abandoned half way, and the SQLite
+    /// driver, which cannot be cancelled mid-query, is never dropped on a
+    /// current-thread runtime such as an actix-web worker's.
+    pub async fn detached<T, Fut>(&self, task: impl FnOnce(Store) -> Fut) -> Result<T, StoreError>
+    where
+        Fut: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.runtime
+            .spawn(task(self.clone()))
+            .await
+            .map_err(|error| StoreError::Unavailable(format!("store task failed: {error}")))?
     }
 
     pub fn backend(&self) -> Backend {
