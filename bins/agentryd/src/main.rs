@@ -20,7 +20,7 @@ use crate::config::{Command, Config};
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     init_tracing(&config);
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     match config.command {
         None | Some(Command::Serve) => serve(&config, store).await,
         Some(Command::Migrate { status: false }) => {
@@ -57,8 +57,11 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-fn open_store(config: &Config) -> anyhow::Result<Store> {
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let url = DatabaseUrl::parse(&config.database_url)?;
+    if Store::ensure_database(&url).await? {
+        tracing::info!("created the database named in DATABASE_URL");
+    }
     let options = PoolOptions {
         max_connections: config.db_max_connections,
         ..PoolOptions::default()

@@ -147,6 +147,57 @@ fn sqlite_setup(path: &str, busy_ms: u128) -> BoxFuture<'_, diesel::ConnectionRe
     .boxed()
 }
 
+/// Splits `postgres://user@host/name?options` into the URL of the server's
+/// maintenance database and `name`.
+fn maintenance_url(url: &str) -> Option<(String, String)> {
+    let authority_start = url.find("://")? + 3;
+    let path_start = authority_start + url[authority_start..].find('/')?;
+    let (path, query) = match url[path_start + 1..].split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (&url[path_start + 1..], None),
+    };
+    if path.is_empty() {
+        return None;
+    }
+    let mut maintenance = format!("{}/postgres", &url[..path_start]);
+    if let Some(query) = query {
+        maintenance.push('?');
+        maintenance.push_str(query);
+    }
+    Some((maintenance, path.to_owned()))
+}
+
+pub(crate) async fn ensure_postgres_database(url: &str) -> Result<bool, StoreError> {
+    let error = match AsyncPgConnection::establish(url).await {
+        Ok(_) => return Ok(false),
+        Err(error) => error,
+    };
+    let missing = error.to_string().contains("does not exist");
+    let Some((maintenance, name)) = maintenance_url(url).filter(|_| missing) else {
+        return Err(StoreError::Unavailable(error.to_string()));
+    };
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(StoreError::Config(format!(
+            "will not create database {name:?}: use letters, digits, '_' and '-' only"
+        )));
+    }
+    let mut admin = AsyncPgConnection::establish(&maintenance)
+        .await
+        .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+    match admin
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+    {
+        Ok(()) => Ok(true),
+        // Another replica created it in the meantime.
+        Err(error) if error.to_string().contains("already exists") => Ok(false),
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// Runs `$body` in a write transaction with `$conn` bound to the backend's
 /// connection: `BEGIN IMMEDIATE` on SQLite (a deferred transaction that reads
 /// then writes fails with "database is locked" under concurrency instead of
@@ -215,5 +266,25 @@ mod tests {
         assert!(DatabaseUrl::parse("sqlite://:memory:").is_err());
         assert!(DatabaseUrl::parse("mysql://localhost/x").is_err());
         assert!(DatabaseUrl::parse("").is_err());
+    }
+
+    #[test]
+    fn the_maintenance_url_keeps_credentials_and_options() {
+        assert_eq!(
+            maintenance_url("postgres://postgres@127.0.0.1:5432/agentry"),
+            Some((
+                "postgres://postgres@127.0.0.1:5432/postgres".into(),
+                "agentry".into()
+            ))
+        );
+        assert_eq!(
+            maintenance_url("postgresql://u:p@db/agentry?sslmode=require"),
+            Some((
+                "postgresql://u:p@db/postgres?sslmode=require".into(),
+                "agentry".into()
+            ))
+        );
+        assert_eq!(maintenance_url("postgres://db"), None);
+        assert_eq!(maintenance_url("postgres://db/"), None);
     }
 }

@@ -99,6 +99,18 @@ impl Store {
         self.backend
     }
 
+    /// Creates the PostgreSQL database `url` names when the server says it
+    /// does not exist, so `DATABASE_URL=postgres://.../agentry` works on a
+    /// fresh server as `sqlite://agentry.db` does on a bare machine. Does
+    /// nothing for SQLite (the file is created on first connect) or when the
+    /// database exists.
+    pub async fn ensure_database(url: &DatabaseUrl) -> Result<bool, StoreError> {
+        let DatabaseUrl::Postgres(url) = url else {
+            return Ok(false);
+        };
+        db::ensure_postgres_database(url).await
+    }
+
     /// One round trip, for readiness checks.
     pub async fn ping(&self) -> Result<(), StoreError> {
         use diesel_async::SimpleAsyncConnection;

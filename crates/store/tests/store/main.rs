@@ -563,3 +563,24 @@ async fn api_keys_are_found_by_hash_and_revoked_per_tenant() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_postgres_database_is_created_once() {
+    let sqlite = support::sqlite_db().await;
+    assert!(!Store::ensure_database(&sqlite.url).await.unwrap());
+    // Reuse the harness's reachability rule: skip outside CI, fail inside.
+    let Some((probe, probe_name)) = support::postgres_db().await else {
+        return;
+    };
+    drop(probe);
+    support::drop_postgres(&probe_name).await;
+    let name = format!("agentry_ensure_{}", uuid::Uuid::now_v7().simple());
+    let url =
+        agentry_store::DatabaseUrl::parse(&format!("postgres://postgres@127.0.0.1:5432/{name}"))
+            .unwrap();
+    let created = Store::ensure_database(&url).await;
+    let again = Store::ensure_database(&url).await;
+    support::drop_postgres(&name).await;
+    assert!(created.unwrap(), "the first call creates it");
+    assert!(!again.unwrap(), "the second finds it");
+}
