@@ -1,16 +1,30 @@
 //! Who is calling, and may they?
 //!
-//! This crate owns every credential Agentry mints or checks. Today that is
-//! API keys and the secret hashing they share with one-time tokens; agent
-//! JWTs and the JWKS, passwords, the CA and the role table follow with the
-//! auth issue.
+//! This crate owns every credential Agentry mints or checks, and the rules
+//! about them: API keys (`api_key`), one-time tokens and secret hashing
+//! (`secret`), passwords (`password`), agent JWTs and the JWKS (`jwt`),
+//! sealing of secrets at rest under the master key (`sealing`), and the table
+//! from roles to permissions (`permissions`). Reading the clock is the
+//! caller's job: every time-dependent check takes `now`.
 //!
 //! It must never depend on actix, diesel or tokio: the HTTP extractors live in
 //! `agentry-http` and persistence in `agentry-store`, so the rules here can be
 //! tested and embedded without a server or a database.
 
 mod api_key;
+mod jwt;
+mod password;
+mod permissions;
+mod sealing;
 mod secret;
 
 pub use api_key::{ApiKey, ApiKeyError, ApiKeyKind};
-pub use secret::{SecretHash, hash_secret, random_bytes};
+pub use jwt::{
+    Audience, Claims, Jwk, Jwks, JwtError, JwtIssuer, JwtPublicKey, JwtSigningKey, KeyRing, LEEWAY,
+};
+pub use password::{hash_password, verify_password, verify_password_for_unknown_account};
+pub use permissions::{Permission, permissions, role_has};
+pub use sealing::{MasterKey, SealError};
+pub use secret::{
+    SecretHash, hash_secret, is_hex_token, mint_hex_token, mint_invite_token, random_bytes,
+};

@@ -26,6 +26,26 @@ impl std::fmt::Debug for SecretHash {
     }
 }
 
+/// A one-time token in its wire form: 64 lowercase hex digits (256 bits),
+/// the format seed 003 gives bootstrap and download tokens.
+pub fn mint_hex_token() -> String {
+    random_bytes::<32>()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// An invite token (seed 002): `inv_` and 64 hex digits, so a leaked one
+/// is recognisable.
+pub fn mint_invite_token() -> String {
+    format!("inv_{}", mint_hex_token())
+}
+
+/// Whether `text` has the shape of [`mint_hex_token`]'s output.
+pub fn is_hex_token(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 pub fn hash_secret(secret: &str) -> SecretHash {
     SecretHash(Sha256::digest(secret.as_bytes()).into())
 }
@@ -59,6 +79,17 @@ mod tests {
         assert!(hash.matches(&hash_secret("abc")));
         assert!(!hash.matches(&hash_secret("abd")));
         assert_eq!(format!("{hash:?}"), "SecretHash(ba7816bf..)");
+    }
+
+    #[test]
+    fn one_time_tokens_have_their_wire_shapes() {
+        let token = mint_hex_token();
+        assert!(is_hex_token(&token), "{token}");
+        assert_ne!(token, mint_hex_token());
+        let invite = mint_invite_token();
+        assert!(invite.starts_with("inv_") && is_hex_token(&invite[4..]));
+        assert!(!is_hex_token(&token.to_uppercase()));
+        assert!(!is_hex_token(&token[1..]));
     }
 
     #[test]
