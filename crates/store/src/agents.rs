@@ -7,6 +7,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use time::OffsetDateTime;
 
+use crate::changes::{Change, NotifyChange};
 use crate::db::{read, write_tx};
 use crate::schema::{agents, lifecycle_events};
 use crate::tenants::conflict_as;
@@ -313,6 +314,37 @@ impl Store {
         rows.into_iter().map(AgentRecord::try_from).collect()
     }
 
+    /// Records when agents were last seen, in one transaction. Callers batch
+    /// sightings in memory and flush them now and then, so an authenticated
+    /// request never pays for a write. Times only move forward.
+    pub async fn record_last_seen(
+        &self,
+        tenant_sightings: Vec<(TenantId, AgentId, OffsetDateTime)>,
+    ) -> Result<(), StoreError> {
+        if tenant_sightings.is_empty() {
+            return Ok(());
+        }
+        write_tx!(self, |conn| {
+            for (tenant, agent, seen) in &tenant_sightings {
+                let seen = DbTime::new(*seen);
+                diesel::update(
+                    agents::table
+                        .filter(agents::tenant_id.eq(DbUuid(tenant.as_uuid())))
+                        .filter(agents::id.eq(DbUuid(agent.as_uuid())))
+                        .filter(
+                            agents::last_seen_at
+                                .is_null()
+                                .or(agents::last_seen_at.lt(seen)),
+                        ),
+                )
+                .set(agents::last_seen_at.eq(seen))
+                .execute(conn)
+                .await?;
+            }
+            Ok::<_, StoreError>(())
+        })
+    }
+
     /// Applies a lifecycle decision atomically: reads the agent under a write
     /// lock, lets `decide` (a function of `agentry-lifecycle`) judge, and
     /// writes the new state, its history row and a new credential epoch when
@@ -328,7 +360,7 @@ impl Store {
         F: FnOnce(&Lifecycle) -> Result<Option<(Lifecycle, LifecycleEvent)>, LifecycleError> + Send,
     {
         let now = DbTime::new(now);
-        write_tx!(self, |conn| {
+        let outcome = write_tx!(self, |conn| {
             let target = agents::table
                 .filter(agents::tenant_id.eq(DbUuid(tenant.as_uuid())))
                 .filter(agents::id.eq(DbUuid(id.as_uuid())));
@@ -375,7 +407,12 @@ impl Store {
                 .values(LifecycleEventRow::new(tenant, id, &event))
                 .execute(conn)
                 .await?;
+            conn.notify_change(Change::Agent(id)).await?;
             Ok(Ok((agent, Some(event))))
-        })
+        });
+        if let Ok(Ok((_, Some(_)))) = &outcome {
+            self.publish(Change::Agent(id));
+        }
+        outcome
     }
 }

@@ -15,12 +15,14 @@
 
 mod agents;
 mod audit;
+mod changes;
 mod db;
 mod error;
 mod ledger;
 mod limits;
 mod migrations;
 mod schema;
+mod signing_keys;
 mod tenants;
 mod tokens;
 mod types;
@@ -30,11 +32,13 @@ use uuid::Uuid;
 
 pub use agents::{AgentRecord, LifecycleChange, NewAgent};
 pub use audit::{AuditEvent, BrokenLink, NewAuditEvent};
+pub use changes::Change;
 pub use db::{Backend, DatabaseUrl, PoolOptions};
 pub use error::StoreError;
 pub use ledger::{Accounts, Appends};
 pub use limits::{AgentLimitEntry, AgentLimits, LIMITS_ATTEMPTS};
 pub use migrations::{MigrationStatus, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+pub use signing_keys::SigningKeyRecord;
 pub use tenants::{ApiKeyRecord, NewApiKey, Tenant};
 pub use tokens::{NewToken, TokenError, TokenPurpose, TokenRecord};
 
@@ -46,6 +50,7 @@ pub struct Store {
     /// The multi-thread runtime the store was opened on; see
     /// [`Store::detached`].
     runtime: tokio::runtime::Handle,
+    changes: tokio::sync::broadcast::Sender<changes::Change>,
 }
 
 impl std::fmt::Debug for Store {
@@ -76,6 +81,7 @@ impl Store {
             pools: db::Pools::connect(url, options)?,
             backend: url.backend(),
             runtime,
+            changes: changes::channel(),
         })
     }
 

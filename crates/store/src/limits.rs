@@ -9,6 +9,7 @@ use diesel_async::RunQueryDsl;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::changes::{Change, NotifyChange};
 use crate::db::{read, write_tx};
 use crate::schema::agent_limits;
 use crate::types::{DbTime, DbUuid};
@@ -93,7 +94,10 @@ impl Store {
     {
         for _ in 0..LIMITS_ATTEMPTS {
             match self.try_update_agent_limits(tenant, now, &change).await? {
-                Attempt::Written(limits) => return Ok(Ok(limits)),
+                Attempt::Written(limits) => {
+                    self.publish(Change::TenantLimits(tenant));
+                    return Ok(Ok(limits));
+                }
                 Attempt::Refused(error) => return Ok(Err(error)),
                 Attempt::LostRace => continue,
             }
@@ -172,6 +176,7 @@ impl Store {
                 .await?
             };
             if written == 1 {
+                conn.notify_change(Change::TenantLimits(tenant)).await?;
                 Ok(Attempt::Written(AgentLimits {
                     entries,
                     version: current.version + 1,

@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use time::OffsetDateTime;
 
+use crate::changes::{Change, NotifyChange};
 use crate::db::{read, write_tx};
 use crate::schema::{api_keys, tenants};
 use crate::types::{DbTime, DbUuid};
@@ -111,6 +112,54 @@ impl Store {
         Ok(row.into())
     }
 
+    /// On an empty instance, creates the first tenant and its first key in
+    /// one transaction and returns the tenant; on any other, returns `None`
+    /// and writes nothing. Two replicas starting at once cannot both do it:
+    /// tenant names are unique.
+    pub async fn create_first_tenant(
+        &self,
+        name: &str,
+        key: NewApiKey,
+        now: OffsetDateTime,
+    ) -> Result<Option<Tenant>, StoreError> {
+        let tenant = TenantRow {
+            id: DbUuid(new_id()),
+            name: name.to_owned(),
+            created_at: now.into(),
+        };
+        let key_row = ApiKeyRow {
+            id: DbUuid(new_id()),
+            tenant_id: tenant.id,
+            agent_id: key.agent_id.map(|id| DbUuid(id.as_uuid())),
+            role: key.role.map(|role| role.as_str().to_owned()),
+            key_hash: key.key_hash.to_vec(),
+            label: key.label,
+            created_at: now.into(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        let created = write_tx!(self, |conn| {
+            let existing: i64 = tenants::table.count().get_result(conn).await?;
+            if existing > 0 {
+                return Ok(false);
+            }
+            diesel::insert_into(tenants::table)
+                .values(&tenant)
+                .execute(conn)
+                .await?;
+            diesel::insert_into(api_keys::table)
+                .values(&key_row)
+                .execute(conn)
+                .await?;
+            Ok::<_, StoreError>(true)
+        });
+        match created {
+            Ok(true) => Ok(Some(tenant.into())),
+            Ok(false) | Err(StoreError::Conflict(_)) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     pub async fn find_tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, StoreError> {
         let row: Option<TenantRow> = read!(self, |conn| {
             tenants::table
@@ -192,9 +241,11 @@ impl Store {
                 .set(api_keys::revoked_at.eq(DbTime::new(now)))
                 .execute(conn)
                 .await?;
+            conn.notify_change(Change::ApiKey(id)).await?;
             Ok::<_, StoreError>(exists > 0)
         })?;
         if found {
+            self.publish(Change::ApiKey(id));
             Ok(())
         } else {
             Err(StoreError::NotFound("API key"))

@@ -584,3 +584,154 @@ async fn a_missing_postgres_database_is_created_once() {
     assert!(created.unwrap(), "the first call creates it");
     assert!(!again.unwrap(), "the second finds it");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_tenant_is_created_once_with_its_key() {
+    on_both_backends(|db| async move {
+        let store = &db.store;
+        let key = |byte: u8| agentry_store::NewApiKey {
+            role: Some(agentry_domain::ApiKeyRole::Admin),
+            agent_id: None,
+            key_hash: [byte; 32],
+            label: Some("first admin".into()),
+        };
+        let first = store
+            .create_first_tenant("default", key(1), now())
+            .await
+            .unwrap();
+        assert_eq!(first.map(|tenant| tenant.name), Some("default".to_owned()));
+        assert_eq!(
+            store
+                .create_first_tenant("default", key(2), now())
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(store.find_api_key(&[1; 32]).await.unwrap().is_some());
+        assert!(
+            store.find_api_key(&[2; 32]).await.unwrap().is_none(),
+            "nothing written"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotating_the_signing_key_retires_the_previous_one() {
+    on_both_backends(|db| async move {
+        let store = &db.store;
+        let key = |kid: &str| agentry_store::SigningKeyRecord {
+            kid: kid.into(),
+            algorithm: "EdDSA".into(),
+            public_jwk: format!("{{\"kid\":\"{kid}\"}}"),
+            private_sealed: vec![1, 2, 3],
+            created_at: now(),
+            retired_at: None,
+        };
+        let mut changes = store.subscribe_changes();
+        store.rotate_signing_key(key("k1"), now()).await.unwrap();
+        store
+            .rotate_signing_key(key("k2"), now() + Duration::seconds(1))
+            .await
+            .unwrap();
+        let keys = store.signing_keys().await.unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!((keys[0].kid.as_str(), keys[0].retired_at), ("k2", None));
+        assert_eq!(keys[1].kid, "k1");
+        assert!(keys[1].retired_at.is_some());
+        assert_eq!(
+            changes.recv().await.unwrap(),
+            agentry_store::Change::SigningKeys
+        );
+        let duplicate = store.rotate_signing_key(key("k2"), now()).await;
+        assert!(matches!(
+            duplicate,
+            Err(StoreError::Conflict("signing key"))
+        ));
+        assert_eq!(
+            store.signing_keys().await.unwrap()[0].kid,
+            "k2",
+            "a failed rotation retires nothing"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn last_seen_only_moves_forward() {
+    on_both_backends(|db| async move {
+        let store = &db.store;
+        let acme = tenant(store, "acme").await;
+        let agent = store
+            .create_agent(
+                acme,
+                NewAgent::named(slug("seen"), LifecycleState::Active),
+                now(),
+            )
+            .await
+            .unwrap()
+            .id;
+        let later = now() + Duration::minutes(5);
+        store
+            .record_last_seen(vec![(acme, agent, later)])
+            .await
+            .unwrap();
+        store
+            .record_last_seen(vec![(acme, agent, now())])
+            .await
+            .unwrap();
+        let stored = store.find_agent(acme, agent).await.unwrap().unwrap();
+        assert_eq!(
+            stored.last_seen_at.map(|seen| seen.unix_timestamp()),
+            Some(later.unix_timestamp()),
+            "the earlier sighting did not overwrite the later one"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revocation_reaches_another_replica_through_the_change_feed() {
+    on_both_backends(|db| async move {
+        let store = &db.store;
+        let acme = tenant(store, "acme").await;
+        let agent = store
+            .create_agent(
+                acme,
+                NewAgent::named(slug("revoked"), LifecycleState::Active),
+                now(),
+            )
+            .await
+            .unwrap()
+            .id;
+        // A second store on the same database stands for another replica.
+        let replica = Store::connect(&db.url, &agentry_store::PoolOptions::default()).unwrap();
+        let mut heard = replica.subscribe_changes();
+        replica.start_change_listener(&db.url);
+        let mut local = store.subscribe_changes();
+        if db.backend() == agentry_store::Backend::Postgres {
+            // The listener announces a resync once it is listening.
+            assert_eq!(heard.recv().await.unwrap(), agentry_store::Change::Resync);
+        }
+        store
+            .change_lifecycle(acme, agent, now(), |lifecycle| {
+                lifecycle
+                    .terminate(TerminationReason::Revoked, now())
+                    .map(Some)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            local.recv().await.unwrap(),
+            agentry_store::Change::Agent(agent)
+        );
+        if db.backend() == agentry_store::Backend::Postgres {
+            assert_eq!(
+                heard.recv().await.unwrap(),
+                agentry_store::Change::Agent(agent)
+            );
+        }
+    })
+    .await;
+}

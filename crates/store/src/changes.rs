@@ -1,0 +1,160 @@
+//! The change feed: who must forget what they cached.
+//!
+//! Every write that can make a cached credential decision wrong (an agent's
+//! lifecycle, an API key's revocation, the tenant's limits, the signing keys)
+//! publishes a [`Change`]. Subscribers in this process hear it at once; on
+//! PostgreSQL the change is also sent with `pg_notify` inside the writing
+//! transaction, so every other replica hears it when, and only if, the write
+//! commits. A listener that loses its connection publishes [`Change::Resync`]
+//! so caches start over rather than trust what they might have missed.
+
+use std::future::Future;
+use std::time::Duration;
+
+use agentry_domain::{AgentId, TenantId};
+use diesel::sql_types::Text;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use futures_util::StreamExt;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::db::SqliteConn;
+use crate::{DatabaseUrl, Store};
+
+const CHANNEL: &str = "agentry_changes";
+
+/// Something cached elsewhere may now be wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Agent(AgentId),
+    ApiKey(Uuid),
+    TenantLimits(TenantId),
+    SigningKeys,
+    /// Changes may have been missed: drop everything.
+    Resync,
+}
+
+impl Change {
+    fn encode(self) -> String {
+        match self {
+            Change::Agent(id) => format!("agent:{id}"),
+            Change::ApiKey(id) => format!("key:{id}"),
+            Change::TenantLimits(id) => format!("limits:{id}"),
+            Change::SigningKeys => "signing-keys".to_owned(),
+            Change::Resync => "resync".to_owned(),
+        }
+    }
+
+    fn decode(text: &str) -> Change {
+        let parsed = match text.split_once(':') {
+            Some(("agent", id)) => id.parse().ok().map(Change::Agent),
+            Some(("key", id)) => id.parse().ok().map(Change::ApiKey),
+            Some(("limits", id)) => id.parse().ok().map(Change::TenantLimits),
+            None if text == "signing-keys" => Some(Change::SigningKeys),
+            _ => None,
+        };
+        // Something we do not understand (a newer replica?) is safest read
+        // as "forget everything".
+        parsed.unwrap_or(Change::Resync)
+    }
+}
+
+/// Sends a change inside the writing transaction, where the backend can.
+pub(crate) trait NotifyChange {
+    fn notify_change(
+        &mut self,
+        change: Change,
+    ) -> impl Future<Output = diesel::QueryResult<()>> + Send;
+}
+
+impl NotifyChange for AsyncPgConnection {
+    async fn notify_change(&mut self, change: Change) -> diesel::QueryResult<()> {
+        diesel::sql_query("SELECT pg_notify($1, $2)")
+            .bind::<Text, _>(CHANNEL)
+            .bind::<Text, _>(change.encode())
+            .execute(self)
+            .await
+            .map(drop)
+    }
+}
+
+impl NotifyChange for SqliteConn {
+    /// SQLite serves one process; the local broadcast is all there is.
+    fn notify_change(&mut self, _: Change) -> impl Future<Output = diesel::QueryResult<()>> + Send {
+        std::future::ready(Ok(()))
+    }
+}
+
+pub(crate) fn channel() -> broadcast::Sender<Change> {
+    broadcast::channel(1024).0
+}
+
+impl Store {
+    /// Hears every change from now on. A receiver that falls behind gets a
+    /// `Lagged` error from tokio; treat it as [`Change::Resync`].
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    pub(crate) fn publish(&self, change: Change) {
+        // No subscriber is fine: nothing is cached.
+        let _ = self.changes.send(change);
+    }
+
+    /// On PostgreSQL, listens for the changes other replicas commit and
+    /// republishes them here, reconnecting after a failure. Does nothing on
+    /// SQLite. Call once per process.
+    pub fn start_change_listener(&self, url: &DatabaseUrl) {
+        let DatabaseUrl::Postgres(url) = url else {
+            return;
+        };
+        let (url, sender) = (url.clone(), self.changes.clone());
+        self.runtime.spawn(async move {
+            loop {
+                if let Err(error) = listen(&url, &sender).await {
+                    tracing::warn!(%error, "change listener lost its connection; caches resync");
+                }
+                let _ = sender.send(Change::Resync);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+}
+
+async fn listen(url: &str, sender: &broadcast::Sender<Change>) -> Result<(), String> {
+    let mut conn = AsyncPgConnection::establish(url)
+        .await
+        .map_err(|error| error.to_string())?;
+    diesel::sql_query(format!("LISTEN {CHANNEL}"))
+        .execute(&mut conn)
+        .await
+        .map_err(|error| error.to_string())?;
+    // Anything committed before LISTEN took effect was never heard.
+    let _ = sender.send(Change::Resync);
+    let mut notifications = std::pin::pin!(conn.notifications_stream());
+    while let Some(notification) = notifications.next().await {
+        let notification = notification.map_err(|error| error.to_string())?;
+        let _ = sender.send(Change::decode(&notification.payload));
+    }
+    Err("notification stream ended".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_survive_their_text_form() {
+        for change in [
+            Change::Agent(AgentId::from_uuid(Uuid::from_u128(1))),
+            Change::ApiKey(Uuid::from_u128(2)),
+            Change::TenantLimits(TenantId::from_uuid(Uuid::from_u128(3))),
+            Change::SigningKeys,
+            Change::Resync,
+        ] {
+            assert_eq!(Change::decode(&change.encode()), change);
+        }
+        assert_eq!(Change::decode("agent:not-a-uuid"), Change::Resync);
+        assert_eq!(Change::decode("from-the-future:1"), Change::Resync);
+    }
+}
