@@ -1,7 +1,9 @@
 //! The server's configuration: read once at start, passed down explicitly.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
+use agentry_domain::ApiKeyRole;
 use clap::{Parser, Subcommand};
 
 /// Agentry: identity, credentials, budgets and a lifecycle for AI agents.
@@ -31,6 +33,33 @@ pub(crate) struct Config {
     #[arg(long, env = "AGENTRY_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub(crate) db_max_connections: usize,
 
+    /// The base URL clients reach this server at; the `iss` of every token.
+    #[arg(
+        long,
+        env = "AGENTRY_PUBLIC_URL",
+        default_value = "http://localhost:8080",
+        global = true
+    )]
+    pub(crate) public_url: String,
+
+    /// Where the master key (which seals signing keys at rest) is kept when
+    /// AGENTRY_MASTER_KEY is not set; created with mode 0600 on first run.
+    #[arg(
+        long,
+        env = "AGENTRY_MASTER_KEY_FILE",
+        default_value = "agentry.key",
+        global = true
+    )]
+    pub(crate) master_key_file: PathBuf,
+
+    /// Lifetime of agent tokens, in seconds (seed 000: one hour).
+    #[arg(long, env = "AGENTRY_AGENT_TOKEN_TTL", default_value_t = 3600)]
+    pub(crate) agent_token_ttl: u32,
+
+    /// Lifetime of session tokens, in seconds (seed 002: 24 hours).
+    #[arg(long, env = "AGENTRY_SESSION_TOKEN_TTL", default_value_t = 86_400)]
+    pub(crate) session_token_ttl: u32,
+
     /// Log filter in `tracing` syntax, e.g. `info` or `agentry_http=debug,info`.
     #[arg(long, env = "AGENTRY_LOG", default_value = "info", global = true)]
     pub(crate) log: String,
@@ -56,6 +85,37 @@ pub(crate) enum Command {
     /// Create a demo tenant with an admin and a provisioner key (printed
     /// once) and a few agents. Running it again changes nothing.
     Seed,
+    /// Operator tasks on keys.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+#[expect(
+    clippy::enum_variant_names,
+    reason = "the variants are the CLI's command names, which say what they act on"
+)]
+pub(crate) enum AdminCommand {
+    /// Mint a tenant API key and print it once.
+    CreateKey {
+        /// admin, operator, auditor or provisioner.
+        #[arg(long)]
+        role: ApiKeyRole,
+        /// The tenant's id; defaults to the only tenant when there is one.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// A note on what the key is for.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Revoke an API key by its id; it stops working at once.
+    RevokeKey {
+        /// The key's id (a UUID).
+        id: String,
+    },
+    /// Make a new JWT signing key current; tokens signed by the previous
+    /// key keep verifying until they expire.
+    RotateSigningKey,
 }
 
 #[cfg(test)]
@@ -63,14 +123,18 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
 
+    fn every_argument(command: &clap::Command) -> Vec<clap::Arg> {
+        let mut args: Vec<clap::Arg> = command.get_arguments().cloned().collect();
+        for sub in command.get_subcommands() {
+            args.extend(every_argument(sub));
+        }
+        args
+    }
+
     #[test]
     fn every_setting_has_help_and_defaults_parse() {
         Config::command().debug_assert();
-        let command = Config::command();
-        let subcommands = command
-            .get_subcommands()
-            .flat_map(|sub| sub.get_arguments());
-        for arg in command.get_arguments().chain(subcommands) {
+        for arg in every_argument(&Config::command()) {
             if arg.get_id() == "help" || arg.get_id() == "version" {
                 continue;
             }
@@ -97,5 +161,18 @@ mod tests {
             Some(Command::Migrate { status: true })
         ));
         assert_eq!(migrate.database_url, "postgres://x/y");
+        let create =
+            Config::try_parse_from(["agentryd", "admin", "create-key", "--role", "provisioner"])
+                .unwrap();
+        assert!(matches!(
+            create.command,
+            Some(Command::Admin(AdminCommand::CreateKey {
+                role: ApiKeyRole::Provisioner,
+                ..
+            }))
+        ));
+        assert!(
+            Config::try_parse_from(["agentryd", "admin", "create-key", "--role", "root"]).is_err()
+        );
     }
 }

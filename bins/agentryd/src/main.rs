@@ -1,16 +1,22 @@
 //! `agentryd`, the Agentry server.
 //!
-//! Thin by design: it reads the configuration once, opens the store, and
-//! starts the listeners or runs one maintenance command. Anything worth
-//! testing lives in a library crate.
+//! Thin by design: it reads the configuration once, opens the store and the
+//! keys, and starts the listener or runs one maintenance command. Anything
+//! worth testing lives in a library crate.
 
+mod admin;
 mod config;
+mod master_key;
 mod seed;
 
 use actix_web::{App, HttpServer, web};
-use agentry_store::{DatabaseUrl, PoolOptions, Store};
+use agentry_auth::{ApiKey, ApiKeyKind};
+use agentry_domain::ApiKeyRole;
+use agentry_http::{AppState, Keys, Settings};
+use agentry_store::{DatabaseUrl, NewApiKey, PoolOptions, Store, now};
 use anyhow::Context;
 use clap::Parser;
+use time::Duration;
 
 use crate::config::{Command, Config};
 
@@ -20,9 +26,10 @@ use crate::config::{Command, Config};
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     init_tracing(&config);
-    let store = open_store(&config).await?;
+    let url = DatabaseUrl::parse(&config.database_url)?;
+    let store = open_store(&config, &url).await?;
     match config.command {
-        None | Some(Command::Serve) => serve(&config, store).await,
+        None | Some(Command::Serve) => serve(&config, &url, store).await,
         Some(Command::Migrate { status: false }) => {
             let applied = store.migrate().await.context("migration failed")?;
             eprintln!(
@@ -54,22 +61,54 @@ async fn main() -> anyhow::Result<()> {
             store.migrate().await.context("migration failed")?;
             seed::run(&store).await
         }
+        Some(Command::Admin(command)) => {
+            store.migrate().await.context("migration failed")?;
+            let master = master_key::load(&config.master_key_file)?;
+            admin::run(&store, &master, command).await
+        }
     }
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let url = DatabaseUrl::parse(&config.database_url)?;
-    if Store::ensure_database(&url).await? {
+async fn open_store(config: &Config, url: &DatabaseUrl) -> anyhow::Result<Store> {
+    if Store::ensure_database(url).await? {
         tracing::info!("created the database named in DATABASE_URL");
     }
     let options = PoolOptions {
         max_connections: config.db_max_connections,
         ..PoolOptions::default()
     };
-    Ok(Store::connect(&url, &options)?)
+    Ok(Store::connect(url, &options)?)
 }
 
-async fn serve(config: &Config, store: Store) -> anyhow::Result<()> {
+/// On an instance with no tenant, creates the default tenant and its first
+/// admin key, and shows the key this once.
+async fn first_run(store: &Store) -> anyhow::Result<()> {
+    let key = ApiKey::mint(ApiKeyKind::Tenant(ApiKeyRole::Admin));
+    let stored = NewApiKey {
+        role: Some(ApiKeyRole::Admin),
+        agent_id: None,
+        key_hash: key.hash().0,
+        label: Some("first admin key".into()),
+    };
+    match store.create_first_tenant("default", stored, now()).await? {
+        Some(tenant) => {
+            eprintln!(
+                "agentryd: first run: created tenant \"default\" ({}) and its admin API key:",
+                tenant.id
+            );
+            eprintln!();
+            eprintln!("    {}", key.expose());
+            eprintln!();
+            eprintln!("agentryd: this key will not be shown again; store it now.");
+        }
+        None => eprintln!(
+            "agentryd: admin keys: mint another with `agentryd admin create-key --role admin`"
+        ),
+    }
+    Ok(())
+}
+
+async fn serve(config: &Config, url: &DatabaseUrl, store: Store) -> anyhow::Result<()> {
     if config.skip_migrations {
         tracing::info!("skipping migrations at start (--skip-migrations)");
     } else {
@@ -83,7 +122,22 @@ async fn serve(config: &Config, store: Store) -> anyhow::Result<()> {
             "migrations applied"
         );
     }
-    let data = web::Data::new(store.clone());
+    first_run(&store).await?;
+    let settings = Settings {
+        public_url: config.public_url.trim_end_matches('/').to_owned(),
+        agent_token_ttl: Duration::seconds(i64::from(config.agent_token_ttl)),
+        session_token_ttl: Duration::seconds(i64::from(config.session_token_ttl)),
+    };
+    let master = master_key::load(&config.master_key_file)?;
+    let keys = Keys::load(&store, master, settings.max_token_ttl(), now())
+        .await
+        .context(
+            "cannot load the JWT signing keys (is this the master key they were sealed with?)",
+        )?;
+    store.start_change_listener(url);
+    let state = AppState::new(store.clone(), keys, settings);
+    state.spawn_background_tasks();
+    let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
@@ -92,9 +146,11 @@ async fn serve(config: &Config, store: Store) -> anyhow::Result<()> {
     .bind(config.bind)
     .with_context(|| format!("cannot listen on {}", config.bind))?;
     for address in server.addrs() {
-        tracing::info!(%address, "agentryd listening on http://{address}");
+        eprintln!(
+            "agentryd: listening on http://{address} ({})",
+            store.backend().as_str()
+        );
     }
-    tracing::info!(backend = store.backend().as_str(), "database ready");
     server.run().await.context("server stopped with an error")
 }
 

@@ -54,6 +54,10 @@ pub struct Claims {
     pub nbf: i64,
     pub exp: i64,
     pub jti: Uuid,
+    /// The subject's credential epoch when the token was issued. Revoking
+    /// or rotating the subject's credentials bumps its epoch, and a token
+    /// from an older epoch is refused from the next request on.
+    pub epoch: i64,
 }
 
 impl Claims {
@@ -248,11 +252,16 @@ impl JwtIssuer {
     }
 
     /// Claims for `subject` of `tenant`, valid from `now` for `lifetime`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is one claim; a builder would only rename them"
+    )]
     pub fn claims(
         &self,
         audience: Audience,
         subject: Uuid,
         tenant: Uuid,
+        epoch: i64,
         now: OffsetDateTime,
         lifetime: Duration,
         jti: Uuid,
@@ -267,6 +276,7 @@ impl JwtIssuer {
             nbf: iat,
             exp: (now + lifetime).unix_timestamp(),
             jti,
+            epoch,
         }
     }
 
@@ -358,6 +368,7 @@ mod tests {
             audience,
             Uuid::from_u128(1),
             Uuid::from_u128(2),
+            0,
             NOW,
             lifetime,
             Uuid::from_u128(3),

@@ -89,7 +89,20 @@ pub(crate) fn channel() -> broadcast::Sender<Change> {
     broadcast::channel(1024).0
 }
 
+/// A function told of every change, synchronously, before the write that
+/// caused it returns to its caller.
+pub type ChangeListener = std::sync::Arc<dyn Fn(Change) + Send + Sync>;
+
 impl Store {
+    /// Registers `listener` to be called for every change, local or heard
+    /// from another replica. A local write calls it before returning, so a
+    /// cache invalidated here is correct for the very next request.
+    pub fn on_change(&self, listener: ChangeListener) {
+        if let Ok(mut listeners) = self.listeners.write() {
+            listeners.push(listener);
+        }
+    }
+
     /// Hears every change from now on. A receiver that falls behind gets a
     /// `Lagged` error from tokio; treat it as [`Change::Resync`].
     pub fn subscribe_changes(&self) -> broadcast::Receiver<Change> {
@@ -97,8 +110,7 @@ impl Store {
     }
 
     pub(crate) fn publish(&self, change: Change) {
-        // No subscriber is fine: nothing is cached.
-        let _ = self.changes.send(change);
+        publish(&self.listeners, &self.changes, change);
     }
 
     /// On PostgreSQL, listens for the changes other replicas commit and
@@ -108,20 +120,33 @@ impl Store {
         let DatabaseUrl::Postgres(url) = url else {
             return;
         };
-        let (url, sender) = (url.clone(), self.changes.clone());
+        let (url, sender, listeners) = (url.clone(), self.changes.clone(), self.listeners.clone());
         self.runtime.spawn(async move {
+            let publish = |change| publish(&listeners, &sender, change);
             loop {
-                if let Err(error) = listen(&url, &sender).await {
+                if let Err(error) = listen(&url, &publish).await {
                     tracing::warn!(%error, "change listener lost its connection; caches resync");
                 }
-                let _ = sender.send(Change::Resync);
+                publish(Change::Resync);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
     }
 }
 
-async fn listen(url: &str, sender: &broadcast::Sender<Change>) -> Result<(), String> {
+pub(crate) type Listeners = std::sync::Arc<std::sync::RwLock<Vec<ChangeListener>>>;
+
+fn publish(listeners: &Listeners, sender: &broadcast::Sender<Change>, change: Change) {
+    if let Ok(listeners) = listeners.read() {
+        for listener in listeners.iter() {
+            listener(change);
+        }
+    }
+    // No subscriber is fine: nothing is cached.
+    let _ = sender.send(change);
+}
+
+async fn listen(url: &str, publish: &impl Fn(Change)) -> Result<(), String> {
     let mut conn = AsyncPgConnection::establish(url)
         .await
         .map_err(|error| error.to_string())?;
@@ -130,11 +155,11 @@ async fn listen(url: &str, sender: &broadcast::Sender<Change>) -> Result<(), Str
         .await
         .map_err(|error| error.to_string())?;
     // Anything committed before LISTEN took effect was never heard.
-    let _ = sender.send(Change::Resync);
+    publish(Change::Resync);
     let mut notifications = std::pin::pin!(conn.notifications_stream());
     while let Some(notification) = notifications.next().await {
         let notification = notification.map_err(|error| error.to_string())?;
-        let _ = sender.send(Change::decode(&notification.payload));
+        publish(Change::decode(&notification.payload));
     }
     Err("notification stream ended".to_owned())
 }

@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 pub use agents::{AgentRecord, LifecycleChange, NewAgent};
 pub use audit::{AuditEvent, BrokenLink, NewAuditEvent};
-pub use changes::Change;
+pub use changes::{Change, ChangeListener};
 pub use db::{Backend, DatabaseUrl, PoolOptions};
 pub use error::StoreError;
 pub use ledger::{Accounts, Appends};
@@ -51,6 +51,7 @@ pub struct Store {
     /// [`Store::detached`].
     runtime: tokio::runtime::Handle,
     changes: tokio::sync::broadcast::Sender<changes::Change>,
+    listeners: changes::Listeners,
 }
 
 impl std::fmt::Debug for Store {
@@ -82,6 +83,7 @@ impl Store {
             backend: url.backend(),
             runtime,
             changes: changes::channel(),
+            listeners: changes::Listeners::default(),
         })
     }
 

@@ -48,6 +48,13 @@ macro_rules! with_harness {
 impl Store {
     /// Applies every pending migration; returns the names it applied.
     pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        // The harness blocks a worker thread; run it where that is allowed,
+        // whatever context the caller is in.
+        self.detached(async |store| store.migrate_here().await)
+            .await
+    }
+
+    async fn migrate_here(&self) -> Result<Vec<String>, StoreError> {
         with_harness!(self, |harness, source, _Db| {
             let applied = harness.run_pending_migrations(source).map_err(failed)?;
             Ok(applied.iter().map(ToString::to_string).collect())
@@ -57,6 +64,11 @@ impl Store {
     /// Every migration this binary knows, oldest first, with whether the
     /// database has applied it.
     pub async fn migration_status(&self) -> Result<Vec<MigrationStatus>, StoreError> {
+        self.detached(async |store| store.migration_status_here().await)
+            .await
+    }
+
+    async fn migration_status_here(&self) -> Result<Vec<MigrationStatus>, StoreError> {
         with_harness!(self, |harness, source, Db| {
             let known = MigrationSource::<Db>::migrations(&source).map_err(failed)?;
             // Before the first migration there is no bookkeeping table; that

@@ -172,6 +172,17 @@ impl Store {
         Ok(row.map(Tenant::from))
     }
 
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let rows: Vec<TenantRow> = read!(self, |conn| {
+            tenants::table
+                .order(tenants::created_at.asc())
+                .select(TenantRow::as_select())
+                .load(conn)
+                .await
+        })?;
+        Ok(rows.into_iter().map(Tenant::from).collect())
+    }
+
     pub async fn count_tenants(&self) -> Result<i64, StoreError> {
         Ok(read!(self, |conn| tenants::table
             .count()
@@ -216,6 +227,20 @@ impl Store {
         let row: Option<ApiKeyRow> = read!(self, |conn| {
             api_keys::table
                 .filter(api_keys::key_hash.eq(key_hash.as_slice()))
+                .select(ApiKeyRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+        })?;
+        row.map(ApiKeyRecord::try_from).transpose()
+    }
+
+    /// A key by its id, in any tenant: for operators' tools only, never for
+    /// request handling (which always knows the tenant).
+    pub async fn api_key_by_id(&self, id: uuid::Uuid) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row: Option<ApiKeyRow> = read!(self, |conn| {
+            api_keys::table
+                .find(DbUuid(id))
                 .select(ApiKeyRow::as_select())
                 .first(conn)
                 .await

@@ -6,7 +6,7 @@
 )]
 
 mod schema;
-mod support;
+use agentry_testkit as support;
 
 use std::sync::Arc;
 

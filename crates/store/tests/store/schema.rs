@@ -13,7 +13,7 @@ use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::MigrationHarness;
 
-use crate::support::{postgres_db, sqlite_db};
+use agentry_testkit::{postgres_db, sqlite_db};
 
 /// Differences between the backends that are on purpose, as lines of the
 /// snapshot that only one side has. None so far.
@@ -161,7 +161,7 @@ async fn both_backends_have_the_same_schema_and_migrations_reverse() {
     postgres.store.migrate().await.unwrap();
     let again = snapshot_of(&postgres.url).await;
     drop(postgres);
-    crate::support::drop_postgres(&name).await;
+    agentry_testkit::drop_postgres(&name).await;
     assert_eq!(again, postgres_schema, "postgres: up, down, up differs");
 
     let unexplained: Vec<&String> = sqlite_schema

@@ -1,6 +1,6 @@
-//! Runs one test body against a fresh SQLite file and a fresh PostgreSQL
-//! database (created for the test, dropped afterwards), so every repository
-//! test is written once and proved on both backends.
+//! Test support for Agentry's suites: a fresh, migrated database of each
+//! backend for every test, so one test body proves both. Only ever a
+//! dev-dependency.
 
 use std::future::Future;
 use std::panic::resume_unwind;
@@ -12,22 +12,23 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 
 const POSTGRES_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
-/// One backend's database for one test.
+/// One backend's database for one test; the SQLite file lives as long as
+/// this value.
 #[derive(Debug)]
-pub(crate) struct TestDb {
-    pub(crate) store: Store,
-    pub(crate) url: DatabaseUrl,
+pub struct TestDb {
+    pub store: Store,
+    pub url: DatabaseUrl,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl TestDb {
-    pub(crate) fn backend(&self) -> Backend {
+    pub fn backend(&self) -> Backend {
         self.store.backend()
     }
 
     /// Runs SQL behind the store's back, as an attacker or a broken tool
     /// would (to prove that tampering is detected).
-    pub(crate) async fn execute_raw(&self, sql: &str) {
+    pub async fn execute_raw(&self, sql: &str) {
         match &self.url {
             DatabaseUrl::Sqlite(path) => {
                 let mut conn = SyncConnectionWrapper::<SqliteConnection>::establish(path)
@@ -45,7 +46,7 @@ impl TestDb {
     }
 }
 
-pub(crate) async fn sqlite_db() -> TestDb {
+pub async fn sqlite_db() -> TestDb {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("agentry-test.db");
     let url = DatabaseUrl::parse(&format!("sqlite://{}", path.display())).expect("sqlite url");
@@ -61,7 +62,7 @@ pub(crate) async fn sqlite_db() -> TestDb {
 /// A fresh, migrated PostgreSQL database, or `None` when the server cannot
 /// be reached outside CI. In CI (`CI` set) an unreachable server fails the
 /// test: a skipped backend must never pass as a tested one.
-pub(crate) async fn postgres_db() -> Option<(TestDb, String)> {
+pub async fn postgres_db() -> Option<(TestDb, String)> {
     let admin_url = format!("{POSTGRES_SERVER}/postgres");
     let mut admin = match AsyncPgConnection::establish(&admin_url).await {
         Ok(conn) => conn,
@@ -93,7 +94,7 @@ pub(crate) async fn postgres_db() -> Option<(TestDb, String)> {
     ))
 }
 
-pub(crate) async fn drop_postgres(name: &str) {
+pub async fn drop_postgres(name: &str) {
     let admin_url = format!("{POSTGRES_SERVER}/postgres");
     if let Ok(mut admin) = AsyncPgConnection::establish(&admin_url).await {
         let _ = admin
@@ -103,23 +104,32 @@ pub(crate) async fn drop_postgres(name: &str) {
 }
 
 /// Runs `test` on SQLite, then on PostgreSQL. A failure on either backend
-/// fails the test; the PostgreSQL database is dropped even then.
-pub(crate) async fn on_both_backends<F, Fut>(test: F)
+/// fails the test; the PostgreSQL database is dropped even then. The body
+/// runs on a `LocalSet`, so it may hold values that are not `Send` (an
+/// actix-web test service, say).
+pub async fn on_both_backends<F, Fut>(test: F)
 where
     F: Fn(TestDb) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
 {
     let sqlite = sqlite_db().await;
-    if let Err(panic) = tokio::spawn(test(sqlite)).await {
+    if let Err(panic) = run_local(test(sqlite)).await {
         eprintln!("failed on sqlite");
         resume_unwind(panic.into_panic());
     }
     if let Some((postgres, name)) = postgres_db().await {
-        let outcome = tokio::spawn(test(postgres)).await;
+        let outcome = run_local(test(postgres)).await;
         drop_postgres(&name).await;
         if let Err(panic) = outcome {
             eprintln!("failed on postgres");
             resume_unwind(panic.into_panic());
         }
     }
+}
+
+async fn run_local(body: impl Future<Output = ()> + 'static) -> Result<(), tokio::task::JoinError> {
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async move { tokio::task::spawn_local(body).await })
+        .await
 }

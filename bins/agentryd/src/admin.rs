@@ -1,0 +1,84 @@
+//! `agentryd admin ...`: operator tasks that need no running server.
+
+use agentry_auth::{ApiKey, ApiKeyKind, MasterKey};
+use agentry_domain::{ApiKeyRole, TenantId};
+use agentry_http::new_signing_key;
+use agentry_store::{NewApiKey, Store, now};
+use anyhow::{Context, bail};
+
+use crate::config::AdminCommand;
+
+pub(crate) async fn run(
+    store: &Store,
+    master: &MasterKey,
+    command: AdminCommand,
+) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::CreateKey {
+            role,
+            tenant,
+            label,
+        } => create_key(store, role, tenant, label).await,
+        AdminCommand::RevokeKey { id } => {
+            let id: uuid::Uuid = id.parse().context("the key id must be a UUID")?;
+            let key = store
+                .api_key_by_id(id)
+                .await?
+                .with_context(|| format!("no API key has the id {id}"))?;
+            store.revoke_api_key(key.tenant_id, id, now()).await?;
+            eprintln!("revoked API key {id}; it stops working on the next request");
+            Ok(())
+        }
+        AdminCommand::RotateSigningKey => {
+            let key = new_signing_key(master, now());
+            let kid = key.kid.clone();
+            store.rotate_signing_key(key, now()).await?;
+            eprintln!(
+                "signing key {kid} is now current; tokens signed by the previous key verify until they expire"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Mints a tenant key and prints it, the only time it is shown, on stdout
+/// (so it can be captured) with the explanation on stderr.
+pub(crate) async fn create_key(
+    store: &Store,
+    role: ApiKeyRole,
+    tenant: Option<String>,
+    label: Option<String>,
+) -> anyhow::Result<()> {
+    let tenant = match tenant {
+        Some(text) => text
+            .parse::<TenantId>()
+            .context("--tenant must be a tenant id (UUID)")?,
+        None => {
+            let tenants = store.list_tenants().await?;
+            match tenants.as_slice() {
+                [only] => only.id,
+                [] => bail!("there is no tenant yet; start agentryd once to create one"),
+                _ => bail!("there are several tenants; name one with --tenant"),
+            }
+        }
+    };
+    let key = ApiKey::mint(ApiKeyKind::Tenant(role));
+    let record = store
+        .insert_api_key(
+            tenant,
+            NewApiKey {
+                role: Some(role),
+                agent_id: None,
+                key_hash: key.hash().0,
+                label,
+            },
+            now(),
+        )
+        .await?;
+    eprintln!(
+        "created {role} key {} in tenant {tenant}; it will not be shown again:",
+        record.id
+    );
+    println!("{}", key.expose());
+    Ok(())
+}

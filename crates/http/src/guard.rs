@@ -1,0 +1,433 @@
+//! The request guard: extractors that answer "who is calling, and may
+//! they?" for every protected route.
+//!
+//! Credentials come from `Authorization: Bearer ...` or `X-API-Key`. A
+//! string starting `agy_` is an API key; anything else is taken for a JWT.
+//! A repeat request does no signature check and no database read: verified
+//! tokens, API keys and agent snapshots are cached, and the store's change
+//! feed drops whatever a revocation, rotation or lifecycle change made wrong.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::{FromRequest, HttpRequest, web};
+use agentry_auth::{ApiKey, ApiKeyKind, Audience, Claims, JwtError, Permission, role_has};
+use agentry_domain::{AgentId, ApiKeyRole, TenantId};
+use agentry_lifecycle::{Access, Denial, RequestScope};
+use agentry_store::{AgentRecord, ApiKeyRecord, NewAuditEvent};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::error::ApiError;
+use crate::state::{AgentSnapshot, AppState};
+
+/// A credential as presented, before it is checked.
+enum Presented {
+    ApiKey(String),
+    Jwt(String),
+}
+
+fn presented(request: &HttpRequest) -> Option<Presented> {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+    };
+    let bearer = header("authorization").and_then(|value| {
+        value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+    });
+    let credential = bearer.or_else(|| header("x-api-key"))?;
+    if credential.is_empty() {
+        return None;
+    }
+    Some(if credential.starts_with("agy_") {
+        Presented::ApiKey(credential.to_owned())
+    } else {
+        Presented::Jwt(credential.to_owned())
+    })
+}
+
+fn state(request: &HttpRequest) -> Result<AppState, ApiError> {
+    request
+        .app_data::<web::Data<AppState>>()
+        .map(|data| data.get_ref().clone())
+        .ok_or_else(|| ApiError::internal(&"AppState missing from the app"))
+}
+
+fn missing() -> ApiError {
+    ApiError::unauthorized(
+        "missing_credentials",
+        "send an API key or agent token as 'Authorization: Bearer ...'",
+    )
+}
+
+fn invalid_key() -> ApiError {
+    ApiError::unauthorized("invalid_api_key", "the API key is invalid or revoked")
+}
+
+fn invalid_token() -> ApiError {
+    ApiError::unauthorized("invalid_token", "the token is invalid, expired or revoked")
+}
+
+/// Records a refusal in the audit trail without delaying the answer.
+fn audit_refusal(
+    state: &AppState,
+    tenant: TenantId,
+    actor: String,
+    target: Option<String>,
+    reason: &str,
+) {
+    let event = NewAuditEvent {
+        actor,
+        action: "auth.refused".into(),
+        target,
+        outcome: "denied".into(),
+        detail: serde_json::json!({ "reason": reason }),
+    };
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        let appended = store
+            .detached(async move |store| {
+                store
+                    .append_audit(tenant, event, agentry_store::now())
+                    .await
+            })
+            .await;
+        if let Err(error) = appended {
+            tracing::warn!(%error, "cannot record a refusal in the audit trail");
+        }
+    });
+}
+
+/// Looks an API key up, through the cache.
+async fn lookup_api_key(state: &AppState, key: &ApiKey) -> Result<ApiKeyRecord, ApiError> {
+    let hash = key.hash().0;
+    if let Some(record) = state.guard.api_key(&hash) {
+        return usable_key(record);
+    }
+    let generation = state.guard.generation();
+    let record = state
+        .store
+        .detached(async move |store| store.find_api_key(&hash).await)
+        .await?
+        .ok_or_else(invalid_key)?;
+    state
+        .guard
+        .remember_api_key(generation, hash, record.clone());
+    usable_key(record)
+}
+
+fn usable_key(record: ApiKeyRecord) -> Result<ApiKeyRecord, ApiError> {
+    if record.revoked_at.is_some() {
+        Err(invalid_key())
+    } else {
+        Ok(record)
+    }
+}
+
+/// A caller holding a tenant API key.
+#[derive(Debug, Clone)]
+pub struct ApiKeyPrincipal {
+    pub key_id: uuid::Uuid,
+    pub tenant_id: TenantId,
+    pub role: ApiKeyRole,
+}
+
+impl ApiKeyPrincipal {
+    /// 403 unless the key's role grants `permission`.
+    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        if role_has(self.role, permission) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "permission_denied",
+                format!(
+                    "a {} key may not do this (needs {})",
+                    self.role,
+                    permission.as_str()
+                ),
+            ))
+        }
+    }
+
+    pub fn actor(&self) -> String {
+        format!("api_key:{}", self.key_id)
+    }
+}
+
+async fn api_key_principal(request: HttpRequest) -> Result<ApiKeyPrincipal, ApiError> {
+    let state = state(&request)?;
+    let key = match presented(&request).ok_or_else(missing)? {
+        Presented::Jwt(_) => {
+            return Err(ApiError::forbidden(
+                "api_key_required",
+                "this endpoint takes a tenant API key, not an agent token",
+            ));
+        }
+        Presented::ApiKey(text) => ApiKey::parse(&text)
+            .map_err(|error| ApiError::unauthorized("invalid_api_key", error.to_string()))?,
+    };
+    if key.kind() == ApiKeyKind::Agent {
+        return Err(ApiError::forbidden(
+            "api_key_required",
+            "this endpoint takes a tenant API key, not an agent's own key",
+        ));
+    }
+    let record = lookup_api_key(&state, &key).await?;
+    let role = record.role.ok_or_else(|| {
+        ApiError::forbidden("api_key_required", "this endpoint takes a tenant API key")
+    })?;
+    Ok(ApiKeyPrincipal {
+        key_id: record.id,
+        tenant_id: record.tenant_id,
+        role,
+    })
+}
+
+impl FromRequest for ApiKeyPrincipal {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        Box::pin(api_key_principal(request.clone()))
+    }
+}
+
+/// How an agent proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentCredential {
+    /// A token, with the credential epoch it was issued in.
+    Jwt(i64),
+    ApiKey,
+}
+
+/// A caller that is an agent, admitted by its lifecycle state and its rate
+/// limit. Admission covers reading its own state; anything more calls
+/// [`AgentPrincipal::require_full_access`].
+#[derive(Debug, Clone)]
+pub struct AgentPrincipal {
+    pub agent: Arc<AgentSnapshot>,
+    pub credential: AgentCredential,
+    pub access: Access,
+    pub requests_this_minute: u32,
+}
+
+impl AgentPrincipal {
+    pub fn record(&self) -> &AgentRecord {
+        &self.agent.record
+    }
+
+    /// Quarantined agents may only read their own state (DESIGN.md §2).
+    pub fn require_full_access(&self) -> Result<(), ApiError> {
+        self.access
+            .permits(RequestScope::Other)
+            .map_err(denial_error)
+    }
+}
+
+fn denial_error(denial: Denial) -> ApiError {
+    let status = if denial.is_payment_required() {
+        StatusCode::PAYMENT_REQUIRED
+    } else {
+        StatusCode::FORBIDDEN
+    };
+    let code = match denial {
+        Denial::NotActivated => "agent_not_activated",
+        Denial::Quarantined => "agent_quarantined",
+        Denial::Suspended => "agent_suspended",
+        Denial::Terminated => "agent_terminated",
+        Denial::Expired => "agent_expired",
+    };
+    ApiError::new(status, code, denial.to_string())
+}
+
+fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+async fn verify_jwt(
+    state: &AppState,
+    token: &str,
+    now: OffsetDateTime,
+) -> Result<Claims, JwtError> {
+    let hash = token_hash(token);
+    if let Some(claims) = state.guard.token(&hash, now) {
+        return Ok(claims);
+    }
+    let verified = state
+        .issuer
+        .verify(token, &state.keys.ring(), Audience::Agent, now);
+    let claims = match verified {
+        // A key we have not heard of may be a rotation whose announcement
+        // has not reached us yet: reload once and try again.
+        Err(JwtError::UnknownKey) => {
+            let store = state.store.clone();
+            let keys = state.keys.clone();
+            let reloaded = store
+                .detached(async move |store| {
+                    keys.reload(&store, now)
+                        .await
+                        .map_err(|error| agentry_store::StoreError::Unavailable(error.to_string()))
+                })
+                .await;
+            if reloaded.is_err() {
+                return Err(JwtError::UnknownKey);
+            }
+            state
+                .issuer
+                .verify(token, &state.keys.ring(), Audience::Agent, now)?
+        }
+        other => other?,
+    };
+    state.guard.remember_token(hash, claims.clone());
+    Ok(claims)
+}
+
+/// The agent behind an id, through the cache.
+async fn load_agent(
+    state: &AppState,
+    tenant: TenantId,
+    id: AgentId,
+) -> Result<Option<Arc<AgentSnapshot>>, ApiError> {
+    if let Some(snapshot) = state.guard.agent(id) {
+        return Ok((snapshot.record.tenant_id == tenant).then_some(snapshot));
+    }
+    let generation = state.guard.generation();
+    let loader = state.clone();
+    let snapshot = state
+        .store
+        .detached(
+            async move |store| match store.find_agent(tenant, id).await? {
+                Some(agent) => loader.snapshot(agent).await.map(Some),
+                None => Ok(None),
+            },
+        )
+        .await?
+        .map(Arc::new);
+    if let Some(snapshot) = &snapshot {
+        state.guard.remember_agent(generation, Arc::clone(snapshot));
+    }
+    Ok(snapshot)
+}
+
+async fn agent_principal(request: HttpRequest) -> Result<AgentPrincipal, ApiError> {
+    let state = state(&request)?;
+    let now = agentry_store::now();
+    let (agent, credential) = match presented(&request).ok_or_else(missing)? {
+        Presented::Jwt(token) => {
+            let claims = verify_jwt(&state, &token, now).await.map_err(|error| {
+                tracing::debug!(%error, "agent token refused");
+                invalid_token()
+            })?;
+            let tenant = TenantId::from_uuid(claims.tid);
+            let id = AgentId::from_uuid(claims.sub);
+            // An agent of another tenant (or none) looks exactly like a bad token.
+            let agent = load_agent(&state, tenant, id)
+                .await?
+                .ok_or_else(invalid_token)?;
+            (agent, AgentCredential::Jwt(claims.epoch))
+        }
+        Presented::ApiKey(text) => {
+            let key = ApiKey::parse(&text)
+                .map_err(|error| ApiError::unauthorized("invalid_api_key", error.to_string()))?;
+            if key.kind() != ApiKeyKind::Agent {
+                return Err(ApiError::forbidden(
+                    "agent_credentials_required",
+                    "this endpoint takes an agent token or an agent's own API key, not a tenant key",
+                ));
+            }
+            let record = lookup_api_key(&state, &key).await?;
+            let id = record.agent_id.ok_or_else(invalid_key)?;
+            let agent = load_agent(&state, record.tenant_id, id)
+                .await?
+                .ok_or_else(invalid_key)?;
+            (agent, AgentCredential::ApiKey)
+        }
+    };
+    let record = &agent.record;
+    let actor = format!("agent:{}", record.slug);
+    let target = Some(actor.clone());
+    // The lifecycle speaks first, so a terminated agent hears 403 and a
+    // suspended one 402 (seed 000), whatever its token.
+    let access = Access::for_agent(&record.lifecycle(), now);
+    if let Err(denial) = access.permits(RequestScope::OwnState) {
+        audit_refusal(
+            &state,
+            record.tenant_id,
+            actor,
+            target,
+            denial_error(denial).code,
+        );
+        return Err(denial_error(denial));
+    }
+    // Then the token's epoch: a rotation or revocation of the agent's
+    // credentials retires every token issued before it.
+    if let AgentCredential::Jwt(epoch) = credential
+        && epoch != record.credential_epoch
+    {
+        audit_refusal(&state, record.tenant_id, actor, target, "revoked_token");
+        return Err(invalid_token());
+    }
+    let requests_this_minute = match state.rate.admit(record.id, agent.rpm, now) {
+        Ok(count) => count,
+        Err(limited) => {
+            audit_refusal(&state, record.tenant_id, actor, target, "rate_limited");
+            return Err(ApiError::too_many_requests(
+                limited.to_string(),
+                limited.retry_after.whole_seconds().unsigned_abs(),
+            ));
+        }
+    };
+    state.sightings.saw(record.tenant_id, record.id, now);
+    Ok(AgentPrincipal {
+        agent,
+        credential,
+        access,
+        requests_this_minute,
+    })
+}
+
+impl FromRequest for AgentPrincipal {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        Box::pin(agent_principal(request.clone()))
+    }
+}
+
+/// Either kind of caller, for routes both may use.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    ApiKey(ApiKeyPrincipal),
+    Agent(AgentPrincipal),
+}
+
+impl FromRequest for Principal {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let request = request.clone();
+        Box::pin(async move {
+            let is_tenant_key = matches!(
+                presented(&request),
+                Some(Presented::ApiKey(ref text))
+                    if ApiKey::parse(text).is_ok_and(|key| key.kind() != ApiKeyKind::Agent)
+            );
+            if is_tenant_key {
+                api_key_principal(request).await.map(Principal::ApiKey)
+            } else {
+                agent_principal(request).await.map(Principal::Agent)
+            }
+        })
+    }
+}

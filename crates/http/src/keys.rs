@@ -1,0 +1,157 @@
+//! The signing keys this process uses: the current one (to mint) and the
+//! ring of public keys (to verify and to publish as JWKS), unsealed from the
+//! store with the master key and reloaded when a rotation is announced.
+
+use std::sync::{Arc, RwLock};
+
+use agentry_auth::{JwtPublicKey, JwtSigningKey, KeyRing, MasterKey, random_bytes};
+use agentry_store::{SigningKeyRecord, Store, StoreError};
+use time::{Duration, OffsetDateTime};
+
+/// Why the keys could not be loaded; fatal at start.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("signing key {kid} cannot be opened: {reason}")]
+    Sealed { kid: String, reason: String },
+    #[error("the store holds no current signing key")]
+    NoCurrentKey,
+}
+
+struct Loaded {
+    current: Arc<JwtSigningKey>,
+    ring: Arc<KeyRing>,
+}
+
+/// Shared by all workers; cheap to clone.
+#[derive(Clone)]
+pub struct Keys {
+    master: MasterKey,
+    /// Tokens live at most this long, so a key retired longer ago than this
+    /// can have signed nothing still valid, and leaves the JWKS.
+    max_token_lifetime: Duration,
+    loaded: Arc<RwLock<Loaded>>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys").finish_non_exhaustive()
+    }
+}
+
+fn context(kid: &str) -> Vec<u8> {
+    format!("agentry signing key {kid}").into_bytes()
+}
+
+/// A new key record, sealed, ready for `Store::rotate_signing_key`.
+pub fn new_signing_key(master: &MasterKey, now: OffsetDateTime) -> SigningKeyRecord {
+    let kid = format!("key-{}", uuid::Uuid::now_v7().simple());
+    let key = JwtSigningKey::from_secret(kid.clone(), random_bytes::<32>());
+    let public_jwk = serde_json::to_string(&key.public().to_jwk()).unwrap_or_default();
+    SigningKeyRecord {
+        private_sealed: master.seal(key.secret().as_slice(), &context(&kid)),
+        kid,
+        algorithm: "EdDSA".into(),
+        public_jwk,
+        created_at: now,
+        retired_at: None,
+    }
+}
+
+fn unseal(master: &MasterKey, record: &SigningKeyRecord) -> Result<JwtSigningKey, KeyError> {
+    let sealed = |reason: &str| KeyError::Sealed {
+        kid: record.kid.clone(),
+        reason: reason.to_owned(),
+    };
+    let secret = master
+        .open(&record.private_sealed, &context(&record.kid))
+        .map_err(|error| sealed(&error.to_string()))?;
+    let secret: [u8; 32] = secret
+        .as_slice()
+        .try_into()
+        .map_err(|_| sealed("the key is not 32 bytes"))?;
+    Ok(JwtSigningKey::from_secret(record.kid.clone(), secret))
+}
+
+impl Keys {
+    /// Loads the keys, creating the first one on an instance that has none.
+    pub async fn load(
+        store: &Store,
+        master: MasterKey,
+        max_token_lifetime: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Self, KeyError> {
+        if store
+            .signing_keys()
+            .await?
+            .iter()
+            .all(|key| key.retired_at.is_some())
+        {
+            store
+                .rotate_signing_key(new_signing_key(&master, now), now)
+                .await?;
+        }
+        let loaded = Self::read(store, &master, max_token_lifetime, now).await?;
+        Ok(Self {
+            master,
+            max_token_lifetime,
+            loaded: Arc::new(RwLock::new(loaded)),
+        })
+    }
+
+    async fn read(
+        store: &Store,
+        master: &MasterKey,
+        max_token_lifetime: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Loaded, KeyError> {
+        let records = store.signing_keys().await?;
+        let current = records
+            .iter()
+            .find(|record| record.retired_at.is_none())
+            .ok_or(KeyError::NoCurrentKey)?;
+        let current = Arc::new(unseal(master, current)?);
+        let mut publics: Vec<JwtPublicKey> = Vec::new();
+        for record in &records {
+            let still_trusted = record
+                .retired_at
+                .is_none_or(|retired_at| retired_at + max_token_lifetime > now);
+            if still_trusted {
+                publics.push(unseal(master, record)?.public());
+            }
+        }
+        Ok(Loaded {
+            current,
+            ring: Arc::new(KeyRing::new(publics)),
+        })
+    }
+
+    /// Re-reads the keys after a rotation (or when a token names a key we do
+    /// not know yet). A failure keeps the keys we have.
+    pub async fn reload(&self, store: &Store, now: OffsetDateTime) -> Result<(), KeyError> {
+        let loaded = Self::read(store, &self.master, self.max_token_lifetime, now).await?;
+        if let Ok(mut slot) = self.loaded.write() {
+            *slot = loaded;
+        }
+        Ok(())
+    }
+
+    pub fn current(&self) -> Option<Arc<JwtSigningKey>> {
+        self.loaded
+            .read()
+            .ok()
+            .map(|loaded| Arc::clone(&loaded.current))
+    }
+
+    pub fn ring(&self) -> Arc<KeyRing> {
+        self.loaded
+            .read()
+            .map(|loaded| Arc::clone(&loaded.ring))
+            .unwrap_or_default()
+    }
+
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+}

@@ -1,0 +1,311 @@
+//! What every handler shares: the store, the keys, the settings, and the
+//! caches that keep the request guard cheap.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use agentry_auth::{Audience, Claims, JwtIssuer};
+use agentry_domain::{AgentId, TenantId};
+use agentry_ledger::{DEFAULT_RPM, RateLimited, RateWindow};
+use agentry_store::{AgentRecord, ApiKeyRecord, Change, Store};
+use time::{Duration, OffsetDateTime};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::keys::Keys;
+
+/// Settings read once at start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `iss` of every token, and the base of URLs we hand out.
+    pub public_url: String,
+    /// Lifetime of agent tokens (seed 000: one hour).
+    pub agent_token_ttl: Duration,
+    /// Lifetime of session tokens (seed 002: 24 hours).
+    pub session_token_ttl: Duration,
+}
+
+impl Settings {
+    pub fn max_token_ttl(&self) -> Duration {
+        self.agent_token_ttl.max(self.session_token_ttl)
+    }
+}
+
+/// An agent as the guard needs it: the record and its enforced rate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSnapshot {
+    pub record: AgentRecord,
+    pub rpm: u32,
+}
+
+/// Caches behind the guard. Every entry may be dropped at any time; the
+/// store's change feed drops the ones a write made wrong.
+///
+/// A loader notes `generation()` before reading the database and inserts
+/// only if no invalidation happened since, so a read that raced a revocation
+/// can never re-insert the pre-revocation state.
+#[derive(Debug, Default)]
+pub struct GuardCache {
+    generation: AtomicU64,
+    tokens: Mutex<HashMap<[u8; 32], Claims>>,
+    api_keys: Mutex<HashMap<[u8; 32], ApiKeyRecord>>,
+    agents: Mutex<HashMap<AgentId, Arc<AgentSnapshot>>>,
+}
+
+/// Entries per map before it is simply emptied; keeps memory bounded under
+/// a flood of distinct credentials.
+const CACHE_LIMIT: usize = 100_000;
+
+fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, V>>, key: K, value: V) {
+    if let Ok(mut map) = map.lock() {
+        if map.len() >= CACHE_LIMIT {
+            map.clear();
+        }
+        map.insert(key, value);
+    }
+}
+
+impl GuardCache {
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn token(&self, hash: &[u8; 32], now: OffsetDateTime) -> Option<Claims> {
+        let claims = self.tokens.lock().ok()?.get(hash).cloned()?;
+        // Past expiry the full check must run again to say why.
+        (claims.exp + agentry_auth::LEEWAY.whole_seconds() >= now.unix_timestamp())
+            .then_some(claims)
+    }
+
+    pub fn remember_token(&self, hash: [u8; 32], claims: Claims) {
+        insert_bounded(&self.tokens, hash, claims);
+    }
+
+    pub fn api_key(&self, hash: &[u8; 32]) -> Option<ApiKeyRecord> {
+        self.api_keys.lock().ok()?.get(hash).cloned()
+    }
+
+    pub fn remember_api_key(&self, generation: u64, hash: [u8; 32], key: ApiKeyRecord) {
+        if self.generation() == generation {
+            insert_bounded(&self.api_keys, hash, key);
+        }
+    }
+
+    pub fn agent(&self, id: AgentId) -> Option<Arc<AgentSnapshot>> {
+        self.agents.lock().ok()?.get(&id).cloned()
+    }
+
+    pub fn remember_agent(&self, generation: u64, snapshot: Arc<AgentSnapshot>) {
+        if self.generation() == generation {
+            insert_bounded(&self.agents, snapshot.record.id, snapshot);
+        }
+    }
+
+    /// Forgets what `change` may have made wrong.
+    pub fn invalidate(&self, change: Change) {
+        self.bump();
+        match change {
+            Change::Agent(id) => {
+                if let Ok(mut agents) = self.agents.lock() {
+                    agents.remove(&id);
+                }
+                if let Ok(mut keys) = self.api_keys.lock() {
+                    keys.retain(|_, key| key.agent_id != Some(id));
+                }
+            }
+            Change::ApiKey(id) => {
+                if let Ok(mut keys) = self.api_keys.lock() {
+                    keys.retain(|_, key| key.id != id);
+                }
+            }
+            Change::TenantLimits(tenant) => {
+                if let Ok(mut agents) = self.agents.lock() {
+                    agents.retain(|_, agent| agent.record.tenant_id != tenant);
+                }
+            }
+            // Verified tokens stay verified when a key is retired (they keep
+            // their validity until expiry); new keys only add.
+            Change::SigningKeys => {}
+            Change::Resync => self.clear(),
+        }
+    }
+
+    pub fn clear(&self) {
+        self.bump();
+        if let Ok(mut tokens) = self.tokens.lock() {
+            tokens.clear();
+        }
+        if let Ok(mut keys) = self.api_keys.lock() {
+            keys.clear();
+        }
+        if let Ok(mut agents) = self.agents.lock() {
+            agents.clear();
+        }
+    }
+}
+
+/// Requests-per-minute windows, per agent, in this process. Across N
+/// replicas an agent may get up to N times its rpm; see docs/decisions.md.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    windows: Mutex<HashMap<AgentId, RateWindow>>,
+}
+
+impl RateLimiter {
+    pub fn admit(
+        &self,
+        agent: AgentId,
+        limit: u32,
+        now: OffsetDateTime,
+    ) -> Result<u32, RateLimited> {
+        let Ok(mut windows) = self.windows.lock() else {
+            return Ok(0);
+        };
+        let window = windows
+            .entry(agent)
+            .or_insert_with(|| RateWindow::empty(now));
+        let next = window.admit(now, limit)?;
+        *window = next;
+        Ok(next.count)
+    }
+
+    pub fn requests_this_minute(&self, agent: AgentId, now: OffsetDateTime) -> u32 {
+        self.windows
+            .lock()
+            .ok()
+            .and_then(|windows| {
+                windows
+                    .get(&agent)
+                    .map(|window| window.requests_this_minute(now))
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// When agents were last seen, gathered in memory and written in batches.
+#[derive(Debug, Default)]
+pub struct Sightings {
+    pending: Mutex<HashMap<AgentId, (TenantId, OffsetDateTime)>>,
+}
+
+impl Sightings {
+    pub fn saw(&self, tenant: TenantId, agent: AgentId, now: OffsetDateTime) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.insert(agent, (tenant, now));
+        }
+    }
+
+    pub fn take(&self) -> Vec<(TenantId, AgentId, OffsetDateTime)> {
+        self.pending
+            .lock()
+            .map(|mut pending| {
+                pending
+                    .drain()
+                    .map(|(agent, (tenant, at))| (tenant, agent, at))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Everything a handler needs, shared by all workers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub keys: Keys,
+    pub issuer: Arc<JwtIssuer>,
+    pub settings: Arc<Settings>,
+    pub guard: Arc<GuardCache>,
+    pub rate: Arc<RateLimiter>,
+    pub sightings: Arc<Sightings>,
+}
+
+impl AppState {
+    /// Builds the state and ties the guard's caches to the store's change
+    /// feed, synchronously: a write in this process has invalidated them by
+    /// the time it returns.
+    pub fn new(store: Store, keys: Keys, settings: Settings) -> Self {
+        let guard = Arc::new(GuardCache::default());
+        let invalidated = Arc::clone(&guard);
+        store.on_change(Arc::new(move |change| invalidated.invalidate(change)));
+        Self {
+            issuer: Arc::new(JwtIssuer::new(settings.public_url.clone())),
+            store,
+            keys,
+            settings: Arc::new(settings),
+            guard,
+            rate: Arc::default(),
+            sightings: Arc::default(),
+        }
+    }
+
+    /// Mints an agent token for `agent`; `None` only if no signing key is
+    /// loaded, which start-up prevents.
+    pub fn mint_agent_token(
+        &self,
+        agent: &AgentRecord,
+        now: OffsetDateTime,
+    ) -> Option<(String, OffsetDateTime)> {
+        let key = self.keys.current()?;
+        let claims = self.issuer.claims(
+            Audience::Agent,
+            agent.id.as_uuid(),
+            agent.tenant_id.as_uuid(),
+            agent.credential_epoch,
+            now,
+            self.settings.agent_token_ttl,
+            uuid::Uuid::now_v7(),
+        );
+        Some((key.sign(&claims), claims.expires_at()))
+    }
+
+    /// The enforced rpm of `agent` from its tenant's agent-limits map.
+    pub async fn snapshot(
+        &self,
+        agent: AgentRecord,
+    ) -> Result<AgentSnapshot, agentry_store::StoreError> {
+        let limits = self.store.agent_limits(agent.tenant_id).await?;
+        let rpm = limits
+            .entries
+            .get(&agent.slug.limits_key())
+            .and_then(|entry| entry.max_requests_per_minute)
+            .unwrap_or(DEFAULT_RPM);
+        Ok(AgentSnapshot { record: agent, rpm })
+    }
+
+    /// Reloads the signing keys when a rotation is announced, and writes
+    /// batched sightings; runs until the process ends.
+    pub fn spawn_background_tasks(&self) {
+        let state = self.clone();
+        tokio::spawn(async move {
+            let mut changes = state.store.subscribe_changes();
+            loop {
+                let reload = match changes.recv().await {
+                    Ok(change) => matches!(change, Change::SigningKeys | Change::Resync),
+                    Err(RecvError::Lagged(_)) => true,
+                    Err(RecvError::Closed) => break,
+                };
+                if reload
+                    && let Err(error) = state.keys.reload(&state.store, agentry_store::now()).await
+                {
+                    tracing::error!(%error, "cannot reload signing keys");
+                }
+            }
+        });
+        let state = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+            loop {
+                every.tick().await;
+                let batch = state.sightings.take();
+                if let Err(error) = state.store.record_last_seen(batch).await {
+                    tracing::warn!(%error, "cannot record last-seen times");
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,437 @@
+//! The request guard end to end: who gets in, who is refused, and that a
+//! revocation or rotation takes effect on the very next request.
+
+use actix_web::{HttpResponse, web};
+use agentry_auth::{ApiKeyKind, Audience, JwtIssuer, JwtSigningKey, Permission};
+use agentry_domain::{ApiKeyRole, LifecycleState, Money};
+use agentry_http::guard::ApiKeyPrincipal;
+use agentry_http::new_signing_key;
+use agentry_lifecycle::TerminationReason;
+use agentry_store::{AgentLimitEntry, now};
+use agentry_testkit::on_both_backends;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use time::Duration;
+
+use crate::{PUBLIC_URL, agent, api_key, app, get, state_for, tenant};
+
+/// A route behind the API-key guard, to test it before any real route
+/// needs it.
+pub(crate) fn test_routes(config: &mut web::ServiceConfig) {
+    config.route(
+        "/test/profiles-read",
+        web::get().to(|caller: ApiKeyPrincipal| async move {
+            caller.require(Permission::AgentProfileRead)?;
+            Ok::<_, agentry_http::ApiError>(
+                HttpResponse::Ok().json(serde_json::json!({ "role": caller.role })),
+            )
+        }),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_answers_the_seed_shape_to_a_token_and_to_an_agents_own_key() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let acme = tenant(&db.store, "acme").await;
+        let worker = agent(&db.store, acme, "summarizer-v1", LifecycleState::Active).await;
+        let (token, expires_at) = state.mint_agent_token(&worker, now()).unwrap();
+        assert!(
+            expires_at - now() > Duration::minutes(59),
+            "tokens live one hour"
+        );
+
+        let (status, body) = get(&app, "/v1/agent/status", Some(&token)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["profile"]["agentId"], "summarizer-v1");
+        assert_eq!(body["profile"]["tenantId"], acme.to_string());
+        assert_eq!(body["profile"]["budgetDailyUsd"], 5.0);
+        assert_eq!(body["profile"]["lifecycleState"], "active");
+        assert_eq!(body["limits"]["enforced_daily_usd"], 5.0);
+        assert_eq!(body["limits"]["enforced_daily_spent_usd"], 0.0);
+        assert_eq!(body["limits"]["enforced_daily_remaining_usd"], 5.0);
+        assert_eq!(body["limits"]["enforced_rpm"], 30);
+        assert_eq!(body["limits"]["requests_this_minute"], 1);
+        assert_eq!(body["anomaly"]["recent_events"], serde_json::json!([]));
+        assert_eq!(body["governance"]["lifecycle_state"], "active");
+        assert_eq!(body["governance"]["role"], "agent");
+
+        let (status, body) = get(&app, "/v1/agent/limits/me", Some(&token)).await;
+        assert_eq!(
+            (status, &body["limits"]["requests_this_minute"]),
+            (200, &serde_json::json!(2))
+        );
+
+        let (own_key, _) = api_key(&db.store, acme, ApiKeyKind::Agent, Some(&worker)).await;
+        let (status, body) = get(&app, "/v1/agent/profiles/me", Some(own_key.expose())).await;
+        assert_eq!(
+            (status, &body["profile"]["id"]),
+            (200, &serde_json::json!(worker.id.to_string()))
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_bad_credential_is_refused_with_a_clear_code() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let acme = tenant(&db.store, "acme").await;
+        let globex = tenant(&db.store, "globex").await;
+        let worker = agent(&db.store, acme, "worker", LifecycleState::Active).await;
+        let (good, _) = state.mint_agent_token(&worker, now()).unwrap();
+        let current = state.keys.current().unwrap();
+        let issuer = JwtIssuer::new(PUBLIC_URL);
+        let sign = |issuer: &JwtIssuer, audience, tenant: uuid::Uuid, at, key: &JwtSigningKey| {
+            let claims = issuer.claims(
+                audience,
+                worker.id.as_uuid(),
+                tenant,
+                0,
+                at,
+                Duration::hours(1),
+                uuid::Uuid::now_v7(),
+            );
+            key.sign(&claims)
+        };
+        let claims_part = good.split('.').nth(1).unwrap().to_owned();
+        let forged = |header: serde_json::Value| {
+            format!(
+                "{}.{claims_part}.",
+                URL_SAFE_NO_PAD.encode(header.to_string())
+            )
+        };
+        let stranger = JwtSigningKey::from_secret(current.kid().to_owned(), [7; 32]);
+        let unknown = JwtSigningKey::from_secret("nobody".into(), [7; 32]);
+        let cases = [
+            (
+                "alg none",
+                forged(serde_json::json!({"alg": "none", "kid": current.kid()})),
+            ),
+            (
+                "HS256",
+                forged(serde_json::json!({"alg": "HS256", "kid": current.kid()})),
+            ),
+            (
+                "unknown kid",
+                sign(&issuer, Audience::Agent, acme.as_uuid(), now(), &unknown),
+            ),
+            (
+                "bad signature",
+                sign(&issuer, Audience::Agent, acme.as_uuid(), now(), &stranger),
+            ),
+            (
+                "wrong issuer",
+                sign(
+                    &JwtIssuer::new("http://evil.test"),
+                    Audience::Agent,
+                    acme.as_uuid(),
+                    now(),
+                    &current,
+                ),
+            ),
+            (
+                "wrong audience",
+                sign(&issuer, Audience::Session, acme.as_uuid(), now(), &current),
+            ),
+            (
+                "expired",
+                sign(
+                    &issuer,
+                    Audience::Agent,
+                    acme.as_uuid(),
+                    now() - Duration::hours(2),
+                    &current,
+                ),
+            ),
+            (
+                "not yet valid",
+                sign(
+                    &issuer,
+                    Audience::Agent,
+                    acme.as_uuid(),
+                    now() + Duration::minutes(5),
+                    &current,
+                ),
+            ),
+            (
+                "other tenant",
+                sign(&issuer, Audience::Agent, globex.as_uuid(), now(), &current),
+            ),
+            ("garbage", "not-a-token".to_owned()),
+        ];
+        for (case, token) in cases {
+            let (status, body) = get(&app, "/v1/agent/status", Some(&token)).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (401, Some("invalid_token")),
+                "{case}: {body}"
+            );
+        }
+        let (status, body) = get(&app, "/v1/agent/status", None).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (401, Some("missing_credentials"))
+        );
+        let (tenant_key, _) =
+            api_key(&db.store, acme, ApiKeyKind::Tenant(ApiKeyRole::Admin), None).await;
+        let (status, body) = get(&app, "/v1/agent/status", Some(tenant_key.expose())).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("agent_credentials_required"))
+        );
+        let mistyped = format!("{}x", &tenant_key.expose()[..tenant_key.expose().len() - 1]);
+        let (status, body) = get(&app, "/v1/agent/status", Some(&mistyped)).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (401, Some("invalid_api_key"))
+        );
+        // The good token still works after all that.
+        assert_eq!(get(&app, "/v1/agent/status", Some(&good)).await.0, 200);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_signed_before_a_rotation_keeps_working_and_the_jwks_shows_both_keys() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let acme = tenant(&db.store, "acme").await;
+        let worker = agent(&db.store, acme, "worker", LifecycleState::Active).await;
+        let (before, _) = state.mint_agent_token(&worker, now()).unwrap();
+        let old_kid = state.keys.current().unwrap().kid().to_owned();
+
+        db.store
+            .rotate_signing_key(new_signing_key(state.keys.master(), now()), now())
+            .await
+            .unwrap();
+        // Another replica would hear of it through the change feed; this
+        // one reloads now, as its background task would.
+        state.keys.reload(&db.store, now()).await.unwrap();
+        let new_kid = state.keys.current().unwrap().kid().to_owned();
+        assert_ne!(old_kid, new_kid);
+
+        assert_eq!(get(&app, "/v1/agent/status", Some(&before)).await.0, 200);
+        let (after, _) = state.mint_agent_token(&worker, now()).unwrap();
+        assert_eq!(get(&app, "/v1/agent/status", Some(&after)).await.0, 200);
+        let (status, jwks) = get(&app, "/.well-known/jwks.json", None).await;
+        assert_eq!(status, 200);
+        let kids: Vec<&str> = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|key| key["kid"].as_str().unwrap())
+            .collect();
+        assert!(
+            kids.contains(&old_kid.as_str()) && kids.contains(&new_kid.as_str()),
+            "{kids:?}"
+        );
+
+        // Past the longest token lifetime the retired key leaves the JWKS.
+        state
+            .keys
+            .reload(&db.store, now() + Duration::hours(25))
+            .await
+            .unwrap();
+        let (_, jwks) = get(&app, "/.well-known/jwks.json", None).await;
+        assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revocation_takes_effect_on_the_next_request() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let acme = tenant(&db.store, "acme").await;
+        let worker = agent(&db.store, acme, "worker", LifecycleState::Active).await;
+        let (token, _) = state.mint_agent_token(&worker, now()).unwrap();
+        let (own_key, own_key_id) =
+            api_key(&db.store, acme, ApiKeyKind::Agent, Some(&worker)).await;
+        // Both credentials work, and are now cached.
+        assert_eq!(get(&app, "/v1/agent/status", Some(&token)).await.0, 200);
+        assert_eq!(
+            get(&app, "/v1/agent/status", Some(own_key.expose()))
+                .await
+                .0,
+            200
+        );
+
+        db.store
+            .revoke_api_key(acme, own_key_id, now())
+            .await
+            .unwrap();
+        let (status, body) = get(&app, "/v1/agent/status", Some(own_key.expose())).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (401, Some("invalid_api_key"))
+        );
+        assert_eq!(
+            get(&app, "/v1/agent/status", Some(&token)).await.0,
+            200,
+            "the token is separate"
+        );
+
+        db.store
+            .change_lifecycle(acme, worker.id, now(), |lifecycle| {
+                lifecycle
+                    .terminate(TerminationReason::Revoked, now())
+                    .map(Some)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let (status, body) = get(&app, "/v1/agent/status", Some(&token)).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("agent_terminated")),
+            "{body}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_lifecycle_state_gets_its_answer() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let acme = tenant(&db.store, "acme").await;
+        let expected = [
+            (LifecycleState::Active, 200, None),
+            (LifecycleState::Quarantined, 200, None),
+            (LifecycleState::Suspended, 402, Some("agent_suspended")),
+            (
+                LifecycleState::Provisioned,
+                403,
+                Some("agent_not_activated"),
+            ),
+            (LifecycleState::Terminated, 403, Some("agent_terminated")),
+        ];
+        for (lifecycle, status, code) in expected {
+            let worker = agent(&db.store, acme, &format!("agent-{lifecycle}"), lifecycle).await;
+            let (token, _) = state.mint_agent_token(&worker, now()).unwrap();
+            let (got, body) = get(&app, "/v1/agent/status", Some(&token)).await;
+            assert_eq!(
+                (got, body["code"].as_str()),
+                (status, code),
+                "{lifecycle}: {body}"
+            );
+        }
+        let (refusals, body) = get(&app, "/v1/agent/anomaly/me", None).await;
+        assert_eq!(refusals, 401, "{body}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_enforced_rpm_the_agent_gets_429_and_sees_it_in_its_anomalies() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let acme = tenant(&db.store, "acme").await;
+        let worker = agent(&db.store, acme, "chatty", LifecycleState::Active).await;
+        db.store
+            .update_agent_limits(acme, now(), |entries| {
+                entries.insert(
+                    "agent:chatty".into(),
+                    AgentLimitEntry {
+                        max_budget: Some(Money::from_usd(3)),
+                        max_requests_per_minute: Some(2),
+                    },
+                );
+                Ok::<_, ()>(())
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let (token, _) = state.mint_agent_token(&worker, now()).unwrap();
+        let (status, body) = get(&app, "/v1/agent/limits/me", Some(&token)).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["limits"]["enforced_rpm"], 2);
+        assert_eq!(
+            body["limits"]["enforced_daily_usd"], 3.0,
+            "the tenant cap is lower than the profile's 5"
+        );
+        assert_eq!(get(&app, "/v1/agent/limits/me", Some(&token)).await.0, 200);
+
+        let request = actix_web::test::TestRequest::get()
+            .uri("/v1/agent/status")
+            .insert_header(("authorization", format!("Bearer {token}")))
+            .to_request();
+        let response = actix_web::test::call_service(&app, request).await;
+        assert_eq!(response.status().as_u16(), 429);
+        let retry_after: u64 = response
+            .headers()
+            .get("retry-after")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry_after));
+
+        // The refusal is recorded without delaying the answer; wait for it.
+        let target = "agent:chatty";
+        let mut recorded = Vec::new();
+        for _ in 0..200 {
+            recorded = db.store.audit_events_for(acme, target, 10).await.unwrap();
+            if !recorded.is_empty() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(recorded.len(), 1, "one refusal recorded");
+        assert_eq!(recorded[0].detail["reason"], "rate_limited");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_key_routes_refuse_tokens_and_agent_keys_and_check_permissions() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let acme = tenant(&db.store, "acme").await;
+        let worker = agent(&db.store, acme, "worker", LifecycleState::Active).await;
+        let (token, _) = state.mint_agent_token(&worker, now()).unwrap();
+        let (own_key, _) = api_key(&db.store, acme, ApiKeyKind::Agent, Some(&worker)).await;
+        let (auditor, _) = api_key(
+            &db.store,
+            acme,
+            ApiKeyKind::Tenant(ApiKeyRole::Auditor),
+            None,
+        )
+        .await;
+        let (provisioner, _) = api_key(
+            &db.store,
+            acme,
+            ApiKeyKind::Tenant(ApiKeyRole::Provisioner),
+            None,
+        )
+        .await;
+        let path = "/test/profiles-read";
+        for credential in [token.as_str(), own_key.expose()] {
+            let (status, body) = get(&app, path, Some(credential)).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (403, Some("api_key_required"))
+            );
+        }
+        let (status, body) = get(&app, path, Some(auditor.expose())).await;
+        assert_eq!(
+            (status, &body["role"]),
+            (200, &serde_json::json!("auditor"))
+        );
+        let (status, body) = get(&app, path, Some(provisioner.expose())).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("permission_denied"))
+        );
+    })
+    .await;
+}

@@ -1,0 +1,123 @@
+//! End-to-end tests of the HTTP surface: the real app, the real store (on
+//! SQLite and PostgreSQL), driven as a client would.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions: a failed unwrap is a failed test"
+)]
+
+mod guard;
+mod secrets_in_logs;
+
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::{App, test, web};
+use agentry_auth::{ApiKey, ApiKeyKind, MasterKey};
+use agentry_domain::{AgentSlug, LifecycleState, Money, TenantId};
+use agentry_http::{AppState, Keys, Settings};
+use agentry_store::{AgentRecord, NewAgent, NewApiKey, Store, now};
+use agentry_testkit::TestDb;
+use time::Duration;
+
+pub(crate) const PUBLIC_URL: &str = "http://agentry.test";
+
+pub(crate) async fn state_for(db: &TestDb) -> AppState {
+    let settings = Settings {
+        public_url: PUBLIC_URL.into(),
+        agent_token_ttl: Duration::hours(1),
+        session_token_ttl: Duration::hours(24),
+    };
+    let keys = Keys::load(
+        &db.store,
+        MasterKey::generate(),
+        settings.max_token_ttl(),
+        now(),
+    )
+    .await
+    .unwrap();
+    AppState::new(db.store.clone(), keys, settings)
+}
+
+pub(crate) async fn app(
+    state: &AppState,
+) -> impl Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error> {
+    test::init_service(
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .configure(agentry_http::configure)
+            .configure(guard::test_routes),
+    )
+    .await
+}
+
+pub(crate) async fn tenant(store: &Store, name: &str) -> TenantId {
+    store.create_tenant(name, now()).await.unwrap().id
+}
+
+pub(crate) async fn agent(
+    store: &Store,
+    tenant: TenantId,
+    slug: &str,
+    state: LifecycleState,
+) -> AgentRecord {
+    let mut new = NewAgent::named(AgentSlug::parse(slug).unwrap(), state);
+    new.budget_daily = Some(Money::from_usd(5));
+    store.create_agent(tenant, new, now()).await.unwrap()
+}
+
+pub(crate) async fn api_key(
+    store: &Store,
+    tenant: TenantId,
+    kind: ApiKeyKind,
+    agent: Option<&AgentRecord>,
+) -> (ApiKey, uuid::Uuid) {
+    let key = ApiKey::mint(kind);
+    let role = match kind {
+        ApiKeyKind::Tenant(role) => Some(role),
+        ApiKeyKind::Agent => None,
+    };
+    let record = store
+        .insert_api_key(
+            tenant,
+            NewApiKey {
+                role,
+                agent_id: agent.map(|agent| agent.id),
+                key_hash: key.hash().0,
+                label: None,
+            },
+            now(),
+        )
+        .await
+        .unwrap();
+    (key, record.id)
+}
+
+/// GET `path` with `Authorization: Bearer <credential>`; status and JSON.
+pub(crate) async fn get<S>(
+    app: &S,
+    path: &str,
+    credential: Option<&str>,
+) -> (u16, serde_json::Value)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
+{
+    let mut request = test::TestRequest::get().uri(path);
+    if let Some(credential) = credential {
+        request = request.insert_header(("authorization", format!("Bearer {credential}")));
+    }
+    let response = test::call_service(app, request.to_request()).await;
+    let status = response.status().as_u16();
+    let is_problem = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|value| value == "application/problem+json");
+    let body = test::read_body(response).await;
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    if status >= 400 {
+        assert!(
+            is_problem,
+            "{path} answered {status} without problem+json: {json}"
+        );
+        assert!(json["code"].is_string(), "{path}: no stable code in {json}");
+    }
+    (status, json)
+}

@@ -1,0 +1,73 @@
+//! Secrets never reach the logs: everything this process logs while keys
+//! and tokens are minted, used, refused and revoked is captured and searched.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use agentry_auth::ApiKeyKind;
+use agentry_domain::{ApiKeyRole, LifecycleState};
+use agentry_store::now;
+use agentry_testkit::sqlite_db;
+
+use crate::{agent, api_key, app, get, state_for, tenant};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_key_or_token_appears_in_the_logs() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    // Each test runs in its own process under nextest, so a global
+    // subscriber sees only this test.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .init();
+
+    let db = sqlite_db().await;
+    let state = state_for(&db).await;
+    let app = app(&state).await;
+    let acme = tenant(&db.store, "acme").await;
+    let worker = agent(&db.store, acme, "worker", LifecycleState::Active).await;
+    let (token, _) = state.mint_agent_token(&worker, now()).unwrap();
+    let (own_key, own_key_id) = api_key(&db.store, acme, ApiKeyKind::Agent, Some(&worker)).await;
+    let (admin, _) = api_key(&db.store, acme, ApiKeyKind::Tenant(ApiKeyRole::Admin), None).await;
+    for credential in [
+        token.as_str(),
+        own_key.expose(),
+        admin.expose(),
+        "agy_admin_forged",
+        "eyJhbGciOiJub25lIn0.e30.",
+    ] {
+        get(&app, "/v1/agent/status", Some(credential)).await;
+        get(&app, "/test/profiles-read", Some(credential)).await;
+    }
+    db.store
+        .revoke_api_key(acme, own_key_id, now())
+        .await
+        .unwrap();
+    get(&app, "/v1/agent/status", Some(own_key.expose())).await;
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(!logs.is_empty(), "the capture works: something was logged");
+    let signature = token.rsplit('.').next().unwrap();
+    for (what, secret) in [
+        ("agent token", token.as_str()),
+        ("token signature", signature),
+        ("agent key", own_key.expose()),
+        ("admin key", admin.expose()),
+    ] {
+        assert!(!logs.contains(secret), "the {what} appears in the logs");
+    }
+}
