@@ -134,7 +134,10 @@ async fn serve(config: &Config, url: &DatabaseUrl, store: Store) -> anyhow::Resu
         .context(
             "cannot load the JWT signing keys (is this the master key they were sealed with?)",
         )?;
-    store.start_change_listener(url);
+    store
+        .start_change_listener(url)
+        .await
+        .context("cannot follow the database's change feed")?;
     let state = AppState::new(store.clone(), keys, settings);
     state.spawn_background_tasks();
     let data = web::Data::new(state);

@@ -18,8 +18,12 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::db::SqliteConn;
-use crate::{DatabaseUrl, Store};
+use diesel::prelude::*;
+
+use crate::db::{SqliteConn, read};
+use crate::schema::change_log;
+use crate::types::DbTime;
+use crate::{DatabaseUrl, Store, StoreError};
 
 const CHANNEL: &str = "agentry_changes";
 
@@ -79,9 +83,18 @@ impl NotifyChange for AsyncPgConnection {
 }
 
 impl NotifyChange for SqliteConn {
-    /// SQLite serves one process; the local broadcast is all there is.
-    fn notify_change(&mut self, _: Change) -> impl Future<Output = diesel::QueryResult<()>> + Send {
-        std::future::ready(Ok(()))
+    /// SQLite has no notifications; the change is logged in the same
+    /// transaction, and every process using the file polls the log (see
+    /// [`Store::start_change_listener`]).
+    async fn notify_change(&mut self, change: Change) -> diesel::QueryResult<()> {
+        diesel::insert_into(change_log::table)
+            .values((
+                change_log::change.eq(change.encode()),
+                change_log::at.eq(DbTime::new(time::OffsetDateTime::now_utc())),
+            ))
+            .execute(self)
+            .await
+            .map(drop)
     }
 }
 
@@ -113,12 +126,13 @@ impl Store {
         publish(&self.listeners, &self.changes, change);
     }
 
-    /// On PostgreSQL, listens for the changes other replicas commit and
-    /// republishes them here, reconnecting after a failure. Does nothing on
-    /// SQLite. Call once per process.
-    pub fn start_change_listener(&self, url: &DatabaseUrl) {
+    /// Hears the changes other processes commit and republishes them here:
+    /// on PostgreSQL by LISTEN (reconnecting after a failure), on SQLite by
+    /// polling the change log every [`SQLITE_POLL`] (an operator's CLI
+    /// writing to the same file is another process). Call once per process.
+    pub async fn start_change_listener(&self, url: &DatabaseUrl) -> Result<(), StoreError> {
         let DatabaseUrl::Postgres(url) = url else {
-            return;
+            return self.start_change_log_poller().await;
         };
         let (url, sender, listeners) = (url.clone(), self.changes.clone(), self.listeners.clone());
         self.runtime.spawn(async move {
@@ -131,6 +145,68 @@ impl Store {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
+        Ok(())
+    }
+}
+
+/// How often a SQLite process looks for changes made by other processes.
+pub const SQLITE_POLL: Duration = Duration::from_secs(1);
+/// How long logged changes are kept; far longer than any poll interval.
+const LOG_RETENTION: time::Duration = time::Duration::minutes(10);
+
+impl Store {
+    /// Takes the log's current position before returning, so nothing
+    /// committed after this call can be missed.
+    async fn start_change_log_poller(&self) -> Result<(), StoreError> {
+        let (position, _) = self.poll_change_log(None).await?;
+        let store = self.clone();
+        self.runtime.spawn(async move {
+            let mut last_seen = Some(position);
+            let mut every = tokio::time::interval(SQLITE_POLL);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                match store.poll_change_log(last_seen).await {
+                    Ok((newest, changes)) => {
+                        for change in changes {
+                            store.publish(change);
+                        }
+                        last_seen = Some(newest);
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot read the change log"),
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Changes logged after `after` (or none, the first time: only the
+    /// position is taken), and the newest id; prunes old entries.
+    async fn poll_change_log(&self, after: Option<i64>) -> Result<(i64, Vec<Change>), StoreError> {
+        let cutoff = DbTime::new(time::OffsetDateTime::now_utc() - LOG_RETENTION);
+        read!(self, |conn| {
+            diesel::delete(change_log::table.filter(change_log::at.lt(cutoff)))
+                .execute(conn)
+                .await?;
+            let newest: Option<i64> = change_log::table
+                .select(diesel::dsl::max(change_log::id))
+                .first(conn)
+                .await?;
+            let newest = newest.unwrap_or(0);
+            let Some(after) = after else {
+                return Ok((newest, Vec::new()));
+            };
+            let rows: Vec<String> = change_log::table
+                .filter(change_log::id.gt(after))
+                .order(change_log::id.asc())
+                .select(change_log::change)
+                .load(conn)
+                .await?;
+            Ok((
+                newest.max(after),
+                rows.iter().map(|text| Change::decode(text)).collect(),
+            ))
+        })
     }
 }
 

@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 pub use agents::{AgentRecord, LifecycleChange, NewAgent};
 pub use audit::{AuditEvent, BrokenLink, NewAuditEvent};
-pub use changes::{Change, ChangeListener};
+pub use changes::{Change, ChangeListener, SQLITE_POLL};
 pub use db::{Backend, DatabaseUrl, PoolOptions};
 pub use error::StoreError;
 pub use ledger::{Accounts, Appends};

@@ -319,6 +319,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::PortableTime;
+
+    change_log (id) {
+        id -> BigInt,
+        change -> Text,
+        at -> PortableTime,
+    }
+}
+
 diesel::joinable!(agents -> tenants (tenant_id));
 diesel::joinable!(api_keys -> tenants (tenant_id));
 diesel::joinable!(api_keys -> agents (agent_id));
@@ -375,4 +386,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     artifacts,
     audit_events,
     signing_keys,
+    change_log,
 );
