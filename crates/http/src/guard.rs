@@ -85,26 +85,16 @@ fn audit_refusal(
     target: Option<String>,
     reason: &str,
 ) {
-    let event = NewAuditEvent {
-        actor,
-        action: "auth.refused".into(),
-        target,
-        outcome: "denied".into(),
-        detail: serde_json::json!({ "reason": reason }),
-    };
-    let store = state.store.clone();
-    tokio::spawn(async move {
-        let appended = store
-            .detached(async move |store| {
-                store
-                    .append_audit(tenant, event, agentry_store::now())
-                    .await
-            })
-            .await;
-        if let Err(error) = appended {
-            tracing::warn!(%error, "cannot record a refusal in the audit trail");
-        }
-    });
+    state.audit(
+        tenant,
+        NewAuditEvent {
+            actor,
+            action: "auth.refused".into(),
+            target,
+            outcome: "denied".into(),
+            detail: serde_json::json!({ "reason": reason }),
+        },
+    );
 }
 
 /// Looks an API key up, through the cache.

@@ -12,10 +12,13 @@
 //! composes it. No rule of the lifecycle or the ledger is decided here.
 
 mod agent_self;
+mod bootstrap;
 pub mod error;
 pub mod guard;
 pub mod keys;
+mod profiles;
 pub mod state;
+mod validate;
 mod wire;
 
 use actix_web::{HttpResponse, web};
@@ -47,7 +50,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/.well-known/jwks.json", web::get().to(jwks))
-        .configure(agent_self::configure);
+        .configure(agent_self::configure)
+        .configure(bootstrap::configure)
+        .configure(profiles::configure);
 }
 
 /// Liveness: the process is up and serving.

@@ -263,6 +263,24 @@ impl AppState {
         Some((key.sign(&claims), claims.expires_at()))
     }
 
+    /// Appends `event` to the tenant's audit trail without delaying the
+    /// caller; a failure is logged.
+    pub fn audit(&self, tenant: agentry_domain::TenantId, event: agentry_store::NewAuditEvent) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let appended = store
+                .detached(async move |store| {
+                    store
+                        .append_audit(tenant, event, agentry_store::now())
+                        .await
+                })
+                .await;
+            if let Err(error) = appended {
+                tracing::warn!(%error, "cannot append to the audit trail");
+            }
+        });
+    }
+
     /// The enforced rpm of `agent` from its tenant's agent-limits map.
     pub async fn snapshot(
         &self,

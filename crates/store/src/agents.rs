@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use crate::changes::{Change, NotifyChange};
 use crate::db::{read, write_tx};
-use crate::schema::{agents, lifecycle_events};
+use crate::schema::{agents, api_keys, lifecycle_events, users};
 use crate::tenants::conflict_as;
 use crate::types::{DbTime, DbUuid};
 use crate::{Store, StoreError, new_id};
@@ -218,6 +218,19 @@ impl LifecycleEventRow {
     }
 }
 
+/// Fields of a profile an operator may change (seed 001's PATCH); `None`
+/// leaves a field as it is, `Some(None)` clears a nullable one.
+#[derive(Debug, Clone, Default)]
+pub struct ProfilePatch {
+    pub display_name: Option<Option<String>>,
+    pub owner_id: Option<Option<String>>,
+    pub cost_center: Option<Option<String>>,
+    pub budget_daily: Option<Option<Money>>,
+    pub budget_monthly: Option<Option<Money>>,
+    pub role: Option<Role>,
+    pub metadata: Option<serde_json::Value>,
+}
+
 /// The outcome of [`Store::change_lifecycle`]: the agent as it is now, and
 /// the change made, if any.
 pub type LifecycleChange = (AgentRecord, Option<LifecycleEvent>);
@@ -312,6 +325,101 @@ impl Store {
                 .await
         })?;
         rows.into_iter().map(AgentRecord::try_from).collect()
+    }
+
+    /// Applies `patch` to the agent `slug` of `tenant` and returns it.
+    pub async fn update_agent_profile(
+        &self,
+        tenant: TenantId,
+        slug: &AgentSlug,
+        patch: ProfilePatch,
+        now: OffsetDateTime,
+    ) -> Result<AgentRecord, StoreError> {
+        let slug = slug.clone();
+        let agent = write_tx!(self, |conn| {
+            let target = agents::table
+                .filter(agents::tenant_id.eq(DbUuid(tenant.as_uuid())))
+                .filter(agents::slug.eq(slug.as_str()));
+            let row: Option<AgentRow> = target
+                .select(AgentRow::as_select())
+                .first(conn)
+                .await
+                .optional()?;
+            let mut agent = AgentRecord::try_from(row.ok_or(StoreError::NotFound("agent"))?)?;
+            let patch = patch.clone();
+            if let Some(value) = patch.display_name {
+                agent.display_name = value;
+            }
+            if let Some(value) = patch.owner_id {
+                agent.owner_id = value;
+            }
+            if let Some(value) = patch.cost_center {
+                agent.cost_center = value;
+            }
+            if let Some(value) = patch.budget_daily {
+                agent.budget_daily = value;
+            }
+            if let Some(value) = patch.budget_monthly {
+                agent.budget_monthly = value;
+            }
+            if let Some(value) = patch.role {
+                agent.role = value;
+            }
+            if let Some(value) = patch.metadata {
+                agent.metadata = value;
+            }
+            agent.updated_at = DbTime::new(now).get();
+            diesel::update(target)
+                .set(&AgentRow::from(&agent))
+                .execute(conn)
+                .await?;
+            conn.notify_change(Change::Agent(agent.id)).await?;
+            Ok::<_, StoreError>(agent)
+        })?;
+        self.publish(Change::Agent(agent.id));
+        Ok(agent)
+    }
+
+    /// Hard-deletes an agent with its keys, ledger and history (seed 001's
+    /// DELETE). An agent that still has sub-agents is refused: they would be
+    /// orphaned with budget sliced from it.
+    pub async fn delete_agent(
+        &self,
+        tenant: TenantId,
+        slug: &AgentSlug,
+    ) -> Result<AgentId, StoreError> {
+        let slug = slug.clone();
+        let id = write_tx!(self, |conn| {
+            let row: Option<AgentRow> = agents::table
+                .filter(agents::tenant_id.eq(DbUuid(tenant.as_uuid())))
+                .filter(agents::slug.eq(slug.as_str()))
+                .select(AgentRow::as_select())
+                .first(conn)
+                .await
+                .optional()?;
+            let id = row.ok_or(StoreError::NotFound("agent"))?.id;
+            let children: i64 = agents::table
+                .filter(agents::parent_id.eq(id))
+                .count()
+                .get_result(conn)
+                .await?;
+            if children > 0 {
+                return Err(StoreError::Conflict("an agent with sub-agents"));
+            }
+            diesel::delete(api_keys::table.filter(api_keys::agent_id.eq(id)))
+                .execute(conn)
+                .await?;
+            diesel::update(users::table.filter(users::agent_id.eq(id)))
+                .set(users::agent_id.eq(None::<DbUuid>))
+                .execute(conn)
+                .await?;
+            diesel::delete(agents::table.find(id)).execute(conn).await?;
+            let id = AgentId::from_uuid(id.0);
+            conn.notify_change(Change::Agent(id)).await?;
+            Ok::<_, StoreError>(id)
+        })?;
+        self.publish(Change::Agent(id));
+        Ok(id)
     }
 
     /// Records when agents were last seen, in one transaction. Callers batch

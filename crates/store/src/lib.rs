@@ -30,7 +30,7 @@ mod types;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-pub use agents::{AgentRecord, LifecycleChange, NewAgent};
+pub use agents::{AgentRecord, LifecycleChange, NewAgent, ProfilePatch};
 pub use audit::{AuditEvent, BrokenLink, NewAuditEvent};
 pub use changes::{Change, ChangeListener, SQLITE_POLL};
 pub use db::{Backend, DatabaseUrl, PoolOptions};
@@ -52,6 +52,10 @@ pub struct Store {
     runtime: tokio::runtime::Handle,
     changes: tokio::sync::broadcast::Sender<changes::Change>,
     listeners: changes::Listeners,
+    /// Test hook: when set, every agent-limits write fails as if it had
+    /// lost its race three times. Compiled only with `test-hooks`.
+    #[cfg(feature = "test-hooks")]
+    fail_limits_writes: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -84,6 +88,8 @@ impl Store {
             runtime,
             changes: changes::channel(),
             listeners: changes::Listeners::default(),
+            #[cfg(feature = "test-hooks")]
+            fail_limits_writes: std::sync::Arc::default(),
         })
     }
 
@@ -105,6 +111,14 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Test hook: makes every agent-limits write fail (as contention would)
+    /// until turned off, to prove callers leave nothing half-done.
+    #[cfg(feature = "test-hooks")]
+    pub fn fail_limits_writes(&self, fail: bool) {
+        self.fail_limits_writes
+            .store(fail, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Creates the PostgreSQL database `url` names when the server says it

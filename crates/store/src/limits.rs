@@ -60,6 +60,7 @@ fn encode(entries: &BTreeMap<String, AgentLimitEntry>) -> Result<String, StoreEr
 /// Outcome of one compare-and-swap attempt.
 enum Attempt<E> {
     Written(AgentLimits),
+    Unchanged(AgentLimits),
     Refused(E),
     LostRace,
 }
@@ -92,12 +93,23 @@ impl Store {
         F: Fn(&mut BTreeMap<String, AgentLimitEntry>) -> Result<(), E> + Send + Sync,
         E: Send,
     {
+        #[cfg(feature = "test-hooks")]
+        if std::sync::atomic::AtomicBool::load(
+            &self.fail_limits_writes,
+            std::sync::atomic::Ordering::SeqCst,
+        ) {
+            return Err(StoreError::ContentionExhausted {
+                what: "the agent-limits map",
+                attempts: LIMITS_ATTEMPTS,
+            });
+        }
         for _ in 0..LIMITS_ATTEMPTS {
             match self.try_update_agent_limits(tenant, now, &change).await? {
                 Attempt::Written(limits) => {
                     self.publish(Change::TenantLimits(tenant));
                     return Ok(Ok(limits));
                 }
+                Attempt::Unchanged(limits) => return Ok(Ok(limits)),
                 Attempt::Refused(error) => return Ok(Err(error)),
                 Attempt::LostRace => continue,
             }
@@ -140,6 +152,11 @@ impl Store {
             let mut entries = current.entries.clone();
             if let Err(error) = change(&mut entries) {
                 return Ok(Attempt::Refused(error));
+            }
+            // An edit that changes nothing writes nothing (and keeps the
+            // version), so idempotent callers cost no write.
+            if entries == current.entries && current.version > 0 {
+                return Ok(Attempt::Unchanged(current));
             }
             let document = encode(&entries)?;
             let written = if current.version == 0 {

@@ -6,7 +6,9 @@
     reason = "test helpers outside #[test] functions: a failed unwrap is a failed test"
 )]
 
+mod bootstrap;
 mod guard;
+mod profiles;
 mod secrets_in_logs;
 
 use actix_web::dev::{Service, ServiceResponse};
@@ -100,7 +102,38 @@ pub(crate) async fn get<S>(
 where
     S: Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
 {
-    let mut request = test::TestRequest::get().uri(path);
+    send(app, test::TestRequest::get().uri(path), path, credential).await
+}
+
+/// `method path` with a JSON body and a bearer credential; status and JSON.
+pub(crate) async fn call<S>(
+    app: &S,
+    method: actix_web::http::Method,
+    path: &str,
+    credential: Option<&str>,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
+{
+    let request = test::TestRequest::default()
+        .method(method)
+        .uri(path)
+        .set_json(body);
+    send(app, request, path, credential).await
+}
+
+/// Sends `request` with the credential; asserts every error is problem+json
+/// with a stable code.
+pub(crate) async fn send<S>(
+    app: &S,
+    mut request: test::TestRequest,
+    path: &str,
+    credential: Option<&str>,
+) -> (u16, serde_json::Value)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
+{
     if let Some(credential) = credential {
         request = request.insert_header(("authorization", format!("Bearer {credential}")));
     }

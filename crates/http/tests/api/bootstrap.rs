@@ -1,0 +1,370 @@
+//! `POST /v1/agent/bootstrap` end to end: seed 000's invariant (profile +
+//! limits + token, or nothing usable), idempotency under concurrency, and
+//! every refusal.
+
+use actix_web::http::Method;
+use agentry_auth::{ApiKeyKind, Audience};
+use agentry_domain::{ApiKeyRole, LifecycleState, TenantId};
+use agentry_lifecycle::TerminationReason;
+use agentry_store::{Store, now};
+use agentry_testkit::on_both_backends;
+use serde_json::json;
+
+use crate::{agent, api_key, app, call, get, state_for, tenant};
+
+async fn audit_outcomes(
+    store: &Store,
+    tenant: TenantId,
+    target: &str,
+    expected: usize,
+) -> Vec<String> {
+    // Audit appends do not delay answers; wait until they land.
+    for _ in 0..500 {
+        let events = store.audit_events_for(tenant, target, 100).await.unwrap();
+        if events.len() >= expected {
+            return events
+                .into_iter()
+                .rev()
+                .map(|event| event.outcome)
+                .collect();
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("fewer than {expected} audit events about {target}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bootstrap_creates_a_governed_agent_then_answers_200_with_a_fresh_token() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let acme = tenant(&db.store, "acme").await;
+        let (provisioner, _) = api_key(
+            &db.store,
+            acme,
+            ApiKeyKind::Tenant(ApiKeyRole::Provisioner),
+            None,
+        )
+        .await;
+        // The request of seed 001, as written.
+        let request = json!({
+            "agent_id": "my-agent-01",
+            "display_name": "Sales Assistant",
+            "cost_center": "sales-team",
+            "budget_daily_usd": 5.0,
+            "budget_monthly_usd": 100.0,
+            "metadata": { "can_delegate": true }
+        });
+        let (status, body) = call(
+            &app,
+            Method::POST,
+            "/v1/agent/bootstrap",
+            Some(provisioner.expose()),
+            request.clone(),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["profile"]["agentId"], "my-agent-01");
+        assert_eq!(body["profile"]["displayName"], "Sales Assistant");
+        assert_eq!(body["profile"]["costCenter"], "sales-team");
+        assert_eq!(body["profile"]["lifecycleState"], "active");
+        assert_eq!(body["profile"]["role"], "agent");
+        assert_eq!(body["profile"]["metadata"], json!({ "can_delegate": true }));
+        assert_eq!(body["profile"]["ownerId"], serde_json::Value::Null);
+        assert_eq!(
+            body["budget"],
+            json!({
+                "profile_daily_usd": 5.0,
+                "profile_monthly_usd": 100.0,
+                "enforced_daily_usd": 5.0,
+                "enforced_rpm": 30
+            })
+        );
+        assert_eq!(body["next_steps"]["self_status"], "GET /v1/agent/status");
+        assert!(body["jwt_expires_at"].as_str().unwrap().ends_with('Z'));
+        let jwt = body["jwt"].as_str().unwrap().to_owned();
+        let (status, status_body) = get(&app, "/v1/agent/status", Some(&jwt)).await;
+        assert_eq!(status, 200, "{status_body}");
+        assert_eq!(status_body["limits"]["enforced_daily_remaining_usd"], 5.0);
+
+        let limits = db.store.agent_limits(acme).await.unwrap();
+        let entry = limits.entries["agent:my-agent-01"];
+        assert_eq!(entry.max_budget, Some(agentry_domain::Money::from_usd(5)));
+        assert_eq!(entry.max_requests_per_minute, Some(30));
+
+        let (status, again) = call(
+            &app,
+            Method::POST,
+            "/v1/agent/bootstrap",
+            Some(provisioner.expose()),
+            request,
+        )
+        .await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["profile"]["id"], body["profile"]["id"]);
+        assert_ne!(again["jwt"], body["jwt"], "a fresh token each time");
+        assert_eq!(
+            db.store.agent_limits(acme).await.unwrap().version,
+            limits.version,
+            "nothing rewritten"
+        );
+        let outcomes = audit_outcomes(&db.store, acme, "agent:my-agent-01", 2).await;
+        assert_eq!(outcomes, ["created", "existing"]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_concurrent_bootstraps_make_one_agent_one_201_and_valid_tokens() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let acme = tenant(&db.store, "acme").await;
+        let (provisioner, _) = api_key(
+            &db.store,
+            acme,
+            ApiKeyKind::Tenant(ApiKeyRole::Provisioner),
+            None,
+        )
+        .await;
+        let request = json!({ "agent_id": "racer", "budget_daily_usd": 2.5 });
+        let calls = (0..50).map(|_| {
+            call(
+                &app,
+                Method::POST,
+                "/v1/agent/bootstrap",
+                Some(provisioner.expose()),
+                request.clone(),
+            )
+        });
+        let answers = futures_util::future::join_all(calls).await;
+        let created = answers.iter().filter(|(status, _)| *status == 201).count();
+        let existing = answers.iter().filter(|(status, _)| *status == 200).count();
+        assert_eq!(
+            (created, existing),
+            (1, 49),
+            "{:?}",
+            answers
+                .iter()
+                .map(|(s, b)| (s, &b["code"]))
+                .collect::<Vec<_>>()
+        );
+        let agents = db.store.list_agents(acme).await.unwrap();
+        assert_eq!(agents.len(), 1);
+        assert_eq!(agents[0].lifecycle_state, LifecycleState::Active);
+        assert_eq!(db.store.agent_limits(acme).await.unwrap().entries.len(), 1);
+        let ring = state.keys.ring();
+        for (_, body) in &answers {
+            let claims = state
+                .issuer
+                .verify(body["jwt"].as_str().unwrap(), &ring, Audience::Agent, now())
+                .unwrap();
+            assert_eq!(claims.sub, agents[0].id.as_uuid());
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_limits_write_gives_503_no_token_and_no_active_agent() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let acme = tenant(&db.store, "acme").await;
+        let (provisioner, _) = api_key(
+            &db.store,
+            acme,
+            ApiKeyKind::Tenant(ApiKeyRole::Provisioner),
+            None,
+        )
+        .await;
+        let request = json!({ "agent_id": "unlucky", "budget_daily_usd": 1 });
+        db.store.fail_limits_writes(true);
+        let (status, body) = call(
+            &app,
+            Method::POST,
+            "/v1/agent/bootstrap",
+            Some(provisioner.expose()),
+            request.clone(),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (503, Some("limits_unavailable"))
+        );
+        assert!(body.get("jwt").is_none(), "no token on failure: {body}");
+        let left = db.store.list_agents(acme).await.unwrap();
+        assert!(
+            left.iter()
+                .all(|agent| agent.lifecycle_state != LifecycleState::Active),
+            "an active agent without limits was left behind"
+        );
+        assert!(
+            db.store
+                .agent_limits(acme)
+                .await
+                .unwrap()
+                .entries
+                .is_empty()
+        );
+
+        db.store.fail_limits_writes(false);
+        let (status, body) = call(
+            &app,
+            Method::POST,
+            "/v1/agent/bootstrap",
+            Some(provisioner.expose()),
+            request,
+        )
+        .await;
+        assert_eq!(status, 200, "the retry completes the same agent: {body}");
+        assert_eq!(body["profile"]["lifecycleState"], "active");
+        assert_eq!(
+            audit_outcomes(&db.store, acme, "agent:unlucky", 2).await,
+            ["failed", "existing"]
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn suspended_and_terminated_agents_cannot_bootstrap() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let acme = tenant(&db.store, "acme").await;
+        let (provisioner, _) = api_key(
+            &db.store,
+            acme,
+            ApiKeyKind::Tenant(ApiKeyRole::Provisioner),
+            None,
+        )
+        .await;
+        let suspended = agent(&db.store, acme, "paused", LifecycleState::Suspended).await;
+        let terminated = agent(&db.store, acme, "gone", LifecycleState::Active).await;
+        db.store
+            .change_lifecycle(acme, terminated.id, now(), |lifecycle| {
+                lifecycle
+                    .terminate(TerminationReason::Revoked, now())
+                    .map(Some)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        for (slug, _) in [("paused", &suspended), ("gone", &terminated)] {
+            let (status, body) = call(
+                &app,
+                Method::POST,
+                "/v1/agent/bootstrap",
+                Some(provisioner.expose()),
+                json!({ "agent_id": slug }),
+            )
+            .await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (403, Some("agent_not_bootstrappable")),
+                "{slug}: {body}"
+            );
+            assert!(body.get("jwt").is_none());
+            assert_eq!(
+                audit_outcomes(&db.store, acme, &format!("agent:{slug}"), 1)
+                    .await
+                    .last()
+                    .map(String::as_str),
+                Some("denied")
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bootstrap_takes_a_provisioning_key_and_a_valid_body_only() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let acme = tenant(&db.store, "acme").await;
+        let (provisioner, _) = api_key(
+            &db.store,
+            acme,
+            ApiKeyKind::Tenant(ApiKeyRole::Provisioner),
+            None,
+        )
+        .await;
+        let (auditor, _) = api_key(
+            &db.store,
+            acme,
+            ApiKeyKind::Tenant(ApiKeyRole::Auditor),
+            None,
+        )
+        .await;
+        let worker = agent(&db.store, acme, "worker", LifecycleState::Active).await;
+        let (token, _) = state.mint_agent_token(&worker, now()).unwrap();
+        let path = "/v1/agent/bootstrap";
+        let good = json!({ "agent_id": "fine-name" });
+        let (status, body) = call(&app, Method::POST, path, Some(&token), good.clone()).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("api_key_required"))
+        );
+        let (status, body) = call(
+            &app,
+            Method::POST,
+            path,
+            Some(auditor.expose()),
+            good.clone(),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("permission_denied"))
+        );
+        let (status, _) = call(&app, Method::POST, path, None, good).await;
+        assert_eq!(status, 401);
+        let key = Some(provisioner.expose());
+        for (case, body) in [
+            ("bad slug", json!({ "agent_id": "Bad Name" })),
+            ("short slug", json!({ "agent_id": "ab" })),
+            ("missing agent_id", json!({ "display_name": "x" })),
+            (
+                "unknown field",
+                json!({ "agent_id": "fine", "admin": true }),
+            ),
+            (
+                "negative budget",
+                json!({ "agent_id": "fine", "budget_daily_usd": -1 }),
+            ),
+            (
+                "seven decimals",
+                json!({ "agent_id": "fine", "budget_daily_usd": 0.0000001 }),
+            ),
+            (
+                "metadata not an object",
+                json!({ "agent_id": "fine", "metadata": [1] }),
+            ),
+            ("not an object", json!([1, 2])),
+            (
+                "empty display name",
+                json!({ "agent_id": "fine", "display_name": "" }),
+            ),
+        ] {
+            let (status, answer) = call(&app, Method::POST, path, key, body).await;
+            assert_eq!(status, 400, "{case}: {answer}");
+        }
+        let raw = actix_web::test::TestRequest::post()
+            .uri(path)
+            .insert_header(("content-type", "application/json"))
+            .set_payload("{\"agent_id\": ");
+        let (status, _) = crate::send(&app, raw, path, key).await;
+        assert_eq!(status, 400);
+        assert!(
+            db.store
+                .list_agents(acme)
+                .await
+                .unwrap()
+                .iter()
+                .all(|agent| agent.slug.as_str() == "worker")
+        );
+    })
+    .await;
+}
