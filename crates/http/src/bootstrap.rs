@@ -127,9 +127,7 @@ async fn run(state: &AppState, tenant: TenantId, new: NewAgent) -> Result<Outcom
     }
     ensure_limits_entry(state, tenant, &slug, budget_daily).await?;
     let (agent, _) = store
-        .change_lifecycle(tenant, agent.id, now(), |lifecycle| {
-            lifecycle.bootstrap(now())
-        })
+        .change_lifecycle(tenant, agent.id, |lifecycle| lifecycle.bootstrap(now()))
         .await?
         .map_err(refused)?;
     Ok(if created.is_some() {

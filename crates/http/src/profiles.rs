@@ -261,7 +261,7 @@ async fn transition(
                 .await?
                 .ok_or(agentry_store::StoreError::NotFound("agent"))?;
             store
-                .change_lifecycle(tenant, agent.id, now(), |lifecycle| {
+                .change_lifecycle(tenant, agent.id, |lifecycle| {
                     lifecycle.request(to, now()).map(Some)
                 })
                 .await

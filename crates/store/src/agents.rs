@@ -47,7 +47,87 @@ impl AgentRecord {
     pub fn lifecycle(&self) -> Lifecycle {
         Lifecycle::new(self.lifecycle_state, self.expires_at)
     }
+
+    /// The record a new agent starts as.
+    pub(crate) fn new(tenant: TenantId, id: AgentId, new: NewAgent, now: OffsetDateTime) -> Self {
+        let now = DbTime::new(now).get();
+        AgentRecord {
+            id,
+            tenant_id: tenant,
+            slug: new.slug,
+            display_name: new.display_name,
+            description: new.description,
+            owner_id: new.owner_id,
+            cost_center: new.cost_center,
+            budget_daily: new.budget_daily,
+            budget_monthly: new.budget_monthly,
+            role: new.role,
+            lifecycle_state: new.lifecycle_state,
+            manifest_id: None,
+            parent_id: new.parent_id,
+            expires_at: new.expires_at.map(|at| DbTime::new(at).get()),
+            metadata: new.metadata,
+            scopes: new.scopes,
+            trust_level: new.trust_level,
+            credential_epoch: 0,
+            last_seen_at: None,
+            revoked_at: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// Takes on the state a lifecycle decision produced. Termination bumps
+    /// the credential epoch, which retires every token issued before it; a
+    /// revocation also records when.
+    pub(crate) fn apply_lifecycle(&mut self, next: &Lifecycle, event: &LifecycleEvent) {
+        self.lifecycle_state = next.state;
+        self.updated_at = DbTime::new(event.at).get();
+        if next.state == LifecycleState::Terminated {
+            self.credential_epoch += 1;
+            if event.cause == TransitionCause::Forced(agentry_lifecycle::TerminationReason::Revoked)
+            {
+                self.revoked_at = Some(self.updated_at);
+            }
+        }
+    }
 }
+
+/// Inside a write transaction: writes an agent's new lifecycle state (as
+/// `apply_lifecycle` left it), its history row, and the change notice.
+macro_rules! persist_lifecycle {
+    ($conn:ident, $tenant:expr, $agent:expr, $event:expr) => {{
+        let agent: &$crate::agents::AgentRecord = $agent;
+        diesel::update(
+            $crate::schema::agents::table
+                .filter(
+                    $crate::schema::agents::tenant_id.eq($crate::types::DbUuid($tenant.as_uuid())),
+                )
+                .filter($crate::schema::agents::id.eq($crate::types::DbUuid(agent.id.as_uuid()))),
+        )
+        .set((
+            $crate::schema::agents::lifecycle_state.eq(agent.lifecycle_state.as_str()),
+            $crate::schema::agents::updated_at.eq($crate::types::DbTime::new(agent.updated_at)),
+            $crate::schema::agents::credential_epoch.eq(agent.credential_epoch),
+            $crate::schema::agents::revoked_at.eq(agent.revoked_at.map($crate::types::DbTime::new)),
+        ))
+        .execute($conn)
+        .await?;
+        diesel::insert_into($crate::schema::lifecycle_events::table)
+            .values($crate::agents::LifecycleEventRow::new(
+                $tenant, agent.id, $event,
+            ))
+            .execute($conn)
+            .await?;
+        $crate::changes::NotifyChange::notify_change(
+            &mut *$conn,
+            $crate::changes::Change::Agent(agent.id),
+        )
+        .await?;
+    }};
+}
+
+pub(crate) use persist_lifecycle;
 
 /// What it takes to create an agent.
 #[derive(Debug, Clone)]
@@ -92,7 +172,7 @@ impl NewAgent {
 
 #[derive(Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = agents)]
-struct AgentRow {
+pub(crate) struct AgentRow {
     id: DbUuid,
     tenant_id: DbUuid,
     slug: String,
@@ -186,7 +266,7 @@ impl From<&AgentRecord> for AgentRow {
 
 #[derive(Insertable)]
 #[diesel(table_name = lifecycle_events)]
-struct LifecycleEventRow {
+pub(crate) struct LifecycleEventRow {
     id: DbUuid,
     tenant_id: DbUuid,
     agent_id: DbUuid,
@@ -197,7 +277,7 @@ struct LifecycleEventRow {
 }
 
 impl LifecycleEventRow {
-    fn new(tenant: TenantId, agent: AgentId, event: &LifecycleEvent) -> Self {
+    pub(crate) fn new(tenant: TenantId, agent: AgentId, event: &LifecycleEvent) -> Self {
         let cause = match event.cause {
             TransitionCause::Requested => "requested".to_owned(),
             TransitionCause::Bootstrap => "bootstrap".to_owned(),
@@ -244,31 +324,7 @@ impl Store {
         new: NewAgent,
         now: OffsetDateTime,
     ) -> Result<AgentRecord, StoreError> {
-        let now = DbTime::new(now).get();
-        let record = AgentRecord {
-            id: AgentId::from_uuid(new_id()),
-            tenant_id: tenant,
-            slug: new.slug,
-            display_name: new.display_name,
-            description: new.description,
-            owner_id: new.owner_id,
-            cost_center: new.cost_center,
-            budget_daily: new.budget_daily,
-            budget_monthly: new.budget_monthly,
-            role: new.role,
-            lifecycle_state: new.lifecycle_state,
-            manifest_id: None,
-            parent_id: new.parent_id,
-            expires_at: new.expires_at.map(|at| DbTime::new(at).get()),
-            metadata: new.metadata,
-            scopes: new.scopes,
-            trust_level: new.trust_level,
-            credential_epoch: 0,
-            last_seen_at: None,
-            revoked_at: None,
-            created_at: now,
-            updated_at: now,
-        };
+        let record = AgentRecord::new(tenant, AgentId::from_uuid(new_id()), new, now);
         let row = AgentRow::from(&record);
         read!(self, |conn| {
             diesel::insert_into(agents::table)
@@ -461,13 +517,11 @@ impl Store {
         &self,
         tenant: TenantId,
         id: AgentId,
-        now: OffsetDateTime,
         decide: F,
     ) -> Result<Result<LifecycleChange, LifecycleError>, StoreError>
     where
         F: FnOnce(&Lifecycle) -> Result<Option<(Lifecycle, LifecycleEvent)>, LifecycleError> + Send,
     {
-        let now = DbTime::new(now);
         let outcome = write_tx!(self, |conn| {
             let target = agents::table
                 .filter(agents::tenant_id.eq(DbUuid(tenant.as_uuid())))
@@ -491,31 +545,8 @@ impl Store {
             let Some((next, event)) = decision else {
                 return Ok(Ok((agent, None)));
             };
-            agent.lifecycle_state = next.state;
-            agent.updated_at = now.get();
-            if next.state == LifecycleState::Terminated {
-                agent.credential_epoch += 1;
-                if matches!(
-                    event.cause,
-                    TransitionCause::Forced(agentry_lifecycle::TerminationReason::Revoked)
-                ) {
-                    agent.revoked_at = Some(now.get());
-                }
-            }
-            diesel::update(target)
-                .set((
-                    agents::lifecycle_state.eq(agent.lifecycle_state.as_str()),
-                    agents::updated_at.eq(now),
-                    agents::credential_epoch.eq(agent.credential_epoch),
-                    agents::revoked_at.eq(agent.revoked_at.map(DbTime::new)),
-                ))
-                .execute(conn)
-                .await?;
-            diesel::insert_into(lifecycle_events::table)
-                .values(LifecycleEventRow::new(tenant, id, &event))
-                .execute(conn)
-                .await?;
-            conn.notify_change(Change::Agent(id)).await?;
+            agent.apply_lifecycle(&next, &event);
+            persist_lifecycle!(conn, tenant, &agent, &event);
             Ok(Ok((agent, Some(event))))
         });
         if let Ok(Ok((_, Some(_)))) = &outcome {

@@ -9,13 +9,13 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use crate::db::write_tx;
-use crate::schema::{agents, ledger_entries};
+use crate::schema::ledger_entries;
 use crate::types::{DbTime, DbUuid};
 use crate::{Store, StoreError, new_id};
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = ledger_entries)]
-struct EntryRow {
+pub(crate) struct EntryRow {
     id: DbUuid,
     tenant_id: DbUuid,
     agent_id: DbUuid,
@@ -34,7 +34,7 @@ fn corrupt(what: &str) -> StoreError {
 }
 
 impl EntryRow {
-    fn new(
+    pub(crate) fn new(
         tenant: TenantId,
         agent: AgentId,
         seq: i64,
@@ -69,7 +69,7 @@ impl EntryRow {
         }
     }
 
-    fn into_entry(self) -> Result<Entry, StoreError> {
+    pub(crate) fn into_entry(self) -> Result<Entry, StoreError> {
         let amount = Money::from_micros(self.amount_micros).map_err(|_| corrupt("amount"))?;
         let hold = || {
             self.hold_id
@@ -117,6 +117,93 @@ impl EntryRow {
         })
     }
 }
+
+/// Inside a write transaction: locks the agents `$ids` (sorted, so two
+/// transactions never wait on each other crosswise) with a no-op update
+/// (the portable row lock; see `change_lifecycle`), loads their entries and
+/// replays their accounts. Evaluates to `(Accounts, NextSeq)`; `?` returns
+/// `StoreError` from the enclosing closure.
+macro_rules! load_accounts {
+    ($conn:ident, $tenant:expr, $ids:expr) => {{
+        let tenant_id = $crate::types::DbUuid($tenant.as_uuid());
+        let mut accounts = $crate::ledger::Accounts::new();
+        // Entries of one agent are numbered under its lock, so replay
+        // order never depends on clocks or id generation across replicas.
+        let mut next_seq = $crate::ledger::NextSeq::new();
+        let mut ids: Vec<agentry_domain::AgentId> = $ids.iter().copied().collect();
+        ids.sort();
+        ids.dedup();
+        for id in &ids {
+            let agent_id = $crate::types::DbUuid(id.as_uuid());
+            let locked = diesel::update(
+                $crate::schema::agents::table
+                    .filter($crate::schema::agents::tenant_id.eq(tenant_id))
+                    .filter($crate::schema::agents::id.eq(agent_id)),
+            )
+            .set(
+                $crate::schema::agents::credential_epoch
+                    .eq($crate::schema::agents::credential_epoch),
+            )
+            .execute($conn)
+            .await?;
+            if locked == 0 {
+                return Err(StoreError::NotFound("agent"));
+            }
+            let rows: Vec<$crate::ledger::EntryRow> = $crate::schema::ledger_entries::table
+                .filter($crate::schema::ledger_entries::tenant_id.eq(tenant_id))
+                .filter($crate::schema::ledger_entries::agent_id.eq(agent_id))
+                .order($crate::schema::ledger_entries::seq.asc())
+                .select($crate::ledger::EntryRow::as_select())
+                .load($conn)
+                .await?;
+            next_seq.insert(*id, rows.len() as i64 + 1);
+            let entries = rows
+                .into_iter()
+                .map($crate::ledger::EntryRow::into_entry)
+                .collect::<Result<Vec<_>, _>>()?;
+            accounts.insert(*id, agentry_ledger::Account::replay(&entries)?);
+        }
+        (accounts, next_seq)
+    }};
+}
+
+/// Inside a write transaction: appends `$entries` (agent, entry) to agents
+/// whose sequence `load_accounts!` took (or that were just created with
+/// sequence 1), the idempotency key on the first.
+macro_rules! append_entries {
+    ($conn:ident, $tenant:expr, $next_seq:expr, $entries:expr, $key:expr) => {{
+        let mut key: Option<String> = $key;
+        let mut rows = Vec::new();
+        for (agent, entry) in $entries.iter() {
+            let Some(seq) = $next_seq.get_mut(agent) else {
+                return Err(StoreError::Corrupt(
+                    "a ledger decision wrote to an agent it did not lock".to_owned(),
+                ));
+            };
+            rows.push($crate::ledger::EntryRow::new(
+                $tenant,
+                *agent,
+                *seq,
+                entry,
+                key.take(),
+            ));
+            *seq += 1;
+        }
+        // Row by row: diesel's SQLite backend has no multi-row VALUES.
+        for row in &rows {
+            diesel::insert_into($crate::schema::ledger_entries::table)
+                .values(row)
+                .execute($conn)
+                .await
+                .map_err(|error| $crate::tenants::conflict_as(error, "ledger entry"))?;
+        }
+    }};
+}
+
+pub(crate) use {append_entries, load_accounts};
+
+/// The next sequence number of each locked agent's entries.
+pub(crate) type NextSeq = BTreeMap<AgentId, i64>;
 
 /// The accounts a ledger decision may look at, by agent.
 pub type Accounts = BTreeMap<AgentId, Account>;
@@ -172,63 +259,17 @@ impl Store {
     where
         F: FnOnce(&Accounts) -> Result<Appends, LedgerError> + Send,
     {
-        let tenant_id = DbUuid(tenant.as_uuid());
-        let mut ids: Vec<AgentId> = agent_ids.to_vec();
-        ids.sort();
-        ids.dedup();
+        let ids: Vec<AgentId> = agent_ids.to_vec();
         write_tx!(self, |conn| {
-            let mut accounts = Accounts::new();
-            // Entries of one agent are numbered under its lock, so replay
-            // order never depends on clocks or id generation across replicas.
-            let mut next_seq: BTreeMap<AgentId, i64> = BTreeMap::new();
-            for id in &ids {
-                let agent_id = DbUuid(id.as_uuid());
-                // A no-op update is the portable row lock (see change_lifecycle).
-                let locked = diesel::update(
-                    agents::table
-                        .filter(agents::tenant_id.eq(tenant_id))
-                        .filter(agents::id.eq(agent_id)),
-                )
-                .set(agents::credential_epoch.eq(agents::credential_epoch))
-                .execute(conn)
-                .await?;
-                if locked == 0 {
-                    return Err(StoreError::NotFound("agent"));
-                }
-                let rows: Vec<EntryRow> = ledger_entries::table
-                    .filter(ledger_entries::tenant_id.eq(tenant_id))
-                    .filter(ledger_entries::agent_id.eq(agent_id))
-                    .order(ledger_entries::seq.asc())
-                    .select(EntryRow::as_select())
-                    .load(conn)
-                    .await?;
-                next_seq.insert(*id, rows.len() as i64 + 1);
-                let entries = rows
-                    .into_iter()
-                    .map(EntryRow::into_entry)
-                    .collect::<Result<Vec<_>, _>>()?;
-                accounts.insert(*id, Account::replay(&entries)?);
-            }
+            let (accounts, mut next_seq) = load_accounts!(conn, tenant, &ids);
             let appends = decide(&accounts)?;
-            let mut key = appends.idempotency_key.clone();
-            let mut rows = Vec::with_capacity(appends.entries.len());
-            for (agent, entry) in &appends.entries {
-                let Some(seq) = next_seq.get_mut(agent) else {
-                    return Err(StoreError::Corrupt(
-                        "a ledger decision wrote to an agent it did not lock".to_owned(),
-                    ));
-                };
-                rows.push(EntryRow::new(tenant, *agent, *seq, entry, key.take()));
-                *seq += 1;
-            }
-            // Row by row: diesel's SQLite backend has no multi-row VALUES.
-            for row in &rows {
-                diesel::insert_into(ledger_entries::table)
-                    .values(row)
-                    .execute(conn)
-                    .await
-                    .map_err(|error| crate::tenants::conflict_as(error, "ledger entry"))?;
-            }
+            append_entries!(
+                conn,
+                tenant,
+                &mut next_seq,
+                &appends.entries,
+                appends.idempotency_key.clone()
+            );
             Ok::<_, StoreError>(appends)
         })
     }

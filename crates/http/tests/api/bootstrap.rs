@@ -243,7 +243,7 @@ async fn suspended_and_terminated_agents_cannot_bootstrap() {
         let suspended = agent(&db.store, acme, "paused", LifecycleState::Suspended).await;
         let terminated = agent(&db.store, acme, "gone", LifecycleState::Active).await;
         db.store
-            .change_lifecycle(acme, terminated.id, now(), |lifecycle| {
+            .change_lifecycle(acme, terminated.id, |lifecycle| {
                 lifecycle
                     .terminate(TerminationReason::Revoked, now())
                     .map(Some)

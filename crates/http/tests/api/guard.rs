@@ -277,7 +277,7 @@ async fn revocation_takes_effect_on_the_next_request() {
         );
 
         db.store
-            .change_lifecycle(acme, worker.id, now(), |lifecycle| {
+            .change_lifecycle(acme, worker.id, |lifecycle| {
                 lifecycle
                     .terminate(TerminationReason::Revoked, now())
                     .map(Some)

@@ -10,7 +10,7 @@ use agentry_testkit as support;
 
 use std::sync::Arc;
 
-use agentry_domain::{AgentSlug, LifecycleState, Money, TenantId};
+use agentry_domain::{AgentId, AgentSlug, LifecycleState, Money, TenantId};
 use agentry_ledger::{EnforcedLimits, EntryKind, LedgerError, verify_transfers};
 use agentry_lifecycle::{LifecycleError, TerminationReason};
 use agentry_store::{
@@ -105,7 +105,7 @@ async fn lifecycle_changes_are_checked_recorded_and_bump_the_epoch_on_terminatio
             .await
             .unwrap();
         let refused = store
-            .change_lifecycle(acme, agent.id, now(), |lifecycle| {
+            .change_lifecycle(acme, agent.id, |lifecycle| {
                 lifecycle
                     .request(LifecycleState::Terminated, now())
                     .map(Some)
@@ -118,7 +118,7 @@ async fn lifecycle_changes_are_checked_recorded_and_bump_the_epoch_on_terminatio
         ));
 
         let (suspended, event) = store
-            .change_lifecycle(acme, agent.id, now(), |lifecycle| {
+            .change_lifecycle(acme, agent.id, |lifecycle| {
                 lifecycle
                     .request(LifecycleState::Suspended, now())
                     .map(Some)
@@ -131,7 +131,7 @@ async fn lifecycle_changes_are_checked_recorded_and_bump_the_epoch_on_terminatio
         assert_eq!(suspended.credential_epoch, 0);
 
         let (revoked, _) = store
-            .change_lifecycle(acme, agent.id, now(), |lifecycle| {
+            .change_lifecycle(acme, agent.id, |lifecycle| {
                 lifecycle
                     .terminate(TerminationReason::Revoked, now())
                     .map(Some)
@@ -147,7 +147,7 @@ async fn lifecycle_changes_are_checked_recorded_and_bump_the_epoch_on_terminatio
 
         let other = tenant(store, "globex").await;
         let missing = store
-            .change_lifecycle(other, agent.id, now(), |lifecycle| {
+            .change_lifecycle(other, agent.id, |lifecycle| {
                 lifecycle
                     .terminate(TerminationReason::Revoked, now())
                     .map(Some)
@@ -715,7 +715,7 @@ async fn a_revocation_reaches_another_replica_through_the_change_feed() {
             assert_eq!(heard.recv().await.unwrap(), agentry_store::Change::Resync);
         }
         store
-            .change_lifecycle(acme, agent, now(), |lifecycle| {
+            .change_lifecycle(acme, agent, |lifecycle| {
                 lifecycle
                     .terminate(TerminationReason::Revoked, now())
                     .map(Some)
@@ -731,6 +731,132 @@ async fn a_revocation_reaches_another_replica_through_the_change_feed() {
         assert_eq!(
             heard.recv().await.unwrap(),
             agentry_store::Change::Agent(agent)
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reclaiming_a_child_returns_exactly_its_unspent_budget_through_the_tree() {
+    on_both_backends(|db| async move {
+        let store = &db.store;
+        let acme = tenant(store, "acme").await;
+        let usd = |text: &str| Money::parse_usd(text).unwrap();
+        let parent = store
+            .create_agent(
+                acme,
+                NewAgent::named(slug("parent"), LifecycleState::Active),
+                now(),
+            )
+            .await
+            .unwrap();
+        let limits = |daily: &str| EnforcedLimits::enforce(Some(usd(daily)), None, None, None);
+        let delegate = async |from: AgentId, name: &str, amount: &str, daily: &str| {
+            let mut child = NewAgent::named(slug(name), LifecycleState::Active);
+            child.budget_daily = Some(usd(amount));
+            let (amount, limits) = (usd(amount), limits(daily));
+            store
+                .create_delegated_agent(acme, from, child, now(), |account, child| {
+                    account.delegate(from, child, amount, &limits, now())
+                })
+                .await
+        };
+        let child = delegate(parent.id, "child", "2", "5").await.unwrap();
+        let grandchild = delegate(child.id, "grandchild", "1", "2").await.unwrap();
+        let spend = async |agent: AgentId, amount: &str, daily: &str| {
+            let (amount, limits) = (usd(amount), limits(daily));
+            store
+                .ledger_transaction(acme, &[agent], |accounts| {
+                    let entry = accounts[&agent].spend(amount, &limits, now())?;
+                    Ok(Appends {
+                        entries: vec![(agent, entry)],
+                        idempotency_key: None,
+                    })
+                })
+                .await
+                .unwrap();
+        };
+        spend(child.id, "0.5", "2").await;
+        spend(grandchild.id, "0.25", "1").await;
+
+        // A taken slug writes nothing, not even the parent's slice.
+        let before = store.ledger_entries(acme, parent.id).await.unwrap().len();
+        assert!(matches!(
+            delegate(parent.id, "child", "1", "5").await,
+            Err(StoreError::Conflict("agent"))
+        ));
+        assert_eq!(
+            store.ledger_entries(acme, parent.id).await.unwrap().len(),
+            before
+        );
+
+        let reclaimed = store
+            .reclaim_agent(acme, child.id, TerminationReason::ReclaimedByParent, now())
+            .await
+            .unwrap();
+        // Grandchild returns 0.75; child returns 2 - 0.5 - 1 + 0.75.
+        assert_eq!(reclaimed.refunded, usd("1.25"));
+        assert_eq!(reclaimed.terminated, vec![grandchild.id, child.id]);
+        assert!(!reclaimed.already_terminated);
+        let parent_account = store.account(acme, parent.id).await.unwrap();
+        assert_eq!(
+            parent_account
+                .remaining(&limits("5"), now())
+                .map(|(money, _)| money),
+            Some(usd("4.25"))
+        );
+        let ledger = store.tenant_ledger(acme).await.unwrap();
+        assert!(verify_transfers(ledger.iter().map(|(agent, entry)| (*agent, entry))).is_ok());
+        for id in [child.id, grandchild.id] {
+            let agent = store.find_agent(acme, id).await.unwrap().unwrap();
+            assert_eq!(agent.lifecycle_state, LifecycleState::Terminated);
+            assert_eq!(agent.credential_epoch, 1);
+        }
+        assert!(
+            store
+                .live_children(acme, parent.id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        let again = store
+            .reclaim_agent(acme, child.id, TerminationReason::ReclaimedByParent, now())
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                again.refunded,
+                again.already_terminated,
+                again.terminated.len()
+            ),
+            (Money::ZERO, true, 0)
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_children_are_found_for_the_reaper() {
+    on_both_backends(|db| async move {
+        let store = &db.store;
+        let acme = tenant(store, "acme").await;
+        let mut short = NewAgent::named(slug("short-lived"), LifecycleState::Active);
+        short.expires_at = Some(now() + Duration::seconds(30));
+        let short = store.create_agent(acme, short, now()).await.unwrap();
+        store
+            .create_agent(
+                acme,
+                NewAgent::named(slug("forever"), LifecycleState::Active),
+                now(),
+            )
+            .await
+            .unwrap();
+        assert!(store.expired_agents(now(), 10).await.unwrap().is_empty());
+        let later = now() + Duration::minutes(1);
+        assert_eq!(
+            store.expired_agents(later, 10).await.unwrap(),
+            vec![(acme, short.id)]
         );
     })
     .await;

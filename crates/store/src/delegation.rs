@@ -1,0 +1,232 @@
+//! Delegation (seed 001): children created with budget sliced from their
+//! parent, and reclaimed (by the parent, or by the reaper when their TTL
+//! runs out) with their unspent budget refunded, descendants first.
+
+use std::collections::BTreeMap;
+
+use agentry_domain::{AgentId, LifecycleState, Money, TenantId};
+use agentry_ledger::{Account, Entry, LedgerError};
+use agentry_lifecycle::TerminationReason;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use time::OffsetDateTime;
+
+use crate::agents::{AgentRecord, AgentRow, NewAgent, persist_lifecycle};
+use crate::changes::Change;
+use crate::db::{read, write_tx};
+use crate::ledger::{append_entries, load_accounts};
+use crate::schema::agents;
+use crate::types::{DbTime, DbUuid};
+use crate::{Store, StoreError, new_id};
+
+/// What reclaiming an agent did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reclaimed {
+    /// What the reclaimed agent returned to its parent (its descendants'
+    /// refunds included).
+    pub refunded: Money,
+    /// It was terminated before this call.
+    pub already_terminated: bool,
+    /// Every agent this call terminated, deepest first.
+    pub terminated: Vec<AgentId>,
+}
+
+impl Store {
+    /// Creates `child` under `parent` and slices its budget from the parent
+    /// in one transaction: `decide` (the ledger's `delegate`) sees the
+    /// parent's account and the child's new id, and either both the agent
+    /// and the transfer are written or neither is. A taken slug is
+    /// `Conflict("agent")`.
+    pub async fn create_delegated_agent<F>(
+        &self,
+        tenant: TenantId,
+        parent: AgentId,
+        mut child: NewAgent,
+        now: OffsetDateTime,
+        decide: F,
+    ) -> Result<AgentRecord, StoreError>
+    where
+        F: FnOnce(&Account, AgentId) -> Result<(Entry, Entry), LedgerError> + Send,
+    {
+        child.parent_id = Some(parent);
+        let record = AgentRecord::new(tenant, AgentId::from_uuid(new_id()), child, now);
+        let row = AgentRow::from(&record);
+        write_tx!(self, |conn| {
+            let (accounts, mut next_seq) = load_accounts!(conn, tenant, [parent]);
+            let parent_account = accounts.get(&parent).ok_or(StoreError::NotFound("agent"))?;
+            let (slice, allocation) = decide(parent_account, record.id)?;
+            diesel::insert_into(agents::table)
+                .values(&row)
+                .execute(conn)
+                .await
+                .map_err(|error| crate::tenants::conflict_as(error, "agent"))?;
+            next_seq.insert(record.id, 1);
+            append_entries!(
+                conn,
+                tenant,
+                &mut next_seq,
+                [(parent, slice), (record.id, allocation)],
+                None
+            );
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(record)
+    }
+
+    /// Children of `parent` that are not terminated, oldest first.
+    pub async fn live_children(
+        &self,
+        tenant: TenantId,
+        parent: AgentId,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        let rows: Vec<AgentRow> = read!(self, |conn| {
+            agents::table
+                .filter(agents::tenant_id.eq(DbUuid(tenant.as_uuid())))
+                .filter(agents::parent_id.eq(DbUuid(parent.as_uuid())))
+                .filter(agents::lifecycle_state.ne(LifecycleState::Terminated.as_str()))
+                .order(agents::id.asc())
+                .select(AgentRow::as_select())
+                .load(conn)
+                .await
+        })?;
+        rows.into_iter().map(AgentRecord::try_from).collect()
+    }
+
+    /// Live agents whose TTL has run out at `now`, across tenants, for the
+    /// reaper; at most `limit`.
+    pub async fn expired_agents(
+        &self,
+        now: OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<(TenantId, AgentId)>, StoreError> {
+        let rows: Vec<(DbUuid, DbUuid)> = read!(self, |conn| {
+            agents::table
+                .filter(agents::expires_at.le(DbTime::new(now)))
+                .filter(agents::lifecycle_state.ne(LifecycleState::Terminated.as_str()))
+                .order(agents::expires_at.asc())
+                .limit(limit)
+                .select((agents::tenant_id, agents::id))
+                .load(conn)
+                .await
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(tenant, id)| (TenantId::from_uuid(tenant.0), AgentId::from_uuid(id.0)))
+            .collect())
+    }
+
+    /// Terminates `root` and all its descendants (deepest first, each for
+    /// `reason` if it is the root, as reclaimed by its parent otherwise) and
+    /// settles every delegated account among them, so each unspent
+    /// allocation flows back up to the parent it came from, in one
+    /// transaction. An agent terminated earlier but never settled is settled
+    /// now.
+    pub async fn reclaim_agent(
+        &self,
+        tenant: TenantId,
+        root: AgentId,
+        reason: TerminationReason,
+        now: OffsetDateTime,
+    ) -> Result<Reclaimed, StoreError> {
+        let tenant_id = DbUuid(tenant.as_uuid());
+        let reclaimed = write_tx!(self, |conn| {
+            // The subtree, breadth first, with depths.
+            let mut depth_of: BTreeMap<AgentId, usize> = BTreeMap::from([(root, 0)]);
+            let mut frontier = vec![DbUuid(root.as_uuid())];
+            let mut depth = 0;
+            while !frontier.is_empty() {
+                depth += 1;
+                let children: Vec<DbUuid> = agents::table
+                    .filter(agents::tenant_id.eq(tenant_id))
+                    .filter(agents::parent_id.eq_any(&frontier))
+                    .select(agents::id)
+                    .load(conn)
+                    .await?;
+                frontier = children
+                    .into_iter()
+                    .filter(|child| {
+                        depth_of
+                            .insert(AgentId::from_uuid(child.0), depth)
+                            .is_none()
+                    })
+                    .collect();
+            }
+            let ids: Vec<DbUuid> = depth_of.keys().map(|id| DbUuid(id.as_uuid())).collect();
+            let rows: Vec<AgentRow> = agents::table
+                .filter(agents::tenant_id.eq(tenant_id))
+                .filter(agents::id.eq_any(&ids))
+                .select(AgentRow::as_select())
+                .load(conn)
+                .await?;
+            let mut records: BTreeMap<AgentId, AgentRecord> = BTreeMap::new();
+            for row in rows {
+                let record = AgentRecord::try_from(row)?;
+                records.insert(record.id, record);
+            }
+            let root_record = records.get(&root).ok_or(StoreError::NotFound("agent"))?;
+            let already_terminated = root_record.lifecycle_state == LifecycleState::Terminated;
+            // Lock every account the settlement touches, the root's parent
+            // included (it receives the root's refund).
+            let mut to_lock: Vec<AgentId> = depth_of.keys().copied().collect();
+            to_lock.extend(root_record.parent_id);
+            let (mut accounts, mut next_seq) = load_accounts!(conn, tenant, to_lock);
+            let mut order: Vec<(usize, AgentId)> =
+                depth_of.iter().map(|(id, depth)| (*depth, *id)).collect();
+            order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            let mut terminated = Vec::new();
+            let mut refunded = Money::ZERO;
+            for (_, id) in order {
+                let Some(agent) = records.get_mut(&id) else {
+                    continue;
+                };
+                if agent.lifecycle_state != LifecycleState::Terminated {
+                    let cause = if id == root {
+                        reason
+                    } else {
+                        TerminationReason::ReclaimedByParent
+                    };
+                    let (next, event) = agent
+                        .lifecycle()
+                        .terminate(cause, now)
+                        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+                    agent.apply_lifecycle(&next, &event);
+                    persist_lifecycle!(conn, tenant, &*agent, &event);
+                    terminated.push(id);
+                }
+                let Some(parent) = agent.parent_id else {
+                    continue;
+                };
+                let account = accounts.get(&id).ok_or(StoreError::NotFound("agent"))?;
+                if account.is_settled() || account.parent().is_none() {
+                    continue;
+                }
+                let settlement = account.settle(id, now)?;
+                if id == root {
+                    refunded = settlement.refunded;
+                }
+                let mut writes: Vec<(AgentId, Entry)> = settlement
+                    .child_entries
+                    .iter()
+                    .map(|entry| (id, entry.clone()))
+                    .collect();
+                writes.push((parent, settlement.parent_entry.clone()));
+                for (owner, entry) in &writes {
+                    accounts
+                        .get_mut(owner)
+                        .ok_or(StoreError::NotFound("agent"))?
+                        .record(entry)?;
+                }
+                append_entries!(conn, tenant, &mut next_seq, writes, None);
+            }
+            Ok::<_, StoreError>(Reclaimed {
+                refunded,
+                already_terminated,
+                terminated,
+            })
+        })?;
+        for id in &reclaimed.terminated {
+            self.publish(Change::Agent(*id));
+        }
+        Ok(reclaimed)
+    }
+}
