@@ -171,7 +171,7 @@ async fn ensure_limits_entry(
     }
 }
 
-async fn respond(
+pub(crate) async fn respond(
     state: &AppState,
     status: StatusCode,
     agent: &AgentRecord,

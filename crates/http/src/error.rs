@@ -131,9 +131,7 @@ impl From<StoreError> for ApiError {
                 "insufficient_budget",
                 error.to_string(),
             ),
-            StoreError::Ledger(ledger) => {
-                ApiError::bad_request("ledger_refused", ledger.to_string())
-            }
+            StoreError::Ledger(ledger) => ledger_error(ledger),
             StoreError::Token(TokenError::Unknown | TokenError::Expired | TokenError::Consumed) => {
                 ApiError::unauthorized("invalid_token", "the token is invalid, expired or used")
             }
@@ -147,6 +145,27 @@ impl From<StoreError> for ApiError {
             other => ApiError::internal(&other),
         }
     }
+}
+
+/// The ledger's refusals other than insufficient budget (which is 402).
+fn ledger_error(ledger: LedgerError) -> ApiError {
+    let (status, code) = match ledger {
+        LedgerError::UnknownHold => (StatusCode::NOT_FOUND, "hold_not_found"),
+        LedgerError::HoldClosed => (StatusCode::CONFLICT, "hold_closed"),
+        LedgerError::HoldExpired => (StatusCode::CONFLICT, "hold_expired"),
+        LedgerError::CaptureExceedsHold { .. } => (StatusCode::BAD_REQUEST, "capture_exceeds_hold"),
+        LedgerError::ZeroAmount | LedgerError::HoldExpiryInPast => {
+            (StatusCode::BAD_REQUEST, "invalid_amount")
+        }
+        LedgerError::DuplicateHold
+        | LedgerError::DuplicateChild
+        | LedgerError::NotDelegated
+        | LedgerError::AlreadySettled
+        | LedgerError::OpenDelegations(_)
+        | LedgerError::InsufficientBudget { .. } => (StatusCode::CONFLICT, "ledger_refused"),
+        LedgerError::Corrupt(_) => return ApiError::internal(&ledger),
+    };
+    ApiError::new(status, code, ledger.to_string())
 }
 
 /// Turns actix's own extractor failures (bad JSON, bad query, bad path)

@@ -223,7 +223,7 @@ impl AgentPrincipal {
     }
 }
 
-fn denial_error(denial: Denial) -> ApiError {
+pub(crate) fn denial_error(denial: Denial) -> ApiError {
     let status = if denial.is_payment_required() {
         StatusCode::PAYMENT_REQUIRED
     } else {

@@ -13,10 +13,12 @@
 
 mod agent_self;
 mod bootstrap;
+mod delegation;
 pub mod error;
 pub mod guard;
 pub mod keys;
 mod profiles;
+mod spend;
 pub mod state;
 mod validate;
 mod wire;
@@ -52,7 +54,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/.well-known/jwks.json", web::get().to(jwks))
         .configure(agent_self::configure)
         .configure(bootstrap::configure)
-        .configure(profiles::configure);
+        .configure(profiles::configure)
+        .configure(spend::configure)
+        .configure(delegation::configure);
 }
 
 /// Liveness: the process is up and serving.

@@ -212,6 +212,11 @@ impl Sightings {
     }
 }
 
+/// How often expired delegated agents are looked for. Until the reaper
+/// gets to one, the guard already refuses it (expiry is checked on every
+/// request); the reaper terminates it and returns its budget.
+const REAPER_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Everything a handler needs, shared by all workers.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -295,7 +300,43 @@ impl AppState {
         Ok(AgentSnapshot { record: agent, rpm })
     }
 
-    /// Reloads the signing keys when a rotation is announced, and writes
+    /// Terminates agents whose TTL has run out by `now`, with their
+    /// descendants, and refunds their unspent budget to their parents.
+    /// Returns how many it reclaimed.
+    pub async fn reap_expired(&self, now: OffsetDateTime) -> usize {
+        let expired = match self.store.expired_agents(now, 100).await {
+            Ok(expired) => expired,
+            Err(error) => {
+                tracing::warn!(%error, "reaper cannot list expired agents");
+                return 0;
+            }
+        };
+        let mut reaped = 0;
+        for (tenant, agent) in expired {
+            let reclaimed = self
+                .store
+                .reclaim_agent(
+                    tenant,
+                    agent,
+                    agentry_lifecycle::TerminationReason::Expired,
+                    now,
+                )
+                .await;
+            match reclaimed {
+                Ok(reclaimed) => {
+                    reaped += 1;
+                    tracing::info!(%agent, refunded = %reclaimed.refunded, "reaped an expired agent");
+                }
+                Err(error) => {
+                    tracing::warn!(%agent, %error, "reaper cannot reclaim an expired agent")
+                }
+            }
+        }
+        reaped
+    }
+
+    /// Reloads the signing keys when a rotation is announced, reaps expired
+    /// agents, and writes
     /// batched sightings; runs until the process ends.
     pub fn spawn_background_tasks(&self) {
         let state = self.clone();
@@ -312,6 +353,14 @@ impl AppState {
                 {
                     tracing::error!(%error, "cannot reload signing keys");
                 }
+            }
+        });
+        let state = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(REAPER_INTERVAL);
+            loop {
+                every.tick().await;
+                state.reap_expired(agentry_store::now()).await;
             }
         });
         let state = self.clone();

@@ -274,6 +274,24 @@ impl Store {
         })
     }
 
+    /// The agent a hold belongs to, if the hold exists in `tenant`.
+    pub async fn hold_owner(
+        &self,
+        tenant: TenantId,
+        hold: agentry_ledger::HoldId,
+    ) -> Result<Option<AgentId>, StoreError> {
+        let owner: Option<DbUuid> = crate::db::read!(self, |conn| {
+            ledger_entries::table
+                .filter(ledger_entries::tenant_id.eq(DbUuid(tenant.as_uuid())))
+                .filter(ledger_entries::hold_id.eq(DbUuid(hold.0)))
+                .select(ledger_entries::agent_id)
+                .first(conn)
+                .await
+                .optional()
+        })?;
+        Ok(owner.map(|id| AgentId::from_uuid(id.0)))
+    }
+
     /// Ledger entries of every agent in the tenant, for whole-ledger checks
     /// (transfers balance, no window over its limit).
     pub async fn tenant_ledger(

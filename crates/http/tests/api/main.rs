@@ -7,6 +7,7 @@
 )]
 
 mod bootstrap;
+mod budget;
 mod guard;
 mod profiles;
 mod secrets_in_logs;

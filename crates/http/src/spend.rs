@@ -1,0 +1,355 @@
+//! Spend and holds: what the seeds imply so that budgets mean something.
+//! `POST /v1/agent/spend` records a cost; holds reserve money for a cost
+//! learned later. Every decision is the ledger's, inside one transaction
+//! per agent, so concurrent spenders can never pass the enforced limits.
+
+use actix_web::{HttpResponse, web};
+use agentry_auth::Permission;
+use agentry_domain::{AgentSlug, Money};
+use agentry_ledger::{Account, EnforcedLimits, EntryKind, HoldId, Window};
+use agentry_lifecycle::{Access, RequestScope};
+use agentry_store::{AgentRecord, Appends, StoreError, now};
+use serde::Deserialize;
+use serde_json::json;
+use time::Duration;
+
+use crate::error::ApiError;
+use crate::guard::{Principal, denial_error};
+use crate::state::AppState;
+use crate::wire::timestamp;
+
+pub(crate) fn configure(config: &mut web::ServiceConfig) {
+    config
+        .route("/v1/agent/spend", web::post().to(spend))
+        .route("/v1/agent/holds", web::post().to(hold))
+        .route("/v1/agent/holds/{hold_id}/capture", web::post().to(capture))
+        .route("/v1/agent/holds/{hold_id}", web::delete().to(release));
+}
+
+/// Longest a hold may live.
+const MAX_HOLD_SECONDS: i64 = 86_400;
+const DEFAULT_HOLD_SECONDS: i64 = 300;
+
+/// The agent whose budget a request moves: the calling agent, or the one an
+/// API key with `spend.record` names.
+async fn account_holder(
+    state: &AppState,
+    caller: &Principal,
+    named: Option<&str>,
+) -> Result<AgentRecord, ApiError> {
+    match caller {
+        Principal::Agent(agent) => {
+            agent.require_full_access()?;
+            if named.is_some_and(|name| name != agent.record().slug.as_str()) {
+                return Err(ApiError::forbidden(
+                    "permission_denied",
+                    "an agent may only spend its own budget",
+                ));
+            }
+            Ok(agent.record().clone())
+        }
+        Principal::ApiKey(key) => {
+            key.require(Permission::SpendRecord)?;
+            let name = named.ok_or_else(|| {
+                ApiError::bad_request("invalid_request", "agent_id is required with an API key")
+            })?;
+            let slug = AgentSlug::parse(name).map_err(|_| ApiError::not_found("agent"))?;
+            let tenant = key.tenant_id;
+            let agent = state
+                .store
+                .detached(async move |store| store.find_agent_by_slug(tenant, &slug).await)
+                .await?
+                .ok_or_else(|| ApiError::not_found("agent"))?;
+            Access::for_agent(&agent.lifecycle(), now())
+                .permits(RequestScope::Other)
+                .map_err(denial_error)?;
+            Ok(agent)
+        }
+    }
+}
+
+/// The limits the ledger enforces for `agent` right now.
+pub(crate) async fn enforced_limits(
+    state: &AppState,
+    agent: &AgentRecord,
+) -> Result<EnforcedLimits, StoreError> {
+    let tenant = agent.tenant_id;
+    let limits = state
+        .store
+        .detached(async move |store| store.agent_limits(tenant).await)
+        .await?;
+    let entry = limits.entries.get(&agent.slug.limits_key());
+    Ok(EnforcedLimits::enforce(
+        agent.budget_daily,
+        agent.budget_monthly,
+        entry.and_then(|entry| entry.max_budget),
+        entry.and_then(|entry| entry.max_requests_per_minute),
+    ))
+}
+
+fn figures(agent: &AgentRecord, account: &Account, limits: &EnforcedLimits) -> serde_json::Value {
+    let now = now();
+    json!({
+        "agent_id": agent.slug.as_str(),
+        "enforced_daily_spent_usd": account.spent(Window::Day, now),
+        "enforced_daily_remaining_usd": account.remaining(limits, now).map(|(money, _)| money),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpendRequest {
+    amount_usd: Money,
+    agent_id: Option<String>,
+    idempotency_key: Option<String>,
+    description: Option<String>,
+}
+
+fn check_key(key: Option<&str>) -> Result<(), ApiError> {
+    if key.is_some_and(|key| key.is_empty() || key.len() > 200) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "idempotency_key must be 1 to 200 characters",
+        ));
+    }
+    Ok(())
+}
+
+async fn spend(
+    state: web::Data<AppState>,
+    caller: Principal,
+    body: web::Json<SpendRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    check_key(body.idempotency_key.as_deref())?;
+    if body
+        .description
+        .as_ref()
+        .is_some_and(|text| text.chars().count() > 500)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "description must be at most 500 characters",
+        ));
+    }
+    let agent = account_holder(&state, &caller, body.agent_id.as_deref()).await?;
+    let limits = enforced_limits(&state, &agent).await?;
+    let (tenant, id, amount, key) = (
+        agent.tenant_id,
+        agent.id,
+        body.amount_usd,
+        body.idempotency_key,
+    );
+    let recorded = state
+        .store
+        .detached(async move |store| {
+            let written = store
+                .ledger_transaction(tenant, &[id], |accounts| {
+                    let entry = accounts[&id].spend(amount, &limits, now())?;
+                    Ok(Appends {
+                        entries: vec![(id, entry)],
+                        idempotency_key: key,
+                    })
+                })
+                .await;
+            let replay = match written {
+                Ok(_) => false,
+                // The same idempotency key again: already recorded once.
+                Err(StoreError::Conflict("ledger entry")) => true,
+                Err(error) => return Err(error),
+            };
+            Ok((replay, store.account(tenant, id).await?))
+        })
+        .await;
+    let (replay, account) = recorded.inspect_err(|error| {
+        if matches!(
+            error,
+            StoreError::Ledger(agentry_ledger::LedgerError::InsufficientBudget { .. })
+        ) {
+            state.audit(
+                tenant,
+                agentry_store::NewAuditEvent {
+                    actor: format!("agent:{}", agent.slug),
+                    action: "budget.spend".into(),
+                    target: Some(format!("agent:{}", agent.slug)),
+                    outcome: "denied".into(),
+                    detail: json!({ "reason": "insufficient_budget", "amount_usd": amount }),
+                },
+            );
+        }
+    })?;
+    let mut body = figures(&agent, &account, &limits);
+    body["spent_usd"] = json!(amount);
+    body["idempotent_replay"] = json!(replay);
+    Ok(if replay {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::Created()
+    }
+    .json(body))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HoldRequest {
+    amount_usd: Money,
+    ttl_seconds: Option<i64>,
+    agent_id: Option<String>,
+    idempotency_key: Option<String>,
+}
+
+async fn hold(
+    state: web::Data<AppState>,
+    caller: Principal,
+    body: web::Json<HoldRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    check_key(body.idempotency_key.as_deref())?;
+    let ttl = body.ttl_seconds.unwrap_or(DEFAULT_HOLD_SECONDS);
+    if !(1..=MAX_HOLD_SECONDS).contains(&ttl) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("ttl_seconds must be 1 to {MAX_HOLD_SECONDS}"),
+        ));
+    }
+    let agent = account_holder(&state, &caller, body.agent_id.as_deref()).await?;
+    let limits = enforced_limits(&state, &agent).await?;
+    let (tenant, id, amount, key) = (
+        agent.tenant_id,
+        agent.id,
+        body.amount_usd,
+        body.idempotency_key,
+    );
+    let hold = HoldId(uuid::Uuid::now_v7());
+    let expires_at = now() + Duration::seconds(ttl);
+    let account = state
+        .store
+        .detached(async move |store| {
+            store
+                .ledger_transaction(tenant, &[id], |accounts| {
+                    let entry = accounts[&id].hold(hold, amount, expires_at, &limits, now())?;
+                    Ok(Appends {
+                        entries: vec![(id, entry)],
+                        idempotency_key: key,
+                    })
+                })
+                .await?;
+            store.account(tenant, id).await
+        })
+        .await?;
+    let mut body = figures(&agent, &account, &limits);
+    body["hold_id"] = json!(hold.0.to_string());
+    body["amount_usd"] = json!(amount);
+    body["expires_at"] = json!(timestamp(expires_at));
+    Ok(HttpResponse::Created().json(body))
+}
+
+/// The hold named in the path, owned by an agent the caller may act for.
+async fn held_by(
+    state: &AppState,
+    caller: &Principal,
+    path: &str,
+) -> Result<(AgentRecord, HoldId), ApiError> {
+    let hold = HoldId(path.parse().map_err(|_| ApiError::not_found("hold"))?);
+    let tenant = match caller {
+        Principal::Agent(agent) => agent.record().tenant_id,
+        Principal::ApiKey(key) => key.tenant_id,
+    };
+    let owner = state
+        .store
+        .detached(async move |store| {
+            let Some(owner) = store.hold_owner(tenant, hold).await? else {
+                return Ok(None);
+            };
+            store.find_agent(tenant, owner).await
+        })
+        .await?
+        .ok_or_else(|| ApiError::not_found("hold"))?;
+    // Another agent's hold reads as no hold at all.
+    if let Principal::Agent(agent) = caller
+        && agent.record().id != owner.id
+    {
+        return Err(ApiError::not_found("hold"));
+    }
+    let agent = account_holder(state, caller, Some(owner.slug.as_str())).await?;
+    Ok((agent, hold))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaptureRequest {
+    amount_usd: Money,
+}
+
+async fn capture(
+    state: web::Data<AppState>,
+    caller: Principal,
+    path: web::Path<String>,
+    body: web::Json<CaptureRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let (agent, hold) = held_by(&state, &caller, &path).await?;
+    let limits = enforced_limits(&state, &agent).await?;
+    let (tenant, id, amount) = (agent.tenant_id, agent.id, body.amount_usd);
+    let (held, account) = state
+        .store
+        .detached(async move |store| {
+            store
+                .ledger_transaction(tenant, &[id], |accounts| {
+                    let entry = accounts[&id].capture(hold, amount, now())?;
+                    Ok(Appends {
+                        entries: vec![(id, entry)],
+                        idempotency_key: None,
+                    })
+                })
+                .await?;
+            let held = held_amount(&store.ledger_entries(tenant, id).await?, hold);
+            Ok((held, store.account(tenant, id).await?))
+        })
+        .await?;
+    let mut body = figures(&agent, &account, &limits);
+    body["hold_id"] = json!(hold.0.to_string());
+    body["captured_usd"] = json!(amount);
+    body["released_usd"] = json!(held.saturating_sub(amount));
+    Ok(HttpResponse::Ok().json(body))
+}
+
+fn held_amount(entries: &[agentry_ledger::Entry], hold: HoldId) -> Money {
+    entries
+        .iter()
+        .find_map(|entry| match entry.kind {
+            EntryKind::Hold {
+                hold: id, amount, ..
+            } if id == hold => Some(amount),
+            _ => None,
+        })
+        .unwrap_or(Money::ZERO)
+}
+
+async fn release(
+    state: web::Data<AppState>,
+    caller: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let (agent, hold) = held_by(&state, &caller, &path).await?;
+    let limits = enforced_limits(&state, &agent).await?;
+    let (tenant, id) = (agent.tenant_id, agent.id);
+    let account = state
+        .store
+        .detached(async move |store| {
+            store
+                .ledger_transaction(tenant, &[id], |accounts| {
+                    let entry = accounts[&id].release(hold, now())?;
+                    Ok(Appends {
+                        entries: vec![(id, entry)],
+                        idempotency_key: None,
+                    })
+                })
+                .await?;
+            store.account(tenant, id).await
+        })
+        .await?;
+    let mut body = figures(&agent, &account, &limits);
+    body["hold_id"] = json!(hold.0.to_string());
+    body["released"] = json!(true);
+    Ok(HttpResponse::Ok().json(body))
+}
