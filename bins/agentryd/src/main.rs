@@ -9,7 +9,7 @@ mod config;
 mod master_key;
 mod seed;
 
-use actix_web::{App, HttpServer, web};
+use actix_web::HttpServer;
 use agentry_auth::{ApiKey, ApiKeyKind};
 use agentry_domain::ApiKeyRole;
 use agentry_http::{AppState, Keys, Settings};
@@ -140,14 +140,9 @@ async fn serve(config: &Config, url: &DatabaseUrl, store: Store) -> anyhow::Resu
         .context("cannot follow the database's change feed")?;
     let state = AppState::new(store.clone(), keys, settings);
     state.spawn_background_tasks();
-    let data = web::Data::new(state);
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .configure(agentry_http::configure)
-    })
-    .bind(config.bind)
-    .with_context(|| format!("cannot listen on {}", config.bind))?;
+    let server = HttpServer::new(move || agentry_http::app(state.clone()))
+        .bind(config.bind)
+        .with_context(|| format!("cannot listen on {}", config.bind))?;
     for address in server.addrs() {
         eprintln!(
             "agentryd: listening on http://{address} ({})",

@@ -23,7 +23,11 @@ pub mod state;
 mod validate;
 mod wire;
 
-use actix_web::{HttpResponse, web};
+use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::{App, HttpResponse, ResponseError, web};
 
 pub use error::ApiError;
 pub use keys::{KeyError, Keys, new_signing_key};
@@ -31,6 +35,84 @@ pub use state::{AppState, Settings};
 
 /// Largest JSON body accepted; the seeds' bodies are a few hundred bytes.
 const JSON_LIMIT: usize = 64 * 1024;
+
+/// Request ids: taken from the caller when it sends a sane one, minted
+/// otherwise, and returned on every response.
+const REQUEST_ID: &str = "x-request-id";
+
+/// The whole application: state, routes, request ids, and problem+json for
+/// the errors actix answers itself (unknown route, wrong method).
+pub fn app(
+    state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(web::Data::new(state))
+        .configure(configure)
+        .wrap(
+            ErrorHandlers::new()
+                .handler(StatusCode::NOT_FOUND, unmatched)
+                .handler(StatusCode::METHOD_NOT_ALLOWED, unmatched),
+        )
+        .wrap_fn(|request, service| {
+            let id = request
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|value| value.to_str().ok())
+                .filter(|value| {
+                    !value.is_empty()
+                        && value.len() <= 64
+                        && value
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+                .map(str::to_owned)
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+            let response = service.call(request);
+            async move {
+                let mut response = response.await?;
+                if let Ok(value) = HeaderValue::from_str(&id) {
+                    response
+                        .headers_mut()
+                        .insert(HeaderName::from_static(REQUEST_ID), value);
+                }
+                Ok(response.map_into_boxed_body())
+            }
+        })
+}
+
+/// Replaces actix's empty 404 and 405 with problem+json, leaving our own
+/// (which already are) alone.
+fn unmatched<B>(response: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_problem = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|value| value == "application/problem+json");
+    if is_problem {
+        return Ok(ErrorHandlerResponse::Response(
+            response.map_into_left_body(),
+        ));
+    }
+    let error = if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not take that method",
+        )
+    } else {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    };
+    let (request, _) = response.into_parts();
+    let response = ServiceResponse::new(request, error.error_response()).map_into_right_body();
+    Ok(ErrorHandlerResponse::Response(response))
+}
 
 /// Mounts every route Agentry serves. The app must carry a
 /// `web::Data<AppState>`.
@@ -75,10 +157,9 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         })),
         Err(error) => {
             tracing::warn!(%error, "readiness check failed");
-            HttpResponse::ServiceUnavailable().json(serde_json::json!({
-                "status": "unavailable",
-                "database": backend,
-            }))
+            ApiError::unavailable(format!("the {backend} database does not answer"))
+                .with_code("database_unavailable")
+                .error_response()
         }
     }
 }

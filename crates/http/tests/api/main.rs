@@ -11,9 +11,10 @@ mod budget;
 mod guard;
 mod profiles;
 mod secrets_in_logs;
+mod service;
 
 use actix_web::dev::{Service, ServiceResponse};
-use actix_web::{App, test, web};
+use actix_web::test;
 use agentry_auth::{ApiKey, ApiKeyKind, MasterKey};
 use agentry_domain::{AgentSlug, LifecycleState, Money, TenantId};
 use agentry_http::{AppState, Keys, Settings};
@@ -43,13 +44,7 @@ pub(crate) async fn state_for(db: &TestDb) -> AppState {
 pub(crate) async fn app(
     state: &AppState,
 ) -> impl Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error> {
-    test::init_service(
-        App::new()
-            .app_data(web::Data::new(state.clone()))
-            .configure(agentry_http::configure)
-            .configure(guard::test_routes),
-    )
-    .await
+    test::init_service(agentry_http::app(state.clone()).configure(guard::test_routes)).await
 }
 
 pub(crate) async fn tenant(store: &Store, name: &str) -> TenantId {

@@ -9,7 +9,9 @@ use agentry_domain::{ApiKeyRole, LifecycleState};
 use agentry_store::now;
 use agentry_testkit::sqlite_db;
 
-use crate::{agent, api_key, app, get, state_for, tenant};
+use actix_web::http::Method;
+
+use crate::{agent, api_key, app, call, get, state_for, tenant};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -58,6 +60,33 @@ async fn no_key_or_token_appears_in_the_logs() {
         .await
         .unwrap();
     get(&app, "/v1/agent/status", Some(own_key.expose())).await;
+    // A full bootstrap, its token used, and a refused one.
+    let (provisioner, _) = api_key(
+        &db.store,
+        acme,
+        ApiKeyKind::Tenant(ApiKeyRole::Provisioner),
+        None,
+    )
+    .await;
+    let (status, bootstrapped) = call(
+        &app,
+        Method::POST,
+        "/v1/agent/bootstrap",
+        Some(provisioner.expose()),
+        serde_json::json!({ "agent_id": "logged-agent", "budget_daily_usd": 1 }),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let bootstrap_jwt = bootstrapped["jwt"].as_str().unwrap().to_owned();
+    get(&app, "/v1/agent/status", Some(&bootstrap_jwt)).await;
+    call(
+        &app,
+        Method::POST,
+        "/v1/agent/bootstrap",
+        Some(&bootstrap_jwt),
+        serde_json::json!({ "agent_id": "x-y-z" }),
+    )
+    .await;
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(!logs.is_empty(), "the capture works: something was logged");
@@ -67,6 +96,8 @@ async fn no_key_or_token_appears_in_the_logs() {
         ("token signature", signature),
         ("agent key", own_key.expose()),
         ("admin key", admin.expose()),
+        ("provisioner key", provisioner.expose()),
+        ("bootstrap token", bootstrap_jwt.as_str()),
     ] {
         assert!(!logs.contains(secret), "the {what} appears in the logs");
     }

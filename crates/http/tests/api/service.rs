@@ -1,0 +1,94 @@
+//! The service around the routes: health, readiness, request ids, and
+//! problem+json for routes and methods that do not exist.
+
+use actix_web::http::Method;
+use actix_web::test;
+use agentry_http::AppState;
+use agentry_store::{DatabaseUrl, PoolOptions, Store};
+use agentry_testkit::on_both_backends;
+use serde_json::json;
+
+use crate::{app, call, get, state_for};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_readiness_and_the_unknown_answer_as_json() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        assert_eq!(
+            get(&app, "/healthz", None).await,
+            (200, json!({ "status": "ok" }))
+        );
+        let (status, body) = get(&app, "/readyz", None).await;
+        assert_eq!((status, &body["status"]), (200, &json!("ok")));
+        assert_eq!(body["database"], db.backend().as_str());
+        let (status, body) = get(&app, "/no/such/route", None).await;
+        assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+        let (status, body) =
+            call(&app, Method::DELETE, "/v1/agent/bootstrap", None, json!({})).await;
+        assert!(matches!(status, 404 | 405), "{status}");
+        assert!(body["code"].is_string());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_response_carries_a_request_id() {
+    let db = agentry_testkit::sqlite_db().await;
+    let state = state_for(&db).await;
+    let app = app(&state).await;
+    let minted =
+        test::call_service(&app, test::TestRequest::get().uri("/healthz").to_request()).await;
+    let id = minted
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let echoed = test::TestRequest::get()
+        .uri("/nope")
+        .insert_header(("x-request-id", "trace-abc-123"))
+        .to_request();
+    let echoed = test::call_service(&app, echoed).await;
+    assert_eq!(
+        echoed.headers().get("x-request-id").unwrap(),
+        "trace-abc-123"
+    );
+    let hostile = test::TestRequest::get()
+        .uri("/healthz")
+        .insert_header(("x-request-id", "a b\"c"))
+        .to_request();
+    let hostile = test::call_service(&app, hostile).await;
+    assert_ne!(
+        hostile.headers().get("x-request-id").unwrap(),
+        "a b\"c",
+        "not echoed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_fails_while_the_database_is_unreachable() {
+    let db = agentry_testkit::sqlite_db().await;
+    let working = state_for(&db).await;
+    // A PostgreSQL port nothing listens on.
+    let url = DatabaseUrl::parse("postgres://postgres@127.0.0.1:1/agentry").unwrap();
+    let options = PoolOptions {
+        wait_timeout: std::time::Duration::from_secs(2),
+        ..PoolOptions::default()
+    };
+    let unreachable = Store::connect(&url, &options).unwrap();
+    let state = AppState::new(
+        unreachable,
+        working.keys.clone(),
+        (*working.settings).clone(),
+    );
+    let app = app(&state).await;
+    let (status, body) = get(&app, "/readyz", None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("database_unavailable"))
+    );
+    assert!(body["detail"].as_str().unwrap().contains("postgres"));
+}
