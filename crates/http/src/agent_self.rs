@@ -50,7 +50,8 @@ async fn limits(
     })
 }
 
-/// Audit events about `agent` that signal trouble (refusals).
+/// Audit events about `agent` that signal trouble: refusals and failures,
+/// not its routine successes.
 async fn anomalies(store: &Store, agent: &AgentRecord) -> Result<Vec<AnomalyEvent>, StoreError> {
     let target = format!("agent:{}", agent.slug);
     let events = store
@@ -58,7 +59,7 @@ async fn anomalies(store: &Store, agent: &AgentRecord) -> Result<Vec<AnomalyEven
         .await?;
     Ok(events
         .into_iter()
-        .filter(|event| event.outcome != "success")
+        .filter(|event| matches!(event.outcome.as_str(), "denied" | "failed"))
         .map(|event| AnomalyEvent {
             id: event.id.to_string(),
             action: event.action,

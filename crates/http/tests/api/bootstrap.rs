@@ -86,6 +86,10 @@ async fn bootstrap_creates_a_governed_agent_then_answers_200_with_a_fresh_token(
         let (status, status_body) = get(&app, "/v1/agent/status", Some(&jwt)).await;
         assert_eq!(status, 200, "{status_body}");
         assert_eq!(status_body["limits"]["enforced_daily_remaining_usd"], 5.0);
+        // The bootstrap itself is audited, but it is no anomaly.
+        audit_outcomes(&db.store, acme, "agent:my-agent-01", 1).await;
+        let (_, anomalies) = get(&app, "/v1/agent/anomaly/me", Some(&jwt)).await;
+        assert_eq!(anomalies, json!({ "events": [] }));
 
         let limits = db.store.agent_limits(acme).await.unwrap();
         let entry = limits.entries["agent:my-agent-01"];
