@@ -6,7 +6,7 @@
 use actix_web::{HttpResponse, web};
 use agentry_auth::Permission;
 use agentry_domain::{AgentSlug, Money};
-use agentry_ledger::{Account, EnforcedLimits, EntryKind, HoldId, Window};
+use agentry_ledger::{Account, EnforcedLimits, Entry, EntryKind, HoldId, LedgerError, Window};
 use agentry_lifecycle::{Access, RequestScope};
 use agentry_store::{AgentRecord, Appends, StoreError, now};
 use serde::Deserialize;
@@ -87,6 +87,36 @@ pub(crate) async fn enforced_limits(
     ))
 }
 
+/// Appends the one entry `decide` (a ledger operation) makes on `agent`'s
+/// account, inside the agent's ledger transaction, and returns the account
+/// as it is afterwards.
+async fn move_money<F>(
+    state: &AppState,
+    agent: &AgentRecord,
+    key: Option<String>,
+    decide: F,
+) -> Result<Account, StoreError>
+where
+    F: FnOnce(&Account) -> Result<Entry, LedgerError> + Send + 'static,
+{
+    let (tenant, id) = (agent.tenant_id, agent.id);
+    state
+        .store
+        .detached(async move |store| {
+            store
+                .ledger_transaction(tenant, &[id], |accounts| {
+                    let entry = decide(&accounts[&id])?;
+                    Ok(Appends {
+                        entries: vec![(id, entry)],
+                        idempotency_key: key,
+                    })
+                })
+                .await?;
+            store.account(tenant, id).await
+        })
+        .await
+}
+
 fn figures(agent: &AgentRecord, account: &Account, limits: &EnforcedLimits) -> serde_json::Value {
     let now = now();
     json!({
@@ -134,50 +164,39 @@ async fn spend(
     }
     let agent = account_holder(&state, &caller, body.agent_id.as_deref()).await?;
     let limits = enforced_limits(&state, &agent).await?;
-    let (tenant, id, amount, key) = (
-        agent.tenant_id,
-        agent.id,
-        body.amount_usd,
-        body.idempotency_key,
-    );
-    let recorded = state
-        .store
-        .detached(async move |store| {
-            let written = store
-                .ledger_transaction(tenant, &[id], |accounts| {
-                    let entry = accounts[&id].spend(amount, &limits, now())?;
-                    Ok(Appends {
-                        entries: vec![(id, entry)],
-                        idempotency_key: key,
-                    })
-                })
-                .await;
-            let replay = match written {
-                Ok(_) => false,
-                // The same idempotency key again: already recorded once.
-                Err(StoreError::Conflict("ledger entry")) => true,
-                Err(error) => return Err(error),
-            };
-            Ok((replay, store.account(tenant, id).await?))
-        })
-        .await;
-    let (replay, account) = recorded.inspect_err(|error| {
-        if matches!(
-            error,
-            StoreError::Ledger(agentry_ledger::LedgerError::InsufficientBudget { .. })
-        ) {
-            state.audit(
-                tenant,
-                agentry_store::NewAuditEvent {
+    let amount = body.amount_usd;
+    let recorded = move_money(&state, &agent, body.idempotency_key, move |account| {
+        account.spend(amount, &limits, now())
+    })
+    .await;
+    let (replay, account) =
+        match recorded {
+            Ok(account) => (false, account),
+            // The same idempotency key again: already recorded once.
+            Err(StoreError::Conflict("ledger entry")) => {
+                let (tenant, id) = (agent.tenant_id, agent.id);
+                let account = state
+                    .store
+                    .detached(async move |store| store.account(tenant, id).await)
+                    .await?;
+                (true, account)
+            }
+            Err(error) => {
+                if matches!(
+                    error,
+                    StoreError::Ledger(LedgerError::InsufficientBudget { .. })
+                ) {
+                    state.audit(agent.tenant_id, agentry_store::NewAuditEvent {
                     actor: format!("agent:{}", agent.slug),
                     action: "budget.spend".into(),
                     target: Some(format!("agent:{}", agent.slug)),
                     outcome: "denied".into(),
                     detail: json!({ "reason": "insufficient_budget", "amount_usd": amount }),
-                },
-            );
-        }
-    })?;
+                });
+                }
+                return Err(error.into());
+            }
+        };
     let mut body = figures(&agent, &account, &limits);
     body["spent_usd"] = json!(amount);
     body["idempotent_replay"] = json!(replay);
@@ -214,29 +233,12 @@ async fn hold(
     }
     let agent = account_holder(&state, &caller, body.agent_id.as_deref()).await?;
     let limits = enforced_limits(&state, &agent).await?;
-    let (tenant, id, amount, key) = (
-        agent.tenant_id,
-        agent.id,
-        body.amount_usd,
-        body.idempotency_key,
-    );
-    let hold = HoldId(uuid::Uuid::now_v7());
+    let (amount, hold) = (body.amount_usd, HoldId(uuid::Uuid::now_v7()));
     let expires_at = now() + Duration::seconds(ttl);
-    let account = state
-        .store
-        .detached(async move |store| {
-            store
-                .ledger_transaction(tenant, &[id], |accounts| {
-                    let entry = accounts[&id].hold(hold, amount, expires_at, &limits, now())?;
-                    Ok(Appends {
-                        entries: vec![(id, entry)],
-                        idempotency_key: key,
-                    })
-                })
-                .await?;
-            store.account(tenant, id).await
-        })
-        .await?;
+    let account = move_money(&state, &agent, body.idempotency_key, move |account| {
+        account.hold(hold, amount, expires_at, &limits, now())
+    })
+    .await?;
     let mut body = figures(&agent, &account, &limits);
     body["hold_id"] = json!(hold.0.to_string());
     body["amount_usd"] = json!(amount);
@@ -289,31 +291,24 @@ async fn capture(
 ) -> Result<HttpResponse, ApiError> {
     let (agent, hold) = held_by(&state, &caller, &path).await?;
     let limits = enforced_limits(&state, &agent).await?;
-    let (tenant, id, amount) = (agent.tenant_id, agent.id, body.amount_usd);
-    let (held, account) = state
+    let amount = body.amount_usd;
+    let account = move_money(&state, &agent, None, move |account| {
+        account.capture(hold, amount, now())
+    })
+    .await?;
+    let (tenant, id) = (agent.tenant_id, agent.id);
+    let entries = state
         .store
-        .detached(async move |store| {
-            store
-                .ledger_transaction(tenant, &[id], |accounts| {
-                    let entry = accounts[&id].capture(hold, amount, now())?;
-                    Ok(Appends {
-                        entries: vec![(id, entry)],
-                        idempotency_key: None,
-                    })
-                })
-                .await?;
-            let held = held_amount(&store.ledger_entries(tenant, id).await?, hold);
-            Ok((held, store.account(tenant, id).await?))
-        })
+        .detached(async move |store| store.ledger_entries(tenant, id).await)
         .await?;
     let mut body = figures(&agent, &account, &limits);
     body["hold_id"] = json!(hold.0.to_string());
     body["captured_usd"] = json!(amount);
-    body["released_usd"] = json!(held.saturating_sub(amount));
+    body["released_usd"] = json!(held_amount(&entries, hold).saturating_sub(amount));
     Ok(HttpResponse::Ok().json(body))
 }
 
-fn held_amount(entries: &[agentry_ledger::Entry], hold: HoldId) -> Money {
+fn held_amount(entries: &[Entry], hold: HoldId) -> Money {
     entries
         .iter()
         .find_map(|entry| match entry.kind {
@@ -332,22 +327,10 @@ async fn release(
 ) -> Result<HttpResponse, ApiError> {
     let (agent, hold) = held_by(&state, &caller, &path).await?;
     let limits = enforced_limits(&state, &agent).await?;
-    let (tenant, id) = (agent.tenant_id, agent.id);
-    let account = state
-        .store
-        .detached(async move |store| {
-            store
-                .ledger_transaction(tenant, &[id], |accounts| {
-                    let entry = accounts[&id].release(hold, now())?;
-                    Ok(Appends {
-                        entries: vec![(id, entry)],
-                        idempotency_key: None,
-                    })
-                })
-                .await?;
-            store.account(tenant, id).await
-        })
-        .await?;
+    let account = move_money(&state, &agent, None, move |account| {
+        account.release(hold, now())
+    })
+    .await?;
     let mut body = figures(&agent, &account, &limits);
     body["hold_id"] = json!(hold.0.to_string());
     body["released"] = json!(true);

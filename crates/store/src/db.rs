@@ -96,8 +96,6 @@ pub(crate) enum Pools {
 
 impl Pools {
     pub(crate) fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Self, StoreError> {
-        let build_error =
-            |error: deadpool::managed::BuildError| StoreError::Config(error.to_string());
         match url {
             DatabaseUrl::Sqlite(path) => {
                 let busy_ms = options.sqlite_busy_timeout.as_millis();
@@ -108,28 +106,28 @@ impl Pools {
                 config.recycling_method = RecyclingMethod::Fast;
                 let manager =
                     AsyncDieselConnectionManager::<SqliteConn>::new_with_config(path, config);
-                Pool::builder(manager)
-                    .max_size(options.max_connections)
-                    .runtime(Runtime::Tokio1)
-                    .wait_timeout(Some(options.wait_timeout))
-                    .create_timeout(Some(options.wait_timeout))
-                    .build()
-                    .map(Pools::Sqlite)
-                    .map_err(build_error)
+                pool(manager, options).map(Pools::Sqlite)
             }
             DatabaseUrl::Postgres(url) => {
                 let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
-                Pool::builder(manager)
-                    .max_size(options.max_connections)
-                    .runtime(Runtime::Tokio1)
-                    .wait_timeout(Some(options.wait_timeout))
-                    .create_timeout(Some(options.wait_timeout))
-                    .build()
-                    .map(Pools::Postgres)
-                    .map_err(build_error)
+                pool(manager, options).map(Pools::Postgres)
             }
         }
     }
+}
+
+/// One pool of either backend, sized and timed by `options`.
+fn pool<M: deadpool::managed::Manager>(
+    manager: M,
+    options: &PoolOptions,
+) -> Result<deadpool::managed::Pool<M>, StoreError> {
+    deadpool::managed::Pool::builder(manager)
+        .max_size(options.max_connections)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(options.wait_timeout))
+        .create_timeout(Some(options.wait_timeout))
+        .build()
+        .map_err(|error| StoreError::Config(error.to_string()))
 }
 
 fn sqlite_setup(path: &str, busy_ms: u128) -> BoxFuture<'_, diesel::ConnectionResult<SqliteConn>> {

@@ -71,6 +71,32 @@ struct ApiKeyRow {
     revoked_at: Option<DbTime>,
 }
 
+impl TenantRow {
+    fn new(name: &str, now: OffsetDateTime) -> Self {
+        TenantRow {
+            id: DbUuid(new_id()),
+            name: name.to_owned(),
+            created_at: now.into(),
+        }
+    }
+}
+
+impl ApiKeyRow {
+    fn new(tenant: DbUuid, key: NewApiKey, now: OffsetDateTime) -> Self {
+        ApiKeyRow {
+            id: DbUuid(new_id()),
+            tenant_id: tenant,
+            agent_id: key.agent_id.map(|id| DbUuid(id.as_uuid())),
+            role: key.role.map(|role| role.as_str().to_owned()),
+            key_hash: key.key_hash.to_vec(),
+            label: key.label,
+            created_at: now.into(),
+            last_used_at: None,
+            revoked_at: None,
+        }
+    }
+}
+
 impl TryFrom<ApiKeyRow> for ApiKeyRecord {
     type Error = StoreError;
     fn try_from(row: ApiKeyRow) -> Result<Self, StoreError> {
@@ -97,11 +123,7 @@ impl Store {
         name: &str,
         now: OffsetDateTime,
     ) -> Result<Tenant, StoreError> {
-        let row = TenantRow {
-            id: DbUuid(new_id()),
-            name: name.to_owned(),
-            created_at: now.into(),
-        };
+        let row = TenantRow::new(name, now);
         read!(self, |conn| {
             diesel::insert_into(tenants::table)
                 .values(&row)
@@ -122,22 +144,8 @@ impl Store {
         key: NewApiKey,
         now: OffsetDateTime,
     ) -> Result<Option<Tenant>, StoreError> {
-        let tenant = TenantRow {
-            id: DbUuid(new_id()),
-            name: name.to_owned(),
-            created_at: now.into(),
-        };
-        let key_row = ApiKeyRow {
-            id: DbUuid(new_id()),
-            tenant_id: tenant.id,
-            agent_id: key.agent_id.map(|id| DbUuid(id.as_uuid())),
-            role: key.role.map(|role| role.as_str().to_owned()),
-            key_hash: key.key_hash.to_vec(),
-            label: key.label,
-            created_at: now.into(),
-            last_used_at: None,
-            revoked_at: None,
-        };
+        let tenant = TenantRow::new(name, now);
+        let key_row = ApiKeyRow::new(tenant.id, key, now);
         let created = write_tx!(self, |conn| {
             let existing: i64 = tenants::table.count().get_result(conn).await?;
             if existing > 0 {
@@ -196,17 +204,7 @@ impl Store {
         key: NewApiKey,
         now: OffsetDateTime,
     ) -> Result<ApiKeyRecord, StoreError> {
-        let row = ApiKeyRow {
-            id: DbUuid(new_id()),
-            tenant_id: DbUuid(tenant.as_uuid()),
-            agent_id: key.agent_id.map(|id| DbUuid(id.as_uuid())),
-            role: key.role.map(|role| role.as_str().to_owned()),
-            key_hash: key.key_hash.to_vec(),
-            label: key.label,
-            created_at: now.into(),
-            last_used_at: None,
-            revoked_at: None,
-        };
+        let row = ApiKeyRow::new(DbUuid(tenant.as_uuid()), key, now);
         read!(self, |conn| {
             diesel::insert_into(api_keys::table)
                 .values(&row)
