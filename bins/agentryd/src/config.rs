@@ -60,6 +60,10 @@ pub(crate) struct Config {
     #[arg(long, env = "AGENTRY_SESSION_TOKEN_TTL", default_value_t = 86_400)]
     pub(crate) session_token_ttl: u32,
 
+    /// Lifetime of invite links for humans, in seconds (seed 002: 7 days).
+    #[arg(long, env = "AGENTRY_INVITE_TTL", default_value_t = 604_800)]
+    pub(crate) invite_ttl: u32,
+
     /// Log filter in `tracing` syntax, e.g. `info` or `agentry_http=debug,info`.
     #[arg(long, env = "AGENTRY_LOG", default_value = "info", global = true)]
     pub(crate) log: String,

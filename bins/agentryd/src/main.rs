@@ -127,6 +127,7 @@ async fn serve(config: &Config, url: &DatabaseUrl, store: Store) -> anyhow::Resu
         public_url: config.public_url.trim_end_matches('/').to_owned(),
         agent_token_ttl: Duration::seconds(i64::from(config.agent_token_ttl)),
         session_token_ttl: Duration::seconds(i64::from(config.session_token_ttl)),
+        invite_ttl: Duration::seconds(i64::from(config.invite_ttl)),
     };
     let master = master_key::load(&config.master_key_file)?;
     let keys = Keys::load(&store, master, settings.max_token_ttl(), now())

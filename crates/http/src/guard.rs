@@ -421,3 +421,39 @@ impl FromRequest for Principal {
         })
     }
 }
+
+/// A human (or the primary agent's account) holding a session token of
+/// seed 002.
+#[derive(Debug, Clone)]
+pub struct SessionPrincipal {
+    pub user_id: uuid::Uuid,
+    pub tenant_id: TenantId,
+}
+
+impl FromRequest for SessionPrincipal {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let request = request.clone();
+        Box::pin(async move {
+            let state = state(&request)?;
+            let Presented::Jwt(token) = presented(&request).ok_or_else(missing)? else {
+                return Err(invalid_token());
+            };
+            let claims = state
+                .issuer
+                .verify(
+                    &token,
+                    &state.keys.ring(),
+                    Audience::Session,
+                    agentry_store::now(),
+                )
+                .map_err(|_| invalid_token())?;
+            Ok(SessionPrincipal {
+                user_id: claims.sub,
+                tenant_id: TenantId::from_uuid(claims.tid),
+            })
+        })
+    }
+}

@@ -16,6 +16,7 @@ mod bootstrap;
 mod delegation;
 pub mod error;
 pub mod guard;
+mod instance;
 pub mod keys;
 mod profiles;
 mod spend;
@@ -138,7 +139,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .configure(bootstrap::configure)
         .configure(profiles::configure)
         .configure(spend::configure)
-        .configure(delegation::configure);
+        .configure(delegation::configure)
+        .configure(instance::configure);
 }
 
 /// Liveness: the process is up and serving.

@@ -23,6 +23,8 @@ pub struct Settings {
     pub agent_token_ttl: Duration,
     /// Lifetime of session tokens (seed 002: 24 hours).
     pub session_token_ttl: Duration,
+    /// Lifetime of invite tokens (seed 002: 7 days).
+    pub invite_ttl: Duration,
 }
 
 impl Settings {
@@ -255,14 +257,34 @@ impl AppState {
         agent: &AgentRecord,
         now: OffsetDateTime,
     ) -> Option<(String, OffsetDateTime)> {
-        let key = self.keys.current()?;
-        let claims = self.issuer.claims(
+        self.mint(
             Audience::Agent,
             agent.id.as_uuid(),
-            agent.tenant_id.as_uuid(),
+            agent.tenant_id,
             agent.credential_epoch,
             now,
             self.settings.agent_token_ttl,
+        )
+    }
+
+    /// Mints a token for `audience`; `None` only if no signing key is loaded.
+    pub fn mint(
+        &self,
+        audience: Audience,
+        subject: uuid::Uuid,
+        tenant: TenantId,
+        epoch: i64,
+        now: OffsetDateTime,
+        lifetime: Duration,
+    ) -> Option<(String, OffsetDateTime)> {
+        let key = self.keys.current()?;
+        let claims = self.issuer.claims(
+            audience,
+            subject,
+            tenant.as_uuid(),
+            epoch,
+            now,
+            lifetime,
             uuid::Uuid::now_v7(),
         );
         Some((key.sign(&claims), claims.expires_at()))

@@ -19,6 +19,7 @@ mod changes;
 mod db;
 mod delegation;
 mod error;
+mod instance;
 mod ledger;
 mod limits;
 mod migrations;
@@ -37,6 +38,12 @@ pub use changes::{Change, ChangeListener, SQLITE_POLL};
 pub use db::{Backend, DatabaseUrl, PoolOptions};
 pub use delegation::Reclaimed;
 pub use error::StoreError;
+#[cfg(feature = "test-hooks")]
+pub use instance::FAIL_BOOTSTRAP_AFTER_CHANNEL;
+pub use instance::{
+    BootstrapAgent, BootstrapHuman, ChannelRecord, InstanceBootstrap, InstanceBootstrapped,
+    UserRecord,
+};
 pub use ledger::{Accounts, Appends};
 pub use limits::{AgentLimitEntry, AgentLimits, LIMITS_ATTEMPTS};
 pub use migrations::{MigrationStatus, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};

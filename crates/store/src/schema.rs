@@ -175,6 +175,7 @@ diesel::table! {
         tenant_id -> PortableUuid,
         name -> Text,
         created_at -> PortableTime,
+        topic -> Nullable<Text>,
     }
 }
 
@@ -330,6 +331,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::{PortableTime, PortableUuid};
+
+    instance (singleton) {
+        singleton -> BigInt,
+        instance_id -> PortableUuid,
+        tenant_id -> PortableUuid,
+        bootstrapped_at -> PortableTime,
+    }
+}
+
 diesel::joinable!(agents -> tenants (tenant_id));
 diesel::joinable!(api_keys -> tenants (tenant_id));
 diesel::joinable!(api_keys -> agents (agent_id));
@@ -387,4 +400,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
     signing_keys,
     change_log,
+    instance,
 );

@@ -20,10 +20,10 @@ pub struct Tenant {
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = tenants)]
-struct TenantRow {
-    id: DbUuid,
-    name: String,
-    created_at: DbTime,
+pub(crate) struct TenantRow {
+    pub(crate) id: DbUuid,
+    pub(crate) name: String,
+    pub(crate) created_at: DbTime,
 }
 
 impl From<TenantRow> for Tenant {
@@ -59,20 +59,20 @@ pub struct ApiKeyRecord {
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = api_keys)]
-struct ApiKeyRow {
-    id: DbUuid,
-    tenant_id: DbUuid,
-    agent_id: Option<DbUuid>,
-    role: Option<String>,
-    key_hash: Vec<u8>,
-    label: Option<String>,
-    created_at: DbTime,
-    last_used_at: Option<DbTime>,
-    revoked_at: Option<DbTime>,
+pub(crate) struct ApiKeyRow {
+    pub(crate) id: DbUuid,
+    pub(crate) tenant_id: DbUuid,
+    pub(crate) agent_id: Option<DbUuid>,
+    pub(crate) role: Option<String>,
+    pub(crate) key_hash: Vec<u8>,
+    pub(crate) label: Option<String>,
+    pub(crate) created_at: DbTime,
+    pub(crate) last_used_at: Option<DbTime>,
+    pub(crate) revoked_at: Option<DbTime>,
 }
 
 impl TenantRow {
-    fn new(name: &str, now: OffsetDateTime) -> Self {
+    pub(crate) fn new(name: &str, now: OffsetDateTime) -> Self {
         TenantRow {
             id: DbUuid(new_id()),
             name: name.to_owned(),
@@ -82,7 +82,7 @@ impl TenantRow {
 }
 
 impl ApiKeyRow {
-    fn new(tenant: DbUuid, key: NewApiKey, now: OffsetDateTime) -> Self {
+    pub(crate) fn new(tenant: DbUuid, key: NewApiKey, now: OffsetDateTime) -> Self {
         ApiKeyRow {
             id: DbUuid(new_id()),
             tenant_id: tenant,

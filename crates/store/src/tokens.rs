@@ -67,17 +67,34 @@ pub struct TokenRecord {
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = one_time_tokens)]
-struct TokenRow {
-    id: DbUuid,
-    tenant_id: DbUuid,
-    purpose: String,
-    token_hash: Vec<u8>,
-    subject_id: DbUuid,
-    attempts: i64,
-    max_attempts: i64,
-    expires_at: DbTime,
-    consumed_at: Option<DbTime>,
-    created_at: DbTime,
+pub(crate) struct TokenRow {
+    pub(crate) id: DbUuid,
+    pub(crate) tenant_id: DbUuid,
+    pub(crate) purpose: String,
+    pub(crate) token_hash: Vec<u8>,
+    pub(crate) subject_id: DbUuid,
+    pub(crate) attempts: i64,
+    pub(crate) max_attempts: i64,
+    pub(crate) expires_at: DbTime,
+    pub(crate) consumed_at: Option<DbTime>,
+    pub(crate) created_at: DbTime,
+}
+
+impl TokenRow {
+    pub(crate) fn new(tenant: TenantId, token: NewToken, now: OffsetDateTime) -> Self {
+        TokenRow {
+            id: DbUuid(new_id()),
+            tenant_id: DbUuid(tenant.as_uuid()),
+            purpose: token.purpose.as_str().to_owned(),
+            token_hash: token.token_hash.to_vec(),
+            subject_id: DbUuid(token.subject_id),
+            attempts: 0,
+            max_attempts: token.max_attempts,
+            expires_at: DbTime::new(token.expires_at),
+            consumed_at: None,
+            created_at: DbTime::new(now),
+        }
+    }
 }
 
 impl From<TokenRow> for TokenRecord {
@@ -116,18 +133,7 @@ impl Store {
         token: NewToken,
         now: OffsetDateTime,
     ) -> Result<TokenRecord, StoreError> {
-        let row = TokenRow {
-            id: DbUuid(new_id()),
-            tenant_id: DbUuid(tenant.as_uuid()),
-            purpose: token.purpose.as_str().to_owned(),
-            token_hash: token.token_hash.to_vec(),
-            subject_id: DbUuid(token.subject_id),
-            attempts: 0,
-            max_attempts: token.max_attempts,
-            expires_at: DbTime::new(token.expires_at),
-            consumed_at: None,
-            created_at: DbTime::new(now),
-        };
+        let row = TokenRow::new(tenant, token, now);
         read!(self, |conn| {
             diesel::insert_into(one_time_tokens::table)
                 .values(&row)

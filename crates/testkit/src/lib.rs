@@ -46,6 +46,41 @@ impl TestDb {
     }
 }
 
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    count: i64,
+}
+
+impl TestDb {
+    /// Rows in `table`, read behind the store's back.
+    pub async fn count(&self, table: &str) -> i64 {
+        use diesel_async::RunQueryDsl;
+        let sql = format!("SELECT CAST(COUNT(*) AS BIGINT) AS count FROM {table}");
+        let counted: Count = match &self.url {
+            DatabaseUrl::Sqlite(path) => {
+                let mut conn = SyncConnectionWrapper::<SqliteConnection>::establish(path)
+                    .await
+                    .expect("open sqlite");
+                diesel::sql_query(sql)
+                    .get_result(&mut conn)
+                    .await
+                    .expect("count on sqlite")
+            }
+            DatabaseUrl::Postgres(url) => {
+                let mut conn = AsyncPgConnection::establish(url)
+                    .await
+                    .expect("open postgres");
+                diesel::sql_query(sql)
+                    .get_result(&mut conn)
+                    .await
+                    .expect("count on postgres")
+            }
+        };
+        counted.count
+    }
+}
+
 pub async fn sqlite_db() -> TestDb {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("agentry-test.db");

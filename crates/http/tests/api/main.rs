@@ -9,6 +9,7 @@
 mod bootstrap;
 mod budget;
 mod guard;
+mod instance;
 mod profiles;
 mod secrets_in_logs;
 mod service;
@@ -29,6 +30,7 @@ pub(crate) async fn state_for(db: &TestDb) -> AppState {
         public_url: PUBLIC_URL.into(),
         agent_token_ttl: Duration::hours(1),
         session_token_ttl: Duration::hours(24),
+        invite_ttl: Duration::days(7),
     };
     let keys = Keys::load(
         &db.store,

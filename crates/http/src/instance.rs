@@ -1,0 +1,571 @@
+//! Seed 002: the first-run instance bootstrap, invites, login, and the
+//! default channel, plus the small `/invite` page humans land on.
+
+use std::collections::BTreeSet;
+
+use actix_web::http::StatusCode;
+use actix_web::{Either, HttpResponse, web};
+use agentry_auth::{
+    ApiKey, ApiKeyKind, Audience, hash_password, hash_secret, mint_invite_token, verify_password,
+    verify_password_for_unknown_account,
+};
+use agentry_domain::{AgentSlug, Email, LifecycleState, Password};
+use agentry_store::{
+    BootstrapAgent, BootstrapHuman, InstanceBootstrap, NewAgent, StoreError, TokenError,
+    UserRecord, now,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::guard::{AgentPrincipal, SessionPrincipal};
+use crate::state::AppState;
+use crate::validate::Problems;
+use crate::wire::timestamp;
+
+pub(crate) fn configure(config: &mut web::ServiceConfig) {
+    config
+        .route("/api/v1/bootstrap", web::post().to(bootstrap))
+        .route("/api/v1/bootstrap/status", web::get().to(status))
+        .route("/api/v1/invite/accept", web::post().to(accept_invite))
+        .route("/api/v1/auth/login", web::post().to(login))
+        .route("/api/v1/channels/{channel_id}", web::get().to(channel))
+        .route("/invite", web::get().to(invite_page));
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentProfileSpec {
+    name: String,
+    display_name: Option<String>,
+    description: Option<String>,
+    avatar_url: Option<String>,
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrimaryAgentSpec {
+    email: String,
+    password: String,
+    agent_profile: AgentProfileSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HumanSpec {
+    email: String,
+    display_name: Option<String>,
+    role: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelSpec {
+    name: Option<String>,
+    topic: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BootstrapRequest {
+    primary_agent: PrimaryAgentSpec,
+    #[serde(default)]
+    agents: Vec<AgentProfileSpec>,
+    #[serde(default)]
+    humans: Vec<HumanSpec>,
+    default_channel: Option<ChannelSpec>,
+}
+
+/// Bounds a single call: a bootstrap is a team, not a bulk import.
+const MAX_AGENTS: usize = 100;
+const MAX_HUMANS: usize = 100;
+
+fn agent_spec(
+    problems: &mut Problems,
+    field: &str,
+    spec: &AgentProfileSpec,
+    names: &mut BTreeSet<String>,
+) -> Option<NewAgent> {
+    let slug = problems.check(AgentSlug::parse(&spec.name), &format!("{field}.name"));
+    if slug.is_some() && !names.insert(spec.name.clone()) {
+        problems.push(format!(
+            "{field}.name: {:?} appears more than once",
+            spec.name
+        ));
+    }
+    match spec.display_name.as_deref() {
+        None => problems.push(format!("{field}.display_name: is required")),
+        Some(name) => problems.length(&format!("{field}.display_name"), Some(name), 1, 255),
+    }
+    problems.length(
+        &format!("{field}.description"),
+        spec.description.as_deref(),
+        0,
+        2000,
+    );
+    problems.length(
+        &format!("{field}.avatar_url"),
+        spec.avatar_url.as_deref(),
+        1,
+        2048,
+    );
+    let mut agent = NewAgent::named(slug?, LifecycleState::Active);
+    agent.display_name = spec.display_name.clone();
+    agent.description = spec.description.clone();
+    let mut metadata = spec.metadata.clone().unwrap_or_default();
+    if let Some(avatar) = &spec.avatar_url {
+        metadata.insert("avatar_url".into(), json!(avatar));
+    }
+    agent.metadata = serde_json::Value::Object(metadata);
+    Some(agent)
+}
+
+fn channel_name_ok(name: &str) -> bool {
+    let length = name.chars().count();
+    (1..=100).contains(&length)
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ' ')
+}
+
+/// A fresh agent key: the plaintext for the response, the hash for the store.
+fn agent_key() -> (ApiKey, [u8; 32]) {
+    let key = ApiKey::mint(ApiKeyKind::Agent);
+    let hash = key.hash().0;
+    (key, hash)
+}
+
+async fn bootstrap(
+    state: web::Data<AppState>,
+    body: web::Json<BootstrapRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    // An instance that is bootstrapped says so before judging the request
+    // (its names would all be "taken").
+    if state
+        .store
+        .detached(async |store| store.instance().await)
+        .await?
+        .is_some()
+    {
+        return Err(already_bootstrapped());
+    }
+    // Every problem at once, before any write.
+    let mut problems = Problems::default();
+    let mut names = BTreeSet::new();
+    let primary_email = problems.check(
+        Email::parse(&body.primary_agent.email),
+        "primary_agent.email",
+    );
+    let password = problems.check(
+        Password::new(body.primary_agent.password.clone()),
+        "primary_agent.password",
+    );
+    let primary_agent = agent_spec(
+        &mut problems,
+        "primary_agent.agent_profile",
+        &body.primary_agent.agent_profile,
+        &mut names,
+    );
+    if body.agents.len() > MAX_AGENTS || body.humans.len() > MAX_HUMANS {
+        problems.push(format!(
+            "at most {MAX_AGENTS} agents and {MAX_HUMANS} humans per bootstrap"
+        ));
+    }
+    let agents: Vec<Option<NewAgent>> = body
+        .agents
+        .iter()
+        .enumerate()
+        .map(|(index, spec)| {
+            agent_spec(&mut problems, &format!("agents[{index}]"), spec, &mut names)
+        })
+        .collect();
+    let mut emails: BTreeSet<String> = primary_email
+        .iter()
+        .map(|email| email.to_string())
+        .collect();
+    let mut humans = Vec::new();
+    for (index, human) in body.humans.iter().enumerate() {
+        let field = format!("humans[{index}]");
+        let email = problems.check(Email::parse(&human.email), &format!("{field}.email"));
+        if let Some(email) = &email
+            && !emails.insert(email.to_string())
+        {
+            problems.push(format!("{field}.email: {email} appears more than once"));
+        }
+        let role = human.role.clone().unwrap_or_else(|| "member".into());
+        if role != "observer" && role != "member" {
+            problems.push(format!("{field}.role: must be observer or member"));
+        }
+        problems.length(
+            &format!("{field}.display_name"),
+            human.display_name.as_deref(),
+            1,
+            255,
+        );
+        if let Some(email) = email {
+            let display_name = human
+                .display_name
+                .clone()
+                .unwrap_or_else(|| email.to_string());
+            humans.push((email, display_name, role));
+        }
+    }
+    let channel = body.default_channel.unwrap_or_default();
+    let channel_name = channel.name.unwrap_or_else(|| "general".into());
+    if !channel_name_ok(&channel_name) {
+        problems.push(
+            "default_channel.name: letters, digits, hyphens and spaces, 1 to 100 characters".into(),
+        );
+    }
+    problems.length("default_channel.topic", channel.topic.as_deref(), 0, 1000);
+    // Names already taken in the instance (agents may exist before the
+    // first user does).
+    let existing = state
+        .store
+        .detached(async move |store| match store.instance_tenant().await? {
+            Some(tenant) => store.list_agents(tenant).await,
+            None => Ok(Vec::new()),
+        })
+        .await?;
+    let taken: Vec<_> = existing
+        .iter()
+        .filter(|agent| names.contains(agent.slug.as_str()))
+        .collect();
+    if !taken.is_empty() {
+        // A concurrent bootstrap may have just created them; its agents and
+        // its instance row commit together, so seeing one means seeing both.
+        if state
+            .store
+            .detached(async |store| store.instance().await)
+            .await?
+            .is_some()
+        {
+            return Err(already_bootstrapped());
+        }
+        for agent in taken {
+            problems.push(format!(
+                "agent name {} is already taken in this instance",
+                agent.slug
+            ));
+        }
+    }
+    problems.finish()?;
+    let (Some(primary_email), Some(password), Some(primary_agent)) =
+        (primary_email, password, primary_agent)
+    else {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "invalid bootstrap request",
+        ));
+    };
+    let agents: Vec<NewAgent> = agents.into_iter().flatten().collect();
+    let channel_name_out = channel_name.clone();
+
+    // Secrets are minted and hashed before the transaction, so it holds no
+    // lock while argon2 works.
+    let now = now();
+    let (primary_key, primary_hash) = agent_key();
+    let agent_keys: Vec<(ApiKey, [u8; 32])> = agents.iter().map(|_| agent_key()).collect();
+    let invites: Vec<String> = humans.iter().map(|_| mint_invite_token()).collect();
+    let spec = InstanceBootstrap {
+        primary_email,
+        primary_password_hash: hash_password(&password),
+        primary_agent: BootstrapAgent {
+            agent: primary_agent,
+            key_hash: primary_hash,
+        },
+        agents: agents
+            .into_iter()
+            .zip(&agent_keys)
+            .map(|(agent, (_, hash))| BootstrapAgent {
+                agent,
+                key_hash: *hash,
+            })
+            .collect(),
+        humans: humans
+            .into_iter()
+            .zip(&invites)
+            .map(|((email, display_name, role), token)| BootstrapHuman {
+                email,
+                display_name,
+                role,
+                invite_hash: hash_secret(token).0,
+                invite_expires_at: now + state.settings.invite_ttl,
+            })
+            .collect(),
+        channel_name,
+        channel_topic: channel.topic.clone(),
+    };
+    let created = state
+        .store
+        .detached(async move |store| store.bootstrap_instance(spec, now).await)
+        .await
+        .map_err(|error| match error {
+            StoreError::Conflict("instance") => already_bootstrapped(),
+            StoreError::Conflict(what) => {
+                ApiError::bad_request("invalid_request", format!("{what} is already taken"))
+            }
+            other => other.into(),
+        })?;
+    let (primary_record, primary_key_id) = &created.primary_agent;
+    let (jwt, _) = state
+        .mint(
+            Audience::Agent,
+            primary_record.id.as_uuid(),
+            created.tenant_id,
+            primary_record.credential_epoch,
+            now,
+            state.settings.session_token_ttl,
+        )
+        .ok_or_else(|| ApiError::unavailable("no signing key is loaded"))?;
+    let base = state.settings.public_url.trim_end_matches('/');
+    state.audit(
+        created.tenant_id,
+        agentry_store::NewAuditEvent {
+            actor: format!("agent:{}", primary_record.slug),
+            action: "instance.bootstrap".into(),
+            target: Some(format!("instance:{}", created.instance_id)),
+            outcome: "success".into(),
+            detail: json!({ "agents": created.agents.len() + 1, "humans": created.humans.len() }),
+        },
+    );
+    Ok(HttpResponse::Created().json(json!({
+        "primary_agent": {
+            "user_id": created.primary_user_id,
+            "agent_id": primary_record.id.to_string(),
+            "email": body.primary_agent.email.to_lowercase(),
+            "jwt_token": jwt,
+            "api_key": primary_key.expose(),
+            "api_key_id": primary_key_id,
+        },
+        "agents": created.agents.iter().zip(&agent_keys).map(|((agent, key_id), (key, _))| json!({
+            "agent_id": agent.id.to_string(),
+            "name": agent.slug.as_str(),
+            "display_name": agent.display_name,
+            "api_key": key.expose(),
+            "api_key_id": key_id,
+        })).collect::<Vec<_>>(),
+        "humans": created.humans.iter().zip(&invites).map(|((user_id, email), token)| json!({
+            "user_id": user_id,
+            "email": email.as_str(),
+            "invite_token": token,
+            "invite_url": format!("{base}/invite?token={token}"),
+        })).collect::<Vec<_>>(),
+        "channel": {
+            "channel_id": created.channel_id,
+            "name": channel_name_out,
+            "topic": channel.topic,
+            "members": created.members,
+        },
+        "instance_id": created.instance_id,
+    })))
+}
+
+fn already_bootstrapped() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "already_bootstrapped",
+        "this instance is already bootstrapped (it has users)",
+    )
+}
+
+async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let instance = state
+        .store
+        .detached(async |store| store.instance().await)
+        .await?;
+    Ok(HttpResponse::Ok().json(match instance {
+        Some((instance_id, _, at)) => json!({ "bootstrapped": true, "instance_id": instance_id, "bootstrapped_at": timestamp(at) }),
+        None => json!({ "bootstrapped": false }),
+    }))
+}
+
+/// A session for `user`, as login and invite acceptance answer.
+fn session(state: &AppState, user: &UserRecord) -> Result<HttpResponse, ApiError> {
+    let (jwt, expires_at) = state
+        .mint(
+            Audience::Session,
+            user.id,
+            user.tenant_id,
+            0,
+            now(),
+            state.settings.session_token_ttl,
+        )
+        .ok_or_else(|| ApiError::unavailable("no signing key is loaded"))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "user_id": user.id,
+        "email": user.email,
+        "display_name": user.display_name,
+        "jwt_token": jwt,
+        "expires_at": timestamp(expires_at),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcceptInvite {
+    token: String,
+    password: String,
+}
+
+async fn accept_invite(
+    state: web::Data<AppState>,
+    body: web::Json<AcceptInvite>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let password = Password::new(body.password)
+        .map_err(|error| ApiError::bad_request("invalid_password", error.to_string()))?;
+    let token_hash = hash_secret(&body.token).0;
+    let password_hash = hash_password(&password);
+    let accepted = state
+        .store
+        .detached(async move |store| store.accept_invite(&token_hash, password_hash, now()).await)
+        .await;
+    let user = match accepted {
+        Ok(user) => user,
+        Err(StoreError::Token(TokenError::Unknown)) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invite_not_found",
+                "no such invite",
+            ));
+        }
+        Err(StoreError::Token(TokenError::Expired)) => {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "invite_expired",
+                "this invite has expired; ask for a new one",
+            ));
+        }
+        Err(StoreError::Token(_)) => {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "invite_used",
+                "this invite has already been used",
+            ));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    session(&state, &user)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Login {
+    email: String,
+    password: String,
+}
+
+async fn login(
+    state: web::Data<AppState>,
+    body: web::Json<Login>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let refused =
+        || ApiError::unauthorized("invalid_credentials", "the e-mail or password is wrong");
+    let user = match Email::parse(&body.email) {
+        Ok(email) => {
+            state
+                .store
+                .detached(async move |store| match store.instance_tenant().await? {
+                    Some(tenant) => store.user_by_email(tenant, &email).await,
+                    None => Ok(None),
+                })
+                .await?
+        }
+        Err(_) => None,
+    };
+    // The same work whether or not the account exists: no enumeration by
+    // timing, and one message for every failure.
+    match user {
+        Some(user)
+            if user
+                .password_hash
+                .as_deref()
+                .is_some_and(|hash| verify_password(hash, &body.password)) =>
+        {
+            session(&state, &user)
+        }
+        Some(user) if user.password_hash.is_some() => Err(refused()),
+        _ => {
+            verify_password_for_unknown_account(&body.password);
+            Err(refused())
+        }
+    }
+}
+
+async fn channel(
+    state: web::Data<AppState>,
+    caller: Either<SessionPrincipal, AgentPrincipal>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: uuid::Uuid = path.parse().map_err(|_| ApiError::not_found("channel"))?;
+    let (tenant, user) = match caller {
+        Either::Left(session) => (session.tenant_id, Some(session.user_id)),
+        Either::Right(agent) => {
+            let (tenant, agent_id) = (agent.record().tenant_id, agent.record().id);
+            let user = state
+                .store
+                .detached(async move |store| store.user_of_agent(tenant, agent_id).await)
+                .await?;
+            (tenant, user.map(|user| user.id))
+        }
+    };
+    let found = state
+        .store
+        .detached(async move |store| store.channel(tenant, id).await)
+        .await?;
+    // Not a member reads the same as no such channel.
+    let channel = found
+        .filter(|channel| user.is_some_and(|user| channel.members.contains(&user)))
+        .ok_or_else(|| ApiError::not_found("channel"))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "channel_id": channel.id,
+        "name": channel.name,
+        "topic": channel.topic,
+        "members": channel.members,
+        "created_at": timestamp(channel.created_at),
+    })))
+}
+
+/// The page an invite URL opens: a plain form that posts the token and the
+/// new password to `/api/v1/invite/accept`.
+async fn invite_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("content-security-policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; form-action 'self'"))
+        .insert_header(("referrer-policy", "no-referrer"))
+        .body(INVITE_PAGE)
+}
+
+const INVITE_PAGE: &str = r#"<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Accept your Agentry invite</title>
+<style>body{font-family:sans-serif;max-width:28rem;margin:4rem auto}label,input,button{display:block;width:100%;margin:.5rem 0}</style></head>
+<body>
+<h1>Set your password</h1>
+<form id="accept">
+<label>Password (at least 12 characters)<input type="password" name="password" minlength="12" required autocomplete="new-password"></label>
+<button type="submit">Accept invite</button>
+</form>
+<p id="result" role="status"></p>
+<script>
+document.getElementById("accept").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const token = new URLSearchParams(location.search).get("token") || "";
+  const password = event.target.password.value;
+  const response = await fetch("/api/v1/invite/accept", {
+    method: "POST", headers: {"content-type": "application/json"},
+    body: JSON.stringify({token, password})
+  });
+  const body = await response.json();
+  document.getElementById("result").textContent = response.ok
+    ? "Welcome, " + body.email + ". You are signed in."
+    : (body.detail || "The invite could not be accepted.");
+});
+</script>
+</body>
+</html>
+"#;

@@ -1,0 +1,2 @@
+ALTER TABLE channels DROP COLUMN topic;
+DROP TABLE instance;
