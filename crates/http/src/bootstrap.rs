@@ -125,6 +125,14 @@ async fn run(state: &AppState, tenant: TenantId, new: NewAgent) -> Result<Outcom
     if let Err(refusal) = agent.lifecycle().bootstrap(now()) {
         return Err(refused(refusal));
     }
+    // A delegated child belongs to its parent: a provisioner key must not
+    // mint tokens for it.
+    if agent.parent_id.is_some() {
+        return Err(ApiError::forbidden(
+            "agent_not_bootstrappable",
+            "the agent was created by delegation; its parent holds its credentials",
+        ));
+    }
     ensure_limits_entry(state, tenant, &slug, budget_daily).await?;
     let (agent, _) = store
         .change_lifecycle(tenant, agent.id, |lifecycle| lifecycle.bootstrap(now()))
@@ -176,7 +184,11 @@ pub(crate) async fn respond(
     status: StatusCode,
     agent: &AgentRecord,
 ) -> Result<HttpResponse, ApiError> {
-    let limits = state.store.agent_limits(agent.tenant_id).await?;
+    let tenant = agent.tenant_id;
+    let limits = state
+        .store
+        .detached(async move |store| store.agent_limits(tenant).await)
+        .await?;
     let entry = limits.entries.get(&agent.slug.limits_key());
     let enforced = EnforcedLimits::enforce(
         agent.budget_daily,

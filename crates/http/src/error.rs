@@ -121,6 +121,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::NotFound(what) => ApiError::not_found(what),
+            StoreError::Refused(why) => ApiError::new(StatusCode::CONFLICT, "refused", why),
             StoreError::Conflict(what) => ApiError::new(
                 StatusCode::CONFLICT,
                 "conflict",

@@ -258,7 +258,7 @@ async fn verify_jwt(
     let claims = match verified {
         // A key we have not heard of may be a rotation whose announcement
         // has not reached us yet: reload once and try again.
-        Err(JwtError::UnknownKey) => {
+        Err(JwtError::UnknownKey) if state.keys.may_reload_for_unknown_kid(now) => {
             let store = state.store.clone();
             let keys = state.keys.clone();
             let reloaded = store

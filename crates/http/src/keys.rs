@@ -24,10 +24,16 @@ struct Loaded {
     ring: Arc<KeyRing>,
 }
 
+/// Least time between two reloads asked for by tokens naming an unknown
+/// key: anyone can send such a token, and a reload reads and unseals keys.
+const UNKNOWN_KID_RELOAD_INTERVAL: Duration = Duration::seconds(10);
+
 /// Shared by all workers; cheap to clone.
 #[derive(Clone)]
 pub struct Keys {
     master: MasterKey,
+    /// Unix time of the last reload an unknown `kid` triggered.
+    last_unknown_kid_reload: Arc<std::sync::atomic::AtomicI64>,
     /// Tokens live at most this long, so a key retired longer ago than this
     /// can have signed nothing still valid, and leaves the JWKS.
     max_token_lifetime: Duration,
@@ -95,6 +101,7 @@ impl Keys {
         let loaded = Self::read(store, &master, max_token_lifetime, now).await?;
         Ok(Self {
             master,
+            last_unknown_kid_reload: Arc::default(),
             max_token_lifetime,
             loaded: Arc::new(RwLock::new(loaded)),
         })
@@ -135,6 +142,19 @@ impl Keys {
             *slot = loaded;
         }
         Ok(())
+    }
+
+    /// Whether a token naming an unknown key may trigger a reload now; at
+    /// most one such reload per interval, whoever asks.
+    pub fn may_reload_for_unknown_kid(&self, now: OffsetDateTime) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = now.unix_timestamp();
+        let last = self.last_unknown_kid_reload.load(Ordering::Acquire);
+        now - last >= UNKNOWN_KID_RELOAD_INTERVAL.whole_seconds()
+            && self
+                .last_unknown_kid_reload
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
     }
 
     pub fn current(&self) -> Option<Arc<JwtSigningKey>> {

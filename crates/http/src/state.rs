@@ -2,7 +2,6 @@
 //! caches that keep the request guard cheap.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use agentry_auth::{Audience, Claims, JwtIssuer};
@@ -44,109 +43,107 @@ pub struct AgentSnapshot {
 /// store's change feed drops the ones a write made wrong.
 ///
 /// A loader notes `generation()` before reading the database and inserts
-/// only if no invalidation happened since, so a read that raced a revocation
-/// can never re-insert the pre-revocation state.
+/// only if no invalidation happened since. The check and the insert happen
+/// under the same lock the invalidation bumps the generation under, so a
+/// read that raced a revocation can never re-insert the pre-revocation
+/// state.
 #[derive(Debug, Default)]
 pub struct GuardCache {
-    generation: AtomicU64,
-    tokens: Mutex<HashMap<[u8; 32], Claims>>,
-    api_keys: Mutex<HashMap<[u8; 32], ApiKeyRecord>>,
-    agents: Mutex<HashMap<AgentId, Arc<AgentSnapshot>>>,
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    generation: u64,
+    tokens: HashMap<[u8; 32], Claims>,
+    api_keys: HashMap<[u8; 32], ApiKeyRecord>,
+    agents: HashMap<AgentId, Arc<AgentSnapshot>>,
 }
 
 /// Entries per map before it is simply emptied; keeps memory bounded under
 /// a flood of distinct credentials.
 const CACHE_LIMIT: usize = 100_000;
 
-fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, V>>, key: K, value: V) {
-    if let Ok(mut map) = map.lock() {
-        if map.len() >= CACHE_LIMIT {
-            map.clear();
-        }
-        map.insert(key, value);
+fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: V) {
+    if map.len() >= CACHE_LIMIT {
+        map.clear();
     }
+    map.insert(key, value);
 }
 
 impl GuardCache {
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+    fn with<T>(&self, f: impl FnOnce(&mut CacheInner) -> T) -> Option<T> {
+        self.inner.lock().ok().map(|mut inner| f(&mut inner))
     }
 
-    fn bump(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+    pub fn generation(&self) -> u64 {
+        self.with(|inner| inner.generation).unwrap_or(0)
     }
 
     pub fn token(&self, hash: &[u8; 32], now: OffsetDateTime) -> Option<Claims> {
-        let claims = self.tokens.lock().ok()?.get(hash).cloned()?;
+        let claims = self.with(|inner| inner.tokens.get(hash).cloned())??;
         // Past expiry the full check must run again to say why.
         (claims.exp + agentry_auth::LEEWAY.whole_seconds() >= now.unix_timestamp())
             .then_some(claims)
     }
 
     pub fn remember_token(&self, hash: [u8; 32], claims: Claims) {
-        insert_bounded(&self.tokens, hash, claims);
+        self.with(|inner| insert_bounded(&mut inner.tokens, hash, claims));
     }
 
     pub fn api_key(&self, hash: &[u8; 32]) -> Option<ApiKeyRecord> {
-        self.api_keys.lock().ok()?.get(hash).cloned()
+        self.with(|inner| inner.api_keys.get(hash).cloned())?
     }
 
     pub fn remember_api_key(&self, generation: u64, hash: [u8; 32], key: ApiKeyRecord) {
-        if self.generation() == generation {
-            insert_bounded(&self.api_keys, hash, key);
-        }
+        self.with(|inner| {
+            if inner.generation == generation {
+                insert_bounded(&mut inner.api_keys, hash, key);
+            }
+        });
     }
 
     pub fn agent(&self, id: AgentId) -> Option<Arc<AgentSnapshot>> {
-        self.agents.lock().ok()?.get(&id).cloned()
+        self.with(|inner| inner.agents.get(&id).cloned())?
     }
 
     pub fn remember_agent(&self, generation: u64, snapshot: Arc<AgentSnapshot>) {
-        if self.generation() == generation {
-            insert_bounded(&self.agents, snapshot.record.id, snapshot);
-        }
+        self.with(|inner| {
+            if inner.generation == generation {
+                insert_bounded(&mut inner.agents, snapshot.record.id, snapshot);
+            }
+        });
     }
 
     /// Forgets what `change` may have made wrong.
     pub fn invalidate(&self, change: Change) {
-        self.bump();
-        match change {
-            Change::Agent(id) => {
-                if let Ok(mut agents) = self.agents.lock() {
-                    agents.remove(&id);
+        self.with(|inner| {
+            inner.generation += 1;
+            match change {
+                Change::Agent(id) => {
+                    inner.agents.remove(&id);
+                    inner.api_keys.retain(|_, key| key.agent_id != Some(id));
                 }
-                if let Ok(mut keys) = self.api_keys.lock() {
-                    keys.retain(|_, key| key.agent_id != Some(id));
+                Change::ApiKey(id) => inner.api_keys.retain(|_, key| key.id != id),
+                Change::TenantLimits(tenant) => {
+                    inner
+                        .agents
+                        .retain(|_, agent| agent.record.tenant_id != tenant);
+                }
+                // Verified tokens stay verified when a key is retired (they
+                // keep their validity until expiry); new keys only add.
+                Change::SigningKeys => {}
+                Change::Resync => {
+                    inner.tokens.clear();
+                    inner.api_keys.clear();
+                    inner.agents.clear();
                 }
             }
-            Change::ApiKey(id) => {
-                if let Ok(mut keys) = self.api_keys.lock() {
-                    keys.retain(|_, key| key.id != id);
-                }
-            }
-            Change::TenantLimits(tenant) => {
-                if let Ok(mut agents) = self.agents.lock() {
-                    agents.retain(|_, agent| agent.record.tenant_id != tenant);
-                }
-            }
-            // Verified tokens stay verified when a key is retired (they keep
-            // their validity until expiry); new keys only add.
-            Change::SigningKeys => {}
-            Change::Resync => self.clear(),
-        }
+        });
     }
 
     pub fn clear(&self) {
-        self.bump();
-        if let Ok(mut tokens) = self.tokens.lock() {
-            tokens.clear();
-        }
-        if let Ok(mut keys) = self.api_keys.lock() {
-            keys.clear();
-        }
-        if let Ok(mut agents) = self.agents.lock() {
-            agents.clear();
-        }
+        self.invalidate(Change::Resync);
     }
 }
 
@@ -201,8 +198,11 @@ impl Sightings {
         }
     }
 
+    /// The pending sightings, in agent order: the batch locks rows, and
+    /// every transaction that locks several agents does it in id order.
     pub fn take(&self) -> Vec<(TenantId, AgentId, OffsetDateTime)> {
-        self.pending
+        let mut batch: Vec<_> = self
+            .pending
             .lock()
             .map(|mut pending| {
                 pending
@@ -210,7 +210,9 @@ impl Sightings {
                     .map(|(agent, (tenant, at))| (tenant, agent, at))
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        batch.sort_by_key(|(_, agent, _)| *agent);
+        batch
     }
 }
 

@@ -170,7 +170,7 @@ impl NewAgent {
     }
 }
 
-#[derive(Queryable, Selectable, Insertable, AsChangeset)]
+#[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = agents)]
 pub(crate) struct AgentRow {
     id: DbUuid,
@@ -396,6 +396,14 @@ impl Store {
             let target = agents::table
                 .filter(agents::tenant_id.eq(DbUuid(tenant.as_uuid())))
                 .filter(agents::slug.eq(slug.as_str()));
+            // Lock before reading (see change_lifecycle), and below write only
+            // the patched columns: a rewrite of the whole row could restore a
+            // lifecycle state or credential epoch that a concurrent
+            // termination just changed.
+            diesel::update(target)
+                .set(agents::credential_epoch.eq(agents::credential_epoch))
+                .execute(conn)
+                .await?;
             let row: Option<AgentRow> = target
                 .select(AgentRow::as_select())
                 .first(conn)
@@ -426,7 +434,16 @@ impl Store {
             }
             agent.updated_at = DbTime::new(now).get();
             diesel::update(target)
-                .set(&AgentRow::from(&agent))
+                .set((
+                    agents::display_name.eq(&agent.display_name),
+                    agents::owner_id.eq(&agent.owner_id),
+                    agents::cost_center.eq(&agent.cost_center),
+                    agents::budget_daily_micros.eq(agent.budget_daily.map(Money::micros)),
+                    agents::budget_monthly_micros.eq(agent.budget_monthly.map(Money::micros)),
+                    agents::role.eq(agent.role.as_str()),
+                    agents::metadata.eq(agent.metadata.to_string()),
+                    agents::updated_at.eq(DbTime::new(agent.updated_at)),
+                ))
                 .execute(conn)
                 .await?;
             conn.notify_change(Change::Agent(agent.id)).await?;
@@ -453,14 +470,32 @@ impl Store {
                 .first(conn)
                 .await
                 .optional()?;
-            let id = row.ok_or(StoreError::NotFound("agent"))?.id;
+            let row = row.ok_or(StoreError::NotFound("agent"))?;
+            let id = row.id;
+            if row.parent_id.is_some() {
+                // Its allocation must flow back to its parent first (reclaim
+                // it), or the parent's slice would stay committed forever.
+                let settled: i64 = crate::schema::ledger_entries::table
+                    .filter(crate::schema::ledger_entries::agent_id.eq(id))
+                    .filter(crate::schema::ledger_entries::kind.eq("refund_to_parent"))
+                    .count()
+                    .get_result(conn)
+                    .await?;
+                if settled == 0 {
+                    return Err(StoreError::Refused(
+                        "the agent holds budget delegated by its parent; reclaim it through its parent first",
+                    ));
+                }
+            }
             let children: i64 = agents::table
                 .filter(agents::parent_id.eq(id))
                 .count()
                 .get_result(conn)
                 .await?;
             if children > 0 {
-                return Err(StoreError::Conflict("an agent with sub-agents"));
+                return Err(StoreError::Refused(
+                    "the agent has sub-agents; reclaim or delete them first",
+                ));
             }
             diesel::delete(api_keys::table.filter(api_keys::agent_id.eq(id)))
                 .execute(conn)

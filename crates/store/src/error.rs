@@ -10,6 +10,10 @@ pub enum StoreError {
     Conflict(&'static str),
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The write would break an invariant the state of the data protects;
+    /// the message says which.
+    #[error("{0}")]
+    Refused(&'static str),
     /// An optimistic update lost its race every time it was tried.
     #[error("{what} changed concurrently {attempts} times; nothing was written")]
     ContentionExhausted { what: &'static str, attempts: u32 },

@@ -112,10 +112,17 @@ impl Store {
         Fut: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
-        self.runtime
-            .spawn(task(self.clone()))
-            .await
-            .map_err(|error| StoreError::Unavailable(format!("store task failed: {error}")))?
+        match self.runtime.spawn(task(self.clone())).await {
+            Ok(outcome) => outcome,
+            // A panic is a bug, not an outage: say so (500), do not invite
+            // the client to retry.
+            Err(error) if error.is_panic() => Err(StoreError::Corrupt(format!(
+                "a store task panicked: {error}"
+            ))),
+            Err(error) => Err(StoreError::Unavailable(format!(
+                "store task failed: {error}"
+            ))),
+        }
     }
 
     pub fn backend(&self) -> Backend {

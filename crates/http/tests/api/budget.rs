@@ -439,6 +439,13 @@ async fn delegation_slices_budget_and_reclaiming_returns_exactly_the_unspent_par
         let (_, limits) = get(&app, "/v1/agent/limits/me", Some(&parent)).await;
         assert_eq!(limits["limits"]["enforced_daily_remaining_usd"], 4.0);
 
+        // Its budget must flow back before it can go: no hard delete, and a
+        // provisioner cannot mint tokens for it.
+        let (admin, _) = api_key(&db.store, acme, ApiKeyKind::Tenant(ApiKeyRole::Admin), None).await;
+        let (status, body) = call(&app, Method::DELETE, "/v1/agent/profiles/child-worker-01", Some(admin.expose()), json!({})).await;
+        assert_eq!((status, body["code"].as_str()), (409, Some("refused")));
+        let (status, body) = call(&app, Method::POST, "/v1/agent/bootstrap", Some(provisioner.expose()), json!({ "agent_id": "child-worker-01" })).await;
+        assert_eq!((status, body["code"].as_str()), (403, Some("agent_not_bootstrappable")));
         let (status, listed) = get(&app, "/v1/agent/sub-agents", Some(&parent)).await;
         assert_eq!((status, &listed["total"]), (200, &json!(1)));
         assert_eq!(listed["sub_agents"][0]["agent_id"], "child-worker-01");

@@ -174,6 +174,23 @@ async fn profiles_are_created_listed_read_patched_and_deleted_by_role() {
             (200, &serde_json::Value::Null),
             "null clears"
         );
+        let (status, body) = call(
+            &app,
+            Method::PATCH,
+            "/v1/agent/profiles/my-agent-01",
+            Some(operator.expose()),
+            json!({ "budgetDailyUsd": null }),
+        )
+        .await;
+        assert_eq!(
+            (status, &body["profile"]["budgetDailyUsd"]),
+            (200, &serde_json::Value::Null)
+        );
+        // Cleared in the database, not only in the answer.
+        let (_, stored) = get(&app, "/v1/agent/profiles/my-agent-01", Some(admin.expose())).await;
+        assert_eq!(stored["profile"]["ownerId"], serde_json::Value::Null);
+        assert_eq!(stored["profile"]["budgetDailyUsd"], serde_json::Value::Null);
+        assert_eq!(stored["profile"]["displayName"], "New Name");
 
         let (status, _) = call(
             &app,
