@@ -5,7 +5,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use agentry_domain::{AgentSlug, LifecycleState, Money, Role};
-use agentry_lifecycle::TerminationReason;
+use agentry_lifecycle::{Access, RequestScope, TerminationReason};
 use agentry_store::{NewAgent, NewAuditEvent, StoreError, now};
 use serde::Deserialize;
 use serde_json::json;
@@ -14,7 +14,6 @@ use time::Duration;
 use crate::bootstrap::respond;
 use crate::error::ApiError;
 use crate::guard::AgentPrincipal;
-use crate::spend::enforced_limits;
 use crate::state::AppState;
 use crate::validate::Problems;
 use crate::wire::timestamp;
@@ -100,14 +99,24 @@ async fn delegate(
     child.expires_at = body.ttl_seconds.map(|ttl| now() + Duration::seconds(ttl));
     child.metadata = serde_json::Value::Object(metadata);
 
-    let limits = enforced_limits(&state, &parent).await?;
     let (tenant, parent_id) = (parent.tenant_id, parent.id);
     let created = state
         .store
         .detached(async move |store| {
             store
-                .create_delegated_agent(tenant, parent_id, child, now(), |account, child| {
-                    account.delegate(parent_id, child, allocation, &limits, now())
+                .create_delegated_agent(tenant, parent_id, child, now(), |view, child| {
+                    // Judged again under the parent's lock: a parent
+                    // suspended or terminated a moment ago cannot delegate.
+                    let parent = view.agent(parent_id)?;
+                    Access::for_agent(&parent.lifecycle(), now()).permits(RequestScope::Other)?;
+                    let limits = view.enforced(parent_id)?;
+                    Ok(view.account(parent_id)?.delegate(
+                        parent_id,
+                        child,
+                        allocation,
+                        &limits,
+                        now(),
+                    )?)
                 })
                 .await
         })

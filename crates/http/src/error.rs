@@ -122,6 +122,7 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::Refused(why) => ApiError::new(StatusCode::CONFLICT, "refused", why),
+            StoreError::Denied(denial) => crate::guard::denial_error(denial),
             StoreError::Conflict(what) => ApiError::new(
                 StatusCode::CONFLICT,
                 "conflict",

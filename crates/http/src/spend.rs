@@ -68,51 +68,40 @@ async fn account_holder(
     }
 }
 
-/// The limits the ledger enforces for `agent` right now.
-pub(crate) async fn enforced_limits(
-    state: &AppState,
-    agent: &AgentRecord,
-) -> Result<EnforcedLimits, StoreError> {
-    let tenant = agent.tenant_id;
-    let limits = state
-        .store
-        .detached(async move |store| store.agent_limits(tenant).await)
-        .await?;
-    let entry = limits.entries.get(&agent.slug.limits_key());
-    Ok(EnforcedLimits::enforce(
-        agent.budget_daily,
-        agent.budget_monthly,
-        entry.and_then(|entry| entry.max_budget),
-        entry.and_then(|entry| entry.max_requests_per_minute),
-    ))
-}
-
 /// Appends the one entry `decide` (a ledger operation) makes on `agent`'s
-/// account, inside the agent's ledger transaction, and returns the account
-/// as it is afterwards.
+/// account. Inside the agent's ledger transaction, under its lock, the
+/// lifecycle is checked again and the limits are read: a suspension or a
+/// lowered limit committed a moment ago always counts. Returns the account
+/// as it is afterwards and the limits that applied.
 async fn move_money<F>(
     state: &AppState,
     agent: &AgentRecord,
     key: Option<String>,
     decide: F,
-) -> Result<Account, StoreError>
+) -> Result<(Account, EnforcedLimits), StoreError>
 where
-    F: FnOnce(&Account) -> Result<Entry, LedgerError> + Send + 'static,
+    F: FnOnce(&Account, &EnforcedLimits) -> Result<Entry, LedgerError> + Send + 'static,
 {
     let (tenant, id) = (agent.tenant_id, agent.id);
     state
         .store
         .detached(async move |store| {
-            store
-                .ledger_transaction(tenant, &[id], |accounts| {
-                    let entry = decide(&accounts[&id])?;
-                    Ok(Appends {
+            let (_, outcome) = store
+                .ledger_decision(tenant, &[id], |view| {
+                    let record = view.agent(id)?;
+                    Access::for_agent(&record.lifecycle(), now()).permits(RequestScope::Other)?;
+                    let limits = view.enforced(id)?;
+                    let mut account = view.account(id)?.clone();
+                    let entry = decide(&account, &limits)?;
+                    account.record(&entry)?;
+                    let appends = Appends {
                         entries: vec![(id, entry)],
                         idempotency_key: key,
-                    })
+                    };
+                    Ok((appends, (account, limits)))
                 })
                 .await?;
-            store.account(tenant, id).await
+            Ok(outcome)
         })
         .await
 }
@@ -163,23 +152,32 @@ async fn spend(
         ));
     }
     let agent = account_holder(&state, &caller, body.agent_id.as_deref()).await?;
-    let limits = enforced_limits(&state, &agent).await?;
     let amount = body.amount_usd;
-    let recorded = move_money(&state, &agent, body.idempotency_key, move |account| {
-        account.spend(amount, &limits, now())
-    })
+    let recorded = move_money(
+        &state,
+        &agent,
+        body.idempotency_key,
+        move |account, limits| account.spend(amount, limits, now()),
+    )
     .await;
-    let (replay, account) =
+    let (replay, (account, limits)) =
         match recorded {
-            Ok(account) => (false, account),
+            Ok(moved) => (false, moved),
             // The same idempotency key again: already recorded once.
             Err(StoreError::Conflict("ledger entry")) => {
                 let (tenant, id) = (agent.tenant_id, agent.id);
-                let account = state
+                let current = state
                     .store
-                    .detached(async move |store| store.account(tenant, id).await)
+                    .detached(async move |store| {
+                        let agent = store
+                            .find_agent(tenant, id)
+                            .await?
+                            .ok_or(StoreError::NotFound("agent"))?;
+                        let limits = store.agent_limits(tenant).await?.enforced_for(&agent);
+                        Ok((store.account(tenant, id).await?, limits))
+                    })
                     .await?;
-                (true, account)
+                (true, current)
             }
             Err(error) => {
                 if matches!(
@@ -232,12 +230,14 @@ async fn hold(
         ));
     }
     let agent = account_holder(&state, &caller, body.agent_id.as_deref()).await?;
-    let limits = enforced_limits(&state, &agent).await?;
     let (amount, hold) = (body.amount_usd, HoldId(uuid::Uuid::now_v7()));
     let expires_at = now() + Duration::seconds(ttl);
-    let account = move_money(&state, &agent, body.idempotency_key, move |account| {
-        account.hold(hold, amount, expires_at, &limits, now())
-    })
+    let (account, limits) = move_money(
+        &state,
+        &agent,
+        body.idempotency_key,
+        move |account, limits| account.hold(hold, amount, expires_at, limits, now()),
+    )
     .await?;
     let mut body = figures(&agent, &account, &limits);
     body["hold_id"] = json!(hold.0.to_string());
@@ -290,9 +290,8 @@ async fn capture(
     body: web::Json<CaptureRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (agent, hold) = held_by(&state, &caller, &path).await?;
-    let limits = enforced_limits(&state, &agent).await?;
     let amount = body.amount_usd;
-    let account = move_money(&state, &agent, None, move |account| {
+    let (account, limits) = move_money(&state, &agent, None, move |account, _| {
         account.capture(hold, amount, now())
     })
     .await?;
@@ -326,8 +325,7 @@ async fn release(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let (agent, hold) = held_by(&state, &caller, &path).await?;
-    let limits = enforced_limits(&state, &agent).await?;
-    let account = move_money(&state, &agent, None, move |account| {
+    let (account, limits) = move_money(&state, &agent, None, move |account, _| {
         account.release(hold, now())
     })
     .await?;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use agentry_domain::{AgentId, LifecycleState, Money, TenantId};
-use agentry_ledger::{Account, Entry, LedgerError};
+use agentry_ledger::Entry;
 use agentry_lifecycle::TerminationReason;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -14,7 +14,8 @@ use time::OffsetDateTime;
 use crate::agents::{AgentRecord, AgentRow, NewAgent, persist_lifecycle};
 use crate::changes::Change;
 use crate::db::{read, write_tx};
-use crate::ledger::{append_entries, load_accounts};
+use crate::ledger::{LedgerView, append_entries, load_accounts, load_agents};
+use crate::limits::load_limits;
 use crate::schema::agents;
 use crate::types::{DbTime, DbUuid};
 use crate::{Store, StoreError, new_id};
@@ -33,9 +34,10 @@ pub struct Reclaimed {
 
 impl Store {
     /// Creates `child` under `parent` and slices its budget from the parent
-    /// in one transaction: `decide` (the ledger's `delegate`) sees the
-    /// parent's account and the child's new id, and either both the agent
-    /// and the transfer are written or neither is. A taken slug is
+    /// in one transaction: `decide` sees the parent's account, record and
+    /// limits as they are under its lock, and the child's new id; it checks
+    /// the parent may delegate and returns the ledger's transfer. Either both
+    /// the agent and the transfer are written or neither is. A taken slug is
     /// `Conflict("agent")`.
     pub async fn create_delegated_agent<F>(
         &self,
@@ -46,15 +48,21 @@ impl Store {
         decide: F,
     ) -> Result<AgentRecord, StoreError>
     where
-        F: FnOnce(&Account, AgentId) -> Result<(Entry, Entry), LedgerError> + Send,
+        F: FnOnce(&LedgerView, AgentId) -> Result<(Entry, Entry), StoreError> + Send,
     {
         child.parent_id = Some(parent);
         let record = AgentRecord::new(tenant, AgentId::from_uuid(new_id()), child, now);
         let row = AgentRow::from(&record);
         write_tx!(self, |conn| {
             let (accounts, mut next_seq) = load_accounts!(conn, tenant, [parent]);
-            let parent_account = accounts.get(&parent).ok_or(StoreError::NotFound("agent"))?;
-            let (slice, allocation) = decide(parent_account, record.id)?;
+            let agents = load_agents!(conn, tenant, [parent]);
+            let limits = load_limits!(conn, tenant);
+            let view = LedgerView {
+                accounts,
+                agents,
+                limits,
+            };
+            let (slice, allocation) = decide(&view, record.id)?;
             diesel::insert_into(agents::table)
                 .values(&row)
                 .execute(conn)

@@ -17,6 +17,10 @@ pub enum StoreError {
     /// An optimistic update lost its race every time it was tried.
     #[error("{what} changed concurrently {attempts} times; nothing was written")]
     ContentionExhausted { what: &'static str, attempts: u32 },
+    /// The agent's lifecycle forbids what was asked (suspended, terminated,
+    /// quarantined...), as judged inside the transaction.
+    #[error(transparent)]
+    Denied(#[from] agentry_lifecycle::Denial),
     /// The ledger refused the operation (insufficient budget and friends).
     #[error(transparent)]
     Ledger(#[from] agentry_ledger::LedgerError),

@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 
 use agentry_domain::{AgentId, Money, TenantId};
-use agentry_ledger::{Account, Entry, EntryKind, HoldId, LedgerError};
+use agentry_ledger::{Account, EnforcedLimits, Entry, EntryKind, HoldId, LedgerError};
+
+use crate::agents::AgentRecord;
+use crate::limits::{AgentLimits, load_limits};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
@@ -205,6 +208,54 @@ pub(crate) use {append_entries, load_accounts};
 /// The next sequence number of each locked agent's entries.
 pub(crate) type NextSeq = BTreeMap<AgentId, i64>;
 
+/// Inside a transaction, after `load_accounts!` locked them: the records of
+/// the agents `$ids`, by id.
+macro_rules! load_agents {
+    ($conn:ident, $tenant:expr, $ids:expr) => {{
+        let ids: Vec<$crate::types::DbUuid> = $ids
+            .iter()
+            .map(|id| $crate::types::DbUuid(id.as_uuid()))
+            .collect();
+        let rows: Vec<$crate::agents::AgentRow> = $crate::schema::agents::table
+            .filter($crate::schema::agents::tenant_id.eq($crate::types::DbUuid($tenant.as_uuid())))
+            .filter($crate::schema::agents::id.eq_any(ids))
+            .select($crate::agents::AgentRow::as_select())
+            .load($conn)
+            .await?;
+        let mut agents = BTreeMap::new();
+        for row in rows {
+            let record = $crate::agents::AgentRecord::try_from(row)?;
+            agents.insert(record.id, record);
+        }
+        agents
+    }};
+}
+
+pub(crate) use load_agents;
+
+/// What a ledger decision sees, all read inside its transaction.
+#[derive(Debug)]
+pub struct LedgerView {
+    pub accounts: Accounts,
+    pub agents: BTreeMap<AgentId, AgentRecord>,
+    pub limits: AgentLimits,
+}
+
+impl LedgerView {
+    pub fn account(&self, id: AgentId) -> Result<&Account, StoreError> {
+        self.accounts.get(&id).ok_or(StoreError::NotFound("agent"))
+    }
+
+    pub fn agent(&self, id: AgentId) -> Result<&AgentRecord, StoreError> {
+        self.agents.get(&id).ok_or(StoreError::NotFound("agent"))
+    }
+
+    /// The limits enforced on `id` right now.
+    pub fn enforced(&self, id: AgentId) -> Result<EnforcedLimits, StoreError> {
+        Ok(self.limits.enforced_for(self.agent(id)?))
+    }
+}
+
 /// The accounts a ledger decision may look at, by agent.
 pub type Accounts = BTreeMap<AgentId, Account>;
 
@@ -259,10 +310,37 @@ impl Store {
     where
         F: FnOnce(&Accounts) -> Result<Appends, LedgerError> + Send,
     {
+        self.ledger_decision(tenant, agent_ids, |view| Ok((decide(&view.accounts)?, ())))
+            .await
+            .map(|(appends, ())| appends)
+    }
+
+    /// Like [`Store::ledger_transaction`], but the decision also sees the
+    /// locked agents' records and the tenant's agent-limits map as they are
+    /// inside the transaction, so a suspension or a lowered limit committed
+    /// a moment earlier is always seen (no check-then-act gap). The decision
+    /// may hand back a value of its own along with what to append.
+    pub async fn ledger_decision<F, T>(
+        &self,
+        tenant: TenantId,
+        agent_ids: &[AgentId],
+        decide: F,
+    ) -> Result<(Appends, T), StoreError>
+    where
+        F: FnOnce(&LedgerView) -> Result<(Appends, T), StoreError> + Send,
+        T: Send,
+    {
         let ids: Vec<AgentId> = agent_ids.to_vec();
         write_tx!(self, |conn| {
             let (accounts, mut next_seq) = load_accounts!(conn, tenant, &ids);
-            let appends = decide(&accounts)?;
+            let agents = load_agents!(conn, tenant, &ids);
+            let limits = load_limits!(conn, tenant);
+            let view = LedgerView {
+                accounts,
+                agents,
+                limits,
+            };
+            let (appends, value) = decide(&view)?;
             append_entries!(
                 conn,
                 tenant,
@@ -270,7 +348,7 @@ impl Store {
                 &appends.entries,
                 appends.idempotency_key.clone()
             );
-            Ok::<_, StoreError>(appends)
+            Ok::<_, StoreError>((appends, value))
         })
     }
 

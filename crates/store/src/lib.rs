@@ -44,7 +44,7 @@ pub use instance::{
     BootstrapAgent, BootstrapHuman, ChannelRecord, InstanceBootstrap, InstanceBootstrapped,
     UserRecord,
 };
-pub use ledger::{Accounts, Appends};
+pub use ledger::{Accounts, Appends, LedgerView};
 pub use limits::{AgentLimitEntry, AgentLimits, LIMITS_ATTEMPTS};
 pub use migrations::{MigrationStatus, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 pub use signing_keys::SigningKeyRecord;

@@ -35,16 +35,48 @@ pub struct AgentLimits {
     pub version: i64,
 }
 
+impl AgentLimits {
+    /// What is enforced on `agent`: its profile budgets capped by its entry
+    /// here (DESIGN.md §2), with the default rpm when the entry says none.
+    pub fn enforced_for(&self, agent: &crate::AgentRecord) -> agentry_ledger::EnforcedLimits {
+        let entry = self.entries.get(&agent.slug.limits_key());
+        agentry_ledger::EnforcedLimits::enforce(
+            agent.budget_daily,
+            agent.budget_monthly,
+            entry.and_then(|entry| entry.max_budget),
+            entry.and_then(|entry| entry.max_requests_per_minute),
+        )
+    }
+}
+
+/// Inside a transaction: the tenant's agent-limits map (empty, version 0,
+/// when never written).
+macro_rules! load_limits {
+    ($conn:ident, $tenant:expr) => {{
+        let row: Option<$crate::limits::AgentLimitsRow> = $crate::schema::agent_limits::table
+            .find($crate::types::DbUuid($tenant.as_uuid()))
+            .select($crate::limits::AgentLimitsRow::as_select())
+            .first($conn)
+            .await
+            .optional()?;
+        row.map($crate::limits::parse)
+            .transpose()?
+            .unwrap_or_default()
+    }};
+}
+
+pub(crate) use load_limits;
+
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = agent_limits)]
-struct AgentLimitsRow {
+pub(crate) struct AgentLimitsRow {
     tenant_id: DbUuid,
     document: String,
     version: i64,
     updated_at: DbTime,
 }
 
-fn parse(row: AgentLimitsRow) -> Result<AgentLimits, StoreError> {
+pub(crate) fn parse(row: AgentLimitsRow) -> Result<AgentLimits, StoreError> {
     let entries = serde_json::from_str(&row.document)
         .map_err(|error| StoreError::Corrupt(format!("agent_limits document: {error}")))?;
     Ok(AgentLimits {

@@ -756,8 +756,10 @@ async fn reclaiming_a_child_returns_exactly_its_unspent_budget_through_the_tree(
             child.budget_daily = Some(usd(amount));
             let (amount, limits) = (usd(amount), limits(daily));
             store
-                .create_delegated_agent(acme, from, child, now(), |account, child| {
-                    account.delegate(from, child, amount, &limits, now())
+                .create_delegated_agent(acme, from, child, now(), |view, child| {
+                    Ok(view
+                        .account(from)?
+                        .delegate(from, child, amount, &limits, now())?)
                 })
                 .await
         };
