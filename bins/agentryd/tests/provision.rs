@@ -1,0 +1,192 @@
+//! Seed 002 end to end against the real binary: start `agentryd` on a
+//! temporary SQLite file and a free port, run `examples/provision.py` with
+//! python3, then accept an invite through the returned URL, log in, and use
+//! one of the returned agent keys.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// The server, killed when the test ends however it ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns status and body.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to agentryd");
+    let payload = body.map(|body| body.to_string()).unwrap_or_default();
+    let auth = bearer
+        .map(|token| format!("authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\n\r\n{payload}",
+        payload.len()
+    )
+    .expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    // Bodies are small and not chunked here (actix sends content-length).
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[test]
+fn provision_py_bootstraps_a_real_server_and_its_credentials_work() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agentryd"))
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("agentry.db").display()),
+        )
+        .env("AGENTRY_MASTER_KEY_FILE", dir.path().join("agentry.key"))
+        .env("AGENTRY_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+        .env_remove("AGENTRY_MASTER_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start agentryd");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let server = Server(child);
+    // Wait for the line that says it listens: an event, not a sleep.
+    let mut lines = BufReader::new(stderr).lines();
+    let listening = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.contains("agentryd: listening on"));
+    assert!(listening, "agentryd exited before listening");
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/provision.py");
+    let out = dir.path().join("instance-credentials.json");
+    let provisioned = Command::new("python3")
+        .arg(&script)
+        .args(["--url", &format!("http://127.0.0.1:{port}"), "--out"])
+        .arg(&out)
+        .output()
+        .expect("python3 runs (it is on every supported machine)");
+    let stdout = String::from_utf8_lossy(&provisioned.stdout);
+    assert!(
+        provisioned.status.success(),
+        "provision.py failed: {stdout}{}",
+        String::from_utf8_lossy(&provisioned.stderr)
+    );
+    assert!(stdout.contains("Instance bootstrapped."), "{stdout}");
+
+    let credentials: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("credentials written"))
+            .expect("credentials are JSON");
+    assert!(
+        !stdout.contains(credentials["primary_agent"]["api_key"].as_str().unwrap()),
+        "the script never prints a key"
+    );
+
+    // A human follows the invite URL's token, sets a password, logs in.
+    let invite_url = credentials["humans"][0]["invite_url"].as_str().unwrap();
+    let token = invite_url
+        .split_once("token=")
+        .map(|(_, token)| token)
+        .unwrap();
+    assert!(invite_url.starts_with(&format!("http://127.0.0.1:{port}/invite?token=")));
+    let (status, page) = http(port, "GET", &format!("/invite?token={token}"), None, None);
+    assert_eq!(
+        (status, page),
+        (200, serde_json::Value::Null),
+        "the invite page is HTML"
+    );
+    let password = "correct horse battery staple";
+    let (status, accepted) = http(
+        port,
+        "POST",
+        "/api/v1/invite/accept",
+        None,
+        Some(&serde_json::json!({ "token": token, "password": password })),
+    );
+    assert_eq!(status, 200, "{accepted}");
+    let (status, session) = http(
+        port,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(&serde_json::json!({ "email": "human@example.com", "password": password })),
+    );
+    assert_eq!(status, 200, "{session}");
+    let channel = format!(
+        "/api/v1/channels/{}",
+        credentials["channel"]["channel_id"].as_str().unwrap()
+    );
+    let (status, read) = http(port, "GET", &channel, session["jwt_token"].as_str(), None);
+    assert_eq!(
+        (status, &read["name"]),
+        (200, &serde_json::json!("team-chat"))
+    );
+
+    // The returned agent keys and the primary agent's token work.
+    let (status, me) = http(
+        port,
+        "GET",
+        "/v1/agent/status",
+        credentials["agents"][0]["api_key"].as_str(),
+        None,
+    );
+    assert_eq!(
+        (status, &me["profile"]["agentId"]),
+        (200, &serde_json::json!("worker-1"))
+    );
+    let (status, me) = http(
+        port,
+        "GET",
+        "/v1/agent/profiles/me",
+        credentials["primary_agent"]["jwt_token"].as_str(),
+        None,
+    );
+    assert_eq!(
+        (status, &me["profile"]["agentId"]),
+        (200, &serde_json::json!("coordinator"))
+    );
+
+    // A second run is refused: the instance is bootstrapped once.
+    let again = Command::new("python3")
+        .arg(&script)
+        .args(["--url", &format!("http://127.0.0.1:{port}"), "--out"])
+        .arg(dir.path().join("again.json"))
+        .output()
+        .expect("python3 runs");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already_bootstrapped"));
+    drop(server);
+}
