@@ -88,6 +88,46 @@ async fn no_key_or_token_appears_in_the_logs() {
     )
     .await;
 
+    // A seed 002 instance bootstrap, an invite accepted, a login.
+    let instance = serde_json::json!({
+        "primary_agent": {
+            "email": "admin@example.com",
+            "password": "primary password that must not leak",
+            "agent_profile": { "name": "coordinator", "display_name": "Coordinator" }
+        },
+        "humans": [{ "email": "human@example.com" }]
+    });
+    let (status, provisioned) = call(&app, Method::POST, "/api/v1/bootstrap", None, instance).await;
+    assert_eq!(status, 201, "{provisioned}");
+    let invite = provisioned["humans"][0]["invite_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let human_password = "human password that must not leak";
+    call(
+        &app,
+        Method::POST,
+        "/api/v1/invite/accept",
+        None,
+        serde_json::json!({ "token": invite, "password": human_password }),
+    )
+    .await;
+    call(&app, Method::POST, "/api/v1/auth/login", None, serde_json::json!({ "email": "human@example.com", "password": "wrong password, also secret" })).await;
+    let primary_key = provisioned["primary_agent"]["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stored = db
+        .store
+        .user_by_email(acme, &"human@example.com".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        stored.password_hash.unwrap().starts_with("$argon2id$"),
+        "passwords are stored as argon2id"
+    );
+
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(!logs.is_empty(), "the capture works: something was logged");
     let signature = token.rsplit('.').next().unwrap();
@@ -98,6 +138,14 @@ async fn no_key_or_token_appears_in_the_logs() {
         ("admin key", admin.expose()),
         ("provisioner key", provisioner.expose()),
         ("bootstrap token", bootstrap_jwt.as_str()),
+        (
+            "primary agent password",
+            "primary password that must not leak",
+        ),
+        ("human password", human_password),
+        ("failed password", "wrong password, also secret"),
+        ("invite token", invite.as_str()),
+        ("primary agent key", primary_key.as_str()),
     ] {
         assert!(!logs.contains(secret), "the {what} appears in the logs");
     }
