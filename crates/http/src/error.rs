@@ -123,6 +123,11 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::Refused(why) => ApiError::new(StatusCode::CONFLICT, "refused", why),
             StoreError::Denied(denial) => crate::guard::denial_error(denial),
+            StoreError::Replayed(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_mismatch",
+                "this idempotency_key was already used",
+            ),
             StoreError::Conflict(what) => ApiError::new(
                 StatusCode::CONFLICT,
                 "conflict",

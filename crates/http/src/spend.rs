@@ -3,6 +3,7 @@
 //! learned later. Every decision is the ledger's, inside one transaction
 //! per agent, so concurrent spenders can never pass the enforced limits.
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use agentry_auth::Permission;
 use agentry_domain::{AgentSlug, Money};
@@ -86,8 +87,9 @@ where
     state
         .store
         .detached(async move |store| {
+            let replay = key.clone().map(|key| (id, key));
             let (_, outcome) = store
-                .ledger_decision(tenant, &[id], |view| {
+                .ledger_decision(tenant, &[id], replay, |view| {
                     let record = view.agent(id)?;
                     Access::for_agent(&record.lifecycle(), now()).permits(RequestScope::Other)?;
                     let limits = view.enforced(id)?;
@@ -102,6 +104,33 @@ where
                 })
                 .await?;
             Ok(outcome)
+        })
+        .await
+}
+
+fn idempotency_mismatch() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "idempotency_mismatch",
+        "this idempotency_key was already used for a different request",
+    )
+}
+
+/// The account and limits of `agent` as they are now, outside any decision.
+async fn current_figures(
+    state: &AppState,
+    agent: &AgentRecord,
+) -> Result<(Account, EnforcedLimits), StoreError> {
+    let (tenant, id) = (agent.tenant_id, agent.id);
+    state
+        .store
+        .detached(async move |store| {
+            let agent = store
+                .find_agent(tenant, id)
+                .await?
+                .ok_or(StoreError::NotFound("agent"))?;
+            let limits = store.agent_limits(tenant).await?.enforced_for(&agent);
+            Ok((store.account(tenant, id).await?, limits))
         })
         .await
 }
@@ -160,41 +189,37 @@ async fn spend(
         move |account, limits| account.spend(amount, limits, now()),
     )
     .await;
-    let (replay, (account, limits)) =
-        match recorded {
-            Ok(moved) => (false, moved),
-            // The same idempotency key again: already recorded once.
-            Err(StoreError::Conflict("ledger entry")) => {
-                let (tenant, id) = (agent.tenant_id, agent.id);
-                let current = state
-                    .store
-                    .detached(async move |store| {
-                        let agent = store
-                            .find_agent(tenant, id)
-                            .await?
-                            .ok_or(StoreError::NotFound("agent"))?;
-                        let limits = store.agent_limits(tenant).await?.enforced_for(&agent);
-                        Ok((store.account(tenant, id).await?, limits))
-                    })
-                    .await?;
-                (true, current)
+    let (replay, (account, limits)) = match recorded {
+        Ok(moved) => (false, moved),
+        // The same idempotency key again: already recorded once. The
+        // same request gets the figures as they are now; a different one
+        // under the same key is a client bug worth telling.
+        Err(StoreError::Replayed(earlier)) => {
+            if !matches!(earlier.kind, EntryKind::Spend { amount: recorded } if recorded == amount)
+            {
+                return Err(idempotency_mismatch());
             }
-            Err(error) => {
-                if matches!(
-                    error,
-                    StoreError::Ledger(LedgerError::InsufficientBudget { .. })
-                ) {
-                    state.audit(agent.tenant_id, agentry_store::NewAuditEvent {
-                    actor: format!("agent:{}", agent.slug),
-                    action: "budget.spend".into(),
-                    target: Some(format!("agent:{}", agent.slug)),
-                    outcome: "denied".into(),
-                    detail: json!({ "reason": "insufficient_budget", "amount_usd": amount }),
-                });
-                }
-                return Err(error.into());
+            (true, current_figures(&state, &agent).await?)
+        }
+        Err(error) => {
+            if matches!(
+                error,
+                StoreError::Ledger(LedgerError::InsufficientBudget { .. })
+            ) {
+                state.audit(
+                    agent.tenant_id,
+                    agentry_store::NewAuditEvent {
+                        actor: format!("agent:{}", agent.slug),
+                        action: "budget.spend".into(),
+                        target: Some(format!("agent:{}", agent.slug)),
+                        outcome: "denied".into(),
+                        detail: json!({ "reason": "insufficient_budget", "amount_usd": amount }),
+                    },
+                );
             }
-        };
+            return Err(error.into());
+        }
+    };
     let mut body = figures(&agent, &account, &limits);
     body["spent_usd"] = json!(amount);
     body["idempotent_replay"] = json!(replay);
@@ -232,18 +257,36 @@ async fn hold(
     let agent = account_holder(&state, &caller, body.agent_id.as_deref()).await?;
     let (amount, hold) = (body.amount_usd, HoldId(uuid::Uuid::now_v7()));
     let expires_at = now() + Duration::seconds(ttl);
-    let (account, limits) = move_money(
+    let held = move_money(
         &state,
         &agent,
         body.idempotency_key,
         move |account, limits| account.hold(hold, amount, expires_at, limits, now()),
     )
-    .await?;
+    .await;
+    let (status, hold, expires_at, (account, limits)) = match held {
+        Ok(moved) => (StatusCode::CREATED, hold, expires_at, moved),
+        // A retried hold answers with the hold it already made.
+        Err(StoreError::Replayed(earlier)) => match earlier.kind {
+            EntryKind::Hold {
+                hold,
+                amount: recorded,
+                expires_at,
+            } if recorded == amount => (
+                StatusCode::OK,
+                hold,
+                expires_at,
+                current_figures(&state, &agent).await?,
+            ),
+            _ => return Err(idempotency_mismatch()),
+        },
+        Err(error) => return Err(error.into()),
+    };
     let mut body = figures(&agent, &account, &limits);
     body["hold_id"] = json!(hold.0.to_string());
     body["amount_usd"] = json!(amount);
     body["expires_at"] = json!(timestamp(expires_at));
-    Ok(HttpResponse::Created().json(body))
+    Ok(HttpResponse::build(status).json(body))
 }
 
 /// The hold named in the path, owned by an agent the caller may act for.

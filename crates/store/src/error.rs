@@ -21,6 +21,9 @@ pub enum StoreError {
     /// quarantined...), as judged inside the transaction.
     #[error(transparent)]
     Denied(#[from] agentry_lifecycle::Denial),
+    /// The idempotency key was used before; this is the entry it recorded.
+    #[error("this request was already recorded")]
+    Replayed(Box<agentry_ledger::Entry>),
     /// The ledger refused the operation (insufficient budget and friends).
     #[error(transparent)]
     Ledger(#[from] agentry_ledger::LedgerError),

@@ -310,9 +310,11 @@ impl Store {
     where
         F: FnOnce(&Accounts) -> Result<Appends, LedgerError> + Send,
     {
-        self.ledger_decision(tenant, agent_ids, |view| Ok((decide(&view.accounts)?, ())))
-            .await
-            .map(|(appends, ())| appends)
+        self.ledger_decision(tenant, agent_ids, None, |view| {
+            Ok((decide(&view.accounts)?, ()))
+        })
+        .await
+        .map(|(appends, ())| appends)
     }
 
     /// Like [`Store::ledger_transaction`], but the decision also sees the
@@ -320,10 +322,16 @@ impl Store {
     /// inside the transaction, so a suspension or a lowered limit committed
     /// a moment earlier is always seen (no check-then-act gap). The decision
     /// may hand back a value of its own along with what to append.
+    ///
+    /// With `replay` (an agent and an idempotency key), an entry already
+    /// recorded under that key is found before anything is decided and
+    /// comes back as `StoreError::Replayed`, so a retry is recognised even
+    /// when the original used up the budget.
     pub async fn ledger_decision<F, T>(
         &self,
         tenant: TenantId,
         agent_ids: &[AgentId],
+        replay: Option<(AgentId, String)>,
         decide: F,
     ) -> Result<(Appends, T), StoreError>
     where
@@ -333,6 +341,19 @@ impl Store {
         let ids: Vec<AgentId> = agent_ids.to_vec();
         write_tx!(self, |conn| {
             let (accounts, mut next_seq) = load_accounts!(conn, tenant, &ids);
+            if let Some((agent, key)) = &replay {
+                let earlier: Option<EntryRow> = ledger_entries::table
+                    .filter(ledger_entries::tenant_id.eq(DbUuid(tenant.as_uuid())))
+                    .filter(ledger_entries::agent_id.eq(DbUuid(agent.as_uuid())))
+                    .filter(ledger_entries::idempotency_key.eq(key))
+                    .select(EntryRow::as_select())
+                    .first(conn)
+                    .await
+                    .optional()?;
+                if let Some(earlier) = earlier {
+                    return Err(StoreError::Replayed(Box::new(earlier.into_entry()?)));
+                }
+            }
             let agents = load_agents!(conn, tenant, &ids);
             let limits = load_limits!(conn, tenant);
             let view = LedgerView {

@@ -166,6 +166,39 @@ async fn spends_are_idempotent_and_holds_capture_at_most_what_they_hold() {
             call(&app, Method::POST, "/v1/agent/spend", Some(&token), spend).await;
         assert_eq!((status, &again["idempotent_replay"]), (200, &json!(true)));
         assert_eq!(again["enforced_daily_spent_usd"], 1.25, "charged once");
+        let different = json!({ "amount_usd": 2, "idempotency_key": "order-7" });
+        let (status, body) = call(
+            &app,
+            Method::POST,
+            "/v1/agent/spend",
+            Some(&token),
+            different,
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (409, Some("idempotency_mismatch"))
+        );
+        // A retry of the spend that used the budget up is still a replay, not a 402.
+        let last = json!({ "amount_usd": 5, "idempotency_key": "the-rest" });
+        assert_eq!(
+            call(
+                &app,
+                Method::POST,
+                "/v1/agent/spend",
+                Some(&other),
+                last.clone()
+            )
+            .await
+            .0,
+            201
+        );
+        let (status, body) = call(&app, Method::POST, "/v1/agent/spend", Some(&other), last).await;
+        assert_eq!(
+            (status, &body["idempotent_replay"]),
+            (200, &json!(true)),
+            "{body}"
+        );
 
         let (status, hold) = call(
             &app,
