@@ -260,11 +260,32 @@ async fn transition(
                 .find_agent_by_slug(tenant, &lookup)
                 .await?
                 .ok_or(agentry_store::StoreError::NotFound("agent"))?;
+            if to != LifecycleState::Terminated {
+                return store
+                    .change_lifecycle(tenant, agent.id, |lifecycle| {
+                        lifecycle.request(to, now()).map(Some)
+                    })
+                    .await;
+            }
+            // Termination takes the agent's sub-agents with it and settles
+            // every delegated budget back up the tree, once the table allows
+            // the move.
+            if let Err(refusal) = agent.lifecycle().request(to, now()) {
+                return Ok(Err(refusal));
+            }
             store
-                .change_lifecycle(tenant, agent.id, |lifecycle| {
-                    lifecycle.request(to, now()).map(Some)
-                })
-                .await
+                .reclaim_agent(
+                    tenant,
+                    agent.id,
+                    agentry_lifecycle::TerminationReason::Operator,
+                    now(),
+                )
+                .await?;
+            let agent = store
+                .find_agent(tenant, agent.id)
+                .await?
+                .ok_or(agentry_store::StoreError::NotFound("agent"))?;
+            Ok(Ok((agent, None)))
         })
         .await?;
     let (agent, _) = changed.map_err(|refusal| {

@@ -36,6 +36,9 @@ pub enum TerminationReason {
     /// The parent reclaimed it through `DELETE /v1/agent/sub-agents/...`, or
     /// an ancestor was reclaimed.
     ReclaimedByParent,
+    /// An operator terminated it through the lifecycle endpoint (after the
+    /// table allowed the move); its sub-agents go with it.
+    Operator,
 }
 
 /// What caused a lifecycle change, for the history and the audit trail.

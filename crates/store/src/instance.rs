@@ -186,10 +186,12 @@ impl Store {
                 Some(id) => id,
                 None => {
                     let row = TenantRow::new(DEFAULT_TENANT, now);
+                    // Only a concurrent bootstrap can have created it.
                     diesel::insert_into(tenants::table)
                         .values(&row)
                         .execute(conn)
-                        .await?;
+                        .await
+                        .map_err(|error| crate::tenants::conflict_as(error, "instance"))?;
                     row.id
                 }
             };

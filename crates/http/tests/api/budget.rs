@@ -568,3 +568,104 @@ async fn the_reaper_terminates_an_expired_child_and_refunds_its_parent() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_termination_takes_the_sub_agents_with_it_and_settles_their_budget() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let acme = tenant(&db.store, "acme").await;
+        let (provisioner, _) = api_key(
+            &db.store,
+            acme,
+            ApiKeyKind::Tenant(ApiKeyRole::Provisioner),
+            None,
+        )
+        .await;
+        let (operator, _) = api_key(
+            &db.store,
+            acme,
+            ApiKeyKind::Tenant(ApiKeyRole::Operator),
+            None,
+        )
+        .await;
+        let parent = governed_agent(
+            &app,
+            provisioner.expose(),
+            operator.expose(),
+            "compromised",
+            5.0,
+            json!({ "can_delegate": true }),
+        )
+        .await;
+        let (status, child) = call(
+            &app,
+            Method::POST,
+            "/v1/agent/delegate",
+            Some(&parent),
+            json!({
+                "agent_id": "its-child", "budget_allocation_usd": 2
+            }),
+        )
+        .await;
+        assert_eq!(status, 201, "{child}");
+        let child_token = child["jwt"].as_str().unwrap().to_owned();
+        let lifecycle = "/v1/agent/profiles/lifecycle/compromised";
+        let key = Some(operator.expose());
+        let (status, _) = call(
+            &app,
+            Method::PATCH,
+            lifecycle,
+            key,
+            json!({ "state": "terminated" }),
+        )
+        .await;
+        assert_eq!(status, 409, "active cannot go straight to terminated");
+        assert_eq!(
+            call(
+                &app,
+                Method::PATCH,
+                lifecycle,
+                key,
+                json!({ "state": "suspended" })
+            )
+            .await
+            .0,
+            200
+        );
+        let (status, body) = call(
+            &app,
+            Method::PATCH,
+            lifecycle,
+            key,
+            json!({ "state": "terminated" }),
+        )
+        .await;
+        assert_eq!(
+            (status, &body["profile"]["lifecycleState"]),
+            (200, &json!("terminated"))
+        );
+        let (status, body) = get(&app, "/v1/agent/status", Some(&child_token)).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("agent_terminated")),
+            "the child went with it"
+        );
+        let ledger = db.store.tenant_ledger(acme).await.unwrap();
+        assert!(
+            agentry_ledger::verify_transfers(ledger.iter().map(|(agent, entry)| (*agent, entry)))
+                .is_ok()
+        );
+        let child = db
+            .store
+            .find_agent_by_slug(acme, &"its-child".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            db.store.account(acme, child.id).await.unwrap().is_settled(),
+            "its allocation went back"
+        );
+    })
+    .await;
+}

@@ -182,7 +182,10 @@ async fn every_bad_credential_is_refused_with_a_clear_code() {
             (status, body["code"].as_str()),
             (403, Some("agent_credentials_required"))
         );
-        let mistyped = format!("{}x", &tenant_key.expose()[..tenant_key.expose().len() - 1]);
+        // The last character changed to another one (never to itself).
+        let text = tenant_key.expose();
+        let replacement = if text.ends_with('a') { 'b' } else { 'a' };
+        let mistyped = format!("{}{replacement}", &text[..text.len() - 1]);
         let (status, body) = get(&app, "/v1/agent/status", Some(&mistyped)).await;
         assert_eq!(
             (status, body["code"].as_str()),
