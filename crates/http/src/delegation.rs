@@ -98,6 +98,9 @@ async fn delegate(
     child.budget_daily = Some(allocation);
     child.expires_at = body.ttl_seconds.map(|ttl| now() + Duration::seconds(ttl));
     child.metadata = serde_json::Value::Object(metadata);
+    // A child never starts more trusted, or with more scopes, than its parent.
+    child.trust_level = parent.trust_level;
+    child.scopes = parent.scopes.clone();
 
     let (tenant, parent_id) = (parent.tenant_id, parent.id);
     let created = state

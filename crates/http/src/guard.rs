@@ -108,7 +108,11 @@ async fn lookup_api_key(state: &AppState, key: &ApiKey) -> Result<ApiKeyRecord, 
         .store
         .detached(async move |store| store.find_api_key(&hash).await)
         .await?
-        .ok_or_else(invalid_key)?;
+        .ok_or_else(|| {
+            // No tenant to audit it under; the key itself is never logged.
+            tracing::info!(kind = ?key.kind(), "refused an API key that does not exist");
+            invalid_key()
+        })?;
     state
         .guard
         .remember_api_key(generation, hash, record.clone());

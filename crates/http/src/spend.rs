@@ -209,7 +209,10 @@ async fn spend(
                 state.audit(
                     agent.tenant_id,
                     agentry_store::NewAuditEvent {
-                        actor: format!("agent:{}", agent.slug),
+                        actor: match &caller {
+                            Principal::Agent(_) => format!("agent:{}", agent.slug),
+                            Principal::ApiKey(key) => key.actor(),
+                        },
                         action: "budget.spend".into(),
                         target: Some(format!("agent:{}", agent.slug)),
                         outcome: "denied".into(),
