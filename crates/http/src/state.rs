@@ -147,6 +147,9 @@ impl GuardCache {
     }
 }
 
+/// Past this many tracked agents, windows of past minutes are dropped.
+const RATE_WINDOWS_BEFORE_PRUNE: usize = 10_000;
+
 /// Requests-per-minute windows, per agent, in this process. Across N
 /// replicas an agent may get up to N times its rpm; see docs/decisions.md.
 #[derive(Debug, Default)]
@@ -161,9 +164,17 @@ impl RateLimiter {
         limit: u32,
         now: OffsetDateTime,
     ) -> Result<u32, RateLimited> {
-        let Ok(mut windows) = self.windows.lock() else {
-            return Ok(0);
-        };
+        // A poisoned lock still holds valid windows (each update is one
+        // assignment); failing open would switch rate limiting off.
+        let mut windows = self
+            .windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Windows of past minutes count nothing; dropping them keeps the map
+        // to the agents active this minute.
+        if windows.len() >= RATE_WINDOWS_BEFORE_PRUNE {
+            windows.retain(|_, window| window.requests_this_minute(now) > 0);
+        }
         let window = windows
             .entry(agent)
             .or_insert_with(|| RateWindow::empty(now));

@@ -158,15 +158,17 @@ impl Store {
     /// Takes the log's current position before returning, so nothing
     /// committed after this call can be missed.
     async fn start_change_log_poller(&self) -> Result<(), StoreError> {
-        let (position, _) = self.poll_change_log(None).await?;
+        let (position, _) = self.poll_change_log(None, false).await?;
         let store = self.clone();
         self.runtime.spawn(async move {
             let mut last_seen = Some(position);
             let mut every = tokio::time::interval(SQLITE_POLL);
             every.tick().await;
-            loop {
+            for poll in 1_u64.. {
                 every.tick().await;
-                match store.poll_change_log(last_seen).await {
+                // Pruning writes; once a minute is plenty.
+                let prune = poll % 60 == 0;
+                match store.poll_change_log(last_seen, prune).await {
                     Ok((newest, changes)) => {
                         for change in changes {
                             store.publish(change);
@@ -181,12 +183,24 @@ impl Store {
     }
 
     /// Changes logged after `after` (or none, the first time: only the
-    /// position is taken), and the newest id; prunes old entries.
-    async fn poll_change_log(&self, after: Option<i64>) -> Result<(i64, Vec<Change>), StoreError> {
+    /// position is taken), and the newest id; with `prune`, drops entries
+    /// past their retention first. If entries after `after` were pruned
+    /// before this process read them, the answer includes `Resync`.
+    async fn poll_change_log(
+        &self,
+        after: Option<i64>,
+        prune: bool,
+    ) -> Result<(i64, Vec<Change>), StoreError> {
         let cutoff = DbTime::new(time::OffsetDateTime::now_utc() - LOG_RETENTION);
         read!(self, |conn| {
-            diesel::delete(change_log::table.filter(change_log::at.lt(cutoff)))
-                .execute(conn)
+            if prune {
+                diesel::delete(change_log::table.filter(change_log::at.lt(cutoff)))
+                    .execute(conn)
+                    .await?;
+            }
+            let oldest: Option<i64> = change_log::table
+                .select(diesel::dsl::min(change_log::id))
+                .first(conn)
                 .await?;
             let newest: Option<i64> = change_log::table
                 .select(diesel::dsl::max(change_log::id))
@@ -202,10 +216,13 @@ impl Store {
                 .select(change_log::change)
                 .load(conn)
                 .await?;
-            Ok((
-                newest.max(after),
-                rows.iter().map(|text| Change::decode(text)).collect(),
-            ))
+            let mut changes: Vec<Change> = rows.iter().map(|text| Change::decode(text)).collect();
+            // Ids only grow, so a hole between what we saw and the oldest
+            // kept entry means pruned changes we never read.
+            if oldest.is_some_and(|oldest| oldest > after + 1) {
+                changes.push(Change::Resync);
+            }
+            Ok((newest.max(after), changes))
         })
     }
 }
