@@ -77,20 +77,22 @@ fn invalid_token() -> ApiError {
     ApiError::unauthorized("invalid_token", "the token is invalid, expired or revoked")
 }
 
-/// Records a refusal in the audit trail without delaying the answer.
-fn audit_refusal(
-    state: &AppState,
-    tenant: TenantId,
-    actor: String,
-    target: Option<String>,
-    reason: &str,
-) {
+/// Records a refusal of `agent` in the audit trail without delaying the
+/// answer; the same refusal again within the minute is not written twice.
+fn audit_refusal(state: &AppState, agent: &AgentRecord, reason: &'static str) {
+    if !state
+        .refusals
+        .first_this_minute(agent.id, reason, agentry_store::now())
+    {
+        return;
+    }
+    let name = format!("agent:{}", agent.slug);
     state.audit(
-        tenant,
+        agent.tenant_id,
         NewAuditEvent {
-            actor,
+            actor: name.clone(),
             action: "auth.refused".into(),
-            target,
+            target: Some(name),
             outcome: "denied".into(),
             detail: serde_json::json!({ "reason": reason }),
         },
@@ -347,33 +349,26 @@ async fn agent_principal(request: HttpRequest) -> Result<AgentPrincipal, ApiErro
         }
     };
     let record = &agent.record;
-    let actor = format!("agent:{}", record.slug);
-    let target = Some(actor.clone());
     // The lifecycle speaks first, so a terminated agent hears 403 and a
     // suspended one 402 (seed 000), whatever its token.
     let access = Access::for_agent(&record.lifecycle(), now);
     if let Err(denial) = access.permits(RequestScope::OwnState) {
-        audit_refusal(
-            &state,
-            record.tenant_id,
-            actor,
-            target,
-            denial_error(denial).code,
-        );
-        return Err(denial_error(denial));
+        let refusal = denial_error(denial);
+        audit_refusal(&state, record, refusal.code);
+        return Err(refusal);
     }
     // Then the token's epoch: a rotation or revocation of the agent's
     // credentials retires every token issued before it.
     if let AgentCredential::Jwt(epoch) = credential
         && epoch != record.credential_epoch
     {
-        audit_refusal(&state, record.tenant_id, actor, target, "revoked_token");
+        audit_refusal(&state, record, "revoked_token");
         return Err(invalid_token());
     }
     let requests_this_minute = match state.rate.admit(record.id, agent.rpm, now) {
         Ok(count) => count,
         Err(limited) => {
-            audit_refusal(&state, record.tenant_id, actor, target, "rate_limited");
+            audit_refusal(&state, record, "rate_limited");
             return Err(ApiError::too_many_requests(
                 limited.to_string(),
                 limited.retry_after.whole_seconds().unsigned_abs(),

@@ -196,6 +196,34 @@ impl RateLimiter {
     }
 }
 
+/// Which refusals were already written to the audit trail this minute, so a
+/// client hammering with a dead credential cannot flood the trail (and the
+/// tenant's audit lock) with copies of one event.
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    seen: Mutex<(i64, std::collections::HashSet<(AgentId, &'static str)>)>,
+}
+
+impl RefusalLog {
+    /// True the first time `(agent, reason)` is refused in this minute.
+    pub fn first_this_minute(
+        &self,
+        agent: AgentId,
+        reason: &'static str,
+        now: OffsetDateTime,
+    ) -> bool {
+        let minute = now.unix_timestamp().div_euclid(60);
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.0 != minute {
+            *seen = (minute, std::collections::HashSet::new());
+        }
+        seen.1.insert((agent, reason))
+    }
+}
+
 /// When agents were last seen, gathered in memory and written in batches.
 #[derive(Debug, Default)]
 pub struct Sightings {
@@ -242,6 +270,7 @@ pub struct AppState {
     pub guard: Arc<GuardCache>,
     pub rate: Arc<RateLimiter>,
     pub sightings: Arc<Sightings>,
+    pub refusals: Arc<RefusalLog>,
 }
 
 impl AppState {
@@ -260,6 +289,7 @@ impl AppState {
             guard,
             rate: Arc::default(),
             sightings: Arc::default(),
+            refusals: Arc::default(),
         }
     }
 

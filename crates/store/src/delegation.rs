@@ -20,6 +20,34 @@ use crate::schema::agents;
 use crate::types::{DbTime, DbUuid};
 use crate::{Store, StoreError, new_id};
 
+/// Inside a transaction: `root` and its descendants with their depth,
+/// breadth first.
+macro_rules! subtree {
+    ($conn:ident, $tenant_id:expr, $root:expr) => {{
+        let mut depth_of: BTreeMap<AgentId, usize> = BTreeMap::from([($root, 0)]);
+        let mut frontier = vec![DbUuid($root.as_uuid())];
+        let mut depth = 0;
+        while !frontier.is_empty() {
+            depth += 1;
+            let children: Vec<DbUuid> = agents::table
+                .filter(agents::tenant_id.eq($tenant_id))
+                .filter(agents::parent_id.eq_any(&frontier))
+                .select(agents::id)
+                .load($conn)
+                .await?;
+            frontier = children
+                .into_iter()
+                .filter(|child| {
+                    depth_of
+                        .insert(AgentId::from_uuid(child.0), depth)
+                        .is_none()
+                })
+                .collect();
+        }
+        depth_of
+    }};
+}
+
 /// What reclaiming an agent did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reclaimed {
@@ -138,27 +166,29 @@ impl Store {
     ) -> Result<Reclaimed, StoreError> {
         let tenant_id = DbUuid(tenant.as_uuid());
         let reclaimed = write_tx!(self, |conn| {
-            // The subtree, breadth first, with depths.
-            let mut depth_of: BTreeMap<AgentId, usize> = BTreeMap::from([(root, 0)]);
-            let mut frontier = vec![DbUuid(root.as_uuid())];
-            let mut depth = 0;
-            while !frontier.is_empty() {
-                depth += 1;
-                let children: Vec<DbUuid> = agents::table
-                    .filter(agents::tenant_id.eq(tenant_id))
-                    .filter(agents::parent_id.eq_any(&frontier))
-                    .select(agents::id)
-                    .load(conn)
-                    .await?;
-                frontier = children
-                    .into_iter()
-                    .filter(|child| {
-                        depth_of
-                            .insert(AgentId::from_uuid(child.0), depth)
-                            .is_none()
-                    })
-                    .collect();
+            // Which rows to lock: the subtree and the root's parent (it
+            // receives the root's refund), as they look before locking.
+            let before = subtree!(conn, tenant_id, root);
+            let root_parent: Option<Option<DbUuid>> = agents::table
+                .filter(agents::tenant_id.eq(tenant_id))
+                .filter(agents::id.eq(DbUuid(root.as_uuid())))
+                .select(agents::parent_id)
+                .first(conn)
+                .await
+                .optional()?;
+            let root_parent = root_parent.ok_or(StoreError::NotFound("agent"))?;
+            let mut to_lock: Vec<AgentId> = before.keys().copied().collect();
+            to_lock.extend(root_parent.map(|parent| AgentId::from_uuid(parent.0)));
+            let (mut accounts, mut next_seq) = load_accounts!(conn, tenant, to_lock);
+            // Under the locks nothing can join the subtree (a new child needs
+            // its parent's lock); if something joined before, start over.
+            let depth_of = subtree!(conn, tenant_id, root);
+            if !depth_of.keys().eq(before.keys()) {
+                return Err(StoreError::Unavailable(
+                    "the agent's sub-agents changed while reclaiming; retry".into(),
+                ));
             }
+            // Records as they are under the locks, not as first read.
             let ids: Vec<DbUuid> = depth_of.keys().map(|id| DbUuid(id.as_uuid())).collect();
             let rows: Vec<AgentRow> = agents::table
                 .filter(agents::tenant_id.eq(tenant_id))
@@ -173,11 +203,6 @@ impl Store {
             }
             let root_record = records.get(&root).ok_or(StoreError::NotFound("agent"))?;
             let already_terminated = root_record.lifecycle_state == LifecycleState::Terminated;
-            // Lock every account the settlement touches, the root's parent
-            // included (it receives the root's refund).
-            let mut to_lock: Vec<AgentId> = depth_of.keys().copied().collect();
-            to_lock.extend(root_record.parent_id);
-            let (mut accounts, mut next_seq) = load_accounts!(conn, tenant, to_lock);
             let mut order: Vec<(usize, AgentId)> =
                 depth_of.iter().map(|(id, depth)| (*depth, *id)).collect();
             order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));

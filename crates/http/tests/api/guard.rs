@@ -378,6 +378,11 @@ async fn past_the_enforced_rpm_the_agent_gets_429_and_sees_it_in_its_anomalies()
             .unwrap();
         assert!((1..=60).contains(&retry_after));
 
+        // Hammering on changes nothing in the audit trail: one refusal of a
+        // kind per agent and minute is written, not one per request.
+        for _ in 0..3 {
+            assert_eq!(get(&app, "/v1/agent/status", Some(&token)).await.0, 429);
+        }
         // The refusal is recorded without delaying the answer; wait for it.
         let target = "agent:chatty";
         let mut recorded = Vec::new();
