@@ -184,6 +184,15 @@ impl JwtPublicKey {
         self.key.to_bytes()
     }
 
+    /// The key a JWK of ours describes (OKP, Ed25519), if it is one.
+    pub fn from_jwk(jwk: &Jwk) -> Option<Self> {
+        if jwk.kty != "OKP" || jwk.crv != "Ed25519" {
+            return None;
+        }
+        let bytes: [u8; 32] = URL_SAFE_NO_PAD.decode(&jwk.x).ok()?.try_into().ok()?;
+        Self::from_bytes(jwk.kid.clone(), &bytes)
+    }
+
     pub fn to_jwk(&self) -> Jwk {
         Jwk {
             kty: "OKP".into(),
@@ -497,6 +506,21 @@ mod tests {
             verify(NOW - Duration::seconds(61)),
             Err(JwtError::NotYetValid)
         );
+    }
+
+    #[test]
+    fn a_published_jwk_reads_back_as_the_same_key() {
+        let public = key("k1", 1).public();
+        assert_eq!(
+            JwtPublicKey::from_jwk(&public.to_jwk()),
+            Some(public.clone())
+        );
+        let mut other = public.to_jwk();
+        other.crv = "P-256".into();
+        assert_eq!(JwtPublicKey::from_jwk(&other), None);
+        other = public.to_jwk();
+        other.x = "not base64!".into();
+        assert_eq!(JwtPublicKey::from_jwk(&other), None);
     }
 
     #[test]
