@@ -61,6 +61,19 @@ pub struct LifecycleEvent {
     pub at: OffsetDateTime,
 }
 
+impl LifecycleEvent {
+    /// Whether every credential issued before this change must stop
+    /// working: true when the agent is terminated, whatever the cause.
+    pub fn retires_credentials(&self) -> bool {
+        self.to == Terminated
+    }
+
+    /// Whether this change is a revocation (seed 004), to be recorded as such.
+    pub fn is_revocation(&self) -> bool {
+        self.cause == TransitionCause::Forced(TerminationReason::Revoked)
+    }
+}
+
 /// Why a lifecycle change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LifecycleError {
@@ -268,6 +281,20 @@ mod tests {
                 Err(LifecycleError::AlreadyTerminated)
             );
         }
+    }
+
+    #[test]
+    fn terminations_retire_credentials_and_only_revocations_count_as_such() {
+        let (_, revoked) = at(Active)
+            .terminate(TerminationReason::Revoked, NOW)
+            .unwrap();
+        assert!(revoked.retires_credentials() && revoked.is_revocation());
+        let (_, reclaimed) = at(Active)
+            .terminate(TerminationReason::ReclaimedByParent, NOW)
+            .unwrap();
+        assert!(reclaimed.retires_credentials() && !reclaimed.is_revocation());
+        let (_, suspended) = at(Active).request(Suspended, NOW).unwrap();
+        assert!(!suspended.retires_credentials() && !suspended.is_revocation());
     }
 
     #[test]

@@ -77,18 +77,17 @@ impl AgentRecord {
         }
     }
 
-    /// Takes on the state a lifecycle decision produced. Termination bumps
-    /// the credential epoch, which retires every token issued before it; a
-    /// revocation also records when.
+    /// Takes on the state a lifecycle decision produced, with the effects
+    /// `agentry-lifecycle` attaches to it: a new credential epoch (retiring
+    /// every earlier token) and the revocation time.
     pub(crate) fn apply_lifecycle(&mut self, next: &Lifecycle, event: &LifecycleEvent) {
         self.lifecycle_state = next.state;
         self.updated_at = DbTime::new(event.at).get();
-        if next.state == LifecycleState::Terminated {
+        if event.retires_credentials() {
             self.credential_epoch += 1;
-            if event.cause == TransitionCause::Forced(agentry_lifecycle::TerminationReason::Revoked)
-            {
-                self.revoked_at = Some(self.updated_at);
-            }
+        }
+        if event.is_revocation() {
+            self.revoked_at = Some(self.updated_at);
         }
     }
 }
