@@ -111,8 +111,15 @@ fn cargo() -> Command {
     command
 }
 
+/// The workspace this xtask was run from. `cargo run` sets
+/// `CARGO_MANIFEST_DIR` for the process it starts; the compile-time value is
+/// only a fallback, because a build cache shared between checkouts (as
+/// `.ci/run` uses) can hand one checkout the binary built in another.
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
