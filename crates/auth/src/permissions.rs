@@ -26,6 +26,18 @@ pub enum Permission {
 }
 
 impl Permission {
+    pub const ALL: [Permission; 9] = [
+        AgentProfileRead,
+        AgentProfileWrite,
+        AgentProfileDelete,
+        AgentLifecycleManage,
+        AgentLimitsManage,
+        AgentBootstrap,
+        SpendRecord,
+        AuditRead,
+        InstanceProvision,
+    ];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Permission::AgentProfileRead => "agent.profile.read",
@@ -47,20 +59,8 @@ use Permission::*;
 /// reach; seed 000 says a provisioner key "grants provisioning authority,
 /// not runtime access", so it may bootstrap and nothing else.
 const TABLE: &[(ApiKeyRole, &[Permission])] = &[
-    (
-        ApiKeyRole::Admin,
-        &[
-            AgentProfileRead,
-            AgentProfileWrite,
-            AgentProfileDelete,
-            AgentLifecycleManage,
-            AgentLimitsManage,
-            AgentBootstrap,
-            SpendRecord,
-            AuditRead,
-            InstanceProvision,
-        ],
-    ),
+    // Admin may do everything there is.
+    (ApiKeyRole::Admin, &Permission::ALL),
     (
         ApiKeyRole::Operator,
         &[
@@ -94,17 +94,7 @@ mod tests {
     use super::*;
 
     fn check(role: ApiKeyRole, allowed: &[Permission]) {
-        let all = [
-            AgentProfileRead,
-            AgentProfileWrite,
-            AgentProfileDelete,
-            AgentLifecycleManage,
-            AgentLimitsManage,
-            AgentBootstrap,
-            SpendRecord,
-            AuditRead,
-            InstanceProvision,
-        ];
+        let all = Permission::ALL;
         for permission in all {
             assert_eq!(
                 role_has(role, permission),

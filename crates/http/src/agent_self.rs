@@ -2,7 +2,7 @@
 //! anomalies and governance state.
 
 use actix_web::{HttpResponse, web};
-use agentry_ledger::{EnforcedLimits, Window};
+use agentry_ledger::Window;
 use agentry_store::{AgentRecord, Store, StoreError};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -27,17 +27,12 @@ async fn limits(
     store: &Store,
     agent: &AgentRecord,
     requests_this_minute: u32,
-    rpm: u32,
     now: OffsetDateTime,
 ) -> Result<Limits, StoreError> {
-    let tenant_limits = store.agent_limits(agent.tenant_id).await?;
-    let entry = tenant_limits.entries.get(&agent.slug.limits_key());
-    let enforced = EnforcedLimits::enforce(
-        agent.budget_daily,
-        agent.budget_monthly,
-        entry.and_then(|entry| entry.max_budget),
-        Some(rpm),
-    );
+    let enforced = store
+        .agent_limits(agent.tenant_id)
+        .await?
+        .enforced_for(agent);
     let account = store.account(agent.tenant_id, agent.id).await?;
     Ok(Limits {
         profile_daily_usd: agent.budget_daily,
@@ -79,13 +74,13 @@ async fn status(
     caller: AgentPrincipal,
 ) -> Result<HttpResponse, ApiError> {
     let agent = caller.record().clone();
-    let (count, rpm) = (caller.requests_this_minute, caller.agent.rpm);
+    let count = caller.requests_this_minute;
     let (limits, events) = state
         .store
         .detached(async move |store| {
             let now = agentry_store::now();
             Ok((
-                limits(&store, &agent, count, rpm, now).await?,
+                limits(&store, &agent, count, now).await?,
                 anomalies(&store, &agent).await?,
             ))
         })
@@ -108,10 +103,10 @@ async fn limits_me(
     caller: AgentPrincipal,
 ) -> Result<HttpResponse, ApiError> {
     let agent = caller.record().clone();
-    let (count, rpm) = (caller.requests_this_minute, caller.agent.rpm);
+    let count = caller.requests_this_minute;
     let limits = state
         .store
-        .detached(async move |store| limits(&store, &agent, count, rpm, agentry_store::now()).await)
+        .detached(async move |store| limits(&store, &agent, count, agentry_store::now()).await)
         .await?;
     Ok(HttpResponse::Ok().json(json!({ "limits": limits })))
 }

@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use agentry_auth::Permission;
 use agentry_domain::{AgentSlug, LifecycleState, Money, TenantId};
-use agentry_ledger::{DEFAULT_RPM, EnforcedLimits};
+use agentry_ledger::DEFAULT_RPM;
 use agentry_lifecycle::LifecycleError;
 use agentry_store::{AgentLimitEntry, AgentRecord, NewAgent, NewAuditEvent, StoreError, now};
 use serde::Deserialize;
@@ -185,17 +185,11 @@ pub(crate) async fn respond(
     agent: &AgentRecord,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = agent.tenant_id;
-    let limits = state
+    let enforced = state
         .store
         .detached(async move |store| store.agent_limits(tenant).await)
-        .await?;
-    let entry = limits.entries.get(&agent.slug.limits_key());
-    let enforced = EnforcedLimits::enforce(
-        agent.budget_daily,
-        agent.budget_monthly,
-        entry.and_then(|entry| entry.max_budget),
-        entry.and_then(|entry| entry.max_requests_per_minute),
-    );
+        .await?
+        .enforced_for(agent);
     let (jwt, expires_at) = state
         .mint_agent_token(agent, now())
         .ok_or_else(|| ApiError::unavailable("no signing key is loaded"))?;

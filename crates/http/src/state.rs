@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use agentry_auth::{Audience, Claims, JwtIssuer};
 use agentry_domain::{AgentId, TenantId};
-use agentry_ledger::{DEFAULT_RPM, RateLimited, RateWindow};
+use agentry_ledger::{RateLimited, RateWindow};
 use agentry_store::{AgentRecord, ApiKeyRecord, Change, Store};
 use time::{Duration, OffsetDateTime};
 use tokio::sync::broadcast::error::RecvError;
@@ -357,11 +357,7 @@ impl AppState {
         agent: AgentRecord,
     ) -> Result<AgentSnapshot, agentry_store::StoreError> {
         let limits = self.store.agent_limits(agent.tenant_id).await?;
-        let rpm = limits
-            .entries
-            .get(&agent.slug.limits_key())
-            .and_then(|entry| entry.max_requests_per_minute)
-            .unwrap_or(DEFAULT_RPM);
+        let rpm = limits.enforced_for(&agent).rpm;
         Ok(AgentSnapshot { record: agent, rpm })
     }
 

@@ -3,14 +3,14 @@
 //! every refusal.
 
 use actix_web::http::Method;
-use agentry_auth::{ApiKeyKind, Audience};
+use agentry_auth::Audience;
 use agentry_domain::{ApiKeyRole, LifecycleState, TenantId};
 use agentry_lifecycle::TerminationReason;
 use agentry_store::{Store, now};
 use agentry_testkit::on_both_backends;
 use serde_json::json;
 
-use crate::{agent, api_key, app, call, get, state_for, tenant};
+use crate::{agent, app, call, get, state_for, tenant, tenant_key};
 
 async fn audit_outcomes(
     store: &Store,
@@ -39,13 +39,7 @@ async fn bootstrap_creates_a_governed_agent_then_answers_200_with_a_fresh_token(
         let state = state_for(&db).await;
         let app = app(&state).await;
         let acme = tenant(&db.store, "acme").await;
-        let (provisioner, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Provisioner),
-            None,
-        )
-        .await;
+        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
         // The request of seed 001, as written.
         let request = json!({
             "agent_id": "my-agent-01",
@@ -124,13 +118,7 @@ async fn fifty_concurrent_bootstraps_make_one_agent_one_201_and_valid_tokens() {
         let state = state_for(&db).await;
         let app = app(&state).await;
         let acme = tenant(&db.store, "acme").await;
-        let (provisioner, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Provisioner),
-            None,
-        )
-        .await;
+        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
         let request = json!({ "agent_id": "racer", "budget_daily_usd": 2.5 });
         let calls = (0..50).map(|_| {
             call(
@@ -175,13 +163,7 @@ async fn a_failed_limits_write_gives_503_no_token_and_no_active_agent() {
         let state = state_for(&db).await;
         let app = app(&state).await;
         let acme = tenant(&db.store, "acme").await;
-        let (provisioner, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Provisioner),
-            None,
-        )
-        .await;
+        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
         let request = json!({ "agent_id": "unlucky", "budget_daily_usd": 1 });
         db.store.fail_limits_writes(true);
         let (status, body) = call(
@@ -237,13 +219,7 @@ async fn suspended_and_terminated_agents_cannot_bootstrap() {
         let state = state_for(&db).await;
         let app = app(&state).await;
         let acme = tenant(&db.store, "acme").await;
-        let (provisioner, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Provisioner),
-            None,
-        )
-        .await;
+        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
         let suspended = agent(&db.store, acme, "paused", LifecycleState::Suspended).await;
         let terminated = agent(&db.store, acme, "gone", LifecycleState::Active).await;
         db.store
@@ -288,20 +264,8 @@ async fn bootstrap_takes_a_provisioning_key_and_a_valid_body_only() {
         let state = state_for(&db).await;
         let app = app(&state).await;
         let acme = tenant(&db.store, "acme").await;
-        let (provisioner, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Provisioner),
-            None,
-        )
-        .await;
-        let (auditor, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Auditor),
-            None,
-        )
-        .await;
+        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
+        let auditor = tenant_key(&db.store, acme, ApiKeyRole::Auditor).await;
         let worker = agent(&db.store, acme, "worker", LifecycleState::Active).await;
         let (token, _) = state.mint_agent_token(&worker, now()).unwrap();
         let path = "/v1/agent/bootstrap";

@@ -2,14 +2,13 @@
 //! overshot, and unspent budget that always finds its way back.
 
 use actix_web::http::Method;
-use agentry_auth::ApiKeyKind;
 use agentry_domain::{ApiKeyRole, LifecycleState};
 use agentry_store::now;
 use agentry_testkit::on_both_backends;
 use serde_json::{Value, json};
 use time::Duration;
 
-use crate::{api_key, app, call, get, state_for, tenant};
+use crate::{app, call, get, state_for, tenant, tenant_key};
 
 /// Bootstraps `slug` with a daily budget and a high rpm; returns its token.
 async fn governed_agent<S>(
@@ -58,20 +57,8 @@ async fn forty_concurrent_spends_never_pass_the_limit() {
         let state = state_for(&db).await;
         let app = app(&state).await;
         let acme = tenant(&db.store, "acme").await;
-        let (provisioner, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Provisioner),
-            None,
-        )
-        .await;
-        let (operator, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Operator),
-            None,
-        )
-        .await;
+        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
+        let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
         let token = governed_agent(
             &app,
             provisioner.expose(),
@@ -116,20 +103,8 @@ async fn spends_are_idempotent_and_holds_capture_at_most_what_they_hold() {
         let state = state_for(&db).await;
         let app = app(&state).await;
         let acme = tenant(&db.store, "acme").await;
-        let (provisioner, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Provisioner),
-            None,
-        )
-        .await;
-        let (operator, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Operator),
-            None,
-        )
-        .await;
+        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
+        let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
         let token = governed_agent(
             &app,
             provisioner.expose(),
@@ -309,20 +284,8 @@ async fn operators_record_spends_for_named_agents_within_the_lifecycle_rules() {
         let state = state_for(&db).await;
         let app = app(&state).await;
         let acme = tenant(&db.store, "acme").await;
-        let (provisioner, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Provisioner),
-            None,
-        )
-        .await;
-        let (operator, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Operator),
-            None,
-        )
-        .await;
+        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
+        let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
         let token = governed_agent(
             &app,
             provisioner.expose(),
@@ -432,8 +395,8 @@ async fn delegation_slices_budget_and_reclaiming_returns_exactly_the_unspent_par
         let state = state_for(&db).await;
         let app = app(&state).await;
         let acme = tenant(&db.store, "acme").await;
-        let (provisioner, _) = api_key(&db.store, acme, ApiKeyKind::Tenant(ApiKeyRole::Provisioner), None).await;
-        let (operator, _) = api_key(&db.store, acme, ApiKeyKind::Tenant(ApiKeyRole::Operator), None).await;
+        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
+        let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
         let parent = governed_agent(&app, provisioner.expose(), operator.expose(), "parent", 5.0, json!({ "can_delegate": true })).await;
         let plain = governed_agent(&app, provisioner.expose(), operator.expose(), "plain", 5.0, json!({})).await;
         let path = "/v1/agent/delegate";
@@ -474,7 +437,7 @@ async fn delegation_slices_budget_and_reclaiming_returns_exactly_the_unspent_par
 
         // Its budget must flow back before it can go: no hard delete, and a
         // provisioner cannot mint tokens for it.
-        let (admin, _) = api_key(&db.store, acme, ApiKeyKind::Tenant(ApiKeyRole::Admin), None).await;
+        let admin = tenant_key(&db.store, acme, ApiKeyRole::Admin).await;
         let (status, body) = call(&app, Method::DELETE, "/v1/agent/profiles/child-worker-01", Some(admin.expose()), json!({})).await;
         assert_eq!((status, body["code"].as_str()), (409, Some("refused")));
         let (status, body) = call(&app, Method::POST, "/v1/agent/bootstrap", Some(provisioner.expose()), json!({ "agent_id": "child-worker-01" })).await;
@@ -506,20 +469,8 @@ async fn the_reaper_terminates_an_expired_child_and_refunds_its_parent() {
         let state = state_for(&db).await;
         let app = app(&state).await;
         let acme = tenant(&db.store, "acme").await;
-        let (provisioner, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Provisioner),
-            None,
-        )
-        .await;
-        let (operator, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Operator),
-            None,
-        )
-        .await;
+        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
+        let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
         let parent = governed_agent(
             &app,
             provisioner.expose(),
@@ -575,20 +526,8 @@ async fn an_operator_termination_takes_the_sub_agents_with_it_and_settles_their_
         let state = state_for(&db).await;
         let app = app(&state).await;
         let acme = tenant(&db.store, "acme").await;
-        let (provisioner, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Provisioner),
-            None,
-        )
-        .await;
-        let (operator, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Operator),
-            None,
-        )
-        .await;
+        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
+        let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
         let parent = governed_agent(
             &app,
             provisioner.expose(),

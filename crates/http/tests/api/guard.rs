@@ -13,7 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use time::Duration;
 
-use crate::{PUBLIC_URL, agent, api_key, app, get, state_for, tenant};
+use crate::{PUBLIC_URL, agent, api_key, app, get, state_for, tenant, tenant_key};
 
 /// A route behind the API-key guard, to test it before any real route
 /// needs it.
@@ -408,20 +408,8 @@ async fn api_key_routes_refuse_tokens_and_agent_keys_and_check_permissions() {
         let worker = agent(&db.store, acme, "worker", LifecycleState::Active).await;
         let (token, _) = state.mint_agent_token(&worker, now()).unwrap();
         let (own_key, _) = api_key(&db.store, acme, ApiKeyKind::Agent, Some(&worker)).await;
-        let (auditor, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Auditor),
-            None,
-        )
-        .await;
-        let (provisioner, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Provisioner),
-            None,
-        )
-        .await;
+        let auditor = tenant_key(&db.store, acme, ApiKeyRole::Auditor).await;
+        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
         let path = "/test/profiles-read";
         for credential in [token.as_str(), own_key.expose()] {
             let (status, body) = get(&app, path, Some(credential)).await;

@@ -91,6 +91,17 @@ pub(crate) async fn api_key(
     (key, record.id)
 }
 
+/// A tenant key with `role`, for tests that only need the key itself.
+pub(crate) async fn tenant_key(
+    store: &Store,
+    tenant: TenantId,
+    role: agentry_domain::ApiKeyRole,
+) -> ApiKey {
+    api_key(store, tenant, ApiKeyKind::Tenant(role), None)
+        .await
+        .0
+}
+
 /// GET `path` with `Authorization: Bearer <credential>`; status and JSON.
 pub(crate) async fn get<S>(
     app: &S,

@@ -7,7 +7,7 @@ use agentry_store::now;
 use agentry_testkit::on_both_backends;
 use serde_json::json;
 
-use crate::{agent, api_key, app, call, get, state_for, tenant};
+use crate::{agent, api_key, app, call, get, state_for, tenant, tenant_key};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn profiles_are_created_listed_read_patched_and_deleted_by_role() {
@@ -17,27 +17,9 @@ async fn profiles_are_created_listed_read_patched_and_deleted_by_role() {
         let acme = tenant(&db.store, "acme").await;
         let (admin, _) =
             api_key(&db.store, acme, ApiKeyKind::Tenant(ApiKeyRole::Admin), None).await;
-        let (operator, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Operator),
-            None,
-        )
-        .await;
-        let (auditor, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Auditor),
-            None,
-        )
-        .await;
-        let (provisioner, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Provisioner),
-            None,
-        )
-        .await;
+        let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
+        let auditor = tenant_key(&db.store, acme, ApiKeyRole::Auditor).await;
+        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
         // Seed 001's create body, as written.
         let create = json!({
             "agentId": "my-agent-01",
@@ -229,20 +211,8 @@ async fn lifecycle_transitions_follow_the_table_with_the_seeds_status_codes() {
         let state = state_for(&db).await;
         let app = app(&state).await;
         let acme = tenant(&db.store, "acme").await;
-        let (operator, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Operator),
-            None,
-        )
-        .await;
-        let (auditor, _) = api_key(
-            &db.store,
-            acme,
-            ApiKeyKind::Tenant(ApiKeyRole::Auditor),
-            None,
-        )
-        .await;
+        let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
+        let auditor = tenant_key(&db.store, acme, ApiKeyRole::Auditor).await;
         let worker = agent(&db.store, acme, "worker", LifecycleState::Active).await;
         let (token, _) = state.mint_agent_token(&worker, now()).unwrap();
         assert_eq!(get(&app, "/v1/agent/status", Some(&token)).await.0, 200);
@@ -329,8 +299,8 @@ async fn the_agent_limits_map_is_read_replaced_and_merged_with_versions() {
         let state = state_for(&db).await;
         let app = app(&state).await;
         let acme = tenant(&db.store, "acme").await;
-        let (operator, _) = api_key(&db.store, acme, ApiKeyKind::Tenant(ApiKeyRole::Operator), None).await;
-        let (auditor, _) = api_key(&db.store, acme, ApiKeyKind::Tenant(ApiKeyRole::Auditor), None).await;
+        let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
+        let auditor = tenant_key(&db.store, acme, ApiKeyRole::Auditor).await;
         let key = Some(operator.expose());
         let (status, body) = get(&app, "/v1/agent-limits", key).await;
         assert_eq!((status, body), (200, json!({ "agentLimits": {}, "version": 0 })));

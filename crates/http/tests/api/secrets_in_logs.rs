@@ -11,7 +11,7 @@ use agentry_testkit::sqlite_db;
 
 use actix_web::http::Method;
 
-use crate::{agent, api_key, app, call, get, state_for, tenant};
+use crate::{agent, api_key, app, call, get, state_for, tenant, tenant_key};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -44,7 +44,7 @@ async fn no_key_or_token_appears_in_the_logs() {
     let worker = agent(&db.store, acme, "worker", LifecycleState::Active).await;
     let (token, _) = state.mint_agent_token(&worker, now()).unwrap();
     let (own_key, own_key_id) = api_key(&db.store, acme, ApiKeyKind::Agent, Some(&worker)).await;
-    let (admin, _) = api_key(&db.store, acme, ApiKeyKind::Tenant(ApiKeyRole::Admin), None).await;
+    let admin = tenant_key(&db.store, acme, ApiKeyRole::Admin).await;
     for credential in [
         token.as_str(),
         own_key.expose(),
@@ -61,13 +61,7 @@ async fn no_key_or_token_appears_in_the_logs() {
         .unwrap();
     get(&app, "/v1/agent/status", Some(own_key.expose())).await;
     // A full bootstrap, its token used, and a refused one.
-    let (provisioner, _) = api_key(
-        &db.store,
-        acme,
-        ApiKeyKind::Tenant(ApiKeyRole::Provisioner),
-        None,
-    )
-    .await;
+    let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
     let (status, bootstrapped) = call(
         &app,
         Method::POST,
