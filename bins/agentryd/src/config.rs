@@ -64,6 +64,30 @@ pub(crate) struct Config {
     #[arg(long, env = "AGENTRY_INVITE_TTL", default_value_t = 604_800)]
     pub(crate) invite_ttl: u32,
 
+    /// Address and port of the mTLS listener for provisioning machines
+    /// (seed 003); it serves the whole API over TLS and asks for, but does
+    /// not require, a client certificate.
+    #[arg(long, env = "AGENTRY_TLS_BIND", default_value = "127.0.0.1:8443")]
+    pub(crate) tls_bind: SocketAddr,
+    /// Serve no mTLS listener.
+    #[arg(long, env = "AGENTRY_NO_TLS")]
+    pub(crate) no_tls: bool,
+    /// Names (DNS or IP) the mTLS listener's certificate is issued for,
+    /// comma-separated; machines must reach it by one of them.
+    #[arg(
+        long,
+        env = "AGENTRY_TLS_HOSTNAMES",
+        default_value = "localhost,127.0.0.1",
+        value_delimiter = ','
+    )]
+    pub(crate) tls_hostnames: Vec<String>,
+    /// Where uploaded artifact bundles are kept; defaults to `artifacts`
+    /// beside a SQLite database file, or in the working directory.
+    #[arg(long, env = "AGENTRY_ARTIFACT_DIR")]
+    pub(crate) artifact_dir: Option<PathBuf>,
+    /// Largest artifact bundle accepted, in bytes.
+    #[arg(long, env = "AGENTRY_MAX_ARTIFACT_BYTES", default_value_t = 1 << 30)]
+    pub(crate) max_artifact_bytes: u64,
     /// Log filter in `tracing` syntax, e.g. `info` or `agentry_http=debug,info`.
     #[arg(long, env = "AGENTRY_LOG", default_value = "info", global = true)]
     pub(crate) log: String,

@@ -128,6 +128,8 @@ async fn serve(config: &Config, url: &DatabaseUrl, store: Store) -> anyhow::Resu
         agent_token_ttl: Duration::seconds(i64::from(config.agent_token_ttl)),
         session_token_ttl: Duration::seconds(i64::from(config.session_token_ttl)),
         invite_ttl: Duration::seconds(i64::from(config.invite_ttl)),
+        artifact_dir: artifact_dir(config, url),
+        max_artifact_bytes: config.max_artifact_bytes,
     };
     let master = master_key::load(&config.master_key_file)?;
     let keys = Keys::load(&store, master, settings.max_token_ttl(), now())
@@ -139,18 +141,54 @@ async fn serve(config: &Config, url: &DatabaseUrl, store: Store) -> anyhow::Resu
         .start_change_listener(url)
         .await
         .context("cannot follow the database's change feed")?;
+    let tls = if config.no_tls {
+        None
+    } else {
+        Some(
+            keys.ca()
+                .server_config(&config.tls_hostnames, now())
+                .context("cannot configure the mTLS listener")?,
+        )
+    };
     let state = AppState::new(store.clone(), keys, settings);
     state.spawn_background_tasks();
-    let server = HttpServer::new(move || agentry_http::app(state.clone()))
+    let mut server = HttpServer::new(move || agentry_http::app(state.clone()))
+        .on_connect(agentry_http::tls::on_connect)
         .bind(config.bind)
         .with_context(|| format!("cannot listen on {}", config.bind))?;
+    let plain = server.addrs();
+    if let Some(tls) = tls {
+        server = server
+            .bind_rustls_0_23(config.tls_bind, tls)
+            .with_context(|| format!("cannot listen on {} (mTLS)", config.tls_bind))?;
+    }
     for address in server.addrs() {
+        let scheme = if plain.contains(&address) {
+            "http"
+        } else {
+            "https (mTLS for provisioning machines)"
+        };
         eprintln!(
-            "agentryd: listening on http://{address} ({})",
+            "agentryd: listening on {scheme} {address} ({})",
             store.backend().as_str()
         );
     }
     server.run().await.context("server stopped with an error")
+}
+
+/// The artifact directory: as configured, else `artifacts` beside the
+/// SQLite file, else in the working directory.
+fn artifact_dir(config: &Config, url: &DatabaseUrl) -> std::path::PathBuf {
+    if let Some(dir) = &config.artifact_dir {
+        return dir.clone();
+    }
+    match url {
+        DatabaseUrl::Sqlite(path) => std::path::Path::new(path)
+            .parent()
+            .map(|parent| parent.join("artifacts"))
+            .unwrap_or_else(|| "artifacts".into()),
+        _ => "artifacts".into(),
+    }
 }
 
 fn init_tracing(config: &Config) {

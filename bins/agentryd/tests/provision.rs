@@ -3,27 +3,14 @@
 //! python3, then accept an invite through the returned URL, log in, and use
 //! one of the returned agent keys.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-/// The server, killed when the test ends however it ends.
-struct Server(Child);
+mod common;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
-}
+use common::{free_port, start};
 
 /// One HTTP/1.1 request with `Connection: close`; returns status and body.
 fn http(
@@ -66,30 +53,7 @@ fn http(
 fn provision_py_bootstraps_a_real_server_and_its_credentials_work() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agentryd"))
-        .args(["--bind", &format!("127.0.0.1:{port}")])
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}", dir.path().join("agentry.db").display()),
-        )
-        .env("AGENTRY_MASTER_KEY_FILE", dir.path().join("agentry.key"))
-        .env("AGENTRY_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
-        .env_remove("AGENTRY_MASTER_KEY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start agentryd");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let server = Server(child);
-    // Wait for the line that says it listens: an event, not a sleep.
-    let mut lines = BufReader::new(stderr).lines();
-    let listening = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|line| line.contains("agentryd: listening on"));
-    assert!(listening, "agentryd exited before listening");
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+    let server = start(dir.path(), port, &["--no-tls"], 1);
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/provision.py");
     let out = dir.path().join("instance-credentials.json");

@@ -10,8 +10,12 @@
 //! It must never depend on actix, diesel or tokio: the HTTP extractors live in
 //! `agentry-http` and persistence in `agentry-store`, so the rules here can be
 //! tested and embedded without a server or a database.
+//!
+//! It also owns the built-in certificate authority of seed 003 (`ca`),
+//! which signs machines' CSRs and the mTLS listener's certificate.
 
 mod api_key;
+pub mod ca;
 mod jwt;
 mod password;
 mod permissions;
@@ -19,6 +23,7 @@ mod sealing;
 mod secret;
 
 pub use api_key::{ApiKey, ApiKeyError, ApiKeyKind};
+pub use ca::{CaError, CertificateAuthority, IssuedCertificate};
 pub use jwt::{
     Audience, Claims, Jwk, Jwks, JwtError, JwtIssuer, JwtPublicKey, JwtSigningKey, KeyRing, LEEWAY,
 };

@@ -3,6 +3,9 @@
 //!
 //! Credentials come from `Authorization: Bearer ...` or `X-API-Key`. A
 //! string starting `agy_` is an API key; anything else is taken for a JWT.
+//! On the mTLS listener a client certificate from our CA is a credential
+//! too: a provisioning machine's (seed 003), which also lets the agent its
+//! instance is bound to read its own state (seed 001).
 //! A repeat request does no signature check and no database read: verified
 //! tokens, API keys and agent snapshots are cached, and the store's change
 //! feed drops whatever a revocation, rotation or lifecycle change made wrong.
@@ -13,16 +16,17 @@ use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use agentry_auth::{ApiKey, ApiKeyKind, Audience, Claims, JwtError, Permission, role_has};
 use agentry_domain::{AgentId, ApiKeyRole, TenantId};
 use agentry_lifecycle::{Access, Denial, RequestScope};
-use agentry_store::{AgentRecord, ApiKeyRecord, NewAuditEvent};
+use agentry_store::{AgentRecord, ApiKeyRecord, IssuedCertificateRecord, NewAuditEvent};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::error::ApiError;
 use crate::state::{AgentSnapshot, AppState};
+use crate::tls::PeerCertificates;
 
 /// A credential as presented, before it is checked.
 enum Presented {
@@ -161,7 +165,17 @@ impl ApiKeyPrincipal {
 
 async fn api_key_principal(request: HttpRequest) -> Result<ApiKeyPrincipal, ApiError> {
     let state = state(&request)?;
-    let key = match presented(&request).ok_or_else(missing)? {
+    let Some(credential) = presented(&request) else {
+        return Err(if peer_certificates(&request).is_some() {
+            ApiError::forbidden(
+                "api_key_required",
+                "this endpoint takes a tenant API key, not a client certificate",
+            )
+        } else {
+            missing()
+        });
+    };
+    let key = match credential {
         Presented::Jwt(_) => {
             return Err(ApiError::forbidden(
                 "api_key_required",
@@ -203,6 +217,9 @@ pub enum AgentCredential {
     /// A token, with the credential epoch it was issued in.
     Jwt(i64),
     ApiKey,
+    /// A client certificate of the provisioning instance the agent is bound
+    /// to: good for reading its own state only.
+    Certificate,
 }
 
 /// A caller that is an agent, admitted by its lifecycle state and its rate
@@ -223,6 +240,12 @@ impl AgentPrincipal {
 
     /// Quarantined agents may only read their own state (DESIGN.md §2).
     pub fn require_full_access(&self) -> Result<(), ApiError> {
+        if self.credential == AgentCredential::Certificate {
+            return Err(ApiError::forbidden(
+                "certificate_not_enough",
+                "a machine certificate only reads the agent's own state; use its token",
+            ));
+        }
         self.access
             .permits(RequestScope::Other)
             .map_err(denial_error)
@@ -317,7 +340,14 @@ async fn load_agent(
 async fn agent_principal(request: HttpRequest) -> Result<AgentPrincipal, ApiError> {
     let state = state(&request)?;
     let now = agentry_store::now();
-    let (agent, credential) = match presented(&request).ok_or_else(missing)? {
+    let Some(presented) = presented(&request) else {
+        if peer_certificates(&request).is_none() {
+            return Err(missing());
+        }
+        let machine = machine_certificate(request).await?;
+        return certified_agent(&state, &machine, now).await;
+    };
+    let (agent, credential) = match presented {
         Presented::Jwt(token) => {
             let claims = verify_jwt(&state, &token, now).await.map_err(|error| {
                 tracing::debug!(%error, "agent token refused");
@@ -348,13 +378,49 @@ async fn agent_principal(request: HttpRequest) -> Result<AgentPrincipal, ApiErro
             (agent, AgentCredential::ApiKey)
         }
     };
+    admit(&state, agent, credential, now)
+}
+
+/// The agent bound to the instance of a machine certificate.
+async fn certified_agent(
+    state: &AppState,
+    machine: &MachineCertificate,
+    now: OffsetDateTime,
+) -> Result<AgentPrincipal, ApiError> {
+    let instance_id = machine.certificate.instance_id;
+    let tenant = machine.certificate.tenant_id;
+    let agent_id = state
+        .store
+        .detached(async move |store| store.machine_instance(instance_id).await)
+        .await?
+        .and_then(|instance| instance.agent_id)
+        .ok_or_else(|| {
+            ApiError::forbidden(
+                "certificate_not_bound",
+                "this machine's instance is not bound to an agent",
+            )
+        })?;
+    let agent = load_agent(state, tenant, agent_id)
+        .await?
+        .ok_or_else(invalid_certificate)?;
+    admit(state, agent, AgentCredential::Certificate, now)
+}
+
+/// Admits a known agent: lifecycle first, then the token's epoch, then the
+/// rate limit.
+fn admit(
+    state: &AppState,
+    agent: Arc<AgentSnapshot>,
+    credential: AgentCredential,
+    now: OffsetDateTime,
+) -> Result<AgentPrincipal, ApiError> {
     let record = &agent.record;
     // The lifecycle speaks first, so a terminated agent hears 403 and a
     // suspended one 402 (seed 000), whatever its token.
     let access = Access::for_agent(&record.lifecycle(), now);
     if let Err(denial) = access.permits(RequestScope::OwnState) {
         let refusal = denial_error(denial);
-        audit_refusal(&state, record, refusal.code);
+        audit_refusal(state, record, refusal.code);
         return Err(refusal);
     }
     // Then the token's epoch: a rotation or revocation of the agent's
@@ -362,13 +428,13 @@ async fn agent_principal(request: HttpRequest) -> Result<AgentPrincipal, ApiErro
     if let AgentCredential::Jwt(epoch) = credential
         && epoch != record.credential_epoch
     {
-        audit_refusal(&state, record, "revoked_token");
+        audit_refusal(state, record, "revoked_token");
         return Err(invalid_token());
     }
     let requests_this_minute = match state.rate.admit(record.id, agent.rpm, now) {
         Ok(count) => count,
         Err(limited) => {
-            audit_refusal(&state, record, "rate_limited");
+            audit_refusal(state, record, "rate_limited");
             return Err(ApiError::too_many_requests(
                 limited.to_string(),
                 limited.retry_after.whole_seconds().unsigned_abs(),
@@ -451,6 +517,105 @@ impl FromRequest for SessionPrincipal {
                 .map_err(|_| invalid_token())?;
             Ok(SessionPrincipal {
                 user_id: claims.sub,
+                tenant_id: TenantId::from_uuid(claims.tid),
+            })
+        })
+    }
+}
+
+/// The certificates the caller presented: from the TLS connection, or put
+/// on the request by in-process code (tests); never from a header.
+pub(crate) fn peer_certificates(request: &HttpRequest) -> Option<PeerCertificates> {
+    request
+        .conn_data::<PeerCertificates>()
+        .cloned()
+        .or_else(|| request.extensions().get::<PeerCertificates>().cloned())
+}
+
+fn invalid_certificate() -> ApiError {
+    ApiError::unauthorized(
+        "invalid_client_certificate",
+        "the client certificate is not one this service issued, or it has expired or been revoked",
+    )
+}
+
+/// A provisioning machine (seed 003) holding a client certificate that
+/// chains to our CA, is unexpired, and is one we issued and have not
+/// revoked. Which instance it may speak for is the handler's check.
+#[derive(Debug, Clone)]
+pub struct MachineCertificate {
+    pub certificate: IssuedCertificateRecord,
+}
+
+async fn machine_certificate(request: HttpRequest) -> Result<MachineCertificate, ApiError> {
+    let state = state(&request)?;
+    let presented = peer_certificates(&request).ok_or_else(|| {
+        ApiError::unauthorized(
+            "client_certificate_required",
+            "present the client certificate from /internal/bootstrap/cert over mTLS",
+        )
+    })?;
+    let now = agentry_store::now();
+    if let Err(refused) = state.keys.ca().verify(&presented.0, now) {
+        tracing::info!(%refused, "refused a client certificate");
+        return Err(invalid_certificate());
+    }
+    let fingerprint = agentry_auth::ca::fingerprint(&presented.0[0]);
+    let certificate = state
+        .store
+        .detached(async move |store| store.certificate_by_fingerprint(&fingerprint).await)
+        .await?
+        .ok_or_else(invalid_certificate)?;
+    if certificate.revoked_at.is_some() || certificate.not_after <= now {
+        return Err(invalid_certificate());
+    }
+    Ok(MachineCertificate { certificate })
+}
+
+impl FromRequest for MachineCertificate {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        Box::pin(machine_certificate(request.clone()))
+    }
+}
+
+/// A provisioning machine holding the callback token `/secrets` gave it.
+#[derive(Debug, Clone)]
+pub struct CallbackPrincipal {
+    pub instance_id: uuid::Uuid,
+    pub tenant_id: TenantId,
+}
+
+impl FromRequest for CallbackPrincipal {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let request = request.clone();
+        Box::pin(async move {
+            let state = state(&request)?;
+            let Presented::Jwt(token) = presented(&request).ok_or_else(|| {
+                ApiError::unauthorized(
+                    "missing_credentials",
+                    "send the callback_jwt from /internal/bootstrap/secrets as 'Authorization: Bearer ...'",
+                )
+            })?
+            else {
+                return Err(invalid_token());
+            };
+            let claims = state
+                .issuer
+                .verify(
+                    &token,
+                    &state.keys.ring(),
+                    Audience::Callback,
+                    agentry_store::now(),
+                )
+                .map_err(|_| invalid_token())?;
+            Ok(CallbackPrincipal {
+                instance_id: claims.sub,
                 tenant_id: TenantId::from_uuid(claims.tid),
             })
         })

@@ -1,11 +1,16 @@
 //! The signing keys this process uses: the current one (to mint) and the
 //! ring of public keys (to verify and to publish as JWKS), unsealed from the
-//! store with the master key and reloaded when a rotation is announced.
+//! store with the master key and reloaded when a rotation is announced; and
+//! the machine CA of seed 003, sealed the same way.
 
 use std::sync::{Arc, RwLock};
 
-use agentry_auth::{JwtPublicKey, JwtSigningKey, KeyRing, MasterKey, random_bytes};
-use agentry_store::{SigningKeyRecord, Store, StoreError};
+use agentry_auth::{
+    CertificateAuthority, JwtPublicKey, JwtSigningKey, KeyRing, MasterKey, random_bytes,
+};
+use agentry_store::{CaRecord, SigningKeyRecord, Store, StoreError};
+
+use crate::tls::MachineCa;
 use time::{Duration, OffsetDateTime};
 
 /// Why the keys could not be loaded; fatal at start.
@@ -17,6 +22,8 @@ pub enum KeyError {
     Sealed { kid: String, reason: String },
     #[error("the store holds no current signing key")]
     NoCurrentKey,
+    #[error("the machine CA cannot be loaded: {0}")]
+    Ca(String),
 }
 
 struct Loaded {
@@ -38,6 +45,7 @@ pub struct Keys {
     /// can have signed nothing still valid, and leaves the JWKS.
     max_token_lifetime: Duration,
     loaded: Arc<RwLock<Loaded>>,
+    ca: Arc<MachineCa>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -99,11 +107,13 @@ impl Keys {
                 .await?;
         }
         let loaded = Self::read(store, &master, max_token_lifetime, now).await?;
+        let ca = Arc::new(load_ca(store, &master, now).await?);
         Ok(Self {
             master,
             last_unknown_kid_reload: Arc::default(),
             max_token_lifetime,
             loaded: Arc::new(RwLock::new(loaded)),
+            ca,
         })
     }
 
@@ -183,4 +193,47 @@ impl Keys {
     pub fn master(&self) -> &MasterKey {
         &self.master
     }
+
+    /// The machine CA (seed 003).
+    pub fn ca(&self) -> &MachineCa {
+        &self.ca
+    }
+}
+
+fn ca_context(id: uuid::Uuid) -> Vec<u8> {
+    format!("agentry machine CA {id}").into_bytes()
+}
+
+/// The current machine CA, created on first use. Two processes starting at
+/// once may both generate one; the store keeps the first and both use it.
+async fn load_ca(
+    store: &Store,
+    master: &MasterKey,
+    now: OffsetDateTime,
+) -> Result<MachineCa, KeyError> {
+    let failed = |reason: &dyn std::fmt::Display| KeyError::Ca(reason.to_string());
+    let record = match store.current_ca().await? {
+        Some(record) => record,
+        None => {
+            let (authority, key_pem) =
+                CertificateAuthority::generate(now).map_err(|e| failed(&e))?;
+            let id = uuid::Uuid::now_v7();
+            store
+                .insert_ca_if_none(CaRecord {
+                    id,
+                    cert_pem: authority.cert_pem().to_owned(),
+                    key_sealed: master.seal(key_pem.as_bytes(), &ca_context(id)),
+                    not_after: now + agentry_auth::ca::CA_LIFETIME,
+                    created_at: now,
+                })
+                .await?
+        }
+    };
+    let key_pem = master
+        .open(&record.key_sealed, &ca_context(record.id))
+        .map_err(|e| failed(&e))?;
+    let key_pem = std::str::from_utf8(&key_pem).map_err(|e| failed(&e))?;
+    let authority =
+        CertificateAuthority::from_pem(&record.cert_pem, key_pem).map_err(|e| failed(&e))?;
+    MachineCa::new(authority).map_err(|e| failed(&e))
 }

@@ -1,9 +1,11 @@
 //! Agentry's HTTP surface.
 //!
 //! This crate owns everything that knows about HTTP and JSON: the routes of
-//! the API families (`agent_self`, more to come), the request guard
+//! the API families (`agent_self`, `bootstrap`, `profiles`, `spend`,
+//! `delegation`, `instance` of seed 002, `machines` of seed 003), the request guard
 //! (`guard`: extractors for API keys and agents, with their caches in
-//! `state`), the signing keys in use (`keys`), the wire types (`wire`) and
+//! `state`), the signing keys and machine CA in use (`keys`), the mTLS
+//! listener's configuration (`tls`), the wire types (`wire`) and
 //! the problem+json error (`error`). Handlers translate between wire types
 //! and domain types by hand and delegate every decision to the crates below;
 //! store work runs through `Store::detached`.
@@ -18,9 +20,11 @@ pub mod error;
 pub mod guard;
 mod instance;
 pub mod keys;
+mod machines;
 mod profiles;
 mod spend;
 pub mod state;
+pub mod tls;
 mod validate;
 mod wire;
 
@@ -140,7 +144,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .configure(profiles::configure)
         .configure(spend::configure)
         .configure(delegation::configure)
-        .configure(instance::configure);
+        .configure(instance::configure)
+        .configure(machines::configure);
 }
 
 /// Liveness: the process is up and serving.

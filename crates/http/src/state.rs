@@ -24,6 +24,10 @@ pub struct Settings {
     pub session_token_ttl: Duration,
     /// Lifetime of invite tokens (seed 002: 7 days).
     pub invite_ttl: Duration,
+    /// Where uploaded artifact bundles are kept (seed 003).
+    pub artifact_dir: std::path::PathBuf,
+    /// Largest artifact bundle accepted.
+    pub max_artifact_bytes: u64,
 }
 
 impl Settings {

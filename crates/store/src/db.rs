@@ -216,6 +216,44 @@ macro_rules! write_tx {
     };
 }
 
+/// Keys of the PostgreSQL advisory locks `write_tx_locked!` takes, one per
+/// kind of "insert if absent" that has no row to lock yet. Distinct values,
+/// prefixed so they are unlikely to meet another application's locks.
+pub(crate) mod advisory {
+    /// Creating the instance's certificate authority.
+    pub(crate) const CERTIFICATE_AUTHORITY: i64 = 0x4147_4e54_5259_0001;
+}
+
+/// Like `write_tx!`, and serialised with every other transaction that names
+/// the same `$lock` (a key from `advisory`) even when there is no row to
+/// lock yet, as in an insert-if-absent. SQLite's `BEGIN IMMEDIATE` already
+/// excludes every other writer; on PostgreSQL the body runs after taking a
+/// transaction-scoped advisory lock, released at commit or rollback.
+macro_rules! write_tx_locked {
+    ($store:expr, $lock:expr, |$conn:ident| $body:expr) => {
+        match &$store.pools {
+            $crate::db::Pools::Sqlite(pool) => {
+                let mut pooled = pool.get().await?;
+                pooled.immediate_transaction(async |$conn| $body).await
+            }
+            $crate::db::Pools::Postgres(pool) => {
+                let mut pooled = pool.get().await?;
+                let lock: i64 = $lock;
+                diesel_async::AsyncConnection::transaction(&mut *pooled, async |$conn| {
+                    diesel_async::RunQueryDsl::execute(
+                        diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+                            .bind::<diesel::sql_types::BigInt, _>(lock),
+                        &mut *$conn,
+                    )
+                    .await?;
+                    $body
+                })
+                .await
+            }
+        }
+    };
+}
+
 /// Runs `$body` with a pooled connection bound to `$conn`, outside any
 /// explicit transaction (single statements are atomic on their own).
 macro_rules! read {
@@ -235,7 +273,7 @@ macro_rules! read {
     };
 }
 
-pub(crate) use {read, write_tx};
+pub(crate) use {read, write_tx, write_tx_locked};
 
 #[cfg(test)]
 mod tests {

@@ -23,6 +23,7 @@ mod instance;
 mod ledger;
 mod limits;
 mod migrations;
+mod provisioning;
 mod schema;
 mod signing_keys;
 mod tenants;
@@ -47,6 +48,11 @@ pub use instance::{
 pub use ledger::{Accounts, Appends, LedgerView};
 pub use limits::{AgentLimitEntry, AgentLimits, LIMITS_ATTEMPTS};
 pub use migrations::{MigrationStatus, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+pub use provisioning::{
+    ArtifactKind, ArtifactRecord, CaRecord, CallbackState, IssuedCertificateRecord,
+    MachineInstance, MachineInstancePatch, MachineSession, NewIssuedCertificate,
+    NewMachineInstance, NewMachineSession, ProvisionLog, SessionError,
+};
 pub use signing_keys::SigningKeyRecord;
 pub use tenants::{ApiKeyRecord, NewApiKey, Tenant};
 pub use tokens::{NewToken, TokenError, TokenPurpose, TokenRecord};

@@ -1,6 +1,6 @@
-//! The diesel schema of both backends, written from
-//! `migrations/postgres/2026-11-27-000000_initial/up.sql` (column types
-//! through the portable types of `crate::types`).
+//! The diesel schema of both backends, written from the PostgreSQL
+//! migrations under `migrations/postgres/` (column types through the
+//! portable types of `crate::types`).
 
 diesel::table! {
     use diesel::sql_types::*;
@@ -205,6 +205,7 @@ diesel::table! {
         skill_lockfile -> Text,
         decryption_key_sealed -> Nullable<Binary>,
         created_at -> PortableTime,
+        agent_id -> Nullable<PortableUuid>,
     }
 }
 
@@ -343,6 +344,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::{PortableTime, PortableUuid};
+
+    certificate_authorities (id) {
+        id -> PortableUuid,
+        cert_pem -> Text,
+        key_sealed -> Binary,
+        not_after -> PortableTime,
+        created_at -> PortableTime,
+        retired_at -> Nullable<PortableTime>,
+    }
+}
+
 diesel::joinable!(agents -> tenants (tenant_id));
 diesel::joinable!(api_keys -> tenants (tenant_id));
 diesel::joinable!(api_keys -> agents (agent_id));
@@ -364,6 +379,7 @@ diesel::joinable!(memberships -> channels (channel_id));
 diesel::joinable!(memberships -> users (user_id));
 diesel::joinable!(memberships -> tenants (tenant_id));
 diesel::joinable!(provisioning_instances -> tenants (tenant_id));
+diesel::joinable!(provisioning_instances -> agents (agent_id));
 diesel::joinable!(provisioning_sessions -> tenants (tenant_id));
 diesel::joinable!(provisioning_sessions -> provisioning_instances (instance_id));
 diesel::joinable!(provisioning_sessions -> one_time_tokens (token_id));
@@ -401,4 +417,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     signing_keys,
     change_log,
     instance,
+    certificate_authorities,
 );

@@ -10,6 +10,7 @@ mod bootstrap;
 mod budget;
 mod guard;
 mod instance;
+mod machines;
 mod profiles;
 mod secrets_in_logs;
 mod service;
@@ -31,6 +32,8 @@ pub(crate) async fn state_for(db: &TestDb) -> AppState {
         agent_token_ttl: Duration::hours(1),
         session_token_ttl: Duration::hours(24),
         invite_ttl: Duration::days(7),
+        artifact_dir: std::env::temp_dir().join(format!("agentry-test-{}", uuid::Uuid::now_v7())),
+        max_artifact_bytes: 1 << 20,
     };
     let keys = Keys::load(
         &db.store,
@@ -46,7 +49,15 @@ pub(crate) async fn state_for(db: &TestDb) -> AppState {
 pub(crate) async fn app(
     state: &AppState,
 ) -> impl Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error> {
-    test::init_service(agentry_http::app(state.clone()).configure(guard::test_routes)).await
+    test::init_service(
+        agentry_http::app(state.clone())
+            .configure(guard::test_routes)
+            .wrap_fn(|request, service| {
+                machines::present_test_certificate(&request);
+                service.call(request)
+            }),
+    )
+    .await
 }
 
 pub(crate) async fn tenant(store: &Store, name: &str) -> TenantId {
