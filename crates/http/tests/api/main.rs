@@ -10,6 +10,7 @@ mod bootstrap;
 mod budget;
 mod guard;
 mod instance;
+mod openapi;
 mod profiles;
 mod secrets_in_logs;
 mod service;
