@@ -4,13 +4,17 @@
 use actix_web::{HttpResponse, web};
 use agentry_ledger::Window;
 use agentry_store::{AgentRecord, Store, StoreError};
-use serde_json::json;
+use serde::Serialize;
 use time::OffsetDateTime;
+use utoipa::{OpenApi, ToSchema};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::guard::AgentPrincipal;
 use crate::state::AppState;
-use crate::wire::{AgentProfile, AnomalyEvent, Limits, timestamp};
+use crate::wire::{
+    AgentProfile, AnomalyEvent, LifecycleStateSchema, Limits, ProfileResponse, RoleSchema,
+    timestamp,
+};
 
 const RECENT_EVENTS: i64 = 20;
 
@@ -20,6 +24,43 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
         .route("/v1/agent/limits/me", web::get().to(limits_me))
         .route("/v1/agent/anomaly/me", web::get().to(anomaly_me))
         .route("/v1/agent/profiles/me", web::get().to(profile_me));
+}
+
+#[derive(OpenApi)]
+#[openapi(paths(status, limits_me, anomaly_me, profile_me))]
+pub(crate) struct Api;
+
+/// Seed 001's `GET /v1/agent/status`.
+#[derive(Debug, Serialize, ToSchema)]
+struct AgentStatus {
+    profile: AgentProfile,
+    limits: Limits,
+    anomaly: RecentAnomalies,
+    governance: Governance,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct RecentAnomalies {
+    recent_events: Vec<AnomalyEvent>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Governance {
+    #[schema(value_type = LifecycleStateSchema)]
+    lifecycle_state: &'static str,
+    manifest_id: Option<String>,
+    #[schema(value_type = RoleSchema)]
+    role: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct LimitsResponse {
+    limits: Limits,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct AnomaliesResponse {
+    events: Vec<AnomalyEvent>,
 }
 
 /// The live limits figures of `agent`.
@@ -69,6 +110,33 @@ async fn anomalies(store: &Store, agent: &AgentRecord) -> Result<Vec<AnomalyEven
         .collect())
 }
 
+/// Everything an agent may know about itself.
+///
+/// Profile, live limits, recent refusals and governance state. Quarantined
+/// agents may call it.
+#[utoipa::path(
+    get,
+    operation_id = "agent_status",
+    path = "/v1/agent/status",
+    tag = "agent",
+    security(("agent_jwt" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The calling agent's state.", body = AgentStatus),
+        (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "`agent_suspended`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`agent_credentials_required` (a tenant key), `agent_not_activated`, \
+            `agent_terminated`, `agent_expired`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: past the agent's requests per minute.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until the next request may pass."))),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn status(
     state: web::Data<AppState>,
     caller: AgentPrincipal,
@@ -86,18 +154,44 @@ async fn status(
         })
         .await?;
     let agent = caller.record();
-    Ok(HttpResponse::Ok().json(json!({
-        "profile": AgentProfile::from(agent),
-        "limits": limits,
-        "anomaly": { "recent_events": events },
-        "governance": {
-            "lifecycle_state": agent.lifecycle_state.as_str(),
-            "manifest_id": agent.manifest_id,
-            "role": agent.role.as_str(),
+    Ok(HttpResponse::Ok().json(AgentStatus {
+        profile: AgentProfile::from(agent),
+        limits,
+        anomaly: RecentAnomalies {
+            recent_events: events,
         },
-    })))
+        governance: Governance {
+            lifecycle_state: agent.lifecycle_state.as_str(),
+            manifest_id: agent.manifest_id.clone(),
+            role: agent.role.as_str(),
+        },
+    }))
 }
 
+/// The calling agent's budget and rate limits.
+#[utoipa::path(
+    get,
+    operation_id = "agent_limits_me",
+    path = "/v1/agent/limits/me",
+    tag = "agent",
+    security(("agent_jwt" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The calling agent's limits.", body = LimitsResponse),
+        (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "`agent_suspended`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`agent_credentials_required` (a tenant key), `agent_not_activated`, \
+            `agent_terminated`, `agent_expired`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: past the agent's requests per minute.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until the next request may pass."))),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn limits_me(
     state: web::Data<AppState>,
     caller: AgentPrincipal,
@@ -108,9 +202,33 @@ async fn limits_me(
         .store
         .detached(async move |store| limits(&store, &agent, count, agentry_store::now()).await)
         .await?;
-    Ok(HttpResponse::Ok().json(json!({ "limits": limits })))
+    Ok(HttpResponse::Ok().json(LimitsResponse { limits }))
 }
 
+/// Recent refusals and failures that concern the calling agent.
+#[utoipa::path(
+    get,
+    operation_id = "agent_anomaly_me",
+    path = "/v1/agent/anomaly/me",
+    tag = "agent",
+    security(("agent_jwt" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Up to 20 recent events, newest first.", body = AnomaliesResponse),
+        (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "`agent_suspended`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`agent_credentials_required` (a tenant key), `agent_not_activated`, \
+            `agent_terminated`, `agent_expired`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: past the agent's requests per minute.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until the next request may pass."))),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn anomaly_me(
     state: web::Data<AppState>,
     caller: AgentPrincipal,
@@ -120,9 +238,33 @@ async fn anomaly_me(
         .store
         .detached(async move |store| anomalies(&store, &agent).await)
         .await?;
-    Ok(HttpResponse::Ok().json(json!({ "events": events })))
+    Ok(HttpResponse::Ok().json(AnomaliesResponse { events }))
 }
 
+/// The calling agent's own profile.
+#[utoipa::path(
+    get,
+    operation_id = "agent_profile_me",
+    path = "/v1/agent/profiles/me",
+    tag = "agent",
+    security(("agent_jwt" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The calling agent's profile.", body = ProfileResponse),
+        (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "`agent_suspended`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`agent_credentials_required` (a tenant key), `agent_not_activated`, \
+            `agent_terminated`, `agent_expired`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: past the agent's requests per minute.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until the next request may pass."))),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn profile_me(caller: AgentPrincipal) -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "profile": AgentProfile::from(caller.record()) }))
+    HttpResponse::Ok().json(ProfileResponse::from(caller.record()))
 }

@@ -9,29 +9,94 @@ use agentry_domain::{AgentSlug, LifecycleState, Money, TenantId};
 use agentry_ledger::DEFAULT_RPM;
 use agentry_lifecycle::LifecycleError;
 use agentry_store::{AgentLimitEntry, AgentRecord, NewAgent, NewAuditEvent, StoreError, now};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{OpenApi, ToSchema};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::guard::ApiKeyPrincipal;
 use crate::state::AppState;
 use crate::validate::Problems;
-use crate::wire::{AgentProfile, timestamp};
+use crate::wire::{AgentProfile, AgentSlugSchema, MoneySchema, TimestampSchema, timestamp};
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config.route("/v1/agent/bootstrap", web::post().to(bootstrap));
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(OpenApi)]
+#[openapi(paths(bootstrap))]
+pub(crate) struct Api;
+
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AgentBootstrapRequest)]
 struct BootstrapRequest {
+    #[schema(value_type = AgentSlugSchema)]
     agent_id: String,
+    #[schema(min_length = 1, max_length = 255)]
     display_name: Option<String>,
+    #[schema(min_length = 1, max_length = 255)]
     cost_center: Option<String>,
+    /// The agent's daily budget; also the `maxBudgetUsd` of the limits
+    /// entry bootstrap writes when the agent has none.
+    #[schema(value_type = Option<MoneySchema>)]
     budget_daily_usd: Option<Money>,
+    #[schema(value_type = Option<MoneySchema>)]
     budget_monthly_usd: Option<Money>,
+    /// Free-form; `can_delegate: true` lets the agent delegate.
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
+
+/// Seed 001's bootstrap answer, which delegation gives too: the profile,
+/// what is enforced on it, and a fresh agent token.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BootstrapResponse {
+    profile: AgentProfile,
+    /// Agent token (EdDSA JWT) for the `agent_jwt` scheme.
+    jwt: String,
+    #[schema(value_type = TimestampSchema)]
+    jwt_expires_at: String,
+    budget: BootstrapBudget,
+    next_steps: NextSteps,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct BootstrapBudget {
+    #[schema(value_type = Option<MoneySchema>)]
+    profile_daily_usd: Option<Money>,
+    #[schema(value_type = Option<MoneySchema>)]
+    profile_monthly_usd: Option<Money>,
+    #[schema(value_type = Option<MoneySchema>)]
+    enforced_daily_usd: Option<Money>,
+    enforced_rpm: u32,
+}
+
+/// Routes of this server the new agent will want next.
+#[derive(Debug, Serialize, ToSchema)]
+struct NextSteps {
+    #[schema(value_type = String)]
+    self_status: &'static str,
+    #[schema(value_type = String)]
+    limits: &'static str,
+    #[schema(value_type = String)]
+    anomalies: &'static str,
+    #[schema(value_type = String)]
+    spend: &'static str,
+    #[schema(value_type = String)]
+    delegate: &'static str,
+    #[schema(value_type = String)]
+    jwks: &'static str,
+}
+
+const NEXT_STEPS: NextSteps = NextSteps {
+    self_status: "GET /v1/agent/status",
+    limits: "GET /v1/agent/limits/me",
+    anomalies: "GET /v1/agent/anomaly/me",
+    spend: "POST /v1/agent/spend",
+    delegate: "POST /v1/agent/delegate",
+    jwks: "GET /.well-known/jwks.json",
+};
 
 impl BootstrapRequest {
     fn into_new_agent(self) -> Result<NewAgent, ApiError> {
@@ -58,6 +123,37 @@ enum Outcome {
     Existing(AgentRecord),
 }
 
+/// Profile, enforced limits and an agent token in one call.
+///
+/// Creates the agent (201) or answers for the existing one (200) with a
+/// fresh token. The agent is activated only once its limits entry is
+/// written; if that fails, nothing usable is returned.
+#[utoipa::path(
+    post,
+    operation_id = "agent_bootstrap",
+    path = "/v1/agent/bootstrap",
+    tag = "agent",
+    security(("api_key" = [])),
+    request_body = BootstrapRequest,
+    responses(
+        (status = 201, description = "The agent was created and activated.", body = BootstrapResponse),
+        (status = 200, description = "The agent already existed; a fresh token for it.", body = BootstrapResponse),
+        (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_request` (every \
+            invalid field, listed).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`api_key_required` (an agent token or an agent's own key), \
+            `permission_denied` (the key's role lacks `agent.bootstrap`), `agent_not_bootstrappable` \
+            (suspended, terminated or expired, or created by delegation).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`conflict`: the agent changed concurrently; retry.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`limits_unavailable`: the limits entry could not be written and no \
+            token was issued; `unavailable`: the database or the signing key is unavailable.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn bootstrap(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
@@ -193,23 +289,16 @@ pub(crate) async fn respond(
     let (jwt, expires_at) = state
         .mint_agent_token(agent, now())
         .ok_or_else(|| ApiError::unavailable("no signing key is loaded"))?;
-    Ok(HttpResponse::build(status).json(json!({
-        "profile": AgentProfile::from(agent),
-        "jwt": jwt,
-        "jwt_expires_at": timestamp(expires_at),
-        "budget": {
-            "profile_daily_usd": agent.budget_daily,
-            "profile_monthly_usd": agent.budget_monthly,
-            "enforced_daily_usd": enforced.daily,
-            "enforced_rpm": enforced.rpm,
+    Ok(HttpResponse::build(status).json(BootstrapResponse {
+        profile: AgentProfile::from(agent),
+        jwt,
+        jwt_expires_at: timestamp(expires_at),
+        budget: BootstrapBudget {
+            profile_daily_usd: agent.budget_daily,
+            profile_monthly_usd: agent.budget_monthly,
+            enforced_daily_usd: enforced.daily,
+            enforced_rpm: enforced.rpm,
         },
-        "next_steps": {
-            "self_status": "GET /v1/agent/status",
-            "limits": "GET /v1/agent/limits/me",
-            "anomalies": "GET /v1/agent/anomaly/me",
-            "spend": "POST /v1/agent/spend",
-            "delegate": "POST /v1/agent/delegate",
-            "jwks": "GET /.well-known/jwks.json",
-        },
-    })))
+        next_steps: NEXT_STEPS,
+    }))
 }

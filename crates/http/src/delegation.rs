@@ -7,16 +7,19 @@ use actix_web::{HttpResponse, web};
 use agentry_domain::{AgentSlug, LifecycleState, Money, Role};
 use agentry_lifecycle::{Access, RequestScope, TerminationReason};
 use agentry_store::{NewAgent, NewAuditEvent, StoreError, now};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::Duration;
+use utoipa::{OpenApi, ToSchema};
 
-use crate::bootstrap::respond;
-use crate::error::ApiError;
+use crate::bootstrap::{BootstrapResponse, respond};
+use crate::error::{ApiError, Problem};
 use crate::guard::AgentPrincipal;
 use crate::state::AppState;
 use crate::validate::Problems;
-use crate::wire::timestamp;
+use crate::wire::{
+    AgentSlugSchema, LifecycleStateSchema, MoneySchema, RoleSchema, TimestampSchema, timestamp,
+};
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config
@@ -28,20 +31,75 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
         );
 }
 
+#[derive(OpenApi)]
+#[openapi(paths(delegate, list, reclaim))]
+pub(crate) struct Api;
+
 /// A year: delegated agents are meant to be short-lived.
 const MAX_TTL_SECONDS: i64 = 365 * 86_400;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DelegateRequest {
+    /// The child's `agent_id`.
+    #[schema(value_type = AgentSlugSchema)]
     agent_id: String,
+    /// Sliced from the parent's budget, which keeps at least one cent; the
+    /// child's daily budget, and the most it can ever spend. Required and
+    /// above zero (optional to Rust so that its absence is a 400 naming it).
+    #[schema(value_type = MoneySchema, required = true)]
     budget_allocation_usd: Option<Money>,
+    /// At most the parent's own role; `agent` when absent.
+    #[schema(value_type = Option<RoleSchema>)]
     requested_role: Option<String>,
+    /// The child's display name.
+    #[schema(min_length = 1, max_length = 255)]
     requested_name: Option<String>,
+    /// The child is terminated and reclaimed once this runs out.
+    #[schema(minimum = 1, maximum = 31_536_000)]
     ttl_seconds: Option<i64>,
+    /// The child's metadata; `parentAgentId` is added.
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// Creates a child agent with a budget sliced from the caller's.
+///
+/// The caller must be active and its metadata must have
+/// `can_delegate: true`. The child starts active, no more trusted than its
+/// parent, and the answer carries its token.
+#[utoipa::path(
+    post,
+    operation_id = "delegate",
+    path = "/v1/agent/delegate",
+    tag = "delegation",
+    security(("agent_jwt" = []), ("api_key" = [])),
+    request_body = DelegateRequest,
+    responses(
+        (status = 201, description = "The child was created.", body = BootstrapResponse),
+        (status = 200, description = "The same child of the same parent again: a fresh token for it.",
+            body = BootstrapResponse),
+        (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_request` \
+            (every invalid field, listed; a missing or zero allocation included).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "`insufficient_budget`: the parent's budget cannot cover the \
+            allocation; `agent_suspended`.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`delegation_not_allowed` (no `can_delegate: true`), `role_escalation` \
+            (a role above the parent's), `agent_credentials_required` (a tenant key), `agent_quarantined`, \
+            `agent_not_activated`, `agent_terminated`, `agent_expired`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`agent_exists`: the `agent_id` is taken by an agent that is not a live \
+            child of the caller.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: past the caller's requests per minute.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until the next request may pass."))),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database or the signing key is unavailable; retry \
+            shortly.", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn delegate(
     state: web::Data<AppState>,
     caller: AgentPrincipal,
@@ -160,6 +218,54 @@ async fn delegate(
     respond(&state, status, &child).await
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct SubAgentList {
+    total: usize,
+    sub_agents: Vec<SubAgent>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct SubAgent {
+    #[schema(value_type = AgentSlugSchema)]
+    agent_id: String,
+    display_name: Option<String>,
+    #[schema(value_type = RoleSchema)]
+    role: &'static str,
+    /// The allocation it was given.
+    #[schema(value_type = Option<MoneySchema>)]
+    budget_daily_usd: Option<Money>,
+    #[schema(value_type = LifecycleStateSchema)]
+    lifecycle_state: &'static str,
+    #[schema(value_type = Option<TimestampSchema>)]
+    expires_at: Option<String>,
+    #[schema(value_type = TimestampSchema)]
+    created_at: String,
+}
+
+/// The caller's children that are not terminated, in any other state.
+#[utoipa::path(
+    get,
+    operation_id = "list_sub_agents",
+    path = "/v1/agent/sub-agents",
+    tag = "delegation",
+    security(("agent_jwt" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The caller's live children.", body = SubAgentList),
+        (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "`agent_suspended`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`agent_credentials_required` (a tenant key), `agent_not_activated`, \
+            `agent_terminated`, `agent_expired`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: past the caller's requests per minute.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until the next request may pass."))),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn list(
     state: web::Data<AppState>,
     caller: AgentPrincipal,
@@ -169,23 +275,67 @@ async fn list(
         .store
         .detached(async move |store| store.live_children(tenant, parent).await)
         .await?;
-    let sub_agents: Vec<serde_json::Value> = children
+    let sub_agents: Vec<SubAgent> = children
         .iter()
-        .map(|child| {
-            json!({
-                "agent_id": child.slug.as_str(),
-                "display_name": child.display_name,
-                "role": child.role.as_str(),
-                "budget_daily_usd": child.budget_daily,
-                "lifecycle_state": child.lifecycle_state.as_str(),
-                "expires_at": child.expires_at.map(timestamp),
-                "created_at": timestamp(child.created_at),
-            })
+        .map(|child| SubAgent {
+            agent_id: child.slug.as_str().to_owned(),
+            display_name: child.display_name.clone(),
+            role: child.role.as_str(),
+            budget_daily_usd: child.budget_daily,
+            lifecycle_state: child.lifecycle_state.as_str(),
+            expires_at: child.expires_at.map(timestamp),
+            created_at: timestamp(child.created_at),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "total": sub_agents.len(), "sub_agents": sub_agents })))
+    Ok(HttpResponse::Ok().json(SubAgentList {
+        total: sub_agents.len(),
+        sub_agents,
+    }))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct SubAgentReclaimed {
+    /// Always `true`.
+    ok: bool,
+    #[schema(value_type = AgentSlugSchema)]
+    terminated_agent_id: String,
+    /// The child's unspent allocation, back in the caller's budget.
+    #[schema(value_type = MoneySchema)]
+    budget_refunded_usd: Money,
+    /// Present, `true`, when the child was terminated before this call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = bool)]
+    already_terminated: Option<bool>,
+}
+
+/// Terminates a child and its descendants, taking back unspent budget.
+#[utoipa::path(
+    delete,
+    operation_id = "reclaim_sub_agent",
+    path = "/v1/agent/sub-agents/{child_agent_id}",
+    tag = "delegation",
+    security(("agent_jwt" = []), ("api_key" = [])),
+    params(("child_agent_id" = String, Path, description = "The child's `agent_id`.")),
+    responses(
+        (status = 200, description = "The child is terminated and settled.", body = SubAgentReclaimed),
+        (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "`agent_suspended`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`agent_credentials_required` (a tenant key), `agent_quarantined`, \
+            `agent_not_activated`, `agent_terminated`, `agent_expired`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such agent, or not a child of the caller.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: past the caller's requests per minute.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until the next request may pass."))),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable, or the child's \
+            sub-agents changed while reclaiming; retry.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn reclaim(
     state: web::Data<AppState>,
     caller: AgentPrincipal,
@@ -223,13 +373,10 @@ async fn reclaim(
         outcome: "success".into(),
         detail: json!({ "budget_refunded_usd": reclaimed.refunded, "terminated": reclaimed.terminated.len() }),
     });
-    let mut body = json!({
-        "ok": true,
-        "terminated_agent_id": child.slug.as_str(),
-        "budget_refunded_usd": reclaimed.refunded,
-    });
-    if reclaimed.already_terminated {
-        body["already_terminated"] = json!(true);
-    }
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok().json(SubAgentReclaimed {
+        ok: true,
+        terminated_agent_id: child.slug.into_string(),
+        budget_refunded_usd: reclaimed.refunded,
+        already_terminated: reclaimed.already_terminated.then_some(true),
+    }))
 }

@@ -9,6 +9,7 @@ use actix_web::{HttpResponse, ResponseError};
 use agentry_ledger::LedgerError;
 use agentry_store::{StoreError, TokenError};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -19,12 +20,31 @@ pub struct ApiError {
     pub retry_after_seconds: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem, as every error is sent
+/// (`application/problem+json`).
+#[derive(Serialize, ToSchema)]
+#[schema(examples(json!({
+    "type": "urn:agentry:problem:insufficient_budget",
+    "title": "Payment Required",
+    "status": 402,
+    "detail": "insufficient budget: 0.5 USD requested, 0.25 USD available in the daily window",
+    "code": "insufficient_budget"
+})))]
+pub(crate) struct Problem<'a> {
+    /// `urn:agentry:problem:` followed by `code`.
+    #[schema(value_type = String, format = "uri")]
     r#type: String,
+    /// The reason phrase of `status`.
+    #[schema(value_type = String)]
     title: &'a str,
+    /// The HTTP status, repeated for clients that only see the body.
     status: u16,
+    /// For people: what went wrong and, where it helps, what to do.
+    #[schema(value_type = String)]
     detail: &'a str,
+    /// Stable and machine-readable: clients branch on this, never on
+    /// `detail`.
+    #[schema(value_type = String)]
     code: &'a str,
 }
 

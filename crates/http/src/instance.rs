@@ -14,14 +14,16 @@ use agentry_store::{
     BootstrapAgent, BootstrapHuman, InstanceBootstrap, NewAgent, StoreError, TokenError,
     UserRecord, now,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{OpenApi, ToSchema};
+use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::guard::{AgentPrincipal, SessionPrincipal};
 use crate::state::AppState;
 use crate::validate::Problems;
-use crate::wire::timestamp;
+use crate::wire::{AgentSlugSchema, TimestampSchema, timestamp};
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config
@@ -33,48 +35,129 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
         .route("/invite", web::get().to(invite_page));
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(OpenApi)]
+#[openapi(paths(bootstrap, status, accept_invite, login, channel, invite_page))]
+pub(crate) struct Api;
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AgentProfileSpec {
+    /// The agent's `agent_id`, unique in the instance and in the request.
+    #[schema(value_type = AgentSlugSchema)]
     name: String,
+    /// Required.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 255)]
     display_name: Option<String>,
+    #[schema(max_length = 2000)]
     description: Option<String>,
+    /// Kept in the agent's metadata as `avatar_url`.
+    #[schema(min_length = 1, max_length = 2048)]
     avatar_url: Option<String>,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PrimaryAgentSpec {
+    #[schema(format = Email)]
     email: String,
+    #[schema(min_length = 12, format = Password)]
     password: String,
     agent_profile: AgentProfileSpec,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct HumanSpec {
+    /// Unique in the request.
+    #[schema(format = Email)]
     email: String,
+    /// The e-mail address when absent.
+    #[schema(min_length = 1, max_length = 255)]
     display_name: Option<String>,
+    /// `observer` or `member`; `member` when absent.
     role: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ChannelSpec {
+    /// Letters, digits, hyphens and spaces; `general` when absent.
+    #[schema(min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9 -]+$")]
     name: Option<String>,
+    #[schema(max_length = 1000)]
     topic: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = InstanceBootstrapRequest)]
 struct BootstrapRequest {
     primary_agent: PrimaryAgentSpec,
+    /// At most 100.
     #[serde(default)]
     agents: Vec<AgentProfileSpec>,
+    /// At most 100.
     #[serde(default)]
     humans: Vec<HumanSpec>,
     default_channel: Option<ChannelSpec>,
+}
+
+/// Seed 002's bootstrap answer: every credential, shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+struct InstanceBootstrapResponse {
+    primary_agent: PrimaryAgentCreated,
+    agents: Vec<AgentCreated>,
+    humans: Vec<HumanInvited>,
+    channel: ChannelCreated,
+    instance_id: Uuid,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct PrimaryAgentCreated {
+    user_id: Uuid,
+    /// The agent's internal id (`agent_...`).
+    agent_id: String,
+    /// Lowercased.
+    email: String,
+    /// An agent token (works on `/v1/agent/*`) with the session lifetime.
+    jwt_token: String,
+    /// The agent's own key (`agy_agent_...`); never shown again.
+    api_key: String,
+    api_key_id: Uuid,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct AgentCreated {
+    /// The agent's internal id (`agent_...`).
+    agent_id: String,
+    #[schema(value_type = AgentSlugSchema)]
+    name: String,
+    display_name: Option<String>,
+    /// The agent's own key (`agy_agent_...`); never shown again.
+    api_key: String,
+    api_key_id: Uuid,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct HumanInvited {
+    user_id: Uuid,
+    email: String,
+    /// `inv_` and 64 hex digits; single use.
+    invite_token: String,
+    /// The `/invite` page with the token.
+    #[schema(format = "uri")]
+    invite_url: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct ChannelCreated {
+    channel_id: Uuid,
+    name: String,
+    topic: Option<String>,
+    /// User ids: the primary agent's account and the humans.
+    members: Vec<Uuid>,
 }
 
 /// Bounds a single call: a bootstrap is a team, not a bulk import.
@@ -136,6 +219,29 @@ fn agent_key() -> (ApiKey, [u8; 32]) {
     (key, hash)
 }
 
+/// Provisions a fresh instance in one atomic call.
+///
+/// Creates the primary agent's account, its agent and key, more agents with
+/// keys, invited humans and the default channel, or nothing. Works once:
+/// only while the instance has no users.
+#[utoipa::path(
+    post,
+    operation_id = "instance_bootstrap",
+    path = "/api/v1/bootstrap",
+    tag = "instance",
+    request_body = BootstrapRequest,
+    responses(
+        (status = 201, description = "The instance is provisioned.", body = InstanceBootstrapResponse),
+        (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_request` \
+            (every problem at once: weak password, invalid e-mail, duplicate or taken names...).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`already_bootstrapped`: the instance has users (also for the losers of \
+            concurrent first calls).", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database or the signing key is unavailable; \
+            nothing was created.", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn bootstrap(
     state: web::Data<AppState>,
     body: web::Json<BootstrapRequest>,
@@ -331,36 +437,46 @@ async fn bootstrap(
             detail: json!({ "agents": created.agents.len() + 1, "humans": created.humans.len() }),
         },
     );
-    Ok(HttpResponse::Created().json(json!({
-        "primary_agent": {
-            "user_id": created.primary_user_id,
-            "agent_id": primary_record.id.to_string(),
-            "email": body.primary_agent.email.to_lowercase(),
-            "jwt_token": jwt,
-            "api_key": primary_key.expose(),
-            "api_key_id": primary_key_id,
+    Ok(HttpResponse::Created().json(InstanceBootstrapResponse {
+        primary_agent: PrimaryAgentCreated {
+            user_id: created.primary_user_id,
+            agent_id: primary_record.id.to_string(),
+            email: body.primary_agent.email.to_lowercase(),
+            jwt_token: jwt,
+            api_key: primary_key.expose().to_owned(),
+            api_key_id: *primary_key_id,
         },
-        "agents": created.agents.iter().zip(&agent_keys).map(|((agent, key_id), (key, _))| json!({
-            "agent_id": agent.id.to_string(),
-            "name": agent.slug.as_str(),
-            "display_name": agent.display_name,
-            "api_key": key.expose(),
-            "api_key_id": key_id,
-        })).collect::<Vec<_>>(),
-        "humans": created.humans.iter().zip(&invites).map(|((user_id, email), token)| json!({
-            "user_id": user_id,
-            "email": email.as_str(),
-            "invite_token": token,
-            "invite_url": format!("{base}/invite?token={token}"),
-        })).collect::<Vec<_>>(),
-        "channel": {
-            "channel_id": created.channel_id,
-            "name": channel_name_out,
-            "topic": channel.topic,
-            "members": created.members,
+        agents: created
+            .agents
+            .iter()
+            .zip(&agent_keys)
+            .map(|((agent, key_id), (key, _))| AgentCreated {
+                agent_id: agent.id.to_string(),
+                name: agent.slug.as_str().to_owned(),
+                display_name: agent.display_name.clone(),
+                api_key: key.expose().to_owned(),
+                api_key_id: *key_id,
+            })
+            .collect(),
+        humans: created
+            .humans
+            .iter()
+            .zip(&invites)
+            .map(|((user_id, email), token)| HumanInvited {
+                user_id: *user_id,
+                email: email.as_str().to_owned(),
+                invite_token: token.clone(),
+                invite_url: format!("{base}/invite?token={token}"),
+            })
+            .collect(),
+        channel: ChannelCreated {
+            channel_id: created.channel_id,
+            name: channel_name_out,
+            topic: channel.topic,
+            members: created.members,
         },
-        "instance_id": created.instance_id,
-    })))
+        instance_id: created.instance_id,
+    }))
 }
 
 fn already_bootstrapped() -> ApiError {
@@ -371,15 +487,61 @@ fn already_bootstrapped() -> ApiError {
     )
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct BootstrapStatus {
+    bootstrapped: bool,
+    /// Present once bootstrapped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Uuid)]
+    instance_id: Option<Uuid>,
+    /// Present once bootstrapped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = TimestampSchema)]
+    bootstrapped_at: Option<String>,
+}
+
+/// Whether the instance is bootstrapped yet, to check before trying.
+#[utoipa::path(
+    get,
+    operation_id = "instance_bootstrap_status",
+    path = "/api/v1/bootstrap/status",
+    tag = "instance",
+    responses(
+        (status = 200, description = "`bootstrapped`, and when it was.", body = BootstrapStatus),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let instance = state
         .store
         .detached(async |store| store.instance().await)
         .await?;
     Ok(HttpResponse::Ok().json(match instance {
-        Some((instance_id, _, at)) => json!({ "bootstrapped": true, "instance_id": instance_id, "bootstrapped_at": timestamp(at) }),
-        None => json!({ "bootstrapped": false }),
+        Some((instance_id, _, at)) => BootstrapStatus {
+            bootstrapped: true,
+            instance_id: Some(instance_id),
+            bootstrapped_at: Some(timestamp(at)),
+        },
+        None => BootstrapStatus {
+            bootstrapped: false,
+            instance_id: None,
+            bootstrapped_at: None,
+        },
     }))
+}
+
+/// A signed-in user, as login and invite acceptance answer.
+#[derive(Debug, Serialize, ToSchema)]
+struct Session {
+    user_id: Uuid,
+    email: String,
+    display_name: String,
+    /// Session token for the `session_jwt` scheme.
+    jwt_token: String,
+    #[schema(value_type = TimestampSchema)]
+    expires_at: String,
 }
 
 /// A session for `user`, as login and invite acceptance answer.
@@ -394,22 +556,47 @@ fn session(state: &AppState, user: &UserRecord) -> Result<HttpResponse, ApiError
             state.settings.session_token_ttl,
         )
         .ok_or_else(|| ApiError::unavailable("no signing key is loaded"))?;
-    Ok(HttpResponse::Ok().json(json!({
-        "user_id": user.id,
-        "email": user.email,
-        "display_name": user.display_name,
-        "jwt_token": jwt,
-        "expires_at": timestamp(expires_at),
-    })))
+    Ok(HttpResponse::Ok().json(Session {
+        user_id: user.id,
+        email: user.email.clone(),
+        display_name: user.display_name.clone(),
+        jwt_token: jwt,
+        expires_at: timestamp(expires_at),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AcceptInvite {
+    /// The `inv_...` token of the invite URL.
     token: String,
+    /// The new password.
+    #[schema(min_length = 12, format = Password)]
     password: String,
 }
 
+/// Sets an invited human's password and signs them in.
+///
+/// The password is checked before the token is spent.
+#[utoipa::path(
+    post,
+    operation_id = "accept_invite",
+    path = "/api/v1/invite/accept",
+    tag = "instance",
+    request_body = AcceptInvite,
+    responses(
+        (status = 200, description = "The invite is spent; a session for the human.", body = Session),
+        (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_password` \
+            (too weak; the invite is not spent).", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`invite_not_found`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "`invite_expired`, `invite_used`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database or the signing key is unavailable; retry \
+            shortly.", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn accept_invite(
     state: web::Data<AppState>,
     body: web::Json<AcceptInvite>,
@@ -451,13 +638,32 @@ async fn accept_invite(
     session(&state, &user)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Login {
     email: String,
+    #[schema(format = Password)]
     password: String,
 }
 
+/// Signs a user in with e-mail and password.
+#[utoipa::path(
+    post,
+    operation_id = "login",
+    path = "/api/v1/auth/login",
+    tag = "instance",
+    request_body = Login,
+    responses(
+        (status = 200, description = "A session.", body = Session),
+        (status = 400, description = "`invalid_json`: not JSON, or not this shape.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_credentials`: for every wrong e-mail or password, after the \
+            same work.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database or the signing key is unavailable; retry \
+            shortly.", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn login(
     state: web::Data<AppState>,
     body: web::Json<Login>,
@@ -496,6 +702,36 @@ async fn login(
     }
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct Channel {
+    channel_id: Uuid,
+    name: String,
+    topic: Option<String>,
+    /// User ids.
+    members: Vec<Uuid>,
+    #[schema(value_type = TimestampSchema)]
+    created_at: String,
+}
+
+/// A channel the caller is a member of.
+#[utoipa::path(
+    get,
+    operation_id = "read_channel",
+    path = "/api/v1/channels/{channel_id}",
+    tag = "instance",
+    security(("session_jwt" = []), ("agent_jwt" = []), ("api_key" = [])),
+    params(("channel_id" = Uuid, Path, description = "The channel's id.")),
+    responses(
+        (status = 200, description = "The channel.", body = Channel),
+        (status = 401, description = "`missing_credentials`, `invalid_token`: every credential that admits \
+            neither a session nor an agent.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such channel, or the caller is not a member.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn channel(
     state: web::Data<AppState>,
     caller: Either<SessionPrincipal, AgentPrincipal>,
@@ -521,17 +757,35 @@ async fn channel(
     let channel = found
         .filter(|channel| user.is_some_and(|user| channel.members.contains(&user)))
         .ok_or_else(|| ApiError::not_found("channel"))?;
-    Ok(HttpResponse::Ok().json(json!({
-        "channel_id": channel.id,
-        "name": channel.name,
-        "topic": channel.topic,
-        "members": channel.members,
-        "created_at": timestamp(channel.created_at),
-    })))
+    Ok(HttpResponse::Ok().json(Channel {
+        channel_id: channel.id,
+        name: channel.name,
+        topic: channel.topic,
+        members: channel.members,
+        created_at: timestamp(channel.created_at),
+    }))
 }
 
-/// The page an invite URL opens: a plain form that posts the token and the
-/// new password to `/api/v1/invite/accept`.
+/// The page an invite URL opens.
+///
+/// A plain form that posts the token and the new password to
+/// `/api/v1/invite/accept`.
+#[utoipa::path(
+    get,
+    operation_id = "invite_page",
+    path = "/invite",
+    tag = "instance",
+    params(("token" = Option<String>, Query, description = "The invite token; the page's script reads it \
+        from the URL, the server does not.")),
+    responses(
+        (status = 200, description = "The HTML form.", body = String, content_type = "text/html; charset=utf-8",
+            headers(
+                ("content-security-policy" = String, description = "Only the page's own inline script and \
+                    style, and requests to this origin."),
+                ("referrer-policy" = String, description = "`no-referrer`, so the token does not leak."),
+            )),
+    ),
+)]
 async fn invite_page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")

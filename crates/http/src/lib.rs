@@ -5,8 +5,9 @@
 //! `delegation`, `instance` of seed 002, `machines` of seed 003), the request guard
 //! (`guard`: extractors for API keys and agents, with their caches in
 //! `state`), the signing keys and machine CA in use (`keys`), the mTLS
-//! listener's configuration (`tls`), the wire types (`wire`) and
-//! the problem+json error (`error`). Handlers translate between wire types
+//! listener's configuration (`tls`), the wire types (`wire`), the
+//! problem+json error (`error`) and the OpenAPI document built from the
+//! handlers' annotations (`openapi`). Handlers translate between wire types
 //! and domain types by hand and delegate every decision to the crates below;
 //! store work runs through `Store::detached`.
 //!
@@ -21,6 +22,7 @@ pub mod guard;
 mod instance;
 pub mod keys;
 mod machines;
+mod openapi;
 mod profiles;
 mod spend;
 pub mod state;
@@ -33,9 +35,13 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{App, HttpResponse, ResponseError, web};
+use error::Problem;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 pub use error::ApiError;
 pub use keys::{KeyError, Keys, new_signing_key};
+pub use openapi::openapi_json;
 pub use state::{AppState, Settings};
 
 /// Largest JSON body accepted; the seeds' bodies are a few hundred bytes.
@@ -139,6 +145,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/.well-known/jwks.json", web::get().to(jwks))
+        .route("/openapi.json", web::get().to(openapi::openapi_document))
         .configure(agent_self::configure)
         .configure(bootstrap::configure)
         .configure(profiles::configure)
@@ -148,20 +155,56 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .configure(machines::configure);
 }
 
-/// Liveness: the process is up and serving.
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+/// The body of `/healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+struct Health {
+    #[schema(value_type = String, examples("ok"))]
+    status: &'static str,
 }
 
-/// Readiness: the database answers. Load balancers stop sending traffic
-/// while this fails.
+/// The body of a ready `/readyz`.
+#[derive(Debug, Serialize, ToSchema)]
+struct Readiness {
+    #[schema(value_type = String, examples("ok"))]
+    status: &'static str,
+    /// The backend in use: `sqlite` or `postgres`.
+    #[schema(value_type = String, examples("postgres"))]
+    database: &'static str,
+}
+
+/// Liveness: the process is up and serving.
+#[utoipa::path(
+    get,
+    operation_id = "healthz",
+    path = "/healthz",
+    tag = "service",
+    responses((status = 200, description = "The process is up.", body = Health)),
+)]
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok" })
+}
+
+/// Readiness: the database answers.
+///
+/// Load balancers stop sending traffic while this fails.
+#[utoipa::path(
+    get,
+    operation_id = "readyz",
+    path = "/readyz",
+    tag = "service",
+    responses(
+        (status = 200, description = "The database answers.", body = Readiness),
+        (status = 503, description = "`database_unavailable`: the database does not answer.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let backend = state.store.backend().as_str();
     match state.store.detached(async |store| store.ping().await).await {
-        Ok(()) => HttpResponse::Ok().json(serde_json::json!({
-            "status": "ok",
-            "database": backend,
-        })),
+        Ok(()) => HttpResponse::Ok().json(Readiness {
+            status: "ok",
+            database: backend,
+        }),
         Err(error) => {
             tracing::warn!(%error, "readiness check failed");
             ApiError::unavailable(format!("the {backend} database does not answer"))
@@ -171,10 +214,22 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// The public keys that verify Agentry's tokens, for offline verification
-/// by other services (RFC 7517).
+/// The public keys that verify Agentry's tokens (RFC 7517).
+///
+/// For offline verification by other services.
+#[utoipa::path(
+    get,
+    operation_id = "jwks",
+    path = "/.well-known/jwks.json",
+    tag = "service",
+    responses(
+        (status = 200, description = "The Ed25519 public keys (RFC 8037) of every key that may \
+            have signed a token still valid.", body = wire::Jwks,
+            headers(("cache-control" = String, description = "`public, max-age=300`"))),
+    ),
+)]
 async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header(("cache-control", "public, max-age=300"))
-        .json(state.keys.ring().jwks())
+        .json(wire::Jwks::from(state.keys.ring().jwks()))
 }

@@ -1,6 +1,7 @@
 //! Seed 001's operator routes: agent profiles, lifecycle transitions and
 //! the tenant's agent-limits map.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use actix_web::http::StatusCode;
@@ -10,12 +11,17 @@ use agentry_domain::{AgentSlug, LifecycleState, Money, Role};
 use agentry_store::{AgentLimitEntry, AgentLimits, NewAgent, NewAuditEvent, ProfilePatch, now};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{OpenApi, PartialSchema, ToSchema};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::guard::ApiKeyPrincipal;
 use crate::state::AppState;
 use crate::validate::Problems;
-use crate::wire::AgentProfile;
+use crate::wire::{
+    AgentProfile, AgentSlugSchema, LifecycleStateSchema, MoneySchema, ProfileResponse, RoleSchema,
+};
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config
@@ -34,6 +40,20 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
         .route("/v1/agent-limits", web::patch().to(merge_limits));
 }
 
+#[derive(OpenApi)]
+#[openapi(paths(
+    list,
+    create,
+    read,
+    update,
+    delete,
+    transition,
+    read_limits,
+    replace_limits,
+    merge_limits
+))]
+pub(crate) struct Api;
+
 fn slug(path: &str) -> Result<AgentSlug, ApiError> {
     // A slug that cannot exist cannot be found: 404, like any unknown agent.
     AgentSlug::parse(path).map_err(|_| ApiError::not_found("agent"))
@@ -46,6 +66,31 @@ fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct ProfileList {
+    total: usize,
+    profiles: Vec<AgentProfile>,
+}
+
+/// Every agent profile of the caller's tenant.
+#[utoipa::path(
+    get,
+    operation_id = "list_profiles",
+    path = "/v1/agent/profiles",
+    tag = "profiles",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The tenant's profiles.", body = ProfileList),
+        (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`api_key_required` (an agent's credentials), `permission_denied` \
+            (the key's role lacks `agent.profile.read`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn list(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
@@ -57,22 +102,63 @@ async fn list(
         .detached(async move |store| store.list_agents(tenant).await)
         .await?;
     let profiles: Vec<AgentProfile> = agents.iter().map(AgentProfile::from).collect();
-    Ok(HttpResponse::Ok().json(json!({ "total": profiles.len(), "profiles": profiles })))
+    Ok(HttpResponse::Ok().json(ProfileList {
+        total: profiles.len(),
+        profiles,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct CreateProfile {
+    // Optional to Rust so that a missing id is a 400 `invalid_request`
+    // naming it, not a serde error; required all the same.
+    #[schema(value_type = AgentSlugSchema, required = true)]
     agent_id: Option<String>,
+    #[schema(min_length = 1, max_length = 255)]
     display_name: Option<String>,
+    #[schema(min_length = 1, max_length = 255)]
     owner_id: Option<String>,
+    #[schema(min_length = 1, max_length = 255)]
     cost_center: Option<String>,
+    #[schema(value_type = Option<MoneySchema>)]
     budget_daily_usd: Option<Money>,
+    #[schema(value_type = Option<MoneySchema>)]
     budget_monthly_usd: Option<Money>,
+    /// `agent` when absent.
+    #[schema(value_type = Option<RoleSchema>)]
     role: Option<String>,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// Creates a `provisioned` profile without minting a token.
+///
+/// Bootstrap does both.
+#[utoipa::path(
+    post,
+    operation_id = "create_profile",
+    path = "/v1/agent/profiles",
+    tag = "profiles",
+    security(("api_key" = [])),
+    request_body = CreateProfile,
+    responses(
+        (status = 201, description = "The new profile.", body = ProfileResponse),
+        (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_request` \
+            (`agentId` missing, or every invalid field, listed).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`api_key_required` (an agent's credentials), `permission_denied` \
+            (the key's role lacks `agent.profile.write`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`agent_exists`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn create(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
@@ -124,9 +210,31 @@ async fn create(
         &agent.slug,
         json!({}),
     );
-    Ok(HttpResponse::Created().json(json!({ "profile": AgentProfile::from(&agent) })))
+    Ok(HttpResponse::Created().json(ProfileResponse::from(&agent)))
 }
 
+/// One profile of the caller's tenant.
+#[utoipa::path(
+    get,
+    operation_id = "read_profile",
+    path = "/v1/agent/profiles/{agent_id}",
+    tag = "profiles",
+    security(("api_key" = [])),
+    params(("agent_id" = String, Path, description = "The agent's `agent_id`.")),
+    responses(
+        (status = 200, description = "The profile.", body = ProfileResponse),
+        (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`api_key_required` (an agent's credentials), `permission_denied` \
+            (the key's role lacks `agent.profile.read`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such agent in the tenant (also for an id that \
+            cannot be an `agent_id`).", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn read(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
@@ -139,26 +247,60 @@ async fn read(
         .detached(async move |store| store.find_agent_by_slug(tenant, &slug).await)
         .await?
         .ok_or_else(|| ApiError::not_found("agent"))?;
-    Ok(HttpResponse::Ok().json(json!({ "profile": AgentProfile::from(&agent) })))
+    Ok(HttpResponse::Ok().json(ProfileResponse::from(&agent)))
 }
 
-#[derive(Debug, Deserialize)]
+/// A partial update: an absent field stays as it is, `null` clears it.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct UpdateProfile {
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 255)]
     display_name: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 255)]
     owner_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 255)]
     cost_center: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<MoneySchema>)]
     budget_daily_usd: Option<Option<Money>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<MoneySchema>)]
     budget_monthly_usd: Option<Option<Money>>,
+    #[schema(value_type = Option<RoleSchema>)]
     role: Option<String>,
+    /// Replaces the whole metadata object.
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// Updates a profile in part.
+#[utoipa::path(
+    patch,
+    operation_id = "update_profile",
+    path = "/v1/agent/profiles/{agent_id}",
+    tag = "profiles",
+    security(("api_key" = [])),
+    params(("agent_id" = String, Path, description = "The agent's `agent_id`.")),
+    request_body = UpdateProfile,
+    responses(
+        (status = 200, description = "The profile as updated.", body = ProfileResponse),
+        (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_request` \
+            (every invalid field, listed).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`api_key_required` (an agent's credentials), `permission_denied` \
+            (the key's role lacks `agent.profile.write`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such agent in the tenant.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn update(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
@@ -210,9 +352,45 @@ async fn update(
         &agent.slug,
         json!({}),
     );
-    Ok(HttpResponse::Ok().json(json!({ "profile": AgentProfile::from(&agent) })))
+    Ok(HttpResponse::Ok().json(ProfileResponse::from(&agent)))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct ProfileDeleted {
+    /// Always `true`.
+    ok: bool,
+    #[serde(rename = "agentId")]
+    #[schema(value_type = AgentSlugSchema)]
+    agent_id: String,
+}
+
+/// Deletes an agent for good, with its keys and ledger.
+///
+/// An agent with sub-agents, or one holding budget delegated by its parent,
+/// must be reclaimed first.
+#[utoipa::path(
+    delete,
+    operation_id = "delete_profile",
+    path = "/v1/agent/profiles/{agent_id}",
+    tag = "profiles",
+    security(("api_key" = [])),
+    params(("agent_id" = String, Path, description = "The agent's `agent_id`.")),
+    responses(
+        (status = 200, description = "The agent is gone.", body = ProfileDeleted),
+        (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`api_key_required` (an agent's credentials), `permission_denied` \
+            (only an admin key has `agent.profile.delete`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such agent in the tenant.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`refused`: the agent has sub-agents, or holds budget delegated by \
+            its parent.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn delete(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
@@ -226,15 +404,56 @@ async fn delete(
         .detached(async move |store| store.delete_agent(tenant, &deleted).await)
         .await?;
     audit(&state, &caller, "agent.profile.delete", &slug, json!({}));
-    Ok(HttpResponse::Ok().json(json!({ "ok": true, "agentId": slug.as_str() })))
+    Ok(HttpResponse::Ok().json(ProfileDeleted {
+        ok: true,
+        agent_id: slug.into_string(),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = LifecycleTransition)]
 struct Transition {
+    // Optional to Rust so that a missing state is a 400 naming it.
+    #[schema(value_type = LifecycleStateSchema, required = true)]
     state: Option<String>,
 }
 
+/// Moves an agent to another lifecycle state.
+///
+/// Allowed moves: active to quarantined or suspended; quarantined to active
+/// or suspended; suspended to active or terminated. Termination also
+/// terminates the agent's sub-agents and settles their budgets back up the
+/// tree.
+#[utoipa::path(
+    patch,
+    operation_id = "change_lifecycle",
+    path = "/v1/agent/profiles/lifecycle/{agent_id}",
+    tag = "profiles",
+    security(("api_key" = [])),
+    params(("agent_id" = String, Path, description = "The agent's `agent_id`.")),
+    request_body = Transition,
+    responses(
+        (status = 200, description = "The profile in its new state.", body = ProfileResponse),
+        (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_request` \
+            (`state` missing), `invalid_state` (not a lifecycle state).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`api_key_required` (an agent's credentials), `permission_denied` \
+            (the key's role lacks `agent.lifecycle.manage`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such agent in the tenant.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_transition`: the move is not allowed from the current \
+            state (a move to the current state included).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable, or the agent's \
+            sub-agents changed while terminating it; retry.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn transition(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
@@ -302,7 +521,7 @@ async fn transition(
         &slug,
         json!({ "to": to.as_str() }),
     );
-    Ok(HttpResponse::Ok().json(json!({ "profile": AgentProfile::from(&agent) })))
+    Ok(HttpResponse::Ok().json(ProfileResponse::from(&agent)))
 }
 
 fn audit(
@@ -325,12 +544,16 @@ fn audit(
 }
 
 /// One entry of seed 001's agent-limits map.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct LimitEntry {
+    /// Caps the agent's daily budget.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<MoneySchema>)]
     max_budget_usd: Option<Money>,
+    /// The agent's requests per minute; 30 when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     max_requests_per_minute: Option<u32>,
 }
 
@@ -340,6 +563,32 @@ impl From<AgentLimitEntry> for LimitEntry {
             max_budget_usd: entry.max_budget,
             max_requests_per_minute: entry.max_requests_per_minute,
         }
+    }
+}
+
+/// Schema of the `PATCH /v1/agent-limits` body, written by hand because
+/// utoipa cannot derive one for a map of optional values.
+enum LimitsPatchSchema {}
+
+impl PartialSchema for LimitsPatchSchema {
+    fn schema() -> RefOr<Schema> {
+        let entry_or_null = OneOfBuilder::new()
+            .item(Ref::from_schema_name(LimitEntry::name()))
+            .item(ObjectBuilder::new().schema_type(Type::Null));
+        ObjectBuilder::new()
+            .additional_properties(Some(Schema::OneOf(entry_or_null.build())))
+            .into()
+    }
+}
+
+impl ToSchema for LimitsPatchSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("AgentLimitsPatch")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((LimitEntry::name().into(), LimitEntry::schema()));
+        LimitEntry::schemas(schemas);
     }
 }
 
@@ -366,15 +615,48 @@ fn validate_entries<'a>(
     problems.finish()
 }
 
-fn limits_body(limits: &AgentLimits) -> serde_json::Value {
-    let entries: BTreeMap<&String, LimitEntry> = limits
-        .entries
-        .iter()
-        .map(|(key, entry)| (key, LimitEntry::from(*entry)))
-        .collect();
-    json!({ "agentLimits": entries, "version": limits.version })
+/// The tenant's agent-limits map with its version.
+#[derive(Debug, Serialize, ToSchema)]
+struct AgentLimitsMap {
+    /// Entries by key; `agent:<agent_id>` keys apply to that agent.
+    #[serde(rename = "agentLimits")]
+    agent_limits: BTreeMap<String, LimitEntry>,
+    /// Goes up by one with every write.
+    version: i64,
 }
 
+impl From<&AgentLimits> for AgentLimitsMap {
+    fn from(limits: &AgentLimits) -> Self {
+        AgentLimitsMap {
+            agent_limits: limits
+                .entries
+                .iter()
+                .map(|(key, entry)| (key.clone(), LimitEntry::from(*entry)))
+                .collect(),
+            version: limits.version,
+        }
+    }
+}
+
+/// The tenant's agent-limits map.
+#[utoipa::path(
+    get,
+    operation_id = "read_agent_limits",
+    path = "/v1/agent-limits",
+    tag = "limits",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The map and its version.", body = AgentLimitsMap),
+        (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`api_key_required` (an agent's credentials), `permission_denied` \
+            (the key's role lacks `agent.limits.manage`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn read_limits(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
@@ -385,9 +667,33 @@ async fn read_limits(
         .store
         .detached(async move |store| store.agent_limits(tenant).await)
         .await?;
-    Ok(HttpResponse::Ok().json(limits_body(&limits)))
+    Ok(HttpResponse::Ok().json(AgentLimitsMap::from(&limits)))
 }
 
+/// Replaces the whole agent-limits map.
+#[utoipa::path(
+    put,
+    operation_id = "replace_agent_limits",
+    path = "/v1/agent-limits",
+    tag = "limits",
+    security(("api_key" = [])),
+    request_body(content = BTreeMap<String, LimitEntry>,
+        description = "The new map: entries by key, `agent:<agent_id>` for an agent (keys of 1 to 200 characters)."),
+    responses(
+        (status = 200, description = "The map as written, with its new version.", body = AgentLimitsMap),
+        (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_request` \
+            (every invalid key or entry, listed).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`api_key_required` (an agent's credentials), `permission_denied` \
+            (the key's role lacks `agent.limits.manage`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`limits_unavailable`: the map changed concurrently and nothing was \
+            written; `unavailable`: the database is unavailable. Retry.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn replace_limits(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
@@ -405,6 +711,32 @@ async fn replace_limits(
     .await
 }
 
+/// Merges entries into the agent-limits map, field by field.
+///
+/// `null` for an entry deletes it.
+#[utoipa::path(
+    patch,
+    operation_id = "merge_agent_limits",
+    path = "/v1/agent-limits",
+    tag = "limits",
+    security(("api_key" = [])),
+    request_body(content = LimitsPatchSchema,
+        description = "Entries to merge by key; a field left out keeps its value, `null` for an entry deletes it."),
+    responses(
+        (status = 200, description = "The whole map as written, with its new version.", body = AgentLimitsMap),
+        (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_request` \
+            (every invalid key or entry, listed).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`api_key_required` (an agent's credentials), `permission_denied` \
+            (the key's role lacks `agent.limits.manage`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`limits_unavailable`: the map changed concurrently and nothing was \
+            written; `unavailable`: the database is unavailable. Retry.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn merge_limits(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
@@ -480,5 +812,5 @@ async fn write_limits(
             detail: json!({ "version": limits.version }),
         },
     );
-    Ok(HttpResponse::Ok().json(limits_body(&limits)))
+    Ok(HttpResponse::Ok().json(AgentLimitsMap::from(&limits)))
 }

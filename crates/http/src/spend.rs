@@ -10,14 +10,15 @@ use agentry_domain::{AgentSlug, Money};
 use agentry_ledger::{Account, EnforcedLimits, Entry, EntryKind, HoldId, LedgerError, Window};
 use agentry_lifecycle::{Access, RequestScope};
 use agentry_store::{AgentRecord, Appends, StoreError, now};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::Duration;
+use utoipa::{OpenApi, ToSchema};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::guard::{Principal, denial_error};
 use crate::state::AppState;
-use crate::wire::timestamp;
+use crate::wire::{AgentSlugSchema, MoneySchema, TimestampSchema, timestamp};
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config
@@ -26,6 +27,10 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
         .route("/v1/agent/holds/{hold_id}/capture", web::post().to(capture))
         .route("/v1/agent/holds/{hold_id}", web::delete().to(release));
 }
+
+#[derive(OpenApi)]
+#[openapi(paths(spend, hold, capture, release))]
+pub(crate) struct Api;
 
 /// Longest a hold may live.
 const MAX_HOLD_SECONDS: i64 = 86_400;
@@ -135,22 +140,52 @@ async fn current_figures(
         .await
 }
 
-fn figures(agent: &AgentRecord, account: &Account, limits: &EnforcedLimits) -> serde_json::Value {
-    let now = now();
-    json!({
-        "agent_id": agent.slug.as_str(),
-        "enforced_daily_spent_usd": account.spent(Window::Day, now),
-        "enforced_daily_remaining_usd": account.remaining(limits, now).map(|(money, _)| money),
-    })
+/// The agent's budget after the call, in every answer of this module.
+#[derive(Debug, Serialize, ToSchema)]
+struct Figures {
+    #[schema(value_type = AgentSlugSchema)]
+    agent_id: String,
+    #[schema(value_type = MoneySchema)]
+    enforced_daily_spent_usd: Money,
+    /// `null` when nothing limits the agent.
+    #[schema(value_type = Option<MoneySchema>)]
+    enforced_daily_remaining_usd: Option<Money>,
 }
 
-#[derive(Debug, Deserialize)]
+fn figures(agent: &AgentRecord, account: &Account, limits: &EnforcedLimits) -> Figures {
+    let now = now();
+    Figures {
+        agent_id: agent.slug.as_str().to_owned(),
+        enforced_daily_spent_usd: account.spent(Window::Day, now),
+        enforced_daily_remaining_usd: account.remaining(limits, now).map(|(money, _)| money),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SpendRequest {
+    #[schema(value_type = MoneySchema)]
     amount_usd: Money,
+    /// Whose budget: required with an API key, and with an agent's own
+    /// credentials only ever the agent itself.
+    #[schema(value_type = Option<AgentSlugSchema>)]
     agent_id: Option<String>,
+    /// The same key again records nothing twice.
+    #[schema(min_length = 1, max_length = 200)]
     idempotency_key: Option<String>,
+    #[schema(max_length = 500)]
     description: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct SpendResponse {
+    #[serde(flatten)]
+    figures: Figures,
+    #[schema(value_type = MoneySchema)]
+    spent_usd: Money,
+    /// `true` when the idempotency key was seen before and nothing was
+    /// charged this time.
+    idempotent_replay: bool,
 }
 
 fn check_key(key: Option<&str>) -> Result<(), ApiError> {
@@ -163,6 +198,44 @@ fn check_key(key: Option<&str>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Records a cost against an agent's budget.
+///
+/// The ledger judges it inside one transaction per agent, so concurrent
+/// calls never take the agent past its enforced daily, monthly or
+/// allocation limit.
+#[utoipa::path(
+    post,
+    operation_id = "spend",
+    path = "/v1/agent/spend",
+    tag = "spend",
+    security(("agent_jwt" = []), ("api_key" = [])),
+    request_body = SpendRequest,
+    responses(
+        (status = 201, description = "Recorded.", body = SpendResponse),
+        (status = 200, description = "The idempotency key was used before for this amount: nothing was \
+            charged, the figures are as they are now.", body = SpendResponse),
+        (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_request` \
+            (`agent_id` missing with an API key, `idempotency_key` or `description` too long), \
+            `invalid_amount` (zero).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "`insufficient_budget` (nothing recorded), `agent_suspended`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`permission_denied` (a key without `spend.record`, or an agent naming \
+            another agent), `agent_quarantined`, `agent_not_activated`, `agent_terminated`, `agent_expired`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: the `agent_id` an API key names does not exist.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`idempotency_mismatch`: the idempotency key was used for a \
+            different amount.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: past the calling agent's requests per minute.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until the next request may pass."))),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn spend(
     state: web::Data<AppState>,
     caller: Principal,
@@ -223,9 +296,11 @@ async fn spend(
             return Err(error.into());
         }
     };
-    let mut body = figures(&agent, &account, &limits);
-    body["spent_usd"] = json!(amount);
-    body["idempotent_replay"] = json!(replay);
+    let body = SpendResponse {
+        figures: figures(&agent, &account, &limits),
+        spent_usd: amount,
+        idempotent_replay: replay,
+    };
     Ok(if replay {
         HttpResponse::Ok()
     } else {
@@ -234,15 +309,73 @@ async fn spend(
     .json(body))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct HoldRequest {
+    #[schema(value_type = MoneySchema)]
     amount_usd: Money,
+    /// How long the money stays reserved unless captured or released.
+    #[schema(minimum = 1, maximum = 86_400, default = 300)]
     ttl_seconds: Option<i64>,
+    /// Whose budget: required with an API key, and with an agent's own
+    /// credentials only ever the agent itself.
+    #[schema(value_type = Option<AgentSlugSchema>)]
     agent_id: Option<String>,
+    /// The same key again makes no second hold and answers with the first.
+    #[schema(min_length = 1, max_length = 200)]
     idempotency_key: Option<String>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct HoldResponse {
+    #[serde(flatten)]
+    figures: Figures,
+    /// Names the hold in `/v1/agent/holds/{hold_id}`.
+    #[schema(format = Uuid)]
+    hold_id: String,
+    #[schema(value_type = MoneySchema)]
+    amount_usd: Money,
+    #[schema(value_type = TimestampSchema)]
+    expires_at: String,
+}
+
+/// Reserves money for a cost learned later.
+///
+/// The amount counts against the budget until it is captured, released or
+/// expires.
+#[utoipa::path(
+    post,
+    operation_id = "create_hold",
+    path = "/v1/agent/holds",
+    tag = "spend",
+    security(("agent_jwt" = []), ("api_key" = [])),
+    request_body = HoldRequest,
+    responses(
+        (status = 201, description = "The hold is open.", body = HoldResponse),
+        (status = 200, description = "The idempotency key was used before for this amount: the hold it \
+            made.", body = HoldResponse),
+        (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_request` \
+            (`agent_id` missing with an API key, `ttl_seconds` out of range, `idempotency_key` too long), \
+            `invalid_amount` (zero).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "`insufficient_budget` (nothing held), `agent_suspended`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`permission_denied` (a key without `spend.record`, or an agent naming \
+            another agent), `agent_quarantined`, `agent_not_activated`, `agent_terminated`, `agent_expired`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: the `agent_id` an API key names does not exist.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`idempotency_mismatch`: the idempotency key was used for a \
+            different request.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: past the calling agent's requests per minute.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until the next request may pass."))),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn hold(
     state: web::Data<AppState>,
     caller: Principal,
@@ -285,11 +418,12 @@ async fn hold(
         },
         Err(error) => return Err(error.into()),
     };
-    let mut body = figures(&agent, &account, &limits);
-    body["hold_id"] = json!(hold.0.to_string());
-    body["amount_usd"] = json!(amount);
-    body["expires_at"] = json!(timestamp(expires_at));
-    Ok(HttpResponse::build(status).json(body))
+    Ok(HttpResponse::build(status).json(HoldResponse {
+        figures: figures(&agent, &account, &limits),
+        hold_id: hold.0.to_string(),
+        amount_usd: amount,
+        expires_at: timestamp(expires_at),
+    }))
 }
 
 /// The hold named in the path, owned by an agent the caller may act for.
@@ -323,12 +457,59 @@ async fn held_by(
     Ok((agent, hold))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CaptureRequest {
+    /// At most the held amount; the rest is released.
+    #[schema(value_type = MoneySchema)]
     amount_usd: Money,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct CaptureResponse {
+    #[serde(flatten)]
+    figures: Figures,
+    #[schema(format = Uuid)]
+    hold_id: String,
+    #[schema(value_type = MoneySchema)]
+    captured_usd: Money,
+    /// The part of the hold given back.
+    #[schema(value_type = MoneySchema)]
+    released_usd: Money,
+}
+
+/// Turns a hold into a spend of up to the held amount, once.
+#[utoipa::path(
+    post,
+    operation_id = "capture_hold",
+    path = "/v1/agent/holds/{hold_id}/capture",
+    tag = "spend",
+    security(("agent_jwt" = []), ("api_key" = [])),
+    params(("hold_id" = String, Path, format = Uuid, description = "The `hold_id` the hold was made with.")),
+    request_body = CaptureRequest,
+    responses(
+        (status = 200, description = "Captured; the rest of the hold is released.", body = CaptureResponse),
+        (status = 400, description = "`invalid_json` (not JSON, or not this shape), `capture_exceeds_hold` \
+            (more than the held amount).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "`agent_suspended`: the hold's agent is suspended.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`permission_denied` (a key without `spend.record`), \
+            `agent_quarantined`, `agent_not_activated`, `agent_terminated`, `agent_expired`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such hold in the tenant, or another agent's.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`hold_closed` (already captured or released), `hold_expired`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: past the calling agent's requests per minute.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until the next request may pass."))),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn capture(
     state: web::Data<AppState>,
     caller: Principal,
@@ -346,11 +527,12 @@ async fn capture(
         .store
         .detached(async move |store| store.ledger_entries(tenant, id).await)
         .await?;
-    let mut body = figures(&agent, &account, &limits);
-    body["hold_id"] = json!(hold.0.to_string());
-    body["captured_usd"] = json!(amount);
-    body["released_usd"] = json!(held_amount(&entries, hold).saturating_sub(amount));
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok().json(CaptureResponse {
+        figures: figures(&agent, &account, &limits),
+        hold_id: hold.0.to_string(),
+        captured_usd: amount,
+        released_usd: held_amount(&entries, hold).saturating_sub(amount),
+    }))
 }
 
 fn held_amount(entries: &[Entry], hold: HoldId) -> Money {
@@ -365,6 +547,45 @@ fn held_amount(entries: &[Entry], hold: HoldId) -> Money {
         .unwrap_or(Money::ZERO)
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct ReleaseResponse {
+    #[serde(flatten)]
+    figures: Figures,
+    #[schema(format = Uuid)]
+    hold_id: String,
+    /// Always `true`.
+    released: bool,
+}
+
+/// Gives a hold back unused; an expired hold may still be released.
+#[utoipa::path(
+    delete,
+    operation_id = "release_hold",
+    path = "/v1/agent/holds/{hold_id}",
+    tag = "spend",
+    security(("agent_jwt" = []), ("api_key" = [])),
+    params(("hold_id" = String, Path, format = Uuid, description = "The `hold_id` the hold was made with.")),
+    responses(
+        (status = 200, description = "Released.", body = ReleaseResponse),
+        (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "`agent_suspended`: the hold's agent is suspended.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`permission_denied` (a key without `spend.record`), \
+            `agent_quarantined`, `agent_not_activated`, `agent_terminated`, `agent_expired`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such hold in the tenant, or another agent's.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`hold_closed`: already captured or released.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: past the calling agent's requests per minute.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until the next request may pass."))),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn release(
     state: web::Data<AppState>,
     caller: Principal,
@@ -375,8 +596,9 @@ async fn release(
         account.release(hold, now())
     })
     .await?;
-    let mut body = figures(&agent, &account, &limits);
-    body["hold_id"] = json!(hold.0.to_string());
-    body["released"] = json!(true);
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok().json(ReleaseResponse {
+        figures: figures(&agent, &account, &limits),
+        hold_id: hold.0.to_string(),
+        released: true,
+    }))
 }

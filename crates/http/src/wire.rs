@@ -1,10 +1,127 @@
-//! The JSON shapes of seed 001, converted by hand from domain types.
+//! The JSON shapes of seed 001, converted by hand from domain types, and
+//! the OpenAPI schemas of the domain types they carry.
 
-use agentry_domain::Money;
+use std::borrow::Cow;
+
+use agentry_domain::{AgentSlug, LifecycleState, Money, Role};
 use agentry_store::AgentRecord;
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
+
+// The domain crates stay free of HTTP and OpenAPI, so the schemas of their
+// types are written here, from the domain's own limits and value lists: a
+// new lifecycle state or a new money limit reaches the document by itself.
+
+/// Schema of [`Money`]: a JSON number of US dollars.
+pub(crate) enum MoneySchema {}
+
+impl PartialSchema for MoneySchema {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Number)
+            .minimum(Some(0))
+            .maximum(Some(Money::MAX.to_f64_usd()))
+            .description(Some(
+                "US dollars as a JSON number with at most 6 decimals; an amount with more \
+                 decimals is refused, not rounded.",
+            ))
+            .examples([serde_json::json!(5.0)])
+            .into()
+    }
+}
+
+impl ToSchema for MoneySchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Money")
+    }
+}
+
+/// Schema of [`AgentSlug`]: the `agent_id` of the seeds.
+pub(crate) enum AgentSlugSchema {}
+
+impl PartialSchema for AgentSlugSchema {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(AgentSlug::MIN_LEN))
+            .max_length(Some(AgentSlug::MAX_LEN))
+            .pattern(Some("^[a-z0-9-]+$"))
+            .description(Some(
+                "The tenant-unique name of an agent: lowercase letters, digits and hyphens.",
+            ))
+            .examples([serde_json::json!("my-agent-01")])
+            .into()
+    }
+}
+
+impl ToSchema for AgentSlugSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("AgentSlug")
+    }
+}
+
+/// Schema of [`LifecycleState`] as text.
+pub(crate) enum LifecycleStateSchema {}
+
+impl PartialSchema for LifecycleStateSchema {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(LifecycleState::ALL.map(LifecycleState::as_str)))
+            .into()
+    }
+}
+
+impl ToSchema for LifecycleStateSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("LifecycleState")
+    }
+}
+
+/// Schema of an agent's [`Role`] as text.
+pub(crate) enum RoleSchema {}
+
+impl PartialSchema for RoleSchema {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(Role::ALL.map(Role::as_str)))
+            .description(Some("Ordered agent < operator < admin; a parent may only grant its own role or a lower one."))
+            .into()
+    }
+}
+
+impl ToSchema for RoleSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Role")
+    }
+}
+
+/// Schema of the text [`timestamp`] writes.
+pub(crate) enum TimestampSchema {}
+
+impl PartialSchema for TimestampSchema {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::DateTime,
+            )))
+            .description(Some("RFC 3339 in UTC with milliseconds."))
+            .examples([serde_json::json!("2026-03-10T00:00:00.000Z")])
+            .into()
+    }
+}
+
+impl ToSchema for TimestampSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Timestamp")
+    }
+}
 
 /// `2026-03-10T00:00:00.000Z`, the form the seeds show.
 pub(crate) fn timestamp(at: OffsetDateTime) -> String {
@@ -19,26 +136,108 @@ pub(crate) fn timestamp(at: OffsetDateTime) -> String {
     }
 }
 
+/// What `/.well-known/jwks.json` serves: [`agentry_auth::Jwks`], copied
+/// field by field so that a field added there fails to compile here instead
+/// of going undocumented.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Jwks {
+    keys: Vec<Jwk>,
+}
+
+/// An Ed25519 public key as an RFC 8037 JWK.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Jwk {
+    #[schema(examples("OKP"))]
+    kty: String,
+    #[schema(examples("Ed25519"))]
+    crv: String,
+    /// The public key, base64url without padding.
+    x: String,
+    /// The `kid` of the tokens this key verifies.
+    kid: String,
+    #[schema(examples("EdDSA"))]
+    alg: String,
+    #[serde(rename = "use")]
+    #[schema(examples("sig"))]
+    r#use: String,
+}
+
+impl From<agentry_auth::Jwks> for Jwks {
+    fn from(jwks: agentry_auth::Jwks) -> Self {
+        let keys = jwks
+            .keys
+            .into_iter()
+            .map(|jwk| {
+                let agentry_auth::Jwk {
+                    kty,
+                    crv,
+                    x,
+                    kid,
+                    alg,
+                    r#use,
+                } = jwk;
+                Jwk {
+                    kty,
+                    crv,
+                    x,
+                    kid,
+                    alg,
+                    r#use,
+                }
+            })
+            .collect();
+        Jwks { keys }
+    }
+}
+
 /// Seed 001's `AgentProfile`, camelCase.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct AgentProfile {
+    /// The agent's internal id (`agent_...`).
     pub(crate) id: String,
+    /// The tenant's internal id (`tenant_...`).
     pub(crate) tenant_id: String,
+    #[schema(value_type = AgentSlugSchema)]
     pub(crate) agent_id: String,
     pub(crate) display_name: Option<String>,
     pub(crate) owner_id: Option<String>,
     pub(crate) cost_center: Option<String>,
+    #[schema(value_type = Option<MoneySchema>)]
     pub(crate) budget_daily_usd: Option<Money>,
+    #[schema(value_type = Option<MoneySchema>)]
     pub(crate) budget_monthly_usd: Option<Money>,
+    #[schema(value_type = RoleSchema)]
     pub(crate) role: &'static str,
+    #[schema(value_type = LifecycleStateSchema)]
     pub(crate) lifecycle_state: &'static str,
     pub(crate) manifest_id: Option<String>,
+    /// The parent's internal id, for an agent created by delegation.
     pub(crate) parent_agent_id: Option<String>,
+    /// When a delegated agent's TTL runs out.
+    #[schema(value_type = Option<TimestampSchema>)]
     pub(crate) expires_at: Option<String>,
+    #[schema(value_type = Object)]
     pub(crate) metadata: serde_json::Value,
+    #[schema(value_type = TimestampSchema)]
     pub(crate) created_at: String,
+    #[schema(value_type = TimestampSchema)]
     pub(crate) updated_at: String,
+}
+
+/// `{ "profile": ... }`, the answer of every route that reads or writes one
+/// profile.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ProfileResponse {
+    pub(crate) profile: AgentProfile,
+}
+
+impl From<&AgentRecord> for ProfileResponse {
+    fn from(agent: &AgentRecord) -> Self {
+        ProfileResponse {
+            profile: AgentProfile::from(agent),
+        }
+    }
 }
 
 impl From<&AgentRecord> for AgentProfile {
@@ -65,24 +264,37 @@ impl From<&AgentRecord> for AgentProfile {
 }
 
 /// Seed 001's `limits` object (snake_case, as the seed shows it).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Limits {
+    #[schema(value_type = Option<MoneySchema>)]
     pub(crate) profile_daily_usd: Option<Money>,
+    #[schema(value_type = Option<MoneySchema>)]
     pub(crate) profile_monthly_usd: Option<Money>,
+    /// The profile's daily budget capped by the tenant's agent-limits entry;
+    /// `null` when neither sets one.
+    #[schema(value_type = Option<MoneySchema>)]
     pub(crate) enforced_daily_usd: Option<Money>,
+    #[schema(value_type = MoneySchema)]
     pub(crate) enforced_daily_spent_usd: Money,
+    /// What is left today across every window that applies; `null` when
+    /// nothing limits the agent.
+    #[schema(value_type = Option<MoneySchema>)]
     pub(crate) enforced_daily_remaining_usd: Option<Money>,
     pub(crate) enforced_rpm: u32,
     pub(crate) requests_this_minute: u32,
 }
 
 /// One entry of `anomaly.recent_events` / `events`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AnomalyEvent {
     pub(crate) id: String,
+    /// What was attempted, e.g. `auth.refused` or `budget.spend`.
     pub(crate) action: String,
+    /// `denied` or `failed`.
     pub(crate) outcome: String,
+    /// The refusal's stable code, when it has one.
     pub(crate) reason: Option<String>,
+    #[schema(value_type = TimestampSchema)]
     pub(crate) at: String,
 }
 

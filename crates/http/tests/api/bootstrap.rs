@@ -193,6 +193,12 @@ async fn a_failed_limits_write_gives_503_no_token_and_no_active_agent() {
                 .entries
                 .is_empty()
         );
+        // Audits are appended in the background, in no guaranteed order
+        // across requests: let the first land before making the second.
+        assert_eq!(
+            audit_outcomes(&db.store, acme, "agent:unlucky", 1).await,
+            ["failed"]
+        );
 
         db.store.fail_limits_writes(false);
         let (status, body) = call(

@@ -11,6 +11,7 @@ mod budget;
 mod guard;
 mod instance;
 mod machines;
+mod openapi;
 mod profiles;
 mod secrets_in_logs;
 mod service;

@@ -1,0 +1,143 @@
+//! The OpenAPI 3.1 description of every route `configure` mounts, derived
+//! from the handlers' own annotations and wire types so that it cannot
+//! drift from them. Each route module lists its operations in its own `Api`;
+//! this module adds the service routes, the security schemes and the tags,
+//! and serves the result at `GET /openapi.json`.
+
+use std::sync::LazyLock;
+
+use actix_web::HttpResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::{agent_self, bootstrap, delegation, instance, profiles, spend};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Agentry",
+        description = "Identity, lifecycle and budgets for AI agents. Every error is an RFC 9457 \
+            problem (`application/problem+json`) with a stable `code`; every response carries \
+            `x-request-id`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(crate::healthz, crate::readyz, crate::jwks, openapi_document),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "agent", description = "An agent's bootstrap and its view of itself (seeds 000, 001)."),
+        (name = "profiles", description = "Operators manage agent profiles and lifecycles (seed 001)."),
+        (name = "limits", description = "The tenant's agent-limits map (seed 001)."),
+        (name = "spend", description = "Spending and holds against an agent's enforced budget."),
+        (name = "delegation", description = "Parents create, list and reclaim sub-agents (seed 001)."),
+        (name = "instance", description = "First-run instance bootstrap, invites, login and channels (seed 002)."),
+        (name = "service", description = "Health, readiness, signing keys and this document."),
+    ),
+)]
+struct ApiDoc;
+
+/// Names every scheme a route may list in its `security`.
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let bearer = |format: &str, description: &str| {
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format(format)
+                    .description(Some(description))
+                    .build(),
+            )
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            bearer(
+                "agy_...",
+                "Agentry API key `agy_...`: a tenant key (`agy_admin_...`, `agy_operator_...`, \
+                 `agy_auditor_...`, `agy_provisioner_...`) or an agent's own key \
+                 (`agy_agent_...`). Also accepted as `X-API-Key`.",
+            ),
+        );
+        components.add_security_scheme(
+            "agent_jwt",
+            bearer(
+                "JWT",
+                "Agent token: a JWT signed with EdDSA (Ed25519), audience `agentry:agent`, \
+                 from `POST /v1/agent/bootstrap` or `POST /v1/agent/delegate`; verify it \
+                 offline with `/.well-known/jwks.json`.",
+            ),
+        );
+        components.add_security_scheme(
+            "session_jwt",
+            bearer(
+                "JWT",
+                "Session token of seed 002: a JWT signed with EdDSA, audience \
+                 `agentry:session`, from `POST /api/v1/auth/login` or \
+                 `POST /api/v1/invite/accept`.",
+            ),
+        );
+        components.add_security_scheme(
+            "mtls",
+            SecurityScheme::MutualTls {
+                description: Some(
+                    "Client certificate issued by Agentry's machine provisioning; no route \
+                     accepts it yet."
+                        .into(),
+                ),
+                extensions: None,
+            },
+        );
+    }
+}
+
+/// The whole document, assembled from the service routes and each route
+/// module's `Api`.
+fn document() -> utoipa::openapi::OpenApi {
+    let mut document = ApiDoc::openapi();
+    for part in [
+        agent_self::Api::openapi(),
+        bootstrap::Api::openapi(),
+        profiles::Api::openapi(),
+        spend::Api::openapi(),
+        delegation::Api::openapi(),
+        instance::Api::openapi(),
+    ] {
+        document.merge(part);
+    }
+    document
+}
+
+/// Built on first use and kept: the document is the same for the life of
+/// the process.
+static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
+    // Plain data with string keys always serializes, and the tests build
+    // it, so a failure here cannot reach a running server.
+    let mut json = document()
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes");
+    json.push('\n');
+    json
+});
+
+/// The OpenAPI document as pretty JSON ending in a newline, exactly as
+/// `GET /openapi.json` serves it and `docs/openapi.json` holds it.
+pub fn openapi_json() -> String {
+    DOCUMENT.clone()
+}
+
+/// This OpenAPI 3.1 document.
+#[utoipa::path(
+    get,
+    operation_id = "openapi",
+    path = "/openapi.json",
+    tag = "service",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document.", content_type = "application/json", body = Object),
+    ),
+)]
+pub(crate) async fn openapi_document() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(DOCUMENT.as_str())
+}
