@@ -2,7 +2,8 @@
 //!
 //! This crate owns everything that knows about HTTP and JSON: the routes of
 //! the API families (`agent_self`, `bootstrap`, `profiles`, `spend`,
-//! `delegation`, `instance` of seed 002, `machines` of seed 003), the request guard
+//! `delegation`, `instance` of seed 002, `machines` of seed 003, `registry`
+//! of seed 004), the request guard
 //! (`guard`: extractors for API keys and agents, with their caches in
 //! `state`), the signing keys and machine CA in use (`keys`), the mTLS
 //! listener's configuration (`tls`), the wire types (`wire`), the
@@ -24,6 +25,7 @@ pub mod keys;
 mod machines;
 mod openapi;
 mod profiles;
+mod registry;
 mod spend;
 pub mod state;
 pub mod tls;
@@ -152,7 +154,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .configure(spend::configure)
         .configure(delegation::configure)
         .configure(instance::configure)
-        .configure(machines::configure);
+        .configure(machines::configure)
+        .configure(registry::configure);
 }
 
 /// The body of `/healthz`.

@@ -10,7 +10,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{agent_self, bootstrap, delegation, instance, profiles, spend};
+use crate::{agent_self, bootstrap, delegation, instance, profiles, registry, spend};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -30,6 +30,7 @@ use crate::{agent_self, bootstrap, delegation, instance, profiles, spend};
         (name = "spend", description = "Spending and holds against an agent's enforced budget."),
         (name = "delegation", description = "Parents create, list and reclaim sub-agents (seed 001)."),
         (name = "instance", description = "First-run instance bootstrap, invites, login and channels (seed 002)."),
+        (name = "registry", description = "The agent registry: register, list, inspect, revoke, rotate keys (seed 004)."),
         (name = "service", description = "Health, readiness, signing keys and this document."),
     ),
 )]
@@ -102,6 +103,7 @@ fn document() -> utoipa::openapi::OpenApi {
         spend::Api::openapi(),
         delegation::Api::openapi(),
         instance::Api::openapi(),
+        registry::Api::openapi(),
     ] {
         document.merge(part);
     }

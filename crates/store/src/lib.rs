@@ -24,6 +24,7 @@ mod ledger;
 mod limits;
 mod migrations;
 mod provisioning;
+mod registry;
 mod schema;
 mod signing_keys;
 mod tenants;
@@ -53,6 +54,7 @@ pub use provisioning::{
     MachineInstance, MachineInstancePatch, MachineSession, NewIssuedCertificate,
     NewMachineInstance, NewMachineSession, ProvisionLog, SessionError,
 };
+pub use registry::AgentPageQuery;
 pub use signing_keys::SigningKeyRecord;
 pub use tenants::{ApiKeyRecord, NewApiKey, Tenant};
 pub use tokens::{NewToken, TokenError, TokenPurpose, TokenRecord};

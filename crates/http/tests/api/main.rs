@@ -13,6 +13,7 @@ mod instance;
 mod machines;
 mod openapi;
 mod profiles;
+mod registry;
 mod secrets_in_logs;
 mod service;
 

@@ -6,6 +6,7 @@
 )]
 
 mod provisioning;
+mod registry;
 mod schema;
 use agentry_testkit as support;
 

@@ -1,0 +1,621 @@
+//! Seed 004: the agent registry at `/api/v1/agents*`, over the same agents
+//! as `/v1/agent/*`. `agentId` is the TypeID form of the agent's id, `name`
+//! its `agent_id`; every answer is wrapped in `{ "data": ... }`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use agentry_auth::{ApiKey, ApiKeyKind, Permission};
+use agentry_domain::{AgentId, AgentSlug, LifecycleState, Scope, TenantId, TrustLevel};
+use agentry_lifecycle::TerminationReason;
+use agentry_store::{AgentPageQuery, AgentRecord, NewAgent, NewAuditEvent, StoreError, now};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::error::{ApiError, Problem};
+use crate::guard::ApiKeyPrincipal;
+use crate::state::AppState;
+use crate::validate::Problems;
+use crate::wire::{TimestampSchema, timestamp};
+
+pub(crate) fn configure(config: &mut web::ServiceConfig) {
+    config
+        .route("/api/v1/agents", web::post().to(register))
+        .route("/api/v1/agents", web::get().to(list))
+        .route("/api/v1/agents/{agent_id}", web::get().to(get_agent))
+        .route("/api/v1/agents/{agent_id}", web::delete().to(revoke))
+        .route(
+            "/api/v1/agents/{agent_id}/rotate-key",
+            web::post().to(rotate_key),
+        );
+}
+
+#[derive(OpenApi)]
+#[openapi(paths(register, list, get_agent, revoke, rotate_key))]
+pub(crate) struct Api;
+
+const DEFAULT_PAGE: i64 = 20;
+const MAX_PAGE: i64 = 100;
+const TENANT_HEADER: &str = "x-bulwark-tenant";
+/// Cursors are versioned so their form can change without breaking a
+/// client in the middle of a listing.
+const CURSOR_PREFIX: &str = "v1:";
+
+/// `{ "data": ... }`, the envelope of every seed 004 answer.
+#[derive(Debug, Serialize, ToSchema)]
+struct Envelope<T> {
+    data: T,
+}
+
+fn envelope<T: Serialize>(status: StatusCode, data: T) -> HttpResponse {
+    HttpResponse::build(status).json(Envelope { data })
+}
+
+/// Seed 004's registration body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = RegisterAgentRequest)]
+struct Register {
+    /// The agent's `agent_id` in the other families: 3 to 64 of `a-z0-9-`.
+    name: String,
+    description: Option<String>,
+    /// Up to 64 scopes, each 1 to 128 characters starting with a letter, of
+    /// letters, digits and `: . _ - / *`.
+    #[serde(default)]
+    scopes: Vec<String>,
+    /// `low`, `medium` (the default), `high` or `critical`.
+    trust_level: Option<String>,
+    #[schema(value_type = Object)]
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Registered {
+    agent_id: String,
+    name: String,
+    /// The agent's own API key: shown once.
+    api_key: String,
+    scopes: Vec<String>,
+    trust_level: &'static str,
+    #[schema(value_type = TimestampSchema)]
+    created_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct AgentSummary {
+    agent_id: String,
+    name: String,
+    trust_level: &'static str,
+    /// `revoked` once the agent is terminated, `active` before.
+    status: &'static str,
+    #[schema(value_type = Option<TimestampSchema>)]
+    last_seen_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct AgentDetail {
+    agent_id: String,
+    name: String,
+    description: Option<String>,
+    scopes: Vec<String>,
+    trust_level: &'static str,
+    status: &'static str,
+    /// The full lifecycle state behind `status` (seed 001's).
+    lifecycle_state: &'static str,
+    #[schema(value_type = Object)]
+    metadata: serde_json::Value,
+    #[schema(value_type = TimestampSchema)]
+    created_at: String,
+    #[schema(value_type = Option<TimestampSchema>)]
+    last_seen_at: Option<String>,
+    #[schema(value_type = Option<TimestampSchema>)]
+    revoked_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Pagination {
+    /// Pass as `cursor` for the next page; absent on the last one.
+    cursor: Option<String>,
+    #[serde(rename = "hasMore")]
+    has_more: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct AgentPage {
+    data: Vec<AgentSummary>,
+    pagination: Pagination,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Revoked {
+    agent_id: String,
+    status: &'static str,
+    #[schema(value_type = TimestampSchema)]
+    revoked_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Rotated {
+    agent_id: String,
+    /// The new key: shown once. The previous one stops working now.
+    api_key: String,
+    #[schema(value_type = TimestampSchema)]
+    rotated_at: String,
+}
+
+/// The registry's `status`: `revoked` exactly when terminated (DESIGN.md §2).
+fn status(agent: &AgentRecord) -> &'static str {
+    if agent.lifecycle_state == LifecycleState::Terminated {
+        "revoked"
+    } else {
+        "active"
+    }
+}
+
+fn detail(agent: &AgentRecord) -> AgentDetail {
+    AgentDetail {
+        agent_id: agent.id.to_type_id(),
+        name: agent.slug.to_string(),
+        description: agent.description.clone(),
+        scopes: agent.scopes.clone(),
+        trust_level: agent.trust_level.as_str(),
+        status: status(agent),
+        lifecycle_state: agent.lifecycle_state.as_str(),
+        metadata: agent.metadata.clone(),
+        created_at: timestamp(agent.created_at),
+        last_seen_at: agent.last_seen_at.map(timestamp),
+        revoked_at: agent.revoked_at.map(timestamp),
+    }
+}
+
+/// `X-Bulwark-Tenant` must name the key's own tenant (its id, or its name).
+/// Any other tenant looks exactly like an unknown one: 404.
+async fn check_tenant_header(
+    state: &AppState,
+    request: &HttpRequest,
+    caller: &ApiKeyPrincipal,
+    required: bool,
+) -> Result<(), ApiError> {
+    let Some(value) = request.headers().get(TENANT_HEADER) else {
+        return if required {
+            Err(ApiError::bad_request(
+                "tenant_header_required",
+                "send the tenant as 'X-Bulwark-Tenant: <tenant id>'",
+            ))
+        } else {
+            Ok(())
+        };
+    };
+    let named = value.to_str().map(str::trim).unwrap_or_default().to_owned();
+    let tenant = caller.tenant_id;
+    if named.parse::<TenantId>().is_ok_and(|id| id == tenant) {
+        return Ok(());
+    }
+    let by_name = state
+        .store
+        .detached(async move |store| store.find_tenant_by_name(&named).await)
+        .await?;
+    match by_name {
+        Some(found) if found.id == tenant => Ok(()),
+        _ => Err(ApiError::not_found("tenant")),
+    }
+}
+
+fn parse_agent_id(text: &str) -> Result<AgentId, ApiError> {
+    AgentId::parse_type_id(text).map_err(|_| ApiError::not_found("agent"))
+}
+
+async fn tenant_agent(
+    state: &AppState,
+    tenant: TenantId,
+    id: AgentId,
+) -> Result<AgentRecord, ApiError> {
+    state
+        .store
+        .detached(async move |store| store.find_agent(tenant, id).await)
+        .await?
+        .ok_or_else(|| ApiError::not_found("agent"))
+}
+
+fn audit(state: &AppState, caller: &ApiKeyPrincipal, action: &str, agent: &AgentRecord) {
+    state.audit(
+        caller.tenant_id,
+        NewAuditEvent {
+            actor: caller.actor(),
+            action: action.into(),
+            target: Some(format!("agent:{}", agent.slug)),
+            outcome: "ok".into(),
+            detail: serde_json::json!({ "agentId": agent.id.to_type_id() }),
+        },
+    );
+}
+
+/// Registers an agent with its own API key (shown once).
+#[utoipa::path(
+    post,
+    operation_id = "register_agent",
+    path = "/api/v1/agents",
+    tag = "registry",
+    security(("api_key" = [])),
+    params(("X-Bulwark-Tenant" = String, Header, description = "The caller's tenant: its id or its name.")),
+    request_body = Register,
+    responses(
+        (status = 201, description = "Registered; `apiKey` is shown only now.", body = Envelope<Registered>),
+        (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_request` \
+            (a bad `name`, `scopes`, `trustLevel`, `description` or `metadata`), `tenant_header_required`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`api_key_required` (an agent's credentials), `permission_denied` \
+            (the key's role lacks `agent.profile.write`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: `X-Bulwark-Tenant` names another tenant.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`conflict`: an agent with this `name` exists in the tenant.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn register(
+    state: web::Data<AppState>,
+    caller: ApiKeyPrincipal,
+    request: HttpRequest,
+    body: web::Json<Register>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::AgentProfileWrite)?;
+    check_tenant_header(&state, &request, &caller, true).await?;
+    let body = body.into_inner();
+    let mut problems = Problems::default();
+    let slug = problems.check(AgentSlug::parse(&body.name), "name");
+    problems.length("description", body.description.as_deref(), 0, 1000);
+    let scopes = problems.check(
+        Scope::parse_list(body.scopes.iter().map(String::as_str)),
+        "scopes",
+    );
+    let trust_level = problems.check(
+        body.trust_level
+            .as_deref()
+            .unwrap_or("medium")
+            .parse::<TrustLevel>(),
+        "trustLevel",
+    );
+    let metadata = body.metadata.unwrap_or_default();
+    if serde_json::to_string(&metadata).map_or(0, |text| text.len()) > 16 * 1024 {
+        problems.push("metadata: must be at most 16 KiB of JSON".into());
+    }
+    problems.finish()?;
+    let (Some(slug), Some(scopes), Some(trust_level)) = (slug, scopes, trust_level) else {
+        return Err(ApiError::bad_request("invalid_request", "invalid agent"));
+    };
+    let mut new = NewAgent::named(slug, LifecycleState::Active);
+    new.description = body.description;
+    new.scopes = scopes.into_iter().map(Scope::into_string).collect();
+    new.trust_level = trust_level;
+    new.metadata = serde_json::Value::Object(metadata);
+    let key = ApiKey::mint(ApiKeyKind::Agent);
+    let (tenant, hash, now) = (caller.tenant_id, key.hash().0, now());
+    let (agent, _) = state
+        .store
+        .detached(async move |store| store.register_agent(tenant, new, hash, now).await)
+        .await?;
+    audit(&state, &caller, "registry.register", &agent);
+    Ok(envelope(
+        StatusCode::CREATED,
+        Registered {
+            agent_id: agent.id.to_type_id(),
+            name: agent.slug.to_string(),
+            api_key: key.expose().to_owned(),
+            scopes: agent.scopes.clone(),
+            trust_level: agent.trust_level.as_str(),
+            created_at: timestamp(agent.created_at),
+        },
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+    trust_level: Option<String>,
+    status: Option<String>,
+}
+
+fn encode_cursor(last: AgentId) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{}", last.to_type_id()))
+}
+
+fn decode_cursor(cursor: &str) -> Option<AgentId> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    AgentId::parse_type_id(text.strip_prefix(CURSOR_PREFIX)?).ok()
+}
+
+/// Lists the tenant's agents, oldest first, a page at a time.
+///
+/// Pages are keyset-paginated: an agent registered or revoked while a
+/// client pages through never makes it see another agent twice or miss one
+/// that existed throughout.
+#[utoipa::path(
+    get,
+    operation_id = "list_agents",
+    path = "/api/v1/agents",
+    tag = "registry",
+    security(("api_key" = [])),
+    params(
+        ("X-Bulwark-Tenant" = Option<String>, Header, description = "If sent, must name the caller's tenant."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Results per page (default 20)."),
+        ("cursor" = Option<String>, Query, description = "`pagination.cursor` of the previous page."),
+        ("trustLevel" = Option<String>, Query, description = "`low`, `medium`, `high` or `critical`."),
+        ("status" = Option<String>, Query, description = "`active` or `revoked`."),
+    ),
+    responses(
+        (status = 200, description = "A page.", body = AgentPage),
+        (status = 400, description = "`invalid_query`: `limit` outside 1-100 or not a number, an unknown \
+            `trustLevel` or `status`, a `cursor` this service did not hand out.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`api_key_required`, `permission_denied` (needs `agent.profile.read`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: `X-Bulwark-Tenant` names another tenant.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn list(
+    state: web::Data<AppState>,
+    caller: ApiKeyPrincipal,
+    request: HttpRequest,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::AgentProfileRead)?;
+    check_tenant_header(&state, &request, &caller, false).await?;
+    let query = query.into_inner();
+    let mut problems = Problems::default();
+    let limit = match query.limit.as_deref().map(str::parse::<i64>) {
+        None => DEFAULT_PAGE,
+        Some(Ok(limit)) if (1..=MAX_PAGE).contains(&limit) => limit,
+        Some(_) => {
+            problems.push(format!(
+                "limit: must be a whole number from 1 to {MAX_PAGE}"
+            ));
+            DEFAULT_PAGE
+        }
+    };
+    let after = match query.cursor.as_deref() {
+        None => None,
+        Some(cursor) => {
+            let decoded = decode_cursor(cursor);
+            if decoded.is_none() {
+                problems.push("cursor: not a cursor this service handed out".into());
+            }
+            decoded
+        }
+    };
+    let trust_level = query
+        .trust_level
+        .as_deref()
+        .and_then(|level| problems.check(level.parse::<TrustLevel>(), "trustLevel"));
+    let revoked = match query.status.as_deref() {
+        None => None,
+        Some("active") => Some(false),
+        Some("revoked") => Some(true),
+        Some(other) => {
+            problems.push(format!(
+                "status: unknown status {other:?}; expected active or revoked"
+            ));
+            None
+        }
+    };
+    problems
+        .finish()
+        .map_err(|error| error.with_code("invalid_query"))?;
+    let tenant = caller.tenant_id;
+    let page_query = AgentPageQuery {
+        after,
+        limit: limit + 1,
+        trust_level,
+        revoked,
+    };
+    let mut agents = state
+        .store
+        .detached(async move |store| store.agents_page(tenant, page_query).await)
+        .await?;
+    let has_more = agents.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    agents.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let cursor = agents
+        .last()
+        .filter(|_| has_more)
+        .map(|last| encode_cursor(last.id));
+    let data = agents
+        .iter()
+        .map(|agent| AgentSummary {
+            agent_id: agent.id.to_type_id(),
+            name: agent.slug.to_string(),
+            trust_level: agent.trust_level.as_str(),
+            status: status(agent),
+            last_seen_at: agent.last_seen_at.map(timestamp),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(AgentPage {
+        data,
+        pagination: Pagination { cursor, has_more },
+    }))
+}
+
+/// One agent's registry record.
+#[utoipa::path(
+    get,
+    operation_id = "get_agent",
+    path = "/api/v1/agents/{agent_id}",
+    tag = "registry",
+    security(("api_key" = [])),
+    params(
+        ("agent_id" = String, Path, description = "The agent's `agentId` (`agent_...`)."),
+        ("X-Bulwark-Tenant" = Option<String>, Header, description = "If sent, must name the caller's tenant."),
+    ),
+    responses(
+        (status = 200, description = "The agent.", body = Envelope<AgentDetail>),
+        (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`api_key_required`, `permission_denied` (needs `agent.profile.read`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such agent in the tenant, or another tenant named.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn get_agent(
+    state: web::Data<AppState>,
+    caller: ApiKeyPrincipal,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::AgentProfileRead)?;
+    check_tenant_header(&state, &request, &caller, false).await?;
+    let agent = tenant_agent(&state, caller.tenant_id, parse_agent_id(&path)?).await?;
+    Ok(envelope(StatusCode::OK, detail(&agent)))
+}
+
+/// Reclaims are refused when the subtree changes under them; a revoke
+/// retries that many times before answering 503.
+const REVOKE_ATTEMPTS: usize = 3;
+
+/// Revokes an agent: terminates it (and its sub-agents, whose unspent
+/// budgets flow back up), so every key and token it holds stops working on
+/// the next request. Revoking again answers the same.
+#[utoipa::path(
+    delete,
+    operation_id = "revoke_agent",
+    path = "/api/v1/agents/{agent_id}",
+    tag = "registry",
+    security(("api_key" = [])),
+    params(
+        ("agent_id" = String, Path, description = "The agent's `agentId` (`agent_...`)."),
+        ("X-Bulwark-Tenant" = Option<String>, Header, description = "If sent, must name the caller's tenant."),
+    ),
+    responses(
+        (status = 200, description = "Revoked (now or before).", body = Envelope<Revoked>),
+        (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`api_key_required`, `permission_denied` (needs `agent.lifecycle.manage`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such agent in the tenant, or another tenant named.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable, or the agent's \
+            sub-agents kept changing; retry.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn revoke(
+    state: web::Data<AppState>,
+    caller: ApiKeyPrincipal,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::AgentLifecycleManage)?;
+    check_tenant_header(&state, &request, &caller, false).await?;
+    let tenant = caller.tenant_id;
+    let agent = tenant_agent(&state, tenant, parse_agent_id(&path)?).await?;
+    let agent = if agent.lifecycle_state == LifecycleState::Terminated {
+        agent
+    } else {
+        let id = agent.id;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let reclaimed = state
+                .store
+                .detached(async move |store| {
+                    store
+                        .reclaim_agent(tenant, id, TerminationReason::Revoked, now())
+                        .await
+                })
+                .await;
+            match reclaimed {
+                Ok(_) => break,
+                Err(StoreError::Unavailable(_)) if attempt < REVOKE_ATTEMPTS => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let revoked = tenant_agent(&state, tenant, id).await?;
+        audit(&state, &caller, "registry.revoke", &revoked);
+        revoked
+    };
+    Ok(envelope(
+        StatusCode::OK,
+        Revoked {
+            agent_id: agent.id.to_type_id(),
+            status: status(&agent),
+            revoked_at: timestamp(agent.revoked_at.unwrap_or(agent.updated_at)),
+        },
+    ))
+}
+
+/// Issues a new API key for the agent; the old one (and every token issued
+/// before) stops working on the next request.
+#[utoipa::path(
+    post,
+    operation_id = "rotate_agent_key",
+    path = "/api/v1/agents/{agent_id}/rotate-key",
+    tag = "registry",
+    security(("api_key" = [])),
+    params(
+        ("agent_id" = String, Path, description = "The agent's `agentId` (`agent_...`)."),
+        ("X-Bulwark-Tenant" = Option<String>, Header, description = "If sent, must name the caller's tenant."),
+    ),
+    responses(
+        (status = 200, description = "The new key, shown only now.", body = Envelope<Rotated>),
+        (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`api_key_required`, `permission_denied` (needs `agent.lifecycle.manage`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such agent in the tenant, or another tenant named.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`refused`: the agent is revoked.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn rotate_key(
+    state: web::Data<AppState>,
+    caller: ApiKeyPrincipal,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::AgentLifecycleManage)?;
+    check_tenant_header(&state, &request, &caller, false).await?;
+    let tenant = caller.tenant_id;
+    let agent = tenant_agent(&state, tenant, parse_agent_id(&path)?).await?;
+    let key = ApiKey::mint(ApiKeyKind::Agent);
+    let (id, hash, now) = (agent.id, key.hash().0, now());
+    let issued = state
+        .store
+        .detached(async move |store| store.rotate_agent_key(tenant, id, hash, now).await)
+        .await?;
+    audit(&state, &caller, "registry.rotate_key", &agent);
+    Ok(envelope(
+        StatusCode::OK,
+        Rotated {
+            agent_id: agent.id.to_type_id(),
+            api_key: key.expose().to_owned(),
+            rotated_at: timestamp(issued.created_at),
+        },
+    ))
+}
