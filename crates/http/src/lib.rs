@@ -23,6 +23,7 @@ pub mod guard;
 mod instance;
 pub mod keys;
 mod machines;
+pub mod metrics;
 mod openapi;
 mod profiles;
 mod registry;
@@ -88,9 +89,22 @@ pub fn app(
                 })
                 .map(str::to_owned)
                 .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+            let started = std::time::Instant::now();
             let response = service.call(request);
             async move {
                 let mut response = response.await?;
+                if let Some(state) = response.request().app_data::<web::Data<AppState>>() {
+                    let route = response
+                        .request()
+                        .match_pattern()
+                        .unwrap_or_else(|| "unmatched".to_owned());
+                    state.metrics.observe(
+                        &route,
+                        response.request().method().as_str(),
+                        response.status().as_u16(),
+                        started.elapsed(),
+                    );
+                }
                 if let Ok(value) = HeaderValue::from_str(&id) {
                     response
                         .headers_mut()
@@ -148,6 +162,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz))
         .route("/.well-known/jwks.json", web::get().to(jwks))
         .route("/openapi.json", web::get().to(openapi::openapi_document))
+        .route("/metrics", web::get().to(metrics_text))
         .configure(agent_self::configure)
         .configure(bootstrap::configure)
         .configure(profiles::configure)
@@ -185,6 +200,28 @@ struct Readiness {
 )]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
+}
+
+/// Request counts and latencies per route and status, bootstrap and spend
+/// outcomes, and the connection pool, in the Prometheus text format.
+///
+/// Unauthenticated, like `/healthz`: it names routes and counts, never a
+/// tenant, an agent or a credential. Keep it off the public internet.
+#[utoipa::path(
+    get,
+    operation_id = "metrics",
+    path = "/metrics",
+    tag = "service",
+    responses((status = 200, description = "Prometheus text format 0.0.4.",
+        content_type = "text/plain; version=0.0.4", body = String)),
+)]
+async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
+    let text = state
+        .metrics
+        .render(state.store.pool_status(), state.store.backend().as_str());
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text)
 }
 
 /// Readiness: the database answers.

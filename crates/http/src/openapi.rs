@@ -21,7 +21,7 @@ use crate::{agent_self, bootstrap, delegation, instance, profiles, registry, spe
             `x-request-id`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
-    paths(crate::healthz, crate::readyz, crate::jwks, openapi_document),
+    paths(crate::healthz, crate::readyz, crate::metrics_text, crate::jwks, openapi_document),
     modifiers(&SecuritySchemes),
     tags(
         (name = "agent", description = "An agent's bootstrap and its view of itself (seeds 000, 001)."),

@@ -275,6 +275,7 @@ pub struct AppState {
     pub rate: Arc<RateLimiter>,
     pub sightings: Arc<Sightings>,
     pub refusals: Arc<RefusalLog>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -294,6 +295,7 @@ impl AppState {
             rate: Arc::default(),
             sightings: Arc::default(),
             refusals: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 

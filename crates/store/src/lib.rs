@@ -59,6 +59,16 @@ pub use signing_keys::SigningKeyRecord;
 pub use tenants::{ApiKeyRecord, NewApiKey, Tenant};
 pub use tokens::{NewToken, TokenError, TokenPurpose, TokenRecord};
 
+/// How the connection pool stands: its bound, the connections open, the
+/// idle ones, and the callers waiting for one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub max_size: usize,
+    pub size: usize,
+    pub available: usize,
+    pub waiting: usize,
+}
+
 /// The handle to the database: cheap to clone, shared by every request.
 #[derive(Clone)]
 pub struct Store {
@@ -135,6 +145,20 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The connection pool's state now, for metrics.
+    pub fn pool_status(&self) -> PoolStatus {
+        let status = match &self.pools {
+            db::Pools::Sqlite(pool) => pool.status(),
+            db::Pools::Postgres(pool) => pool.status(),
+        };
+        PoolStatus {
+            max_size: status.max_size,
+            size: status.size,
+            available: status.available,
+            waiting: status.waiting,
+        }
     }
 
     /// Test hook: makes every agent-limits write fail (as contention would)

@@ -92,3 +92,56 @@ async fn readiness_fails_while_the_database_is_unreachable() {
     );
     assert!(body["detail"].as_str().unwrap().contains("postgres"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_what_was_answered_by_route_pattern() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        for _ in 0..3 {
+            get(&app, "/healthz", None).await;
+        }
+        // Two different paths of one pattern are one series.
+        get(&app, "/v1/agent/profiles/one-agent", None).await;
+        get(&app, "/v1/agent/profiles/another", None).await;
+        get(&app, "/no/such/route", None).await;
+        let response = test::call_service(
+            &app,
+            test::TestRequest::get().uri("/metrics").to_request(),
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+        assert!(
+            response
+                .headers()
+                .get("content-type")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4")
+        );
+        let text = String::from_utf8(test::read_body(response).await.to_vec()).unwrap();
+        let value = |series: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(series))
+                .map(|rest| rest.trim().to_owned())
+                .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        };
+        assert_eq!(
+            value(r#"agentry_http_requests_total{route="/healthz",method="GET",status="200"}"#),
+            "3"
+        );
+        assert_eq!(
+            value(r#"agentry_http_requests_total{route="/v1/agent/profiles/{agent_id}",method="GET",status="401"}"#),
+            "2"
+        );
+        assert_eq!(
+            value(r#"agentry_http_requests_total{route="unmatched",method="GET",status="404"}"#),
+            "1"
+        );
+        assert!(!text.contains("one-agent"), "paths never become labels");
+        let backend = db.backend().as_str();
+        value(&format!("agentry_db_pool_max{{backend=\"{backend}\"}}"));
+    })
+    .await;
+}
