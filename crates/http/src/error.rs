@@ -195,6 +195,29 @@ fn ledger_error(ledger: LedgerError) -> ApiError {
     ApiError::new(status, code, ledger.to_string())
 }
 
+/// A JSON body actix could not take: too large is 413, not JSON at all
+/// (by its content type) is 415, anything else about it is 400.
+pub fn json_error(error: actix_web::error::JsonPayloadError) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError;
+    match &error {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                error.to_string(),
+            )
+            .into()
+        }
+        JsonPayloadError::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as 'content-type: application/json'",
+        )
+        .into(),
+        _ => extractor_error(error, "invalid_json"),
+    }
+}
+
 /// Turns actix's own extractor failures (bad JSON, bad query, bad path)
 /// into problem+json 400s instead of its plain-text defaults.
 pub fn extractor_error(error: impl fmt::Display, code: &'static str) -> actix_web::Error {

@@ -148,7 +148,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .app_data(
             web::JsonConfig::default()
                 .limit(JSON_LIMIT)
-                .error_handler(|error, _| error::extractor_error(error, "invalid_json")),
+                .error_handler(|error, _| error::json_error(error)),
         )
         .app_data(
             web::QueryConfig::default()

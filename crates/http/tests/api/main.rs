@@ -6,6 +6,7 @@
     reason = "test helpers outside #[test] functions: a failed unwrap is a failed test"
 )]
 
+mod bad_input;
 mod bootstrap;
 mod budget;
 mod guard;
