@@ -119,14 +119,16 @@ async fn anomalies(store: &Store, agent: &AgentRecord) -> Result<Vec<AnomalyEven
     operation_id = "agent_status",
     path = "/v1/agent/status",
     tag = "agent",
-    security(("agent_jwt" = []), ("api_key" = [])),
+    security(("agent_jwt" = []), ("api_key" = []), ("mtls" = [])),
     responses(
         (status = 200, description = "The calling agent's state.", body = AgentStatus),
-        (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`.",
+        (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`, \
+            `invalid_client_certificate`.",
             body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "`agent_suspended`.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`agent_credentials_required` (a tenant key), `agent_not_activated`, \
+        (status = 403, description = "`agent_credentials_required` (a tenant key), `certificate_not_bound` \
+            (a client certificate of an instance bound to no agent), `agent_not_activated`, \
             `agent_terminated`, `agent_expired`.",
             body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`: past the agent's requests per minute.",
@@ -174,14 +176,16 @@ async fn status(
     operation_id = "agent_limits_me",
     path = "/v1/agent/limits/me",
     tag = "agent",
-    security(("agent_jwt" = []), ("api_key" = [])),
+    security(("agent_jwt" = []), ("api_key" = []), ("mtls" = [])),
     responses(
         (status = 200, description = "The calling agent's limits.", body = LimitsResponse),
-        (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`.",
+        (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`, \
+            `invalid_client_certificate`.",
             body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "`agent_suspended`.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`agent_credentials_required` (a tenant key), `agent_not_activated`, \
+        (status = 403, description = "`agent_credentials_required` (a tenant key), `certificate_not_bound` \
+            (a client certificate of an instance bound to no agent), `agent_not_activated`, \
             `agent_terminated`, `agent_expired`.",
             body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`: past the agent's requests per minute.",
@@ -211,14 +215,16 @@ async fn limits_me(
     operation_id = "agent_anomaly_me",
     path = "/v1/agent/anomaly/me",
     tag = "agent",
-    security(("agent_jwt" = []), ("api_key" = [])),
+    security(("agent_jwt" = []), ("api_key" = []), ("mtls" = [])),
     responses(
         (status = 200, description = "Up to 20 recent events, newest first.", body = AnomaliesResponse),
-        (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`.",
+        (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`, \
+            `invalid_client_certificate`.",
             body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "`agent_suspended`.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`agent_credentials_required` (a tenant key), `agent_not_activated`, \
+        (status = 403, description = "`agent_credentials_required` (a tenant key), `certificate_not_bound` \
+            (a client certificate of an instance bound to no agent), `agent_not_activated`, \
             `agent_terminated`, `agent_expired`.",
             body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`: past the agent's requests per minute.",
@@ -247,14 +253,16 @@ async fn anomaly_me(
     operation_id = "agent_profile_me",
     path = "/v1/agent/profiles/me",
     tag = "agent",
-    security(("agent_jwt" = []), ("api_key" = [])),
+    security(("agent_jwt" = []), ("api_key" = []), ("mtls" = [])),
     responses(
         (status = 200, description = "The calling agent's profile.", body = ProfileResponse),
-        (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`.",
+        (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`, \
+            `invalid_client_certificate`.",
             body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "`agent_suspended`.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`agent_credentials_required` (a tenant key), `agent_not_activated`, \
+        (status = 403, description = "`agent_credentials_required` (a tenant key), `certificate_not_bound` \
+            (a client certificate of an instance bound to no agent), `agent_not_activated`, \
             `agent_terminated`, `agent_expired`.",
             body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`: past the agent's requests per minute.",

@@ -22,18 +22,21 @@ use agentry_store::{
     TokenPurpose, now,
 };
 use futures_util::StreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use time::Duration;
 use tokio::io::AsyncWriteExt;
+use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::guard::{ApiKeyPrincipal, CallbackPrincipal, MachineCertificate};
 use crate::state::AppState;
 use crate::validate::Problems;
-use crate::wire::timestamp;
+use crate::wire::{
+    AgentSlugSchema, ArtifactKindSchema, CallbackStageSchema, TimestampSchema, timestamp,
+};
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config
@@ -83,6 +86,25 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
         );
 }
 
+#[derive(OpenApi)]
+#[openapi(paths(
+    create_instance,
+    get_instance,
+    patch_instance,
+    upload_bundle,
+    upload_website,
+    instance_logs,
+    ca_certificate,
+    issue_certificate,
+    secrets,
+    callback,
+    diagnostic,
+    early_diagnostic,
+    download_bundle,
+    download_website,
+))]
+pub(crate) struct Api;
+
 /// How long a machine has between `/cert` and `/secrets`.
 const SESSION_LIFETIME: Duration = Duration::minutes(15);
 /// How long a machine's client certificate is valid.
@@ -103,58 +125,301 @@ const LOG_PAGE: i64 = 1000;
 // ---------------------------------------------------------------------------
 // Shapes
 
-#[derive(Debug, Deserialize)]
+/// An instance to provision. Only `name` is required.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateProvisioningInstance)]
 struct CreateInstance {
+    #[schema(min_length = 1, max_length = 120)]
     name: String,
+    /// An agent of the tenant to bind the machine to: its client
+    /// certificate then also reads that agent's own state.
+    #[schema(value_type = Option<AgentSlugSchema>)]
     agent_id: Option<String>,
+    /// A JSON object of at most 32 KiB, handed to the machine by `/secrets`.
+    #[schema(value_type = Option<Object>)]
     agent_config: Option<Value>,
+    /// A JSON object of at most 32 KiB; sealed at rest and shown to nobody
+    /// but the machine, once.
+    #[schema(value_type = Option<Object>)]
     agent_secrets: Option<Value>,
+    /// A JSON object of at most 32 KiB, handed to the machine by `/secrets`.
+    #[schema(value_type = Option<Object>)]
     skill_lockfile: Option<Value>,
+    /// The bundle's 32-byte key; sealed at rest and shown to nobody but
+    /// the machine, once.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     decryption_key_hex: Option<String>,
+    /// How long the bootstrap token lives.
+    #[schema(minimum = 60, maximum = 2_592_000, default = 86_400)]
     bootstrap_token_ttl_seconds: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+/// What to change on an instance; a field left out (or `null`) is left as
+/// it is.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PatchProvisioningInstance)]
 struct PatchInstance {
+    /// A JSON object of at most 32 KiB.
+    #[schema(value_type = Option<Object>)]
     agent_config: Option<Value>,
+    /// A JSON object of at most 32 KiB; sealed at rest.
+    #[schema(value_type = Option<Object>)]
     agent_secrets: Option<Value>,
+    /// A JSON object of at most 32 KiB.
+    #[schema(value_type = Option<Object>)]
     skill_lockfile: Option<Value>,
+    /// Sealed at rest.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     decryption_key_hex: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = CertificateRequest)]
 struct CertRequest {
+    /// The instance's bootstrap token; not used up here.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     bootstrap_token: String,
+    /// A PKCS#10 request; only its public key is used.
+    #[schema(min_length = 100, max_length = 10_000)]
     csr_pem: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct SecretsRequest {
+    /// The `session_id` from `/internal/bootstrap/cert`.
+    #[schema(format = Uuid)]
     session_id: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct CallbackRequest {
+    /// installing 1, configuring 2, securing 3, ready 4; error 2 or 3.
+    /// Must be above the last accepted one.
+    #[schema(minimum = 1, maximum = 4)]
     seq: i64,
+    #[schema(value_type = CallbackStageSchema)]
     stage: String,
+    #[schema(max_length = 2000)]
     message: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct DiagnosticRequest {
+    /// Kept as the log line's `stage`.
+    #[schema(min_length = 1, max_length = 80)]
     label: String,
+    #[schema(value_type = Option<LogLevel>, default = "info")]
     level: Option<String>,
+    #[schema(max_length = 2000)]
     message: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct EarlyDiagnosticRequest {
+    /// The instance's bootstrap token; not used up.
+    #[schema(min_length = 10, max_length = 200)]
     bootstrap_token: String,
+    /// The instance's id.
+    #[schema(min_length = 1, max_length = 80)]
     instance_id: String,
+    /// Kept as the log line's `stage`.
+    #[schema(min_length = 1, max_length = 80)]
     label: String,
+    #[schema(value_type = Option<LogLevel>, default = "info")]
     level: Option<String>,
+    #[schema(max_length = 2000)]
+    message: String,
+}
+
+/// How serious a provisioning log line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[schema(rename_all = "lowercase")]
+enum LogLevel {
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    const ALL: [LogLevel; 3] = [LogLevel::Info, LogLevel::Warn, LogLevel::Error];
+
+    const fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// An operator's view of an instance, as every operator route answers it
+/// (creation adds the bootstrap token itself): never a secret.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ProvisioningInstance)]
+struct InstanceView {
+    #[serde(flatten)]
+    fields: InstanceFields,
+    /// The bootstrap token's state; `null` if it is gone.
+    bootstrap_token: Option<BootstrapTokenState>,
+}
+
+/// The answer to a creation: the instance and its bootstrap token, shown
+/// this once.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ProvisioningInstanceCreated)]
+struct CreatedInstance {
+    #[serde(flatten)]
+    fields: InstanceFields,
+    /// 64 lowercase hex characters; stored only as a hash, never shown
+    /// again.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    bootstrap_token: String,
+    #[schema(value_type = TimestampSchema)]
+    bootstrap_token_expires_at: String,
+}
+
+/// What the operator views of an instance have in common.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ProvisioningInstanceFields)]
+struct InstanceFields {
+    instance_id: Uuid,
+    /// The tenant's internal id (`tenant_...`).
+    tenant_id: String,
+    name: String,
+    /// The agent the machine is bound to.
+    #[schema(value_type = Option<AgentSlugSchema>)]
+    agent_id: Option<String>,
+    #[schema(value_type = Object)]
+    agent_config: Value,
+    #[schema(value_type = Object)]
+    skill_lockfile: Value,
+    has_agent_secrets: bool,
+    has_decryption_key: bool,
+    /// The encrypted bundle, once uploaded.
+    artifact: Option<ArtifactInfo>,
+    /// The website tarball, once uploaded.
+    website: Option<ArtifactInfo>,
+    /// The last accepted callback.
+    callback: Option<CallbackProgress>,
+    #[schema(value_type = TimestampSchema)]
+    created_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct BootstrapTokenState {
+    #[schema(value_type = TimestampSchema)]
+    expires_at: String,
+    /// When `/secrets` used it up.
+    #[schema(value_type = Option<TimestampSchema>)]
+    consumed_at: Option<String>,
+}
+
+/// An uploaded file, as stored.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ProvisioningArtifact)]
+struct ArtifactInfo {
+    size_bytes: i64,
+    /// `sha256:` and the hex digest of the bytes as uploaded.
+    #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
+    artifact_cipher_hash: Option<String>,
+    /// `X-Bundle-Plain-Hash` as uploaded.
+    #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
+    bundle_plain_hash: Option<String>,
+    #[schema(value_type = TimestampSchema)]
+    uploaded_at: String,
+}
+
+impl From<ArtifactRecord> for ArtifactInfo {
+    fn from(record: ArtifactRecord) -> Self {
+        ArtifactInfo {
+            size_bytes: record.size_bytes,
+            artifact_cipher_hash: record.cipher_hash,
+            bundle_plain_hash: record.plain_hash,
+            uploaded_at: timestamp(record.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct CallbackProgress {
+    /// `null` before the first callback.
+    #[schema(minimum = 1, maximum = 4)]
+    seq: Option<u8>,
+    /// `null` before the first callback.
+    #[schema(value_type = Option<CallbackStageSchema>)]
+    stage: Option<&'static str>,
+    message: Option<String>,
+    #[schema(value_type = TimestampSchema)]
+    updated_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct UploadedArtifact {
+    #[schema(value_type = ArtifactKindSchema)]
+    kind: &'static str,
+    #[serde(flatten)]
+    artifact: ArtifactInfo,
+}
+
+/// The provisioning log, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+struct ProvisionLogs {
+    /// How many lines `logs` holds (at most 1000).
+    total: usize,
+    logs: Vec<ProvisionLogLine>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct ProvisionLogLine {
+    /// The callback's stage, or the diagnostic's label.
+    stage: String,
+    #[schema(value_type = LogLevel)]
+    level: String,
+    message: String,
+    #[schema(value_type = TimestampSchema)]
+    at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct IssuedCertificate {
+    /// The client certificate, valid one hour, for client authentication
+    /// only.
+    cert_pem: String,
+    /// For `/internal/bootstrap/secrets`.
+    session_id: Uuid,
+}
+
+/// Seed 003's secrets, handed out once per instance.
+#[derive(Debug, Serialize, ToSchema)]
+struct MachineSecrets {
+    /// For `/internal/bootstrap/callback` and `/diagnostic` (the
+    /// `callback_jwt` scheme); valid two hours.
+    callback_jwt: String,
+    /// For `X-Download-Token`; valid one hour, three tries per file.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    artifact_download_token: String,
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    decryption_key_hex: Option<String>,
+    #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
+    artifact_cipher_hash: Option<String>,
+    #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
+    bundle_plain_hash: Option<String>,
+    #[schema(value_type = Object)]
+    agent_config: Value,
+    /// `{}` when the operator set none.
+    #[schema(value_type = Object)]
+    agent_secrets: Value,
+    #[schema(value_type = Object)]
+    skill_lockfile: Value,
+}
+
+/// What a machine's report is answered with.
+#[derive(Debug, Serialize, ToSchema)]
+struct Acknowledgement {
+    #[schema(value_type = String, examples("ok"))]
+    status: &'static str,
     message: String,
 }
 
@@ -234,7 +499,10 @@ async fn owned_instance(
         .ok_or_else(|| ApiError::not_found("instance"))
 }
 
-async fn instance_view(state: &AppState, instance: &MachineInstance) -> Result<Value, ApiError> {
+async fn instance_view(
+    state: &AppState,
+    instance: &MachineInstance,
+) -> Result<InstanceView, ApiError> {
     let id = instance.id;
     let (token, bundle, website, callback) = state
         .store
@@ -258,42 +526,34 @@ async fn instance_view(state: &AppState, instance: &MachineInstance) -> Result<V
         }
         None => None,
     };
-    let artifact = |record: Option<ArtifactRecord>| {
-        record.map(|record| {
-            json!({
-                "size_bytes": record.size_bytes,
-                "artifact_cipher_hash": record.cipher_hash,
-                "bundle_plain_hash": record.plain_hash,
-                "uploaded_at": timestamp(record.created_at),
-            })
-        })
-    };
-    let callback = callback.map(|state| {
-        json!({
-            "seq": state.last.map(|(seq, _)| seq),
-            "stage": state.last.map(|(_, stage)| stage.as_str()),
-            "message": state.message,
-            "updated_at": timestamp(state.updated_at),
-        })
+    let callback = callback.map(|state| CallbackProgress {
+        seq: state.last.map(|(seq, _)| seq),
+        stage: state.last.map(|(_, stage)| stage.as_str()),
+        message: state.message,
+        updated_at: timestamp(state.updated_at),
     });
-    Ok(json!({
-        "instance_id": instance.id,
-        "tenant_id": instance.tenant_id.to_string(),
-        "name": instance.name,
-        "agent_id": agent,
-        "agent_config": instance.agent_config,
-        "skill_lockfile": instance.skill_lockfile,
-        "has_agent_secrets": instance.agent_secrets_sealed.is_some(),
-        "has_decryption_key": instance.decryption_key_sealed.is_some(),
-        "bootstrap_token": token.map(|(token, _)| json!({
-            "expires_at": timestamp(token.expires_at),
-            "consumed_at": token.consumed_at.map(timestamp),
-        })),
-        "artifact": artifact(bundle),
-        "website": artifact(website),
-        "callback": callback,
-        "created_at": timestamp(instance.created_at),
-    }))
+    let fields = InstanceFields {
+        instance_id: instance.id,
+        tenant_id: instance.tenant_id.to_string(),
+        name: instance.name.clone(),
+        agent_id: agent,
+        agent_config: instance.agent_config.clone(),
+        skill_lockfile: instance.skill_lockfile.clone(),
+        has_agent_secrets: instance.agent_secrets_sealed.is_some(),
+        has_decryption_key: instance.decryption_key_sealed.is_some(),
+        artifact: bundle.map(ArtifactInfo::from),
+        website: website.map(ArtifactInfo::from),
+        callback,
+        created_at: timestamp(instance.created_at),
+    };
+    let bootstrap_token = token.map(|(token, _)| BootstrapTokenState {
+        expires_at: timestamp(token.expires_at),
+        consumed_at: token.consumed_at.map(timestamp),
+    });
+    Ok(InstanceView {
+        fields,
+        bootstrap_token,
+    })
 }
 
 fn audit(state: &AppState, instance: &MachineInstance, actor: String, action: &str, outcome: &str) {
@@ -312,6 +572,37 @@ fn audit(state: &AppState, instance: &MachineInstance, actor: String, action: &s
 // ---------------------------------------------------------------------------
 // Operator side
 
+/// Creates an instance to provision, with its one bootstrap token.
+///
+/// The documents, secrets and key may come now or later by `PATCH`;
+/// `agent_secrets` and `decryption_key_hex` are sealed at rest and never
+/// shown to an operator again.
+#[utoipa::path(
+    post,
+    operation_id = "create_provisioning_instance",
+    path = "/v1/provisioning/instances",
+    tag = "provisioning",
+    security(("api_key" = [])),
+    request_body = CreateInstance,
+    responses(
+        (status = 201, description = "Created; the bootstrap token is shown this once.",
+            body = CreatedInstance),
+        (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_request` \
+            (every problem at once: `name` length, a document that is not an object or is over 32 KiB, \
+            `decryption_key_hex`, `bootstrap_token_ttl_seconds`, a malformed `agent_id`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`api_key_required` (an agent token, an agent's own key, or only a \
+            client certificate), `permission_denied` (the key's role lacks `instance.provision`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: `agent_id` names no agent of the tenant.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn create_instance(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
@@ -392,12 +683,38 @@ async fn create_instance(
         "instance.create",
         "created",
     );
-    let mut view = instance_view(&state, &instance).await?;
-    view["bootstrap_token"] = json!(token);
-    view["bootstrap_token_expires_at"] = json!(timestamp(token_record.expires_at));
-    Ok(HttpResponse::Created().json(view))
+    // The token itself takes the place of its state, this once.
+    let view = instance_view(&state, &instance).await?;
+    Ok(HttpResponse::Created().json(CreatedInstance {
+        fields: view.fields,
+        bootstrap_token: token,
+        bootstrap_token_expires_at: timestamp(token_record.expires_at),
+    }))
 }
 
+/// An instance as the operator sees it: never a secret.
+#[utoipa::path(
+    get,
+    operation_id = "read_provisioning_instance",
+    path = "/v1/provisioning/instances/{instance_id}",
+    tag = "provisioning",
+    security(("api_key" = [])),
+    params(("instance_id" = Uuid, Path, description = "The instance's id (anything else is a 404).")),
+    responses(
+        (status = 200, description = "The instance: its token's state, what is attached, the last \
+            callback.", body = InstanceView),
+        (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`api_key_required` (an agent token, an agent's own key, or only a \
+            client certificate), `permission_denied` (the key's role lacks `instance.provision`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such instance in the caller's tenant.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn get_instance(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
@@ -408,6 +725,34 @@ async fn get_instance(
     Ok(HttpResponse::Ok().json(instance_view(&state, &instance).await?))
 }
 
+/// Changes an instance's documents, secrets or key.
+///
+/// A field left out is left as it is.
+#[utoipa::path(
+    patch,
+    operation_id = "update_provisioning_instance",
+    path = "/v1/provisioning/instances/{instance_id}",
+    tag = "provisioning",
+    security(("api_key" = [])),
+    params(("instance_id" = Uuid, Path, description = "The instance's id (anything else is a 404).")),
+    request_body = PatchInstance,
+    responses(
+        (status = 200, description = "The instance as updated.", body = InstanceView),
+        (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_request` \
+            (every problem at once: a document that is not an object or is over 32 KiB, \
+            `decryption_key_hex`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`api_key_required` (an agent token, an agent's own key, or only a \
+            client certificate), `permission_denied` (the key's role lacks `instance.provision`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such instance in the caller's tenant.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn patch_instance(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
@@ -598,15 +943,55 @@ async fn upload(
         "instance.artifact",
         kind.as_str(),
     );
-    Ok(HttpResponse::Ok().json(json!({
-        "kind": kind.as_str(),
-        "size_bytes": record.size_bytes,
-        "artifact_cipher_hash": record.cipher_hash,
-        "bundle_plain_hash": record.plain_hash,
-        "uploaded_at": timestamp(record.created_at),
-    })))
+    Ok(HttpResponse::Ok().json(UploadedArtifact {
+        kind: kind.as_str(),
+        artifact: ArtifactInfo::from(record),
+    }))
 }
 
+/// Attaches the encrypted bundle, replacing any earlier one.
+///
+/// The body is streamed to disk while its SHA-256 is computed; that hash
+/// is the `artifact_cipher_hash` the machine checks.
+#[utoipa::path(
+    put,
+    operation_id = "upload_instance_artifact",
+    path = "/v1/provisioning/instances/{instance_id}/artifact",
+    tag = "provisioning",
+    security(("api_key" = [])),
+    params(
+        ("instance_id" = Uuid, Path, description = "The instance's id (anything else is a 404)."),
+        ("x-bundle-plain-hash" = String, Header, pattern = "^sha256:[0-9a-f]{64}$",
+            description = "`sha256:` and the hex SHA-256 of the bundle before encryption; the machine \
+            checks it after decrypting."),
+        ("x-artifact-cipher-hash" = Option<String>, Header, nullable = false,
+            pattern = "^sha256:[0-9a-f]{64}$",
+            description = "The hex SHA-256 of the body as sent, `sha256:` first; when sent, an upload \
+            that hashes otherwise is refused and not kept."),
+    ),
+    request_body(content_type = "application/octet-stream", description = "The encrypted bundle. At most \
+        `--max-artifact-bytes` (default 1 GiB)."),
+    responses(
+        (status = 200, description = "Stored.", body = UploadedArtifact),
+        (status = 400, description = "`invalid_request` (`x-bundle-plain-hash` missing, or either hash \
+            header not `sha256:<64 lowercase hex>`), `invalid_body` (the upload broke off).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`api_key_required` (an agent token, an agent's own key, or only a \
+            client certificate), `permission_denied` (the key's role lacks `instance.provision`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such instance in the caller's tenant.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`artifact_too_large`: past `--max-artifact-bytes`; nothing is kept.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`hash_mismatch`: the body does not hash to `x-artifact-cipher-hash`; \
+            nothing is kept.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable or the file cannot be \
+            written; retry shortly.", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn upload_bundle(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
@@ -617,6 +1002,49 @@ async fn upload_bundle(
     upload(state, caller, request, path, payload, ArtifactKind::Bundle).await
 }
 
+/// Attaches the optional website tarball, replacing any earlier one.
+///
+/// Streamed to disk like the bundle; the machine downloads it with the
+/// same token.
+#[utoipa::path(
+    put,
+    operation_id = "upload_instance_website",
+    path = "/v1/provisioning/instances/{instance_id}/website",
+    tag = "provisioning",
+    security(("api_key" = [])),
+    params(
+        ("instance_id" = Uuid, Path, description = "The instance's id (anything else is a 404)."),
+        ("x-bundle-plain-hash" = Option<String>, Header, nullable = false,
+            pattern = "^sha256:[0-9a-f]{64}$",
+            description = "Kept as the website's `bundle_plain_hash` when sent."),
+        ("x-artifact-cipher-hash" = Option<String>, Header, nullable = false,
+            pattern = "^sha256:[0-9a-f]{64}$",
+            description = "The hex SHA-256 of the body as sent, `sha256:` first; when sent, an upload \
+            that hashes otherwise is refused and not kept."),
+    ),
+    request_body(content_type = "application/octet-stream", description = "The website tarball. At most \
+        `--max-artifact-bytes` (default 1 GiB)."),
+    responses(
+        (status = 200, description = "Stored.", body = UploadedArtifact),
+        (status = 400, description = "`invalid_request` (a hash header that is not \
+            `sha256:<64 lowercase hex>`), `invalid_body` (the upload broke off).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`api_key_required` (an agent token, an agent's own key, or only a \
+            client certificate), `permission_denied` (the key's role lacks `instance.provision`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such instance in the caller's tenant.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`artifact_too_large`: past `--max-artifact-bytes`; nothing is kept.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`hash_mismatch`: the body does not hash to `x-artifact-cipher-hash`; \
+            nothing is kept.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable or the file cannot be \
+            written; retry shortly.", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn upload_website(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
@@ -627,6 +1055,30 @@ async fn upload_website(
     upload(state, caller, request, path, payload, ArtifactKind::Website).await
 }
 
+/// The instance's provisioning log, oldest first.
+///
+/// Every accepted callback, diagnostic and early diagnostic.
+#[utoipa::path(
+    get,
+    operation_id = "read_instance_logs",
+    path = "/v1/provisioning/instances/{instance_id}/logs",
+    tag = "provisioning",
+    security(("api_key" = [])),
+    params(("instance_id" = Uuid, Path, description = "The instance's id (anything else is a 404).")),
+    responses(
+        (status = 200, description = "The first 1000 lines.", body = ProvisionLogs),
+        (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`api_key_required` (an agent token, an agent's own key, or only a \
+            client certificate), `permission_denied` (the key's role lacks `instance.provision`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such instance in the caller's tenant.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn instance_logs(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
@@ -639,21 +1091,33 @@ async fn instance_logs(
         .store
         .detached(async move |store| store.provision_logs(id, LOG_PAGE).await)
         .await?;
-    let logs: Vec<Value> = logs
+    let logs: Vec<ProvisionLogLine> = logs
         .into_iter()
-        .map(|log| {
-            json!({
-                "stage": log.stage,
-                "level": log.level,
-                "message": log.message,
-                "at": timestamp(log.at),
-            })
+        .map(|log| ProvisionLogLine {
+            stage: log.stage,
+            level: log.level,
+            message: log.message,
+            at: timestamp(log.at),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "total": logs.len(), "logs": logs })))
+    Ok(HttpResponse::Ok().json(ProvisionLogs {
+        total: logs.len(),
+        logs,
+    }))
 }
 
 /// The CA certificate, for `curl --cacert` and for pinning.
+#[utoipa::path(
+    get,
+    operation_id = "ca_certificate",
+    path = "/internal/bootstrap/ca.pem",
+    tag = "machine",
+    responses(
+        (status = 200, description = "The CA certificate (PEM) that signs the mTLS listener's \
+            certificate and the machines' client certificates.", body = String,
+            content_type = "application/x-pem-file"),
+    ),
+)]
 async fn ca_certificate(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/x-pem-file")
@@ -670,6 +1134,34 @@ fn invalid_bootstrap_token() -> ApiError {
     )
 }
 
+/// Issues a client certificate for a bootstrap token and a CSR (seed 003,
+/// step 1).
+///
+/// The token is not used up here; each call opens a new session, valid
+/// 15 minutes, for `/internal/bootstrap/secrets`. The certificate names the
+/// instance and the session, whatever the CSR asks for.
+#[utoipa::path(
+    post,
+    operation_id = "issue_machine_certificate",
+    path = "/internal/bootstrap/cert",
+    tag = "machine",
+    request_body = CertRequest,
+    responses(
+        (status = 200, description = "The certificate and its session.", body = IssuedCertificate),
+        (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_request` \
+            (the token is not 64 lowercase hex, `csr_pem` not 100 to 10,000 characters), `invalid_csr` \
+            (not a PEM PKCS#10 request, a bad self-signature, or a key we do not sign).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_bootstrap_token`: unknown, expired or used.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`instance_not_ready`: the operator has not attached the bundle and \
+            its decryption key yet; retry later, the token is still good.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn issue_certificate(
     state: web::Data<AppState>,
     body: web::Json<CertRequest>,
@@ -754,10 +1246,10 @@ async fn issue_certificate(
         "bootstrap.cert",
         "issued",
     );
-    Ok(HttpResponse::Ok().json(json!({
-        "cert_pem": certificate.pem,
-        "session_id": session_id.to_string(),
-    })))
+    Ok(HttpResponse::Ok().json(IssuedCertificate {
+        cert_pem: certificate.pem,
+        session_id,
+    }))
 }
 
 fn session_error(error: SessionError) -> ApiError {
@@ -777,6 +1269,37 @@ fn session_error(error: SessionError) -> ApiError {
     }
 }
 
+/// Hands out the instance's secrets, once (seed 003, step 2).
+///
+/// Takes the client certificate issued for the session over mTLS, and uses
+/// the bootstrap token up: of any number of calls, of any sessions of the
+/// token, exactly one gets 200.
+#[utoipa::path(
+    post,
+    operation_id = "machine_secrets",
+    path = "/internal/bootstrap/secrets",
+    tag = "machine",
+    security(("mtls" = [])),
+    request_body = SecretsRequest,
+    responses(
+        (status = 200, description = "The secrets, the callback token and the download token.",
+            body = MachineSecrets,
+            headers(("cache-control" = String, description = "`no-store`"))),
+        (status = 400, description = "`invalid_json`: not JSON, or not this shape.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`client_certificate_required`, `invalid_client_certificate` (not \
+            ours, expired or revoked), `certificate_session_mismatch` (issued for another session).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such session.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "`session_expired` (15 minutes after `/cert`), `session_complete` (the \
+            secrets were already handed out).", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`: also when the sealed secrets cannot be opened.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database or the signing key is unavailable.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn secrets(
     state: web::Data<AppState>,
     machine: MachineCertificate,
@@ -860,16 +1383,18 @@ async fn secrets(
     );
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
-        .json(json!({
-            "callback_jwt": callback.0,
-            "artifact_download_token": download_token,
-            "decryption_key_hex": decryption_key,
-            "artifact_cipher_hash": bundle.as_ref().and_then(|bundle| bundle.cipher_hash.clone()),
-            "bundle_plain_hash": bundle.as_ref().and_then(|bundle| bundle.plain_hash.clone()),
-            "agent_config": instance.agent_config,
-            "agent_secrets": agent_secrets,
-            "skill_lockfile": instance.skill_lockfile,
-        })))
+        .json(MachineSecrets {
+            callback_jwt: callback.0,
+            artifact_download_token: download_token,
+            decryption_key_hex: decryption_key,
+            artifact_cipher_hash: bundle
+                .as_ref()
+                .and_then(|bundle| bundle.cipher_hash.clone()),
+            bundle_plain_hash: bundle.and_then(|bundle| bundle.plain_hash),
+            agent_config: instance.agent_config,
+            agent_secrets,
+            skill_lockfile: instance.skill_lockfile,
+        }))
 }
 
 /// One download token opens both files, each with its own attempts: the
@@ -881,18 +1406,44 @@ fn download_token_hash(token: &str, kind: ArtifactKind) -> SecretHash {
     }
 }
 
-fn level(problems: &mut Problems, level: Option<&str>) -> &'static str {
-    match level.unwrap_or("info") {
-        "info" => "info",
-        "warn" => "warn",
-        "error" => "error",
-        _ => {
+fn level(problems: &mut Problems, level: Option<&str>) -> LogLevel {
+    let text = level.unwrap_or(LogLevel::Info.as_str());
+    LogLevel::ALL
+        .into_iter()
+        .find(|level| level.as_str() == text)
+        .unwrap_or_else(|| {
             problems.push("level: must be one of info, warn, error".into());
-            "info"
-        }
-    }
+            LogLevel::Info
+        })
 }
 
+/// Reports a provisioning stage.
+///
+/// Stages go installing (1), configuring (2), securing (3), ready (4), or
+/// error at 2 or 3; each `seq` must be above the last, and nothing is
+/// accepted after ready or error. A refused callback changes nothing.
+#[utoipa::path(
+    post,
+    operation_id = "machine_callback",
+    path = "/internal/bootstrap/callback",
+    tag = "machine",
+    security(("callback_jwt" = [])),
+    request_body = CallbackRequest,
+    responses(
+        (status = 200, description = "Recorded and logged.", body = Acknowledgement),
+        (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_request` (an \
+            unknown stage, `message` over 2000 characters), `callback_sequence_violation` (`seq` out of \
+            range, not after the last, not the stage's, or after ready or error).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`missing_credentials`, `invalid_token` (not a valid callback token).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: the token's instance does not exist.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn callback(
     state: web::Data<AppState>,
     machine: CallbackPrincipal,
@@ -919,10 +1470,11 @@ async fn callback(
     let instance_id = machine.instance_id;
     let seq = body.seq;
     let level = if stage == CallbackStage::Error {
-        "error"
+        LogLevel::Error
     } else {
-        "info"
-    };
+        LogLevel::Info
+    }
+    .as_str();
     let message = body.message;
     let recorded = state
         .store
@@ -943,10 +1495,10 @@ async fn callback(
         })
         .await;
     match recorded {
-        Ok(Ok(_)) => Ok(HttpResponse::Ok().json(json!({
-            "status": "ok",
-            "message": format!("stage {stage} (seq {seq}) recorded"),
-        }))),
+        Ok(Ok(_)) => Ok(HttpResponse::Ok().json(Acknowledgement {
+            status: "ok",
+            message: format!("stage {stage} (seq {seq}) recorded"),
+        })),
         Ok(Err(violation)) => Err(ApiError::bad_request(
             "callback_sequence_violation",
             violation.to_string(),
@@ -971,7 +1523,10 @@ async fn append_log(
                 .await
         })
         .await?;
-    Ok(HttpResponse::Ok().json(json!({ "status": "ok", "message": "logged" })))
+    Ok(HttpResponse::Ok().json(Acknowledgement {
+        status: "ok",
+        message: "logged".into(),
+    }))
 }
 
 fn diagnostic_problems(
@@ -984,9 +1539,34 @@ fn diagnostic_problems(
     problems.length("message", Some(message), 0, 2000);
     let level = level(&mut problems, level_text);
     problems.finish()?;
-    Ok(level)
+    Ok(level.as_str())
 }
 
+/// Appends a trace line to the provisioning log.
+///
+/// No sequence rule: anything well-formed from the callback token's
+/// machine is logged.
+#[utoipa::path(
+    post,
+    operation_id = "machine_diagnostic",
+    path = "/internal/bootstrap/diagnostic",
+    tag = "machine",
+    security(("callback_jwt" = [])),
+    request_body = DiagnosticRequest,
+    responses(
+        (status = 200, description = "Logged.", body = Acknowledgement),
+        (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_request` \
+            (`label` not 1 to 80 characters, `message` over 2000, an unknown `level`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`missing_credentials`, `invalid_token` (not a valid callback token).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: the token's instance does not exist.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn diagnostic(
     state: web::Data<AppState>,
     machine: CallbackPrincipal,
@@ -1004,6 +1584,30 @@ async fn diagnostic(
     append_log(&state, &instance, body.label, level, body.message).await
 }
 
+/// Appends a trace line to the provisioning log before the machine has a
+/// certificate.
+///
+/// Authenticated by the instance's bootstrap token, compared in constant
+/// time and not used up.
+#[utoipa::path(
+    post,
+    operation_id = "machine_early_diagnostic",
+    path = "/internal/bootstrap/early-diagnostic",
+    tag = "machine",
+    request_body = EarlyDiagnosticRequest,
+    responses(
+        (status = 200, description = "Logged.", body = Acknowledgement),
+        (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_request` \
+            (`bootstrap_token` not 10 to 200 characters or `instance_id` not 1 to 80; then `label`, \
+            `level`, `message` as for `/diagnostic`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_bootstrap_token`: a wrong, expired or used token, or an \
+            unknown instance, alike.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn early_diagnostic(
     state: web::Data<AppState>,
     body: web::Json<EarlyDiagnosticRequest>,
@@ -1153,6 +1757,44 @@ impl Completion {
     }
 }
 
+/// Streams the encrypted bundle (seed 003).
+///
+/// Check its SHA-256 against `artifact_cipher_hash`, decrypt it with
+/// `decryption_key_hex`, check `bundle_plain_hash`. The token allows three
+/// tries and is used up once the whole file has been sent.
+#[utoipa::path(
+    get,
+    operation_id = "download_artifact",
+    path = "/internal/bootstrap/artifacts/{instance_id}",
+    tag = "machine",
+    security(("mtls" = [])),
+    params(
+        ("instance_id" = Uuid, Path, description = "The instance the client certificate was issued for."),
+        ("x-download-token" = String, Header, pattern = "^[0-9a-f]{64}$",
+            description = "`artifact_download_token` from `/internal/bootstrap/secrets`."),
+    ),
+    responses(
+        (status = 200, description = "The encrypted bundle, as uploaded.",
+            content_type = "application/octet-stream",
+            headers(
+                ("content-length" = u64, description = "The file's size."),
+                ("cache-control" = String, description = "`no-store`"),
+            )),
+        (status = 401, description = "`client_certificate_required`, `invalid_client_certificate` (not \
+            ours, expired or revoked), `certificate_instance_mismatch` (issued for another instance), \
+            `invalid_download_token` (missing, wrong, expired or used).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no bundle is attached (the try counts), or the id is \
+            not a UUID.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`download_attempts_exhausted`: the token's three tries for this file \
+            are spent.", body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Always 0: the token will not work again."))),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn download_bundle(
     state: web::Data<AppState>,
     machine: MachineCertificate,
@@ -1162,6 +1804,43 @@ async fn download_bundle(
     download(state, machine, request, path, ArtifactKind::Bundle).await
 }
 
+/// Streams the website tarball, if one was attached.
+///
+/// The same download token as the bundle, with its own three tries, used
+/// up once the whole file has been sent.
+#[utoipa::path(
+    get,
+    operation_id = "download_website",
+    path = "/internal/bootstrap/artifacts/{instance_id}/website",
+    tag = "machine",
+    security(("mtls" = [])),
+    params(
+        ("instance_id" = Uuid, Path, description = "The instance the client certificate was issued for."),
+        ("x-download-token" = String, Header, pattern = "^[0-9a-f]{64}$",
+            description = "`artifact_download_token` from `/internal/bootstrap/secrets`."),
+    ),
+    responses(
+        (status = 200, description = "The website tarball, as uploaded.",
+            content_type = "application/octet-stream",
+            headers(
+                ("content-length" = u64, description = "The file's size."),
+                ("cache-control" = String, description = "`no-store`"),
+            )),
+        (status = 401, description = "`client_certificate_required`, `invalid_client_certificate` (not \
+            ours, expired or revoked), `certificate_instance_mismatch` (issued for another instance), \
+            `invalid_download_token` (missing, wrong, expired or used).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no website is attached (the try counts), or the id is \
+            not a UUID.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`download_attempts_exhausted`: the token's three tries for this file \
+            are spent.", body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Always 0: the token will not work again."))),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn download_website(
     state: web::Data<AppState>,
     machine: MachineCertificate,

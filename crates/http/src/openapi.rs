@@ -10,7 +10,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{agent_self, bootstrap, delegation, instance, profiles, registry, spend};
+use crate::{agent_self, bootstrap, delegation, instance, machines, profiles, registry, spend};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -30,6 +30,10 @@ use crate::{agent_self, bootstrap, delegation, instance, profiles, registry, spe
         (name = "spend", description = "Spending and holds against an agent's enforced budget."),
         (name = "delegation", description = "Parents create, list and reclaim sub-agents (seed 001)."),
         (name = "instance", description = "First-run instance bootstrap, invites, login and channels (seed 002)."),
+        (name = "provisioning", description = "Operators create machine instances, attach their artifacts and \
+            watch them provision (seed 003)."),
+        (name = "machine", description = "A provisioning machine's bootstrap: certificate, secrets, artifact \
+            downloads, callbacks and diagnostics (seed 003)."),
         (name = "registry", description = "The agent registry: register, list, inspect, revoke, rotate keys (seed 004)."),
         (name = "service", description = "Health, readiness, signing keys and this document."),
     ),
@@ -79,11 +83,23 @@ impl Modify for SecuritySchemes {
             ),
         );
         components.add_security_scheme(
+            "callback_jwt",
+            bearer(
+                "JWT",
+                "Callback token of seed 003: a JWT signed with EdDSA, audience \
+                 `agentry:callback`, the `callback_jwt` from \
+                 `POST /internal/bootstrap/secrets`, valid two hours.",
+            ),
+        );
+        components.add_security_scheme(
             "mtls",
             SecurityScheme::MutualTls {
                 description: Some(
-                    "Client certificate issued by Agentry's machine provisioning; no route \
-                     accepts it yet."
+                    "Client certificate from `POST /internal/bootstrap/cert`, presented on the \
+                     TLS listener: for `/internal/bootstrap/secrets` and the artifact \
+                     downloads, and, for an instance bound to an agent, the read-only \
+                     `/v1/agent/status`, `/v1/agent/limits/me`, `/v1/agent/anomaly/me` and \
+                     `/v1/agent/profiles/me` of that agent."
                         .into(),
                 ),
                 extensions: None,
@@ -103,6 +119,7 @@ fn document() -> utoipa::openapi::OpenApi {
         spend::Api::openapi(),
         delegation::Api::openapi(),
         instance::Api::openapi(),
+        machines::Api::openapi(),
         registry::Api::openapi(),
     ] {
         document.merge(part);

@@ -1,10 +1,11 @@
 //! The JSON shapes of seed 001, converted by hand from domain types, and
-//! the OpenAPI schemas of the domain types they carry.
+//! the OpenAPI schemas of the domain types the routes carry.
 
 use std::borrow::Cow;
 
 use agentry_domain::{AgentSlug, LifecycleState, Money, Role};
-use agentry_store::AgentRecord;
+use agentry_lifecycle::CallbackStage;
+use agentry_store::{AgentRecord, ArtifactKind};
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -98,6 +99,44 @@ impl PartialSchema for RoleSchema {
 impl ToSchema for RoleSchema {
     fn name() -> Cow<'static, str> {
         Cow::Borrowed("Role")
+    }
+}
+
+/// Schema of a provisioning [`CallbackStage`] as text (seed 003).
+pub(crate) enum CallbackStageSchema {}
+
+impl PartialSchema for CallbackStageSchema {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(CallbackStage::ALL.map(CallbackStage::as_str)))
+            .into()
+    }
+}
+
+impl ToSchema for CallbackStageSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("CallbackStage")
+    }
+}
+
+/// Schema of an [`ArtifactKind`] as text (seed 003).
+pub(crate) enum ArtifactKindSchema {}
+
+impl PartialSchema for ArtifactKindSchema {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(
+                [ArtifactKind::Bundle, ArtifactKind::Website].map(ArtifactKind::as_str),
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for ArtifactKindSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("ArtifactKind")
     }
 }
 

@@ -44,7 +44,7 @@ fn the_document_is_openapi_3_1_with_unique_operations() {
     let schemes = document["components"]["securitySchemes"]
         .as_object()
         .unwrap();
-    for name in ["api_key", "agent_jwt", "session_jwt"] {
+    for name in ["api_key", "agent_jwt", "session_jwt", "callback_jwt"] {
         assert_eq!(schemes[name]["scheme"], "bearer", "{name}");
     }
     assert_eq!(schemes["mtls"]["type"], "mutualTLS");
@@ -162,6 +162,54 @@ fn spend_and_holds_are_documented_with_their_402() {
             schemes,
             BTreeSet::from(["agent_jwt", "api_key"]),
             "{method} {path}"
+        );
+    }
+}
+
+/// The schemes of `operation`'s security requirements.
+fn schemes_of(operation: &Value) -> BTreeSet<String> {
+    operation["security"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|requirement| requirement.as_object().unwrap().keys().cloned())
+        .collect()
+}
+
+#[test]
+fn seed_003_routes_have_their_tags_and_credentials() {
+    let document = document();
+    let mut seen = 0;
+    for (method, path, operation) in operations(&document) {
+        let (tag, schemes): (&str, &[&str]) = if path.starts_with("/v1/provisioning/") {
+            ("provisioning", &["api_key"])
+        } else if let Some(route) = path.strip_prefix("/internal/bootstrap/") {
+            let schemes: &[&str] = match route {
+                "secrets" => &["mtls"],
+                _ if route.starts_with("artifacts/") => &["mtls"],
+                "callback" | "diagnostic" => &["callback_jwt"],
+                _ => &[],
+            };
+            ("machine", schemes)
+        } else {
+            continue;
+        };
+        seen += 1;
+        assert_eq!(operation["tags"][0], tag, "{method} {path}");
+        let expected: BTreeSet<String> = schemes.iter().map(|s| s.to_string()).collect();
+        assert_eq!(schemes_of(&operation), expected, "{method} {path}");
+    }
+    assert_eq!(seen, 14, "seed 003 has 14 operations");
+    // A machine's certificate also reads its bound agent's own state.
+    for path in [
+        "/v1/agent/status",
+        "/v1/agent/limits/me",
+        "/v1/agent/anomaly/me",
+        "/v1/agent/profiles/me",
+    ] {
+        assert!(
+            schemes_of(&document["paths"][path]["get"]).contains("mtls"),
+            "{path}"
         );
     }
 }
