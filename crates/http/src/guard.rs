@@ -387,6 +387,7 @@ async fn certified_agent(
     machine: &MachineCertificate,
     now: OffsetDateTime,
 ) -> Result<AgentPrincipal, ApiError> {
+    machine.require_completed_session(state).await?;
     let instance_id = machine.certificate.instance_id;
     let tenant = machine.certificate.tenant_id;
     let agent_id = state
@@ -545,6 +546,28 @@ fn invalid_certificate() -> ApiError {
 #[derive(Debug, Clone)]
 pub struct MachineCertificate {
     pub certificate: IssuedCertificateRecord,
+}
+
+impl MachineCertificate {
+    /// Beyond `/secrets`, a certificate speaks for its machine only once
+    /// its session has handed the secrets out: certificates of sessions
+    /// that never completed (a `/cert` called many times) stay powerless.
+    pub(crate) async fn require_completed_session(&self, state: &AppState) -> Result<(), ApiError> {
+        let session_id = self.certificate.session_id;
+        let completed = state
+            .store
+            .detached(async move |store| store.machine_session(session_id).await)
+            .await?
+            .is_some_and(|session| session.completed_at.is_some());
+        if completed {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized(
+                "certificate_session_incomplete",
+                "this certificate's session has not completed /internal/bootstrap/secrets",
+            ))
+        }
+    }
 }
 
 async fn machine_certificate(request: HttpRequest) -> Result<MachineCertificate, ApiError> {

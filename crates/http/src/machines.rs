@@ -366,8 +366,8 @@ struct UploadedArtifact {
 /// The provisioning log, oldest first.
 #[derive(Debug, Serialize, ToSchema)]
 struct ProvisionLogs {
-    /// How many lines `logs` holds (at most 1000).
-    total: usize,
+    /// How many lines the log has in all; `logs` holds the last 1000.
+    total: u64,
     logs: Vec<ProvisionLogLine>,
 }
 
@@ -1087,7 +1087,7 @@ async fn instance_logs(
     caller.require(Permission::InstanceProvision)?;
     let instance = owned_instance(&state, &caller, &path).await?;
     let id = instance.id;
-    let logs = state
+    let (logs, total) = state
         .store
         .detached(async move |store| store.provision_logs(id, LOG_PAGE).await)
         .await?;
@@ -1101,7 +1101,7 @@ async fn instance_logs(
         })
         .collect();
     Ok(HttpResponse::Ok().json(ProvisionLogs {
-        total: logs.len(),
+        total: u64::try_from(total).unwrap_or(0),
         logs,
     }))
 }
@@ -1323,45 +1323,31 @@ async fn secrets(
     {
         return Err(wrong_session());
     }
+    // Everything that can fail is done before the session completes: the
+    // secrets go out once, so a failure after that would strand the machine
+    // (every retry would be 410).
     let now = now();
-    let download_token = mint_hex_token();
-    let download_tokens = [ArtifactKind::Bundle, ArtifactKind::Website]
-        .into_iter()
-        .map(|kind| NewToken {
-            purpose: TokenPurpose::Download,
-            token_hash: download_token_hash(&download_token, kind).0,
-            subject_id: session.instance_id,
-            max_attempts: DOWNLOAD_ATTEMPTS,
-            expires_at: now + DOWNLOAD_TOKEN_LIFETIME,
-        })
-        .collect();
-    let instance = state
+    let instance_id = session.instance_id;
+    let (instance, bundle) = state
         .store
         .detached(async move |store| {
-            Ok(store
-                .complete_machine_session(session_id, now, download_tokens)
-                .await)
+            Ok((
+                store.machine_instance(instance_id).await?,
+                store.artifact(instance_id, ArtifactKind::Bundle).await?,
+            ))
         })
-        .await?
-        .map_err(session_error)?;
-    let (bundle, callback) = {
-        let id = instance.id;
-        let bundle = state
-            .store
-            .detached(async move |store| store.artifact(id, ArtifactKind::Bundle).await)
-            .await?;
-        let callback = state
-            .mint(
-                Audience::Callback,
-                instance.id,
-                instance.tenant_id,
-                0,
-                now,
-                CALLBACK_TOKEN_LIFETIME,
-            )
-            .ok_or_else(|| ApiError::unavailable("no signing key is loaded"))?;
-        (bundle, callback)
-    };
+        .await?;
+    let instance = instance.ok_or_else(|| ApiError::not_found("instance"))?;
+    let callback = state
+        .mint(
+            Audience::Callback,
+            instance.id,
+            instance.tenant_id,
+            0,
+            now,
+            CALLBACK_TOKEN_LIFETIME,
+        )
+        .ok_or_else(|| ApiError::unavailable("no signing key is loaded"))?;
     let master = state.keys.master();
     let decryption_key = match &instance.decryption_key_sealed {
         Some(sealed) => Some(open_sealed(master, instance.id, "decryption_key", sealed)?),
@@ -1374,6 +1360,26 @@ async fn secrets(
         }
         None => json!({}),
     };
+    let download_token = mint_hex_token();
+    let download_tokens = [ArtifactKind::Bundle, ArtifactKind::Website]
+        .into_iter()
+        .map(|kind| NewToken {
+            purpose: TokenPurpose::Download,
+            token_hash: download_token_hash(&download_token, kind).0,
+            subject_id: session.instance_id,
+            max_attempts: DOWNLOAD_ATTEMPTS,
+            expires_at: now + DOWNLOAD_TOKEN_LIFETIME,
+        })
+        .collect();
+    state
+        .store
+        .detached(async move |store| {
+            Ok(store
+                .complete_machine_session(session_id, now, download_tokens)
+                .await)
+        })
+        .await?
+        .map_err(session_error)?;
     audit(
         &state,
         &instance,
@@ -1530,11 +1536,11 @@ async fn append_log(
 }
 
 fn diagnostic_problems(
+    mut problems: Problems,
     label: &str,
     level_text: Option<&str>,
     message: &str,
 ) -> Result<&'static str, ApiError> {
-    let mut problems = Problems::default();
     problems.length("label", Some(label), 1, 80);
     problems.length("message", Some(message), 0, 2000);
     let level = level(&mut problems, level_text);
@@ -1573,7 +1579,12 @@ async fn diagnostic(
     body: web::Json<DiagnosticRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let level = diagnostic_problems(&body.label, body.level.as_deref(), &body.message)?;
+    let level = diagnostic_problems(
+        Problems::default(),
+        &body.label,
+        body.level.as_deref(),
+        &body.message,
+    )?;
     let instance_id = machine.instance_id;
     let instance = state
         .store
@@ -1616,8 +1627,7 @@ async fn early_diagnostic(
     let mut problems = Problems::default();
     problems.length("bootstrap_token", Some(&body.bootstrap_token), 10, 200);
     problems.length("instance_id", Some(&body.instance_id), 1, 80);
-    problems.finish()?;
-    let level = diagnostic_problems(&body.label, body.level.as_deref(), &body.message)?;
+    let level = diagnostic_problems(problems, &body.label, body.level.as_deref(), &body.message)?;
     // Unknown instance, wrong token, used or expired token: all alike.
     let instance_id = Uuid::parse_str(&body.instance_id).map_err(|_| invalid_bootstrap_token())?;
     let (instance, token) = state
@@ -1653,6 +1663,7 @@ async fn download(
             "the client certificate was issued for another instance",
         ));
     }
+    machine.require_completed_session(&state).await?;
     let invalid_download_token = || {
         ApiError::unauthorized(
             "invalid_download_token",
@@ -1676,11 +1687,12 @@ async fn download(
         Ok(token) if token.subject_id == instance_id => {}
         Ok(_) => return Err(invalid_download_token()),
         Err(StoreError::Token(TokenError::TooManyAttempts)) => {
-            return Err(ApiError::too_many_requests(
-                "this download token has been tried too many times",
-                0,
-            )
-            .with_code("download_attempts_exhausted"));
+            // No Retry-After: the token will never work again.
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "download_attempts_exhausted",
+                "this download token has been tried too many times; provisioning must start again",
+            ));
         }
         Err(StoreError::Token(_)) => return Err(invalid_download_token()),
         Err(error) => return Err(error.into()),

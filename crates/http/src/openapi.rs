@@ -108,6 +108,55 @@ impl Modify for SecuritySchemes {
     }
 }
 
+/// Every JSON body is read through one extractor configuration, so every
+/// operation that takes one can answer 413 (past 64 KiB) and 415 (not
+/// labelled JSON); added here once rather than on each handler.
+struct BodyLimits;
+
+impl Modify for BodyLimits {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let problem = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/problem+json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("Problem")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let takes_json = operation
+                    .request_body
+                    .as_ref()
+                    .is_some_and(|body| body.content.contains_key("application/json"));
+                if takes_json {
+                    let responses = &mut operation.responses.responses;
+                    responses.entry("413".into()).or_insert_with(|| {
+                        problem("`payload_too_large`: the JSON body is over 64 KiB.")
+                    });
+                    responses.entry("415".into()).or_insert_with(|| {
+                        problem(
+                            "`unsupported_media_type`: the body is not sent as `application/json`.",
+                        )
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// The whole document, assembled from the service routes and each route
 /// module's `Api`.
 fn document() -> utoipa::openapi::OpenApi {
@@ -124,6 +173,8 @@ fn document() -> utoipa::openapi::OpenApi {
     ] {
         document.merge(part);
     }
+    // After the merge: the modules' operations are the ones with bodies.
+    BodyLimits.modify(&mut document);
     document
 }
 

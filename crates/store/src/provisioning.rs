@@ -1014,22 +1014,28 @@ impl Store {
         })
     }
 
-    /// The first `limit` lines of the instance's provisioning log, oldest
-    /// first (ties in time broken by id, which grows with insertion).
+    /// The last `limit` lines of the instance's provisioning log, oldest
+    /// first (ties in time broken by id, which grows with insertion), and
+    /// how many lines it has in all. The last, not the first: a chatty
+    /// machine must not hide how its provisioning ended.
     pub async fn provision_logs(
         &self,
         instance_id: Uuid,
         limit: i64,
-    ) -> Result<Vec<ProvisionLog>, StoreError> {
-        let rows: Vec<LogRow> = read!(self, |conn| {
-            provision_logs::table
-                .filter(provision_logs::instance_id.eq(DbUuid(instance_id)))
-                .order((provision_logs::at.asc(), provision_logs::id.asc()))
+    ) -> Result<(Vec<ProvisionLog>, i64), StoreError> {
+        let (mut rows, total): (Vec<LogRow>, i64) = read!(self, |conn| {
+            let of_instance =
+                provision_logs::table.filter(provision_logs::instance_id.eq(DbUuid(instance_id)));
+            let rows = of_instance
+                .order((provision_logs::at.desc(), provision_logs::id.desc()))
                 .limit(limit.max(0))
                 .select(LogRow::as_select())
                 .load(conn)
-                .await
+                .await?;
+            let total: i64 = of_instance.count().get_result(conn).await?;
+            Ok::<_, diesel::result::Error>((rows, total))
         })?;
-        Ok(rows.into_iter().map(ProvisionLog::from).collect())
+        rows.reverse();
+        Ok((rows.into_iter().map(ProvisionLog::from).collect(), total))
     }
 }

@@ -627,7 +627,7 @@ async fn a_machine_certificate_reads_its_agents_own_state_and_nothing_more() {
         agent(&db.store, tenant, "builder", LifecycleState::Active).await;
         let (_, token) = ready_instance(&app, key.expose(), Some("builder")).await;
         let mut machine = Machine::new();
-        issue(&app, &token, &mut machine).await;
+        let session = issue(&app, &token, &mut machine).await;
         let certificate = machine.certificate.as_deref();
 
         let request = |method: Method, path: &'static str| {
@@ -642,6 +642,26 @@ async fn a_machine_certificate_reads_its_agents_own_state_and_nothing_more() {
                 None,
             )
         };
+        // Until its session has handed out the secrets, the certificate is
+        // nobody's; a second /cert's certificate stays that way.
+        let (status, body) = request(Method::GET, "/v1/agent/status").await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (401, Some("certificate_session_incomplete"))
+        );
+        let mut spare = Machine::new();
+        issue(&app, &token, &mut spare).await;
+        assert_eq!(fetch_secrets(&app, &machine, &session).await.0, 200);
+        let spare_status = with_certificate(
+            &app,
+            test::TestRequest::get().uri("/v1/agent/status"),
+            "/v1/agent/status",
+            spare.certificate.as_deref(),
+            None,
+        )
+        .await
+        .0;
+        assert_eq!(spare_status, 401);
         let (status, body) = request(Method::GET, "/v1/agent/status").await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["profile"]["agentId"], "builder");
@@ -660,7 +680,8 @@ async fn a_machine_certificate_reads_its_agents_own_state_and_nothing_more() {
         // An instance bound to no agent: its certificate is no agent's.
         let (_, token) = ready_instance(&app, key.expose(), None).await;
         let mut unbound = Machine::new();
-        issue(&app, &token, &mut unbound).await;
+        let unbound_session = issue(&app, &token, &mut unbound).await;
+        assert_eq!(fetch_secrets(&app, &unbound, &unbound_session).await.0, 200);
         let (status, _) = with_certificate(
             &app,
             test::TestRequest::get().uri("/v1/agent/status"),

@@ -748,7 +748,7 @@ async fn callbacks_are_accepted_in_order_and_a_replay_writes_nothing() {
             Err(CallbackError::AlreadyFinal(CallbackStage::Ready))
         );
 
-        let logs = store.provision_logs(instance.id, 100).await.unwrap();
+        let (logs, _) = store.provision_logs(instance.id, 100).await.unwrap();
         let lines: Vec<(&str, &str, &str)> = logs
             .iter()
             .map(|log| (log.stage.as_str(), log.level.as_str(), log.message.as_str()))
@@ -847,7 +847,7 @@ async fn provision_logs_come_back_oldest_first() {
             .append_provision_log(acme, other.id, "installing", "warn", "elsewhere", start)
             .await
             .unwrap();
-        let messages = |logs: Vec<agentry_store::ProvisionLog>| {
+        let messages = |(logs, _): (Vec<agentry_store::ProvisionLog>, i64)| {
             logs.into_iter()
                 .map(|log| (log.message, log.at))
                 .collect::<Vec<_>>()
@@ -863,10 +863,11 @@ async fn provision_logs_come_back_oldest_first() {
         assert_eq!(
             messages(store.provision_logs(instance.id, 2).await.unwrap()),
             vec![
-                ("first".to_owned(), start),
                 ("second".to_owned(), start + Duration::seconds(1)),
+                ("third".to_owned(), start + Duration::seconds(2)),
             ]
         );
+        assert_eq!(store.provision_logs(instance.id, 2).await.unwrap().1, 3);
         // Same instant: insertion order.
         for message in ["tie-a", "tie-b", "tie-c"] {
             store
@@ -874,7 +875,7 @@ async fn provision_logs_come_back_oldest_first() {
                 .await
                 .unwrap();
         }
-        let other_logs = store.provision_logs(other.id, 10).await.unwrap();
+        let (other_logs, _) = store.provision_logs(other.id, 10).await.unwrap();
         assert_eq!(
             other_logs
                 .iter()
