@@ -18,6 +18,8 @@ tasks:
   seed               create a demo tenant, keys (printed once) and agents; idempotent
   openapi            write docs/openapi.json, the OpenAPI document of the HTTP API
   bench store        store throughput on SQLite and PostgreSQL (release build)
+  chaos [ROUNDS]     kill the release agentryd under load ROUNDS times (default 10) on
+                     SQLite and PostgreSQL, then check nothing was lost or broken
 
 DATABASE_URL chooses the database for migrate and seed (default sqlite://agentry.db).
 ";
@@ -33,6 +35,7 @@ fn main() -> Result<()> {
         Some("seed") => agentryd("seed", &rest),
         Some("openapi") => openapi(),
         Some("bench") => bench(&rest),
+        Some("chaos") => chaos(&rest),
         Some("help" | "--help" | "-h") | None => {
             eprint!("{USAGE}");
             Ok(())
@@ -122,6 +125,33 @@ fn bench(args: &[String]) -> Result<()> {
         ])),
         other => bail!("unknown benchmark {other:?}; available: store"),
     }
+}
+
+/// The long form of the crash test `cargo xtask test` runs bounded
+/// (bins/agentryd/tests/chaos.rs): the release binary, more kills.
+fn chaos(args: &[String]) -> Result<()> {
+    let rounds = args.first().map_or("10", String::as_str);
+    if rounds.parse::<u32>().is_err() {
+        bail!("chaos takes a number of rounds, not {rounds:?}");
+    }
+    run(cargo().args(["build", "--release", "--locked", "--package", "agentryd"]))?;
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    ensure_cargo_tool("nextest", "cargo-nextest")?;
+    run(cargo()
+        .args([
+            "nextest",
+            "run",
+            "--locked",
+            "--package",
+            "agentryd",
+            "--test",
+            "chaos",
+            "--no-capture",
+        ])
+        .env("AGENTRY_CHAOS_BIN", target.join("release").join("agentryd"))
+        .env("AGENTRY_CHAOS_ROUNDS", rounds))
 }
 
 fn ensure_cargo_tool(subcommand: &str, package: &str) -> Result<()> {

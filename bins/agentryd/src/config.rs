@@ -113,6 +113,10 @@ pub(crate) enum Command {
     /// Create a demo tenant with an admin and a provisioner key (printed
     /// once) and a few agents. Running it again changes nothing.
     Seed,
+    /// Check the database's invariants (bootstrapped agents have their
+    /// limits, ledgers balance, no account over its caps, audit chains
+    /// intact); exits non-zero on any violation. Read-only.
+    Verify,
     /// Operator tasks on keys.
     #[command(subcommand)]
     Admin(AdminCommand),

@@ -3,51 +3,12 @@
 //! python3, then accept an invite through the returned URL, log in, and use
 //! one of the returned agent keys.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 
 mod common;
 
-use common::{free_port, start};
-
-/// One HTTP/1.1 request with `Connection: close`; returns status and body.
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    bearer: Option<&str>,
-    body: Option<&serde_json::Value>,
-) -> (u16, serde_json::Value) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to agentryd");
-    let payload = body.map(|body| body.to_string()).unwrap_or_default();
-    let auth = bearer
-        .map(|token| format!("authorization: Bearer {token}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\n\r\n{payload}",
-        payload.len()
-    )
-    .expect("send request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read response");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("a status line");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body)
-        .unwrap_or_default();
-    // Bodies are small and not chunked here (actix sends content-length).
-    (
-        status,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    )
-}
+use common::{free_port, http, start};
 
 #[test]
 fn provision_py_bootstraps_a_real_server_and_its_credentials_work() {

@@ -249,6 +249,30 @@ impl Account {
             .unwrap_or(Money::MAX)
     }
 
+    /// The first window whose committed money is above its cap at `now`,
+    /// with both amounts. The checked operations never build such a ledger;
+    /// a cap lowered after the money was committed is the one honest cause.
+    pub fn overshoot(
+        &self,
+        limits: &EnforcedLimits,
+        now: OffsetDateTime,
+    ) -> Option<(Window, Money, Money)> {
+        let caps = [
+            (Window::Day, limits.daily),
+            (Window::Month, limits.monthly),
+            (
+                Window::Allocation,
+                self.parent
+                    .map(|_| self.allocated.saturating_sub(self.returned)),
+            ),
+        ];
+        caps.into_iter().find_map(|(window, cap)| {
+            let cap = cap?;
+            let committed = self.committed(window, now);
+            (committed > cap).then_some((window, committed, cap))
+        })
+    }
+
     /// Money the agent can still commit, and the window that binds it;
     /// `None` when no window caps it.
     pub fn remaining(
@@ -535,6 +559,28 @@ mod tests {
         assert_eq!(
             account.spend(Money::ZERO, &limits, NOW),
             Err(LedgerError::ZeroAmount)
+        );
+    }
+
+    #[test]
+    fn overshoot_is_seen_only_past_a_cap() {
+        let mut account = Account::new();
+        apply_with(&mut account, |account| {
+            account.spend(usd("5"), &daily("5"), NOW).unwrap()
+        });
+        assert_eq!(account.overshoot(&daily("5"), NOW), None);
+        // The cap lowered afterwards: the committed money is now over it.
+        assert_eq!(
+            account.overshoot(&daily("4"), NOW),
+            Some((Window::Day, usd("5"), usd("4")))
+        );
+        assert_eq!(
+            account.overshoot(&EnforcedLimits::enforce(None, None, None, None), NOW),
+            None
+        );
+        assert_eq!(
+            account.overshoot(&daily("4"), NOW + Duration::days(1)),
+            None
         );
     }
 

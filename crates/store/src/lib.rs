@@ -20,6 +20,7 @@ mod db;
 mod delegation;
 mod error;
 mod instance;
+mod integrity;
 mod ledger;
 mod limits;
 mod migrations;
@@ -46,6 +47,7 @@ pub use instance::{
     BootstrapAgent, BootstrapHuman, ChannelRecord, InstanceBootstrap, InstanceBootstrapped,
     UserRecord,
 };
+pub use integrity::IntegrityReport;
 pub use ledger::{Accounts, Appends, LedgerView};
 pub use limits::{AgentLimitEntry, AgentLimits, LIMITS_ATTEMPTS};
 pub use migrations::{MigrationStatus, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};

@@ -2,8 +2,8 @@
 
 #![allow(dead_code, reason = "each test file uses a part of this")]
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -31,7 +31,27 @@ pub(crate) fn free_port() -> u16 {
 /// Starts `agentryd` on a SQLite file in `dir` with `args`, and returns once
 /// it has said it listens `listeners` times: an event, not a sleep.
 pub(crate) fn start(dir: &Path, port: u16, args: &[&str], listeners: usize) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agentryd"))
+    start_with(
+        env!("CARGO_BIN_EXE_agentryd"),
+        dir,
+        port,
+        args,
+        listeners,
+        &[],
+    )
+}
+
+/// [`start`] with another binary and extra environment (which wins over
+/// the defaults, e.g. a `DATABASE_URL`).
+pub(crate) fn start_with(
+    binary: &str,
+    dir: &Path,
+    port: u16,
+    args: &[&str],
+    listeners: usize,
+    env: &[(&str, &str)],
+) -> Server {
+    let mut child = Command::new(binary)
         .args(["--bind", &format!("127.0.0.1:{port}")])
         .args(args)
         .env(
@@ -41,6 +61,7 @@ pub(crate) fn start(dir: &Path, port: u16, args: &[&str], listeners: usize) -> S
         .env("AGENTRY_MASTER_KEY_FILE", dir.join("agentry.key"))
         .env("AGENTRY_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
         .env_remove("AGENTRY_MASTER_KEY")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -70,4 +91,52 @@ pub(crate) fn first_admin_key(server: &Server) -> Option<String> {
         .map(|line| line.trim())
         .find(|line| line.starts_with("agy_admin_"))
         .map(str::to_owned)
+}
+
+/// One HTTP/1.1 request with `Connection: close`; status and JSON body (or
+/// `Null`). An error when the server cannot be reached or hangs up.
+pub(crate) fn try_http(
+    port: u16,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> std::io::Result<(u16, serde_json::Value)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    let payload = body.map(|body| body.to_string()).unwrap_or_default();
+    let auth = bearer
+        .map(|token| format!("authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\n\r\n{payload}",
+        payload.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status line"))?;
+    // Bodies here are small and not chunked (actix sends content-length).
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    Ok((
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    ))
+}
+
+/// [`try_http`] against a server that must answer.
+pub(crate) fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    try_http(port, method, path, bearer, body).expect("agentryd answers")
 }

@@ -5,6 +5,7 @@
     reason = "test helpers outside #[test] functions: a failed unwrap is a failed test"
 )]
 
+mod integrity;
 mod provisioning;
 mod registry;
 mod schema;

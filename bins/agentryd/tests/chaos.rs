@@ -1,0 +1,304 @@
+//! Crashes lose nothing: a bootstrap + spend + delegation load runs against
+//! the real binary, which is killed with SIGKILL at random moments and
+//! restarted, on SQLite and on PostgreSQL. Afterwards `agentryd verify`
+//! must find no violation (no active agent without its limits entry, no
+//! ledger that does not balance, no account over its caps, the audit chain
+//! intact), and every bootstrap that was answered 201 must still be there.
+//!
+//! This is the bounded form `cargo xtask test` runs. `cargo xtask chaos`
+//! runs it against the release binary with more rounds, through
+//! `AGENTRY_CHAOS_BIN` and `AGENTRY_CHAOS_ROUNDS`. Kills are timed by
+//! answered requests, not by the clock, so the test never sleeps.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use common::{first_admin_key, free_port, http, start_with, try_http};
+use serde_json::{Value, json};
+
+const DEFAULT_ROUNDS: usize = 3;
+
+fn binary() -> String {
+    std::env::var("AGENTRY_CHAOS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_agentryd").into())
+}
+
+fn rounds() -> usize {
+    std::env::var("AGENTRY_CHAOS_ROUNDS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(DEFAULT_ROUNDS)
+}
+
+/// xorshift64*, seeded from the clock and printed, so a failing run can be
+/// repeated with `AGENTRY_CHAOS_SEED`.
+struct Random(u64);
+
+impl Random {
+    fn new() -> Self {
+        let seed = std::env::var("AGENTRY_CHAOS_SEED")
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |elapsed| elapsed.as_nanos() as u64)
+                    | 1
+            });
+        eprintln!("chaos: seed {seed}");
+        Self(seed)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound
+    }
+}
+
+/// What the workers share: where the server is, whether to stop, and how
+/// many requests have been answered (the kill clock).
+#[derive(Default)]
+struct Shared {
+    port: AtomicU16,
+    stop: AtomicBool,
+    answered: Mutex<u64>,
+    progress: Condvar,
+    /// Agents whose bootstrap was answered 201: they must survive.
+    acknowledged: Mutex<BTreeSet<String>>,
+}
+
+impl Shared {
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: &str,
+        body: &Value,
+    ) -> Option<(u16, Value)> {
+        let port = self.port.load(Ordering::Acquire);
+        let answer = try_http(port, method, path, Some(bearer), Some(body)).ok();
+        if answer.is_some() {
+            if let Ok(mut answered) = self.answered.lock() {
+                *answered += 1;
+            }
+            self.progress.notify_all();
+        } else {
+            // The server is down between a kill and its restart.
+            std::thread::yield_now();
+        }
+        answer
+    }
+
+    /// Blocks until `count` more requests have been answered.
+    fn wait_for(&self, count: u64) {
+        let Ok(mut answered) = self.answered.lock() else {
+            return;
+        };
+        let target = *answered + count;
+        while *answered < target {
+            // A bound, not a pause: a server that never comes back fails
+            // the test instead of hanging it.
+            let (guard, waited) = match self
+                .progress
+                .wait_timeout(answered, std::time::Duration::from_secs(120))
+            {
+                Ok(outcome) => outcome,
+                Err(_) => return,
+            };
+            assert!(
+                !waited.timed_out(),
+                "no request was answered for two minutes"
+            );
+            answered = guard;
+        }
+    }
+}
+
+fn bootstrap(shared: &Shared, key: &str, agent: &str, extra: Value) -> Option<(u16, Value)> {
+    let mut body = json!({ "agent_id": agent, "budget_daily_usd": 1.0, "budget_monthly_usd": 5.0 });
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    shared.request("POST", "/v1/agent/bootstrap", key, &body)
+}
+
+fn run_load(
+    shared: &Arc<Shared>,
+    key: &str,
+    spenders: Vec<String>,
+    delegator: String,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let mut workers = Vec::new();
+    // New agents, and repeats of earlier ones.
+    for worker in 0..2 {
+        let (shared, key) = (Arc::clone(shared), key.to_owned());
+        workers.push(std::thread::spawn(move || {
+            let mut n = 0;
+            while !shared.stop.load(Ordering::Acquire) {
+                n += 1;
+                let agent = format!("load-{worker}-{}", n / 2);
+                if let Some((201, _)) = bootstrap(&shared, &key, &agent, json!({}))
+                    && let Ok(mut acknowledged) = shared.acknowledged.lock()
+                {
+                    acknowledged.insert(agent);
+                }
+            }
+        }));
+    }
+    // Spends of a few cents until the caps refuse them.
+    for (worker, token) in spenders.into_iter().enumerate() {
+        let shared = Arc::clone(shared);
+        workers.push(std::thread::spawn(move || {
+            let mut n = 0;
+            while !shared.stop.load(Ordering::Acquire) {
+                n += 1;
+                let body =
+                    json!({ "amount_usd": 0.07, "idempotency_key": format!("spend-{worker}-{n}") });
+                shared.request("POST", "/v1/agent/spend", &token, &body);
+            }
+        }));
+    }
+    // Children sliced from a parent and reclaimed.
+    let shared = Arc::clone(shared);
+    workers.push(std::thread::spawn(move || {
+        let mut n = 0;
+        while !shared.stop.load(Ordering::Acquire) {
+            n += 1;
+            let child = format!("child-{n}");
+            let body = json!({ "agent_id": child, "budget_allocation_usd": 0.25 });
+            shared.request("POST", "/v1/agent/delegate", &delegator, &body);
+            shared.request(
+                "DELETE",
+                &format!("/v1/agent/sub-agents/{child}"),
+                &delegator,
+                &json!({}),
+            );
+        }
+    }));
+    workers
+}
+
+fn chaos(dir: &Path, env: &[(&str, &str)]) {
+    let binary = binary();
+    let mut random = Random::new();
+    let port = free_port();
+    let server = start_with(&binary, dir, port, &["--no-tls"], 1, env);
+    let key = first_admin_key(&server).expect("a first run prints an admin key");
+    let shared = Arc::new(Shared::default());
+    shared.port.store(port, Ordering::Release);
+
+    // The agents the load spends through, set up before any crash.
+    let mut spenders = Vec::new();
+    for n in 0..3 {
+        let (status, body) =
+            bootstrap(&shared, &key, &format!("spender-{n}"), json!({})).expect("up");
+        assert_eq!(status, 201, "{body}");
+        spenders.push(body["jwt"].as_str().expect("a token").to_owned());
+    }
+    let delegator = json!({ "budget_daily_usd": 100.0, "budget_monthly_usd": 100.0, "metadata": { "can_delegate": true } });
+    let (status, body) = bootstrap(&shared, &key, "delegator", delegator).expect("up");
+    assert_eq!(status, 201, "{body}");
+    let delegator = body["jwt"].as_str().expect("a token").to_owned();
+
+    let workers = run_load(&shared, &key, spenders, delegator);
+    let mut server = Some(server);
+    for round in 1..=rounds() {
+        let after = 10 + random.below(60);
+        shared.wait_for(after);
+        drop(server.take()); // SIGKILL, then reaped.
+        eprintln!("chaos: round {round}: killed after {after} more answers");
+        let port = free_port();
+        server = Some(start_with(&binary, dir, port, &["--no-tls"], 1, env));
+        shared.port.store(port, Ordering::Release);
+    }
+    shared.wait_for(10);
+    shared.stop.store(true, Ordering::Release);
+    for worker in workers {
+        worker.join().expect("a worker ends");
+    }
+
+    // Everything answered 201 survived the crashes.
+    let port = shared.port.load(Ordering::Acquire);
+    let acknowledged = shared
+        .acknowledged
+        .lock()
+        .map(|set| set.clone())
+        .unwrap_or_default();
+    assert!(!acknowledged.is_empty(), "the load bootstrapped nothing");
+    for agent in &acknowledged {
+        let (status, body) = http(
+            port,
+            "GET",
+            &format!("/v1/agent/profiles/{agent}"),
+            Some(&key),
+            None,
+        );
+        assert_eq!(status, 200, "{agent} was answered 201 and is gone: {body}");
+        assert_eq!(
+            body["profile"]["lifecycleState"], "active",
+            "{agent}: {body}"
+        );
+    }
+    drop(server);
+
+    let mut verify = Command::new(&binary);
+    verify
+        .arg("verify")
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.join("agentry.db").display()),
+        )
+        .env("AGENTRY_MASTER_KEY_FILE", dir.join("agentry.key"))
+        .envs(env.iter().copied());
+    let output = verify.output().expect("agentryd verify runs");
+    let report = String::from_utf8_lossy(&output.stdout);
+    eprintln!(
+        "chaos: {} acknowledged bootstraps survived\n{report}",
+        acknowledged.len()
+    );
+    assert!(
+        output.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(report.contains("ok: no violation"), "{report}");
+}
+
+#[test]
+fn sqlite_survives_being_killed_under_load() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    chaos(dir.path(), &[]);
+}
+
+#[test]
+fn postgres_survives_being_killed_under_load() {
+    let reachable = std::net::TcpStream::connect(("127.0.0.1", 5432)).is_ok();
+    if !reachable {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs PostgreSQL at 127.0.0.1:5432"
+        );
+        eprintln!("skipped: PostgreSQL is not reachable at 127.0.0.1:5432");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    let name = format!("agentry_chaos_{}_{nanos}", std::process::id());
+    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    chaos(dir.path(), &[("DATABASE_URL", &url)]);
+    let dropped = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"])
+        .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .output();
+    if let Err(error) = dropped {
+        eprintln!("could not drop {name}: {error}");
+    }
+}

@@ -1,0 +1,76 @@
+//! `Store::check_integrity`: silent on a sound database, and it names each
+//! kind of damage it looks for.
+
+use agentry_domain::{LifecycleState, Money};
+use agentry_ledger::EnforcedLimits;
+use agentry_store::{Appends, NewAgent, NewAuditEvent, ProfilePatch, now};
+
+use crate::support::on_both_backends;
+use crate::{slug, tenant};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sound_database_passes_and_each_kind_of_damage_is_named() {
+    on_both_backends(|db| async move {
+        let store = &db.store;
+        let acme = tenant(store, "acme").await;
+        let mut new = NewAgent::named(slug("spender"), LifecycleState::Active);
+        new.budget_daily = Some(Money::from_usd(10));
+        let agent = store.create_agent(acme, new, now()).await.unwrap();
+        let limits = EnforcedLimits::enforce(Some(Money::from_usd(10)), None, None, None);
+        for _ in 0..3 {
+            store
+                .ledger_transaction(acme, &[agent.id], |accounts| {
+                    let entry = accounts[&agent.id].spend(Money::from_usd(2), &limits, now())?;
+                    Ok(Appends {
+                        entries: vec![(agent.id, entry)],
+                        idempotency_key: None,
+                    })
+                })
+                .await
+                .unwrap();
+        }
+        for action in ["one", "two"] {
+            store
+                .append_audit(
+                    acme,
+                    NewAuditEvent {
+                        actor: "test".into(),
+                        action: action.into(),
+                        target: None,
+                        outcome: "ok".into(),
+                        detail: serde_json::json!({}),
+                    },
+                    now(),
+                )
+                .await
+                .unwrap();
+        }
+        let report = store.check_integrity(now()).await.unwrap();
+        assert_eq!(report.violations, Vec::<String>::new());
+        assert_eq!((report.tenants, report.agents, report.ledger_entries, report.audit_events), (1, 1, 3, 2));
+
+        // A cap lowered under what was committed.
+        let patch = ProfilePatch {
+            budget_daily: Some(Some(Money::from_usd(5))),
+            ..Default::default()
+        };
+        store.update_agent_profile(acme, &agent.slug, patch, now()).await.unwrap();
+        // An agent bootstrap activated whose limits entry is gone.
+        db.execute_raw(&format!(
+            "INSERT INTO lifecycle_events (id, tenant_id, agent_id, from_state, to_state, cause, at) \
+             SELECT id, tenant_id, id, 'provisioned', 'active', 'bootstrap', created_at FROM agents WHERE slug = '{}'",
+            agent.slug
+        ))
+        .await;
+        // An audit event edited after the fact.
+        db.execute_raw("UPDATE audit_events SET action = 'forged' WHERE seq = 2").await;
+
+        let report = store.check_integrity(now()).await.unwrap();
+        let all = report.violations.join("\n");
+        assert_eq!(report.violations.len(), 3, "{all}");
+        assert!(all.contains("above its cap"), "{all}");
+        assert!(all.contains("no agent-limits entry"), "{all}");
+        assert!(all.contains("audit event 2 breaks the chain"), "{all}");
+    })
+    .await;
+}
