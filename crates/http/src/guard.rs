@@ -496,30 +496,58 @@ pub struct SessionPrincipal {
     pub tenant_id: TenantId,
 }
 
+async fn session_principal(request: &HttpRequest) -> Result<SessionPrincipal, ApiError> {
+    let state = state(request)?;
+    let Presented::Jwt(token) = presented(request).ok_or_else(missing)? else {
+        return Err(invalid_token());
+    };
+    let claims = state
+        .issuer
+        .verify(
+            &token,
+            &state.keys.ring(),
+            Audience::Session,
+            agentry_store::now(),
+        )
+        .map_err(|_| invalid_token())?;
+    Ok(SessionPrincipal {
+        user_id: claims.sub,
+        tenant_id: TenantId::from_uuid(claims.tid),
+    })
+}
+
 impl FromRequest for SessionPrincipal {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let request = request.clone();
+        Box::pin(async move { session_principal(&request).await })
+    }
+}
+
+/// A member of seed 002's instance: a human's session, or an agent (the
+/// primary agent reads its channels with its own credentials).
+#[derive(Debug, Clone)]
+pub enum MemberPrincipal {
+    Session(SessionPrincipal),
+    Agent(AgentPrincipal),
+}
+
+impl FromRequest for MemberPrincipal {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    /// A session token first; anything else is judged as an agent's
+    /// credential, so a suspended, terminated or rate-limited agent hears
+    /// 402, 403 or 429 rather than the session check's 401.
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let request = request.clone();
         Box::pin(async move {
-            let state = state(&request)?;
-            let Presented::Jwt(token) = presented(&request).ok_or_else(missing)? else {
-                return Err(invalid_token());
-            };
-            let claims = state
-                .issuer
-                .verify(
-                    &token,
-                    &state.keys.ring(),
-                    Audience::Session,
-                    agentry_store::now(),
-                )
-                .map_err(|_| invalid_token())?;
-            Ok(SessionPrincipal {
-                user_id: claims.sub,
-                tenant_id: TenantId::from_uuid(claims.tid),
-            })
+            match session_principal(&request).await {
+                Ok(session) => Ok(MemberPrincipal::Session(session)),
+                Err(_) => agent_principal(request).await.map(MemberPrincipal::Agent),
+            }
         })
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use actix_web::http::StatusCode;
-use actix_web::{Either, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use agentry_auth::{
     ApiKey, ApiKeyKind, Audience, hash_password, hash_secret, mint_invite_token, verify_password,
     verify_password_for_unknown_account,
@@ -20,7 +20,7 @@ use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::error::{ApiError, Problem};
-use crate::guard::{AgentPrincipal, SessionPrincipal};
+use crate::guard::MemberPrincipal;
 use crate::state::AppState;
 use crate::validate::Problems;
 use crate::wire::{AgentSlugSchema, TimestampSchema, timestamp};
@@ -723,10 +723,19 @@ struct Channel {
     params(("channel_id" = Uuid, Path, description = "The channel's id.")),
     responses(
         (status = 200, description = "The channel.", body = Channel),
-        (status = 401, description = "`missing_credentials`, `invalid_token`: every credential that admits \
-            neither a session nor an agent.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`: every \
+            credential that admits neither a session nor an agent.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "`agent_suspended`: the calling agent is suspended.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`agent_terminated`, `agent_expired`, `agent_not_activated`, \
+            `agent_credentials_required` (a tenant key).",
+            body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: no such channel, or the caller is not a member.",
             body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: past the calling agent's requests per minute.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until the next request may pass."))),
         (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
             body = Problem, content_type = "application/problem+json"),
@@ -734,13 +743,13 @@ struct Channel {
 )]
 async fn channel(
     state: web::Data<AppState>,
-    caller: Either<SessionPrincipal, AgentPrincipal>,
+    caller: MemberPrincipal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id: uuid::Uuid = path.parse().map_err(|_| ApiError::not_found("channel"))?;
     let (tenant, user) = match caller {
-        Either::Left(session) => (session.tenant_id, Some(session.user_id)),
-        Either::Right(agent) => {
+        MemberPrincipal::Session(session) => (session.tenant_id, Some(session.user_id)),
+        MemberPrincipal::Agent(agent) => {
             let (tenant, agent_id) = (agent.record().tenant_id, agent.record().id);
             let user = state
                 .store

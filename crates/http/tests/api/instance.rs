@@ -210,6 +210,23 @@ async fn one_call_provisions_the_instance_and_humans_join_through_their_invites(
             "not a member"
         );
         assert_eq!(get(&app, &channel, None).await.0, 401);
+        // A suspended primary agent hears why, not a generic 401.
+        let tenant = db.store.instance_tenant().await.unwrap().unwrap();
+        let admin = crate::tenant_key(&db.store, tenant, agentry_domain::ApiKeyRole::Admin).await;
+        let (status, _) = call(
+            &app,
+            Method::PATCH,
+            "/v1/agent/profiles/lifecycle/research-coordinator",
+            Some(admin.expose()),
+            json!({ "state": "suspended" }),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (status, problem) = get(&app, &channel, primary["api_key"].as_str()).await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (402, Some("agent_suspended"))
+        );
 
         let (status, page) = crate::send(
             &app,
