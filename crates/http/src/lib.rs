@@ -127,17 +127,25 @@ fn unmatched<B>(response: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerR
             response.map_into_left_body(),
         ));
     }
-    let error = if response.status() == StatusCode::METHOD_NOT_ALLOWED {
-        ApiError::new(
+    // Routes are mounted one per method, so actix answers a known path
+    // with a wrong method as 404; the document knows the path's methods.
+    let allowed = openapi::allowed_methods(response.request().path());
+    let (request, _) = response.into_parts();
+    let mut answer = match &allowed {
+        Some(_) => ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "this route does not take that method",
-        )
-    } else {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
-    };
-    let (request, _) = response.into_parts();
-    let response = ServiceResponse::new(request, error.error_response()).map_into_right_body();
+        ),
+        None => ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route"),
+    }
+    .error_response();
+    if let Some(allow) = allowed.and_then(|allow| HeaderValue::from_str(&allow).ok()) {
+        answer
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, allow);
+    }
+    let response = ServiceResponse::new(request, answer).map_into_right_body();
     Ok(ErrorHandlerResponse::Response(response))
 }
 

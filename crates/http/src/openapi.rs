@@ -190,6 +190,63 @@ static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
     json
 });
 
+/// Each documented path as segments (`None` for a `{parameter}`) with its
+/// methods as an `Allow` header value.
+static PATH_METHODS: LazyLock<Vec<(Vec<Option<String>>, String)>> = LazyLock::new(|| {
+    document()
+        .paths
+        .paths
+        .iter()
+        .map(|(path, item)| {
+            let segments = path
+                .split('/')
+                .map(|segment| (!segment.starts_with('{')).then(|| segment.to_owned()))
+                .collect();
+            let methods = [
+                ("GET", item.get.is_some()),
+                ("POST", item.post.is_some()),
+                ("PUT", item.put.is_some()),
+                ("PATCH", item.patch.is_some()),
+                ("DELETE", item.delete.is_some()),
+            ];
+            let allow: Vec<&str> = methods
+                .iter()
+                .filter(|(_, present)| *present)
+                .map(|(method, _)| *method)
+                .collect();
+            (segments, allow.join(", "))
+        })
+        .collect()
+});
+
+/// The `Allow` value for a request path that names a documented route, or
+/// `None` when no route has that path. Consulted only for requests that
+/// matched no route, so the linear scan costs nothing on the hot path.
+pub(crate) fn allowed_methods(path: &str) -> Option<String> {
+    let requested: Vec<&str> = path.split('/').collect();
+    // A path may match several templates (`/profiles/me` and
+    // `/profiles/{agent_id}`): every method any of them takes is allowed.
+    let mut allowed: Vec<&str> = Vec::new();
+    for (segments, allow) in PATH_METHODS.iter() {
+        let matches = segments.len() == requested.len()
+            && segments
+                .iter()
+                .zip(&requested)
+                .all(|(segment, part)| match segment {
+                    Some(fixed) => fixed == part,
+                    None => !part.is_empty(),
+                });
+        if matches {
+            for method in allow.split(", ") {
+                if !allowed.contains(&method) {
+                    allowed.push(method);
+                }
+            }
+        }
+    }
+    (!allowed.is_empty()).then(|| allowed.join(", "))
+}
+
 /// The OpenAPI document as pretty JSON ending in a newline, exactly as
 /// `GET /openapi.json` serves it and `docs/openapi.json` holds it.
 pub fn openapi_json() -> String {

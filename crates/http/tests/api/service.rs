@@ -26,8 +26,23 @@ async fn health_readiness_and_the_unknown_answer_as_json() {
         assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
         let (status, body) =
             call(&app, Method::DELETE, "/v1/agent/bootstrap", None, json!({})).await;
-        assert!(matches!(status, 404 | 405), "{status}");
-        assert!(body["code"].is_string());
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (405, Some("method_not_allowed"))
+        );
+        let response = test::call_service(
+            &app,
+            test::TestRequest::put()
+                .uri("/v1/agent/profiles/me")
+                .to_request(),
+        )
+        .await;
+        assert_eq!(response.status(), 405);
+        // `/profiles/me` and `/profiles/{agent_id}` both match the path.
+        assert_eq!(
+            response.headers().get("allow").unwrap(),
+            "GET, PATCH, DELETE"
+        );
     })
     .await;
 }
