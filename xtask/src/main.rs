@@ -8,16 +8,21 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
+mod fuzz;
+
 const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  test               everything CI runs: fmt check, clippy -D warnings, nextest on the workspace
+  test               everything CI runs: fmt check, clippy -D warnings, nextest on the workspace,
+                     the bounded fuzz-api
   deny               cargo deny check licenses bans sources (installs cargo-deny if missing)
   migrate [--status] apply pending migrations to DATABASE_URL, or list applied and pending ones
   seed               create a demo tenant, keys (printed once) and agents; idempotent
   openapi            write docs/openapi.json, the OpenAPI document of the HTTP API
   bench store        store throughput on SQLite and PostgreSQL (release build)
+  fuzz-api [--long]  schemathesis against agentryd's own OpenAPI document: no 5xx, every
+                     response as documented (the bounded form runs in `test`)
   chaos [ROUNDS]     kill the release agentryd under load ROUNDS times (default 10) on
                      SQLite and PostgreSQL, then check nothing was lost or broken
 
@@ -36,6 +41,7 @@ fn main() -> Result<()> {
         Some("openapi") => openapi(),
         Some("bench") => bench(&rest),
         Some("chaos") => chaos(&rest),
+        Some("fuzz-api") => fuzz::fuzz_api(&rest),
         Some("help" | "--help" | "-h") | None => {
             eprint!("{USAGE}");
             Ok(())
@@ -66,7 +72,12 @@ fn test(nextest_args: &[String]) -> Result<()> {
             "--locked",
             "--no-fail-fast",
         ])
-        .args(nextest_args))
+        .args(nextest_args))?;
+    // The bounded contract fuzz, against the binary the tests just built.
+    if nextest_args.is_empty() {
+        fuzz::fuzz_api(&[])?;
+    }
+    Ok(())
 }
 
 /// License, ban and source checks. The advisories check is configured in
@@ -135,9 +146,7 @@ fn chaos(args: &[String]) -> Result<()> {
         bail!("chaos takes a number of rounds, not {rounds:?}");
     }
     run(cargo().args(["build", "--release", "--locked", "--package", "agentryd"]))?;
-    let target = env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
+    let target = target_dir();
     ensure_cargo_tool("nextest", "cargo-nextest")?;
     run(cargo()
         .args([
@@ -176,6 +185,14 @@ fn cargo() -> Command {
 /// `CARGO_MANIFEST_DIR` for the process it starts; the compile-time value is
 /// only a fallback, because a build cache shared between checkouts (as
 /// `.ci/run` uses) can hand one checkout the binary built in another.
+/// Where cargo puts builds: `CARGO_TARGET_DIR`, else the workspace's
+/// `target`.
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 fn workspace_root() -> PathBuf {
     let manifest_dir = env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)

@@ -26,6 +26,8 @@ impl PartialSchema for MoneySchema {
             .schema_type(Type::Number)
             .minimum(Some(0))
             .maximum(Some(Money::MAX.to_f64_usd()))
+            // What "at most 6 decimals" means to a schema validator.
+            .multiple_of(Some(0.000_001))
             .description(Some(
                 "US dollars as a JSON number with at most 6 decimals; an amount with more \
                  decimals is refused, not rounded.",
