@@ -47,6 +47,17 @@ pub(crate) fn fuzz_api(args: &[String]) -> Result<()> {
         build.arg("--release");
     }
     run(&mut build)?;
+    fuzz_built(profile, examples)
+}
+
+/// The bounded form against the binary `cargo nextest` has just built for
+/// the integration tests: building it again alone would resolve features
+/// differently and compile the workspace a second time.
+pub(crate) fn fuzz_test_binary() -> Result<()> {
+    fuzz_built("debug", "10")
+}
+
+fn fuzz_built(profile: &str, examples: &str) -> Result<()> {
     let target = target_dir();
     let binary = target.join(profile).join("agentryd");
     let st = schemathesis(&target)?;

@@ -75,7 +75,7 @@ fn test(nextest_args: &[String]) -> Result<()> {
         .args(nextest_args))?;
     // The bounded contract fuzz, against the binary the tests just built.
     if nextest_args.is_empty() {
-        fuzz::fuzz_api(&[])?;
+        fuzz::fuzz_test_binary()?;
     }
     Ok(())
 }

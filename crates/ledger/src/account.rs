@@ -249,6 +249,21 @@ impl Account {
             .unwrap_or(Money::MAX)
     }
 
+    /// Each window and the cap on it: the enforced day and month limits,
+    /// and for a delegated agent what it was allocated net of what it gave
+    /// back.
+    fn caps(&self, limits: &EnforcedLimits) -> [(Window, Option<Money>); 3] {
+        [
+            (Window::Day, limits.daily),
+            (Window::Month, limits.monthly),
+            (
+                Window::Allocation,
+                self.parent
+                    .map(|_| self.allocated.saturating_sub(self.returned)),
+            ),
+        ]
+    }
+
     /// The first window whose committed money is above its cap at `now`,
     /// with both amounts. The checked operations never build such a ledger;
     /// a cap lowered after the money was committed is the one honest cause.
@@ -257,16 +272,7 @@ impl Account {
         limits: &EnforcedLimits,
         now: OffsetDateTime,
     ) -> Option<(Window, Money, Money)> {
-        let caps = [
-            (Window::Day, limits.daily),
-            (Window::Month, limits.monthly),
-            (
-                Window::Allocation,
-                self.parent
-                    .map(|_| self.allocated.saturating_sub(self.returned)),
-            ),
-        ];
-        caps.into_iter().find_map(|(window, cap)| {
+        self.caps(limits).into_iter().find_map(|(window, cap)| {
             let cap = cap?;
             let committed = self.committed(window, now);
             (committed > cap).then_some((window, committed, cap))
@@ -280,16 +286,8 @@ impl Account {
         limits: &EnforcedLimits,
         now: OffsetDateTime,
     ) -> Option<(Money, Window)> {
-        let caps = [
-            (Window::Day, limits.daily),
-            (Window::Month, limits.monthly),
-            (
-                Window::Allocation,
-                self.parent
-                    .map(|_| self.allocated.saturating_sub(self.returned)),
-            ),
-        ];
-        caps.into_iter()
+        self.caps(limits)
+            .into_iter()
             .filter_map(|(window, cap)| {
                 cap.map(|cap| (cap.saturating_sub(self.committed(window, now)), window))
             })
