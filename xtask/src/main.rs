@@ -8,6 +8,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
+mod bench_http;
+
 const USAGE: &str = "\
 usage: cargo xtask <task>
 
@@ -18,6 +20,8 @@ tasks:
   seed               create a demo tenant, keys (printed once) and agents; idempotent
   openapi            write docs/openapi.json, the OpenAPI document of the HTTP API
   bench store        store throughput on SQLite and PostgreSQL (release build)
+  bench http         the HTTP API under load beside a bare actix-web baseline, on SQLite and
+                     PostgreSQL (release build); appends to docs/benchmarks.md (--help: options)
 
 DATABASE_URL chooses the database for migrate and seed (default sqlite://agentry.db).
 ";
@@ -120,7 +124,8 @@ fn bench(args: &[String]) -> Result<()> {
             "--bench",
             "store_throughput",
         ])),
-        other => bail!("unknown benchmark {other:?}; available: store"),
+        Some("http") => bench_http::bench_http(&args[1..]),
+        other => bail!("unknown benchmark {other:?}; available: store, http"),
     }
 }
 
