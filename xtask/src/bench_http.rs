@@ -135,6 +135,10 @@ pub(crate) fn bench_http(args: &[String]) -> Result<()> {
     ]))?;
     let bins = target_dir().join("release");
     let scratch = Scratch::new()?;
+    // Other work on the machine takes cores from both the server and the
+    // load generator; the record says how busy it was.
+    let load_before = load_average();
+    let cpu_before = CpuClock::read();
     let started = Instant::now();
 
     eprintln!("xtask: baseline");
@@ -184,7 +188,15 @@ pub(crate) fn bench_http(args: &[String]) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    let section = render(&options, &baseline, &rows, &skipped)?;
+    let mut load = format!("load average (1 min) {load_before} before the run");
+    if let (Some(before), Some(after)) = (cpu_before, CpuClock::read()) {
+        let _ = write!(
+            load,
+            "; other processes used {:.2} cores on average during it",
+            after.other_cores_since(&before, started.elapsed())
+        );
+    }
+    let section = render(&options, &load, &baseline, &rows, &skipped)?;
     println!("{section}");
     if options.record {
         let path = workspace_root().join("docs").join("benchmarks.md");
@@ -560,7 +572,11 @@ shares the machine's cores with the server. Baseline: `bins/baseline`, a
 bare actix-web server answering `{\"status\":\"ok\"}` on `GET /`, run in the
 same session. Every scenario starts a fresh `agentryd` on a fresh database
 (a SQLite file, or a PostgreSQL database created by agentryd and dropped
-afterwards), so none inherits another's rows.
+afterwards), so none inherits another's rows. Each run records how busy
+the machine was with other work (its load average before the run, and
+the cores processes other than the benchmark's and PostgreSQL's used
+during it), because such work takes cores from the server and the load
+generator alike.
 
 - requests/s counts 2xx answers only; non-2xx answers and failed
   requests are counted apart, and p50/p99 are over the 2xx answers.
@@ -582,6 +598,7 @@ afterwards), so none inherits another's rows.
 
 fn render(
     options: &Options,
+    load: &str,
     baseline: &Figures,
     rows: &[Row],
     skipped: &[String],
@@ -596,13 +613,14 @@ fn render(
     )?;
     writeln!(out)?;
     if options.concurrency != 64 || options.warmup != 2.0 || options.duration != 10.0 {
-        writeln!(
+        write!(
             out,
-            "{} connections, {} s warm-up, {} s measured.",
+            "{} connections, {} s warm-up, {} s measured. ",
             options.concurrency, options.warmup, options.duration
         )?;
-        writeln!(out)?;
     }
+    writeln!(out, "Machine: {load}.")?;
+    writeln!(out)?;
     writeln!(
         out,
         "| backend | scenario | requests/s | x baseline | p50 | p99 | non-2xx | idle RSS | peak RSS |"
@@ -764,6 +782,88 @@ fn machine() -> Result<String> {
     Ok(format!("{model}, {cores} cores{memory}"))
 }
 
+/// CPU time used so far, from /proc, to tell the benchmark's own use of the
+/// machine from other work on it. The load average cannot: it counts the
+/// benchmark's threads too.
+#[derive(Debug, Clone, Copy)]
+struct CpuClock {
+    /// Every process's, in seconds.
+    machine: f64,
+    /// xtask's and its children's once reaped (servers, loadgen), and every
+    /// PostgreSQL process's (exited backends count in the postmaster's).
+    ours: f64,
+}
+
+impl CpuClock {
+    /// Linux reports process times in USER_HZ, 100 on every platform it
+    /// runs on; std offers no `sysconf`.
+    const TICKS_PER_SECOND: f64 = 100.0;
+
+    fn read() -> Option<CpuClock> {
+        let stat = fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<f64> = stat
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(|field| field.parse().unwrap_or(0.0))
+            .collect();
+        // user nice system idle iowait irq softirq steal: all but idle and
+        // iowait are busy (guest time is already inside user).
+        let busy: f64 = [0, 1, 2, 5, 6, 7]
+            .iter()
+            .filter_map(|&index| fields.get(index))
+            .sum();
+        let mut ours = process_ticks("self")?;
+        for entry in fs::read_dir("/proc").ok()?.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "postgres" {
+                ours += process_ticks(pid).unwrap_or(0.0);
+            }
+        }
+        Some(CpuClock {
+            machine: busy / Self::TICKS_PER_SECOND,
+            ours: ours / Self::TICKS_PER_SECOND,
+        })
+    }
+
+    fn other_cores_since(&self, before: &CpuClock, elapsed: Duration) -> f64 {
+        let other = (self.machine - before.machine) - (self.ours - before.ours);
+        (other / elapsed.as_secs_f64()).max(0.0)
+    }
+}
+
+/// A process's CPU time plus its reaped children's (utime, stime, cutime,
+/// cstime of /proc/<pid>/stat), in ticks.
+fn process_ticks(pid: &str) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; fields follow the
+    // last `)`, starting with field 3 (state).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let field = |number: usize| -> f64 {
+        fields
+            .get(number - 3)
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0.0)
+    };
+    Some(field(14) + field(15) + field(16) + field(17))
+}
+
+/// The one-minute load average, as /proc/loadavg gives it.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 fn command_output(program: &str, args: &[&str]) -> Result<String> {
     let output = Command::new(program)
         .args(args)
@@ -821,6 +921,17 @@ mod tests {
         assert_eq!(megabytes(39_063), "40.0 MB");
         let row = table_row("SQLite", "spend", &figures, 2469.0);
         assert!(row.contains("| 1,235/s | 0.500 x | 1.5 ms | - | **3** (429:2,503:1) |"));
+    }
+
+    #[test]
+    fn the_cpu_clock_reads_this_machine() {
+        let before = CpuClock::read().expect("/proc is readable");
+        let busy = Instant::now();
+        while busy.elapsed() < Duration::from_millis(50) {}
+        let after = CpuClock::read().expect("/proc is readable");
+        assert!(after.machine >= before.machine && after.ours >= before.ours);
+        assert!(after.other_cores_since(&before, busy.elapsed()) >= 0.0);
+        assert!(process_ticks("self").is_some());
     }
 
     #[test]
