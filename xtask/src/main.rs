@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
+mod bench_http;
 mod fuzz;
 
 const USAGE: &str = "\
@@ -21,6 +22,8 @@ tasks:
   seed               create a demo tenant, keys (printed once) and agents; idempotent
   openapi            write docs/openapi.json, the OpenAPI document of the HTTP API
   bench store        store throughput on SQLite and PostgreSQL (release build)
+  bench http         the HTTP API under load beside a bare actix-web baseline, on SQLite and
+                     PostgreSQL (release build); appends to docs/benchmarks.md (--help: options)
   fuzz-api [--long]  schemathesis against agentryd's own OpenAPI document: no 5xx, every
                      response as documented (the bounded form runs in `test`)
   chaos [ROUNDS]     kill the release agentryd under load ROUNDS times (default 10) on
@@ -134,7 +137,8 @@ fn bench(args: &[String]) -> Result<()> {
             "--bench",
             "store_throughput",
         ])),
-        other => bail!("unknown benchmark {other:?}; available: store"),
+        Some("http") => bench_http::bench_http(&args[1..]),
+        other => bail!("unknown benchmark {other:?}; available: store, http"),
     }
 }
 
@@ -185,12 +189,13 @@ fn cargo() -> Command {
 /// `CARGO_MANIFEST_DIR` for the process it starts; the compile-time value is
 /// only a fallback, because a build cache shared between checkouts (as
 /// `.ci/run` uses) can hand one checkout the binary built in another.
-/// Where cargo puts builds: `CARGO_TARGET_DIR`, else the workspace's
-/// `target`.
+/// Where cargo puts builds: `CARGO_TARGET_DIR` (relative to the workspace,
+/// where `cargo()` runs), else the workspace's `target`.
 fn target_dir() -> PathBuf {
-    env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
+    match env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    }
 }
 
 fn workspace_root() -> PathBuf {
