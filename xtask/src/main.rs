@@ -164,7 +164,9 @@ fn chaos(args: &[String]) -> Result<()> {
             "--no-capture",
         ])
         .env("AGENTRY_CHAOS_BIN", target.join("release").join("agentryd"))
-        .env("AGENTRY_CHAOS_ROUNDS", rounds))
+        .env("AGENTRY_CHAOS_ROUNDS", rounds)
+        // Only here, never in `test`: it stops the machine's PostgreSQL.
+        .env("AGENTRY_CHAOS_RESTART_POSTGRES", "1"))
 }
 
 fn ensure_cargo_tool(subcommand: &str, package: &str) -> Result<()> {

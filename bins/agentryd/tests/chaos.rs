@@ -71,6 +71,8 @@ struct Shared {
     progress: Condvar,
     /// Agents whose bootstrap was answered 201: they must survive.
     acknowledged: Mutex<BTreeSet<String>>,
+    /// Answers in the 5xx range other than 503: there must be none.
+    server_errors: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -83,6 +85,13 @@ impl Shared {
     ) -> Option<(u16, Value)> {
         let port = self.port.load(Ordering::Acquire);
         let answer = try_http(port, method, path, Some(bearer), Some(body)).ok();
+        if let Some((status, body)) = &answer
+            && *status >= 500
+            && *status != 503
+            && let Ok(mut errors) = self.server_errors.lock()
+        {
+            errors.push(format!("{method} {path}: {status} {body}"));
+        }
         if answer.is_some() {
             if let Ok(mut answered) = self.answered.lock() {
                 *answered += 1;
@@ -184,6 +193,59 @@ fn run_load(
     workers
 }
 
+/// PostgreSQL stopped under load and started again: while it is down every
+/// request is a 503 (never a 500 or a hang), and the server recovers by
+/// itself. Restarting the machine's one PostgreSQL would break the tests
+/// running beside this one, so only `cargo xtask chaos` asks for it.
+fn restart_postgres_under_load(shared: &Shared) {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .ok()
+        .and_then(|mut entries| entries.next())
+        .and_then(Result::ok)
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .expect("a PostgreSQL cluster under /etc/postgresql");
+    let cluster = |action: &str| {
+        let status = Command::new("pg_ctlcluster")
+            .args(["--skip-systemctl-redirect", &version, "main", action])
+            .args(if action == "stop" {
+                &["-m", "fast"][..]
+            } else {
+                &[][..]
+            })
+            .status()
+            .expect("pg_ctlcluster runs");
+        assert!(status.success(), "pg_ctlcluster {action} failed");
+    };
+    cluster("stop");
+    let port = shared.port.load(Ordering::Acquire);
+    for path in ["/readyz", "/v1/agent-limits"] {
+        let (status, body) = http(port, "GET", path, None, None);
+        // Without credentials the limits route stops at the guard (401)
+        // unless the guard itself needs the database.
+        assert!(
+            matches!(status, 503 | 401),
+            "{path} with the database down: {status} {body}"
+        );
+    }
+    let (status, body) = http(port, "GET", "/readyz", None, None);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("database_unavailable"))
+    );
+    cluster("start");
+    // The server must come back by itself; PostgreSQL takes a moment to
+    // accept connections, so this waits for it (outside CI only).
+    let recovered = (0..300).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        http(port, "GET", "/readyz", None, None).0 == 200
+    });
+    assert!(
+        recovered,
+        "agentryd did not recover within 30 s of PostgreSQL's restart"
+    );
+    eprintln!("chaos: PostgreSQL stopped and started under load; 503s while down, then recovered");
+}
+
 fn chaos(dir: &Path, env: &[(&str, &str)]) {
     let binary = binary();
     let mut random = Random::new();
@@ -217,11 +279,26 @@ fn chaos(dir: &Path, env: &[(&str, &str)]) {
         server = Some(start_with(&binary, dir, port, &["--no-tls"], 1, env));
         shared.port.store(port, Ordering::Release);
     }
+    if std::env::var_os("AGENTRY_CHAOS_RESTART_POSTGRES").is_some()
+        && env.iter().any(|(name, _)| *name == "DATABASE_URL")
+    {
+        restart_postgres_under_load(&shared);
+    }
     shared.wait_for(10);
     shared.stop.store(true, Ordering::Release);
     for worker in workers {
         worker.join().expect("a worker ends");
     }
+
+    let server_errors = shared
+        .server_errors
+        .lock()
+        .map(|errors| errors.clone())
+        .unwrap_or_default();
+    assert!(
+        server_errors.is_empty(),
+        "answers other than 503 in the 5xx range: {server_errors:#?}"
+    );
 
     // Everything answered 201 survived the crashes.
     let port = shared.port.load(Ordering::Acquire);

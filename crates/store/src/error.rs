@@ -64,9 +64,33 @@ impl From<DieselError> for StoreError {
             DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, info) => {
                 StoreError::Unavailable(info.message().to_owned())
             }
+            // A PostgreSQL going down or coming up, or a connection it cut:
+            // the driver reports these with their message only. They are
+            // outages (503, retry), not bugs (500).
+            DieselError::DatabaseError(_, info) if is_outage(info.message()) => {
+                StoreError::Unavailable(info.message().to_owned())
+            }
+            // A transaction whose connection broke under it.
+            DieselError::BrokenTransactionManager => {
+                StoreError::Unavailable("the connection broke during a transaction".into())
+            }
             _ => StoreError::Database(error),
         }
     }
+}
+
+/// Messages of PostgreSQL (and its driver) for a server that is shutting
+/// down, starting up, or has dropped the connection.
+fn is_outage(message: &str) -> bool {
+    const OUTAGES: [&str; 6] = [
+        "connection closed",
+        "terminating connection",
+        "the database system is shutting down",
+        "the database system is starting up",
+        "the database system is in recovery mode",
+        "server closed the connection",
+    ];
+    OUTAGES.iter().any(|outage| message.contains(outage))
 }
 
 impl From<deadpool::managed::PoolError<diesel_async::pooled_connection::PoolError>> for StoreError {
@@ -84,5 +108,28 @@ impl StoreError {
             self,
             StoreError::Unavailable(_) | StoreError::ContentionExhausted { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_going_away_is_an_outage_not_a_bug() {
+        let outage = |message: &str| {
+            StoreError::from(DieselError::DatabaseError(
+                DatabaseErrorKind::Unknown,
+                Box::new(message.to_owned()),
+            ))
+            .is_unavailable()
+        };
+        assert!(outage("connection closed"));
+        assert!(outage(
+            "FATAL: terminating connection due to administrator command"
+        ));
+        assert!(outage("the database system is shutting down"));
+        assert!(!outage("syntax error at or near \"SELEC\""));
+        assert!(StoreError::from(DieselError::BrokenTransactionManager).is_unavailable());
     }
 }

@@ -78,8 +78,14 @@ pub(crate) fn start_with(
         }
     }
     assert_eq!(heard, listeners, "agentryd exited early: {startup:#?}");
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+    // Keep draining stderr so the server never blocks on a full pipe; its
+    // errors go to the test's output, which is shown when a test fails.
+    std::thread::spawn(move || {
+        lines
+            .map_while(Result::ok)
+            .filter(|line| line.contains("ERROR"))
+            .for_each(|line| eprintln!("agentryd: {line}"));
+    });
     Server { child, startup }
 }
 
