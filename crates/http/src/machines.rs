@@ -121,6 +121,9 @@ const MAX_BOOTSTRAP_TOKEN_SECONDS: i64 = 30 * 86_400;
 const MAX_DOCUMENT_BYTES: usize = 32 * 1024;
 /// Most log lines one read returns.
 const LOG_PAGE: i64 = 1000;
+/// Most lines diagnostics may add to one instance's log (callbacks, at
+/// most four, are not counted against it).
+const MAX_LOG_LINES: i64 = 10_000;
 
 // ---------------------------------------------------------------------------
 // Shapes
@@ -1521,6 +1524,18 @@ async fn append_log(
     message: String,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, id, now) = (instance.tenant_id, instance.id, now());
+    let (_, lines) = state
+        .store
+        .detached(async move |store| store.provision_logs(id, 0).await)
+        .await?;
+    // A machine with a valid token must not be able to fill the database.
+    if lines >= MAX_LOG_LINES {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "provision_log_full",
+            format!("this instance's provision log holds its maximum of {MAX_LOG_LINES} lines"),
+        ));
+    }
     state
         .store
         .detached(async move |store| {
@@ -1568,6 +1583,8 @@ fn diagnostic_problems(
             body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: the token's instance does not exist.",
             body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`provision_log_full`: the instance's log holds its 10,000 lines.",
+            body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
             body = Problem, content_type = "application/problem+json"),
@@ -1614,6 +1631,8 @@ async fn diagnostic(
             body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`invalid_bootstrap_token`: a wrong, expired or used token, or an \
             unknown instance, alike.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`provision_log_full`: the instance's log holds its 10,000 lines.",
+            body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
             body = Problem, content_type = "application/problem+json"),

@@ -694,3 +694,38 @@ async fn a_machine_certificate_reads_its_agents_own_state_and_nothing_more() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_provision_log_refuses_more_diagnostics() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let tenant = tenant(&db.store, "acme").await;
+        let key = tenant_key(&db.store, tenant, ApiKeyRole::Operator).await;
+        let (id, token) = ready_instance(&app, key.expose(), None).await;
+        let path = "/internal/bootstrap/early-diagnostic";
+        let note = json!({ "bootstrap_token": token, "instance_id": id, "label": "x", "message": "" });
+        assert_eq!(post(&app, path, None, note.clone()).await, 200);
+        // Fill the log to its 10,000 lines in one statement.
+        let fill = match db.backend() {
+            agentry_store::Backend::Postgres => {
+                "INSERT INTO provision_logs (id, tenant_id, instance_id, stage, level, message, at) \
+                 SELECT gen_random_uuid(), tenant_id, id, 'x', 'info', '', created_at \
+                 FROM provisioning_instances, generate_series(1, 9999)"
+            }
+            agentry_store::Backend::Sqlite => {
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 9999) \
+                 INSERT INTO provision_logs (id, tenant_id, instance_id, stage, level, message, at) \
+                 SELECT randomblob(16), tenant_id, id, 'x', 'info', '', created_at \
+                 FROM provisioning_instances, n"
+            }
+        };
+        db.execute_raw(fill).await;
+        let (status, problem) = call(&app, Method::POST, path, None, note).await;
+        assert_eq!((status, problem["code"].as_str()), (429, Some("provision_log_full")));
+        let (_, logs) = get(&app, &format!("/v1/provisioning/instances/{id}/logs"), Some(key.expose())).await;
+        assert_eq!(logs["total"], 10_000);
+        assert_eq!(logs["logs"].as_array().map(Vec::len), Some(1000));
+    })
+    .await;
+}
