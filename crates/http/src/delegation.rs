@@ -86,7 +86,7 @@ struct DelegateRequest {
             body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "`insufficient_budget`: the parent's budget cannot cover the \
             allocation; `agent_suspended`.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`delegation_not_allowed` (no `can_delegate: true`), `role_escalation` \
+        (status = 403, description = "`certificate_not_enough` (a machine certificate only reads the agent's own state), `delegation_not_allowed` (no `can_delegate: true`), `role_escalation` \
             (a role above the parent's), `agent_credentials_required` (a tenant key), `agent_quarantined`, \
             `agent_not_activated`, `agent_terminated`, `agent_expired`.",
             body = Problem, content_type = "application/problem+json"),
@@ -322,7 +322,7 @@ struct SubAgentReclaimed {
             body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "`agent_suspended`.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`agent_credentials_required` (a tenant key), `agent_quarantined`, \
+        (status = 403, description = "`certificate_not_enough` (a machine certificate only reads the agent's own state), `agent_credentials_required` (a tenant key), `agent_quarantined`, \
             `agent_not_activated`, `agent_terminated`, `agent_expired`.",
             body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: no such agent, or not a child of the caller.",

@@ -221,7 +221,7 @@ fn check_key(key: Option<&str>) -> Result<(), ApiError> {
             body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "`insufficient_budget` (nothing recorded), `agent_suspended`.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`permission_denied` (a key without `spend.record`, or an agent naming \
+        (status = 403, description = "`certificate_not_enough` (a machine certificate only reads the agent's own state), `permission_denied` (a key without `spend.record`, or an agent naming \
             another agent), `agent_quarantined`, `agent_not_activated`, `agent_terminated`, `agent_expired`.",
             body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: the `agent_id` an API key names does not exist.",
@@ -361,7 +361,7 @@ struct HoldResponse {
             body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "`insufficient_budget` (nothing held), `agent_suspended`.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`permission_denied` (a key without `spend.record`, or an agent naming \
+        (status = 403, description = "`certificate_not_enough` (a machine certificate only reads the agent's own state), `permission_denied` (a key without `spend.record`, or an agent naming \
             another agent), `agent_quarantined`, `agent_not_activated`, `agent_terminated`, `agent_expired`.",
             body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: the `agent_id` an API key names does not exist.",
@@ -495,7 +495,7 @@ struct CaptureResponse {
             body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "`agent_suspended`: the hold's agent is suspended.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`permission_denied` (a key without `spend.record`), \
+        (status = 403, description = "`certificate_not_enough` (a machine certificate only reads the agent's own state), `permission_denied` (a key without `spend.record`), \
             `agent_quarantined`, `agent_not_activated`, `agent_terminated`, `agent_expired`.",
             body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: no such hold in the tenant, or another agent's.",
@@ -571,7 +571,7 @@ struct ReleaseResponse {
             body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "`agent_suspended`: the hold's agent is suspended.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`permission_denied` (a key without `spend.record`), \
+        (status = 403, description = "`certificate_not_enough` (a machine certificate only reads the agent's own state), `permission_denied` (a key without `spend.record`), \
             `agent_quarantined`, `agent_not_activated`, `agent_terminated`, `agent_expired`.",
             body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: no such hold in the tenant, or another agent's.",
