@@ -16,7 +16,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use crate::random_bytes;
+use crate::{hex, random_bytes, sha256_label};
 
 /// How long the CA itself is valid.
 pub const CA_LIFETIME: Duration = Duration::days(3650);
@@ -71,13 +71,7 @@ impl std::fmt::Debug for CertificateAuthority {
 
 /// `sha256:<hex>` of a certificate's DER.
 pub fn fingerprint(der: &[u8]) -> String {
-    let digest = Sha256::digest(der);
-    let mut text = String::with_capacity(7 + 64);
-    text.push_str("sha256:");
-    for byte in digest {
-        text.push_str(&format!("{byte:02x}"));
-    }
-    text
+    sha256_label(&Sha256::digest(der))
 }
 
 /// The URI name a machine certificate carries for its instance.
@@ -90,10 +84,6 @@ fn random_serial() -> SerialNumber {
     // A positive INTEGER, and never one that DER would shorten.
     bytes[0] = (bytes[0] & 0x7f) | 0x40;
     SerialNumber::from_slice(&bytes)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn issued(cert: &rcgen::Certificate, params: &CertificateParams) -> IssuedCertificate {

@@ -31,5 +31,6 @@ pub use password::{hash_password, verify_password, verify_password_for_unknown_a
 pub use permissions::{Permission, permissions, role_has};
 pub use sealing::{MasterKey, SealError};
 pub use secret::{
-    SecretHash, hash_secret, is_hex_token, mint_hex_token, mint_invite_token, random_bytes,
+    SecretHash, hash_secret, hex, is_hex_token, mint_hex_token, mint_invite_token, random_bytes,
+    sha256_label,
 };

@@ -29,10 +29,18 @@ impl std::fmt::Debug for SecretHash {
 /// A one-time token in its wire form: 64 lowercase hex digits (256 bits),
 /// the format seed 003 gives bootstrap and download tokens.
 pub fn mint_hex_token() -> String {
-    random_bytes::<32>()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex(&random_bytes::<32>())
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// `sha256:<hex>`, the form seed 003 gives artifact hashes and Agentry
+/// gives certificate fingerprints.
+pub fn sha256_label(digest: &[u8]) -> String {
+    format!("sha256:{}", hex(digest))
 }
 
 /// An invite token (seed 002): `inv_` and 64 hex digits, so a leaked one

@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use agentry_auth::{Audience, MasterKey, Permission, SecretHash, hash_secret, mint_hex_token};
+use agentry_auth::{
+    Audience, MasterKey, Permission, SecretHash, hash_secret, is_hex_token, mint_hex_token,
+    sha256_label,
+};
 use agentry_domain::AgentSlug;
 use agentry_lifecycle::CallbackStage;
 use agentry_store::{
@@ -426,15 +429,8 @@ struct Acknowledgement {
     message: String,
 }
 
-fn is_hex_64(text: &str) -> bool {
-    text.len() == 64
-        && text
-            .bytes()
-            .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
-}
-
 fn is_sha256_label(text: &str) -> bool {
-    text.strip_prefix("sha256:").is_some_and(is_hex_64)
+    text.strip_prefix("sha256:").is_some_and(is_hex_token)
 }
 
 fn seal_context(instance_id: Uuid, what: &str) -> Vec<u8> {
@@ -477,7 +473,7 @@ fn document(problems: &mut Problems, field: &str, value: Option<&Value>) {
 }
 
 fn decryption_key(problems: &mut Problems, value: Option<&str>) {
-    if value.is_some_and(|key| !is_hex_64(key)) {
+    if value.is_some_and(|key| !is_hex_token(key)) {
         problems.push("decryption_key_hex: must be 64 lowercase hex characters".into());
     }
 }
@@ -845,12 +841,7 @@ async fn receive(
         let _ = tokio::fs::remove_file(&path).await;
         return Err(error);
     }
-    let digest: String = hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    Ok((path, size, format!("sha256:{digest}")))
+    Ok((path, size, sha256_label(&hasher.finalize())))
 }
 
 fn header<'a>(request: &'a HttpRequest, name: &str) -> Option<&'a str> {
@@ -1171,7 +1162,7 @@ async fn issue_certificate(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let mut problems = Problems::default();
-    if !is_hex_64(&body.bootstrap_token) {
+    if !is_hex_token(&body.bootstrap_token) {
         problems.push("bootstrap_token: must be 64 lowercase hex characters".into());
     }
     problems.length("csr_pem", Some(&body.csr_pem), 100, 10_000);
@@ -1690,7 +1681,7 @@ async fn download(
         )
     };
     let token = header(&request, "x-download-token")
-        .filter(|token| is_hex_64(token))
+        .filter(|token| is_hex_token(token))
         .ok_or_else(invalid_download_token)?;
     let hash = download_token_hash(token, kind).0;
     let now = now();

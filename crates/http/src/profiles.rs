@@ -450,7 +450,7 @@ struct Transition {
             body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the database is unavailable, or the agent's \
-            sub-agents changed while terminating it; retry.",
+            sub-agents kept changing while terminating it (three attempts); retry.",
             body = Problem, content_type = "application/problem+json"),
     ),
 )]

@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_auth::{ApiKey, ApiKeyKind, Permission};
 use agentry_domain::{AgentId, AgentSlug, LifecycleState, Scope, TenantId, TrustLevel};
 use agentry_lifecycle::TerminationReason;
-use agentry_store::{AgentPageQuery, AgentRecord, NewAgent, NewAuditEvent, StoreError, now};
+use agentry_store::{AgentPageQuery, AgentRecord, NewAgent, NewAuditEvent, now};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -490,10 +490,6 @@ async fn get_agent(
     Ok(envelope(StatusCode::OK, detail(&agent)))
 }
 
-/// Reclaims are refused when the subtree changes under them; a revoke
-/// retries that many times before answering 503.
-const REVOKE_ATTEMPTS: usize = 3;
-
 /// Revokes an agent: terminates it (and its sub-agents, whose unspent
 /// budgets flow back up), so every key and token it holds stops working on
 /// the next request. Revoking again answers the same.
@@ -535,23 +531,14 @@ async fn revoke(
         agent
     } else {
         let id = agent.id;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let reclaimed = state
-                .store
-                .detached(async move |store| {
-                    store
-                        .reclaim_agent(tenant, id, TerminationReason::Revoked, now())
-                        .await
-                })
-                .await;
-            match reclaimed {
-                Ok(_) => break,
-                Err(StoreError::Unavailable(_)) if attempt < REVOKE_ATTEMPTS => continue,
-                Err(error) => return Err(error.into()),
-            }
-        }
+        state
+            .store
+            .detached(async move |store| {
+                store
+                    .reclaim_agent(tenant, id, TerminationReason::Revoked, now())
+                    .await
+            })
+            .await?;
         let revoked = tenant_agent(&state, tenant, id).await?;
         audit(&state, &caller, "registry.revoke", &revoked);
         revoked

@@ -60,6 +60,11 @@ pub struct Reclaimed {
     pub terminated: Vec<AgentId>,
 }
 
+/// How many times a reclaim starts over when its subtree changed under it.
+pub const RECLAIM_ATTEMPTS: u32 = 3;
+
+const SUBTREE_CHANGED: &str = "the agent's sub-agents changed while reclaiming; retry";
+
 impl Store {
     /// Creates `child` under `parent` and slices its budget from the parent
     /// in one transaction: `decide` sees the parent's account, record and
@@ -157,7 +162,31 @@ impl Store {
     /// allocation flows back up to the parent it came from, in one
     /// transaction. An agent terminated earlier but never settled is settled
     /// now.
+    ///
+    /// A sub-agent created while the subtree is being locked makes one
+    /// attempt give up; the reclaim starts over, up to
+    /// [`RECLAIM_ATTEMPTS`] times, before it answers `Unavailable`.
     pub async fn reclaim_agent(
+        &self,
+        tenant: TenantId,
+        root: AgentId,
+        reason: TerminationReason,
+        now: OffsetDateTime,
+    ) -> Result<Reclaimed, StoreError> {
+        let mut attempt = 1;
+        loop {
+            match self.reclaim_agent_once(tenant, root, reason, now).await {
+                Err(StoreError::Unavailable(why))
+                    if why == SUBTREE_CHANGED && attempt < RECLAIM_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn reclaim_agent_once(
         &self,
         tenant: TenantId,
         root: AgentId,
@@ -184,9 +213,7 @@ impl Store {
             // its parent's lock); if something joined before, start over.
             let depth_of = subtree!(conn, tenant_id, root);
             if !depth_of.keys().eq(before.keys()) {
-                return Err(StoreError::Unavailable(
-                    "the agent's sub-agents changed while reclaiming; retry".into(),
-                ));
+                return Err(StoreError::Unavailable(SUBTREE_CHANGED.into()));
             }
             // Records as they are under the locks, not as first read.
             let ids: Vec<DbUuid> = depth_of.keys().map(|id| DbUuid(id.as_uuid())).collect();

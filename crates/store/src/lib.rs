@@ -39,7 +39,7 @@ pub use agents::{AgentRecord, LifecycleChange, NewAgent, ProfilePatch};
 pub use audit::{AuditEvent, BrokenLink, NewAuditEvent};
 pub use changes::{Change, ChangeListener, SQLITE_POLL};
 pub use db::{Backend, DatabaseUrl, PoolOptions};
-pub use delegation::Reclaimed;
+pub use delegation::{RECLAIM_ATTEMPTS, Reclaimed};
 pub use error::StoreError;
 #[cfg(feature = "test-hooks")]
 pub use instance::FAIL_BOOTSTRAP_AFTER_CHANNEL;
