@@ -63,18 +63,18 @@ struct AnomaliesResponse {
     events: Vec<AnomalyEvent>,
 }
 
-/// The live limits figures of `agent`.
+/// The live limits figures of the calling agent: what the guard's snapshot
+/// says is enforced, and its account from the cache, so a repeat read
+/// touches no database.
 async fn limits(
-    store: &Store,
-    agent: &AgentRecord,
-    requests_this_minute: u32,
+    state: &AppState,
+    caller: &AgentPrincipal,
     now: OffsetDateTime,
 ) -> Result<Limits, StoreError> {
-    let enforced = store
-        .agent_limits(agent.tenant_id)
-        .await?
-        .enforced_for(agent);
-    let account = store.account(agent.tenant_id, agent.id).await?;
+    let agent = caller.record();
+    let enforced = caller.agent.enforced;
+    let account = state.account(agent.tenant_id, agent.id).await?;
+    let requests_this_minute = caller.requests_this_minute;
     Ok(Limits {
         profile_daily_usd: agent.budget_daily,
         profile_monthly_usd: agent.budget_monthly,
@@ -143,17 +143,11 @@ async fn status(
     state: web::Data<AppState>,
     caller: AgentPrincipal,
 ) -> Result<HttpResponse, ApiError> {
+    let limits = limits(&state, &caller, agentry_store::now()).await?;
     let agent = caller.record().clone();
-    let count = caller.requests_this_minute;
-    let (limits, events) = state
+    let events = state
         .store
-        .detached(async move |store| {
-            let now = agentry_store::now();
-            Ok((
-                limits(&store, &agent, count, now).await?,
-                anomalies(&store, &agent).await?,
-            ))
-        })
+        .detached(async move |store| anomalies(&store, &agent).await)
         .await?;
     let agent = caller.record();
     Ok(HttpResponse::Ok().json(AgentStatus {
@@ -200,12 +194,7 @@ async fn limits_me(
     state: web::Data<AppState>,
     caller: AgentPrincipal,
 ) -> Result<HttpResponse, ApiError> {
-    let agent = caller.record().clone();
-    let count = caller.requests_this_minute;
-    let limits = state
-        .store
-        .detached(async move |store| limits(&store, &agent, count, agentry_store::now()).await)
-        .await?;
+    let limits = limits(&state, &caller, agentry_store::now()).await?;
     Ok(HttpResponse::Ok().json(LimitsResponse { limits }))
 }
 

@@ -6,9 +6,11 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use agentry_auth::Permission;
 use agentry_domain::{AgentSlug, LifecycleState, Money, TenantId};
-use agentry_ledger::DEFAULT_RPM;
+use agentry_ledger::{DEFAULT_RPM, EnforcedLimits};
 use agentry_lifecycle::LifecycleError;
-use agentry_store::{AgentLimitEntry, AgentRecord, NewAgent, NewAuditEvent, StoreError, now};
+use agentry_store::{
+    AgentLimitEntry, AgentRecord, NewAgent, NewAuditEvent, StoreError, enforced_limits, now,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{OpenApi, ToSchema};
@@ -119,8 +121,8 @@ impl BootstrapRequest {
 
 /// How a bootstrap ended, for the status code and the audit trail.
 enum Outcome {
-    Created(AgentRecord),
-    Existing(AgentRecord),
+    Created(AgentRecord, EnforcedLimits),
+    Existing(AgentRecord, EnforcedLimits),
 }
 
 /// Profile, enforced limits and an agent token in one call.
@@ -169,8 +171,8 @@ async fn bootstrap(
         .detached(async move |_| Ok(run(&worker, tenant, new).await))
         .await?;
     let (audit_outcome, reason) = match &outcome {
-        Ok(Outcome::Created(_)) => ("created", None),
-        Ok(Outcome::Existing(_)) => ("existing", None),
+        Ok(Outcome::Created(..)) => ("created", None),
+        Ok(Outcome::Existing(..)) => ("existing", None),
         Err(error) if error.status.is_server_error() => ("failed", Some(error.code)),
         Err(error) => ("denied", Some(error.code)),
     };
@@ -184,11 +186,11 @@ async fn bootstrap(
             detail: json!({ "reason": reason }),
         },
     );
-    let (status, agent) = match outcome? {
-        Outcome::Created(agent) => (StatusCode::CREATED, agent),
-        Outcome::Existing(agent) => (StatusCode::OK, agent),
+    let (status, agent, enforced) = match outcome? {
+        Outcome::Created(agent, enforced) => (StatusCode::CREATED, agent, enforced),
+        Outcome::Existing(agent, enforced) => (StatusCode::OK, agent, enforced),
     };
-    respond(&state, status, &agent).await
+    respond(&state, status, &agent, enforced)
 }
 
 /// The whole flow, run to completion even if the client hangs up.
@@ -196,31 +198,34 @@ async fn run(state: &AppState, tenant: TenantId, new: NewAgent) -> Result<Outcom
     let store = &state.store;
     let slug = new.slug.clone();
     let budget_daily = new.budget_daily;
+    // Most bootstraps are repeats: look the agent up first (in the
+    // database, not any cache), and insert only when it is not there.
+    let existing = store.find_agent_by_slug(tenant, &slug).await?;
     // Created as provisioned, activated only once its limits are written:
-    // an agent is never active without enforced limits (seed 000).
-    let created = match store.create_agent(tenant, new, now()).await {
-        Ok(agent) => Some(agent),
-        Err(StoreError::Conflict(_)) => None,
-        Err(error) => return Err(error.into()),
+    // an agent is never active without enforced limits (seed 000). Two
+    // first bootstraps racing meet at the unique index; the loser answers
+    // for the winner's agent.
+    let (agent, created) = match existing {
+        Some(agent) => (agent, false),
+        None => match store.create_agent(tenant, new, now()).await {
+            Ok(agent) => (agent, true),
+            Err(StoreError::Conflict(_)) => (
+                store
+                    .find_agent_by_slug(tenant, &slug)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::CONFLICT,
+                            "conflict",
+                            "the agent changed concurrently; retry",
+                        )
+                    })?,
+                false,
+            ),
+            Err(error) => return Err(error.into()),
+        },
     };
-    // The existing agent (or the one just created), re-read from the
-    // database, not from any cache.
-    let agent = match created {
-        Some(ref agent) => agent.clone(),
-        None => store
-            .find_agent_by_slug(tenant, &slug)
-            .await?
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "conflict",
-                    "the agent changed concurrently; retry",
-                )
-            })?,
-    };
-    if let Err(refusal) = agent.lifecycle().bootstrap(now()) {
-        return Err(refused(refusal));
-    }
+    let activation = agent.lifecycle().bootstrap(now()).map_err(refused)?;
     // A delegated child belongs to its parent: a provisioner key must not
     // mint tokens for it.
     if agent.parent_id.is_some() {
@@ -229,15 +234,23 @@ async fn run(state: &AppState, tenant: TenantId, new: NewAgent) -> Result<Outcom
             "the agent was created by delegation; its parent holds its credentials",
         ));
     }
-    ensure_limits_entry(state, tenant, &slug, budget_daily).await?;
-    let (agent, _) = store
-        .change_lifecycle(tenant, agent.id, |lifecycle| lifecycle.bootstrap(now()))
-        .await?
-        .map_err(refused)?;
-    Ok(if created.is_some() {
-        Outcome::Created(agent)
+    let enforced = ensure_limits_entry(state, &agent, budget_daily).await?;
+    // An agent already active needs no write; one still provisioned is
+    // activated under its row lock, which re-checks the lifecycle.
+    let agent = match activation {
+        None => agent,
+        Some(_) => {
+            store
+                .change_lifecycle(tenant, agent.id, |lifecycle| lifecycle.bootstrap(now()))
+                .await?
+                .map_err(refused)?
+                .0
+        }
+    };
+    Ok(if created {
+        Outcome::Created(agent, enforced)
     } else {
-        Outcome::Existing(agent)
+        Outcome::Existing(agent, enforced)
     })
 }
 
@@ -245,28 +258,30 @@ fn refused(refusal: LifecycleError) -> ApiError {
     ApiError::forbidden("agent_not_bootstrappable", refusal.to_string())
 }
 
-/// Writes the agent's entry in the tenant's agent-limits map unless it has
-/// one (an operator's entry wins). Failure after the optimistic retries is
-/// 503, and no token is issued.
+/// Adds the agent's entry to the tenant's agent-limits map unless it has
+/// one (an operator's entry wins), and says what is enforced with it. A
+/// failed write is 503, and no token is issued.
 async fn ensure_limits_entry(
     state: &AppState,
-    tenant: TenantId,
-    slug: &AgentSlug,
+    agent: &AgentRecord,
     budget_daily: Option<Money>,
-) -> Result<(), ApiError> {
-    let key = slug.limits_key();
-    let written = state
-        .store
-        .update_agent_limits(tenant, now(), |entries| {
-            entries.entry(key.clone()).or_insert(AgentLimitEntry {
+) -> Result<EnforcedLimits, ApiError> {
+    let store = &state.store;
+    let key = agent.slug.limits_key();
+    let entry = match store.agent_limit_entry(agent.tenant_id, &key).await? {
+        Some(entry) => Ok(entry),
+        None => {
+            let entry = AgentLimitEntry {
                 max_budget: budget_daily,
                 max_requests_per_minute: Some(DEFAULT_RPM),
-            });
-            Ok::<_, ()>(())
-        })
-        .await;
-    match written {
-        Ok(_) => Ok(()),
+            };
+            store
+                .ensure_agent_limit_entry(agent.tenant_id, agent.id, &key, entry)
+                .await
+        }
+    };
+    match entry {
+        Ok(entry) => Ok(enforced_limits(agent, Some(&entry))),
         Err(error) if error.is_unavailable() => Err(ApiError::unavailable(
             "the agent's limits could not be written; no token was issued, retry the bootstrap",
         )
@@ -275,17 +290,12 @@ async fn ensure_limits_entry(
     }
 }
 
-pub(crate) async fn respond(
+pub(crate) fn respond(
     state: &AppState,
     status: StatusCode,
     agent: &AgentRecord,
+    enforced: EnforcedLimits,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = agent.tenant_id;
-    let enforced = state
-        .store
-        .detached(async move |store| store.agent_limits(tenant).await)
-        .await?
-        .enforced_for(agent);
     let (jwt, expires_at) = state
         .mint_agent_token(agent, now())
         .ok_or_else(|| ApiError::unavailable("no signing key is loaded"))?;

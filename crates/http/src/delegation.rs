@@ -215,7 +215,8 @@ async fn delegate(
         detail: json!({ "budget_allocation_usd": allocation, "reason": outcome.as_ref().err().map(|error| error.code) }),
     });
     let (status, child) = outcome?;
-    respond(&state, status, &child).await
+    let enforced = state.enforced(&child).await?;
+    respond(&state, status, &child, enforced)
 }
 
 #[derive(Debug, Serialize, ToSchema)]

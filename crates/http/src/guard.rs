@@ -320,21 +320,18 @@ async fn load_agent(
         return Ok((snapshot.record.tenant_id == tenant).then_some(snapshot));
     }
     let generation = state.guard.generation();
-    let loader = state.clone();
-    let snapshot = state
+    let record = state
         .store
-        .detached(
-            async move |store| match store.find_agent(tenant, id).await? {
-                Some(agent) => loader.snapshot(agent).await.map(Some),
-                None => Ok(None),
-            },
-        )
-        .await?
-        .map(Arc::new);
-    if let Some(snapshot) = &snapshot {
-        state.guard.remember_agent(generation, Arc::clone(snapshot));
-    }
-    Ok(snapshot)
+        .detached(async move |store| store.find_agent(tenant, id).await)
+        .await?;
+    let Some(record) = record else {
+        return Ok(None);
+    };
+    let snapshot = Arc::new(state.snapshot(record).await?);
+    state
+        .guard
+        .remember_agent(generation, Arc::clone(&snapshot));
+    Ok(Some(snapshot))
 }
 
 async fn agent_principal(request: HttpRequest) -> Result<AgentPrincipal, ApiError> {
@@ -432,7 +429,7 @@ fn admit(
         audit_refusal(state, record, "revoked_token");
         return Err(invalid_token());
     }
-    let requests_this_minute = match state.rate.admit(record.id, agent.rpm, now) {
+    let requests_this_minute = match state.rate.admit(record.id, agent.enforced.rpm, now) {
         Ok(count) => count,
         Err(limited) => {
             audit_refusal(state, record, "rate_limited");

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use agentry_auth::{Audience, Claims, JwtIssuer};
 use agentry_domain::{AgentId, TenantId};
-use agentry_ledger::{RateLimited, RateWindow};
-use agentry_store::{AgentRecord, ApiKeyRecord, Change, Store};
+use agentry_ledger::{Account, EnforcedLimits, RateLimited, RateWindow};
+use agentry_store::{AgentRecord, ApiKeyRecord, Change, Store, StoreError};
 use time::{Duration, OffsetDateTime};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -36,21 +36,24 @@ impl Settings {
     }
 }
 
-/// An agent as the guard needs it: the record and its enforced rate.
+/// An agent as the guard needs it: the record and what is enforced on it
+/// (its profile budgets capped by the tenant's agent-limits entry).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentSnapshot {
     pub record: AgentRecord,
-    pub rpm: u32,
+    pub enforced: EnforcedLimits,
 }
 
 /// Caches behind the guard. Every entry may be dropped at any time; the
 /// store's change feed drops the ones a write made wrong.
 ///
-/// A loader notes `generation()` before reading the database and inserts
-/// only if no invalidation happened since. The check and the insert happen
-/// under the same lock the invalidation bumps the generation under, so a
-/// read that raced a revocation can never re-insert the pre-revocation
-/// state.
+/// A loader notes `generation()` (or `ledger_generation()` for accounts)
+/// before reading the database and inserts only if no invalidation happened
+/// since. The check and the insert happen under the same lock the
+/// invalidation bumps the generation under, so a read that raced a
+/// revocation can never re-insert the pre-revocation state. Ledger changes
+/// (every spend) have their own generation, so a busy ledger does not keep
+/// agents and keys from being cached.
 #[derive(Debug, Default)]
 pub struct GuardCache {
     inner: Mutex<CacheInner>,
@@ -59,9 +62,11 @@ pub struct GuardCache {
 #[derive(Debug, Default)]
 struct CacheInner {
     generation: u64,
+    ledger_generation: u64,
     tokens: HashMap<[u8; 32], Claims>,
     api_keys: HashMap<[u8; 32], ApiKeyRecord>,
     agents: HashMap<AgentId, Arc<AgentSnapshot>>,
+    accounts: HashMap<AgentId, Arc<Account>>,
 }
 
 /// Entries per map before it is simply emptied; keeps memory bounded under
@@ -107,6 +112,22 @@ impl GuardCache {
         });
     }
 
+    pub fn ledger_generation(&self) -> u64 {
+        self.with(|inner| inner.ledger_generation).unwrap_or(0)
+    }
+
+    pub fn account(&self, id: AgentId) -> Option<Arc<Account>> {
+        self.with(|inner| inner.accounts.get(&id).cloned())?
+    }
+
+    pub fn remember_account(&self, ledger_generation: u64, id: AgentId, account: Arc<Account>) {
+        self.with(|inner| {
+            if inner.ledger_generation == ledger_generation {
+                insert_bounded(&mut inner.accounts, id, account);
+            }
+        });
+    }
+
     pub fn agent(&self, id: AgentId) -> Option<Arc<AgentSnapshot>> {
         self.with(|inner| inner.agents.get(&id).cloned())?
     }
@@ -122,6 +143,11 @@ impl GuardCache {
     /// Forgets what `change` may have made wrong.
     pub fn invalidate(&self, change: Change) {
         self.with(|inner| {
+            if let Change::Ledger(id) = change {
+                inner.ledger_generation += 1;
+                inner.accounts.remove(&id);
+                return;
+            }
             inner.generation += 1;
             match change {
                 Change::Agent(id) => {
@@ -134,13 +160,16 @@ impl GuardCache {
                         .agents
                         .retain(|_, agent| agent.record.tenant_id != tenant);
                 }
+                Change::Ledger(_) => {}
                 // Verified tokens stay verified when a key is retired (they
                 // keep their validity until expiry); new keys only add.
                 Change::SigningKeys => {}
                 Change::Resync => {
+                    inner.ledger_generation += 1;
                     inner.tokens.clear();
                     inner.api_keys.clear();
                     inner.agents.clear();
+                    inner.accounts.clear();
                 }
             }
         });
@@ -259,6 +288,44 @@ impl Sightings {
     }
 }
 
+/// Audit events waiting to be written before new ones are dropped.
+const AUDIT_QUEUE: usize = 65_536;
+/// Most audit events written in one transaction.
+const AUDIT_BATCH: usize = 512;
+
+/// Writes queued audit events until every sender is gone. Whatever queued
+/// while the last batch was written goes into the next, grouped by tenant
+/// in queue order, so each tenant's chain head is locked once per batch
+/// rather than once per event.
+async fn write_audit_trail(
+    store: Store,
+    mut queue: tokio::sync::mpsc::Receiver<(TenantId, agentry_store::NewAuditEvent)>,
+) {
+    let mut queued = Vec::with_capacity(AUDIT_BATCH);
+    while queue.recv_many(&mut queued, AUDIT_BATCH).await > 0 {
+        let mut batches: Vec<(TenantId, Vec<agentry_store::NewAuditEvent>)> = Vec::new();
+        for (tenant, event) in queued.drain(..) {
+            match batches.iter_mut().find(|(known, _)| *known == tenant) {
+                Some((_, events)) => events.push(event),
+                None => batches.push((tenant, vec![event])),
+            }
+        }
+        for (tenant, events) in batches {
+            let count = events.len();
+            let appended = store
+                .detached(async move |store| {
+                    store
+                        .append_audit_batch(tenant, events, agentry_store::now())
+                        .await
+                })
+                .await;
+            if let Err(error) = appended {
+                tracing::warn!(%error, count, "cannot append to the audit trail");
+            }
+        }
+    }
+}
+
 /// How often expired delegated agents are looked for. Until the reaper
 /// gets to one, the guard already refuses it (expiry is checked on every
 /// request); the reaper terminates it and returns its budget.
@@ -276,17 +343,22 @@ pub struct AppState {
     pub sightings: Arc<Sightings>,
     pub refusals: Arc<RefusalLog>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    audit_queue: tokio::sync::mpsc::Sender<(TenantId, agentry_store::NewAuditEvent)>,
 }
 
 impl AppState {
     /// Builds the state and ties the guard's caches to the store's change
     /// feed, synchronously: a write in this process has invalidated them by
-    /// the time it returns.
+    /// the time it returns. Starts the audit writer, so it must be called
+    /// inside a tokio runtime.
     pub fn new(store: Store, keys: Keys, settings: Settings) -> Self {
         let guard = Arc::new(GuardCache::default());
         let invalidated = Arc::clone(&guard);
         store.on_change(Arc::new(move |change| invalidated.invalidate(change)));
+        let (audit_queue, queued) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
+        tokio::spawn(write_audit_trail(store.clone(), queued));
         Self {
+            audit_queue,
             issuer: Arc::new(JwtIssuer::new(settings.public_url.clone())),
             store,
             keys,
@@ -339,32 +411,57 @@ impl AppState {
         Some((key.sign(&claims), claims.expires_at()))
     }
 
-    /// Appends `event` to the tenant's audit trail without delaying the
-    /// caller; a failure is logged.
-    pub fn audit(&self, tenant: agentry_domain::TenantId, event: agentry_store::NewAuditEvent) {
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            let appended = store
-                .detached(async move |store| {
-                    store
-                        .append_audit(tenant, event, agentry_store::now())
-                        .await
-                })
-                .await;
-            if let Err(error) = appended {
-                tracing::warn!(%error, "cannot append to the audit trail");
-            }
-        });
+    /// Queues `event` for the tenant's audit trail without delaying the
+    /// caller. Events are appended in the order they were queued, in
+    /// batches; a failure is logged.
+    pub fn audit(&self, tenant: TenantId, event: agentry_store::NewAuditEvent) {
+        if let Err(error) = self.audit_queue.try_send((tenant, event)) {
+            // Full only when the database has fallen far behind; holding
+            // more would trade the process's memory for the trail.
+            tracing::error!(action = %error.into_inner().1.action, "audit queue full; event dropped");
+        }
     }
 
-    /// The enforced rpm of `agent` from its tenant's agent-limits map.
-    pub async fn snapshot(
+    /// What is enforced on `agent`, from its entry in its tenant's
+    /// agent-limits map.
+    pub async fn snapshot(&self, agent: AgentRecord) -> Result<AgentSnapshot, StoreError> {
+        let enforced = self.enforced(&agent).await?;
+        Ok(AgentSnapshot {
+            record: agent,
+            enforced,
+        })
+    }
+
+    /// What is enforced on `agent` now, read from the database.
+    pub async fn enforced(&self, agent: &AgentRecord) -> Result<EnforcedLimits, StoreError> {
+        let (tenant, key) = (agent.tenant_id, agent.slug.limits_key());
+        let entry = self
+            .store
+            .detached(async move |store| store.agent_limit_entry(tenant, &key).await)
+            .await?;
+        Ok(agentry_store::enforced_limits(agent, entry.as_ref()))
+    }
+
+    /// The agent's account as its ledger replays, through the cache; every
+    /// append to the ledger drops it (here at once, on other replicas when
+    /// they hear of it).
+    pub async fn account(
         &self,
-        agent: AgentRecord,
-    ) -> Result<AgentSnapshot, agentry_store::StoreError> {
-        let limits = self.store.agent_limits(agent.tenant_id).await?;
-        let rpm = limits.enforced_for(&agent).rpm;
-        Ok(AgentSnapshot { record: agent, rpm })
+        tenant: TenantId,
+        agent: AgentId,
+    ) -> Result<Arc<Account>, StoreError> {
+        if let Some(account) = self.guard.account(agent) {
+            return Ok(account);
+        }
+        let generation = self.guard.ledger_generation();
+        let account = Arc::new(
+            self.store
+                .detached(async move |store| store.account(tenant, agent).await)
+                .await?,
+        );
+        self.guard
+            .remember_account(generation, agent, Arc::clone(&account));
+        Ok(account)
     }
 
     /// Terminates agents whose TTL has run out by `now`, with their

@@ -1,8 +1,8 @@
 //! The change feed: who must forget what they cached.
 //!
-//! Every write that can make a cached credential decision wrong (an agent's
-//! lifecycle, an API key's revocation, the tenant's limits, the signing keys)
-//! publishes a [`Change`]. Subscribers in this process hear it at once; on
+//! Every write that can make a cached decision or figure wrong (an agent's
+//! lifecycle, an API key's revocation, the tenant's limits, an agent's
+//! ledger, the signing keys) publishes a [`Change`]. Subscribers in this process hear it at once; on
 //! PostgreSQL the change is also sent with `pg_notify` inside the writing
 //! transaction, so every other replica hears it when, and only if, the write
 //! commits. A listener that loses its connection publishes [`Change::Resync`]
@@ -33,6 +33,8 @@ pub enum Change {
     Agent(AgentId),
     ApiKey(Uuid),
     TenantLimits(TenantId),
+    /// Entries were appended to the agent's ledger: its account moved.
+    Ledger(AgentId),
     SigningKeys,
     /// Changes may have been missed: drop everything.
     Resync,
@@ -44,6 +46,7 @@ impl Change {
             Change::Agent(id) => format!("agent:{id}"),
             Change::ApiKey(id) => format!("key:{id}"),
             Change::TenantLimits(id) => format!("limits:{id}"),
+            Change::Ledger(id) => format!("ledger:{id}"),
             Change::SigningKeys => "signing-keys".to_owned(),
             Change::Resync => "resync".to_owned(),
         }
@@ -54,6 +57,7 @@ impl Change {
             Some(("agent", id)) => id.parse().ok().map(Change::Agent),
             Some(("key", id)) => id.parse().ok().map(Change::ApiKey),
             Some(("limits", id)) => id.parse().ok().map(Change::TenantLimits),
+            Some(("ledger", id)) => id.parse().ok().map(Change::Ledger),
             None if text == "signing-keys" => Some(Change::SigningKeys),
             _ => None,
         };
@@ -267,6 +271,7 @@ mod tests {
             Change::Agent(AgentId::from_uuid(Uuid::from_u128(1))),
             Change::ApiKey(Uuid::from_u128(2)),
             Change::TenantLimits(TenantId::from_uuid(Uuid::from_u128(3))),
+            Change::Ledger(AgentId::from_uuid(Uuid::from_u128(4))),
             Change::SigningKeys,
             Change::Resync,
         ] {

@@ -89,7 +89,11 @@ impl Store {
         write_tx!(self, |conn| {
             let (accounts, mut next_seq) = load_accounts!(conn, tenant, [parent]);
             let agents = load_agents!(conn, tenant, [parent]);
-            let limits = load_limits!(conn, tenant);
+            let limits = load_limits!(
+                conn,
+                tenant,
+                agents.values().map(|agent| agent.slug.limits_key())
+            );
             let view = LedgerView {
                 accounts,
                 agents,
@@ -102,15 +106,16 @@ impl Store {
                 .await
                 .map_err(|error| crate::tenants::conflict_as(error, "agent"))?;
             next_seq.insert(record.id, 1);
-            append_entries!(
+            let touched = append_entries!(
                 conn,
                 tenant,
                 &mut next_seq,
                 [(parent, slice), (record.id, allocation)],
                 None
             );
-            Ok::<_, StoreError>(())
-        })?;
+            Ok::<_, StoreError>(touched)
+        })
+        .map(|touched| self.publish_ledger_changes(&touched))?;
         Ok(record)
     }
 
@@ -234,6 +239,7 @@ impl Store {
                 depth_of.iter().map(|(id, depth)| (*depth, *id)).collect();
             order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
             let mut terminated = Vec::new();
+            let mut settled = Vec::new();
             let mut refunded = Money::ZERO;
             for (_, id) in order {
                 let Some(agent) = records.get_mut(&id) else {
@@ -276,17 +282,20 @@ impl Store {
                         .ok_or(StoreError::NotFound("agent"))?
                         .record(entry)?;
                 }
-                append_entries!(conn, tenant, &mut next_seq, writes, None);
+                settled.extend(append_entries!(conn, tenant, &mut next_seq, writes, None));
             }
-            Ok::<_, StoreError>(Reclaimed {
+            let reclaimed = Reclaimed {
                 refunded,
                 already_terminated,
                 terminated,
-            })
+            };
+            Ok::<_, StoreError>((reclaimed, settled))
         })?;
+        let (reclaimed, settled) = reclaimed;
         for id in &reclaimed.terminated {
             self.publish(Change::Agent(*id));
         }
+        self.publish_ledger_changes(&settled);
         Ok(reclaimed)
     }
 }

@@ -172,12 +172,15 @@ macro_rules! load_accounts {
 
 /// Inside a write transaction: appends `$entries` (agent, entry) to agents
 /// whose sequence `load_accounts!` took (or that were just created with
-/// sequence 1), the idempotency key on the first.
+/// sequence 1), the idempotency key on the first, and announces the change.
+/// Evaluates to the agents whose ledgers moved; the caller publishes
+/// [`Change::Ledger`](crate::Change::Ledger) for each once it has committed.
 macro_rules! append_entries {
     ($conn:ident, $tenant:expr, $next_seq:expr, $entries:expr, $key:expr) => {{
         let mut key: Option<String> = $key;
+        let entries = &$entries;
         let mut rows = Vec::new();
-        for (agent, entry) in $entries.iter() {
+        for (agent, entry) in entries.iter() {
             let Some(seq) = $next_seq.get_mut(agent) else {
                 return Err(StoreError::Corrupt(
                     "a ledger decision wrote to an agent it did not lock".to_owned(),
@@ -200,6 +203,20 @@ macro_rules! append_entries {
                 .await
                 .map_err(|error| $crate::tenants::conflict_as(error, "ledger entry"))?;
         }
+        // Cached accounts of these agents are now stale, here and on every
+        // other replica once this commits.
+        let mut touched: Vec<agentry_domain::AgentId> =
+            entries.iter().map(|(agent, _)| *agent).collect();
+        touched.sort();
+        touched.dedup();
+        for agent in &touched {
+            $crate::changes::NotifyChange::notify_change(
+                $conn,
+                $crate::changes::Change::Ledger(*agent),
+            )
+            .await?;
+        }
+        touched
     }};
 }
 
@@ -238,6 +255,7 @@ pub(crate) use load_agents;
 pub struct LedgerView {
     pub accounts: Accounts,
     pub agents: BTreeMap<AgentId, AgentRecord>,
+    /// The agent-limits entries of the locked agents (not the whole map).
     pub limits: AgentLimits,
 }
 
@@ -355,22 +373,36 @@ impl Store {
                 }
             }
             let agents = load_agents!(conn, tenant, &ids);
-            let limits = load_limits!(conn, tenant);
+            let limits = load_limits!(
+                conn,
+                tenant,
+                agents.values().map(|agent| agent.slug.limits_key())
+            );
             let view = LedgerView {
                 accounts,
                 agents,
                 limits,
             };
             let (appends, value) = decide(&view)?;
-            append_entries!(
+            let touched = append_entries!(
                 conn,
                 tenant,
                 &mut next_seq,
                 &appends.entries,
                 appends.idempotency_key.clone()
             );
-            Ok::<_, StoreError>((appends, value))
+            Ok::<_, StoreError>((appends, value, touched))
         })
+        .map(|(appends, value, touched)| {
+            self.publish_ledger_changes(&touched);
+            (appends, value)
+        })
+    }
+
+    pub(crate) fn publish_ledger_changes(&self, agents: &[AgentId]) {
+        for agent in agents {
+            self.publish(crate::Change::Ledger(*agent));
+        }
     }
 
     /// The agent a hold belongs to, if the hold exists in `tenant`.

@@ -49,7 +49,7 @@ pub use instance::{
 };
 pub use integrity::IntegrityReport;
 pub use ledger::{Accounts, Appends, LedgerView};
-pub use limits::{AgentLimitEntry, AgentLimits, LIMITS_ATTEMPTS};
+pub use limits::{AgentLimitEntry, AgentLimits, LIMITS_ATTEMPTS, enforced_limits};
 pub use migrations::{MigrationStatus, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 pub use provisioning::{
     ArtifactKind, ArtifactRecord, CaRecord, CallbackState, IssuedCertificateRecord,

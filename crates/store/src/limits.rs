@@ -1,22 +1,32 @@
-//! The tenant's agent-limits map (seed 001's `/v1/agent-limits`): one
-//! versioned document per tenant, every write compare-and-swap on `version`.
+//! The tenant's agent-limits map (seed 001's `/v1/agent-limits`), stored as
+//! a row per entry under a header row per tenant.
+//!
+//! Rows, not one document: a bootstrap adds its agent's entry with one
+//! insert, without locking or rewriting the rest of the map, and readers
+//! fetch the one entry they need. Whole-map writes (the operator's PUT and
+//! PATCH) lock the header row, so they are serialised with one another.
+//! The map's version is the highest of the header's and the entries'
+//! versions, each drawn from one counter, so every change moves it forward.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 
-use agentry_domain::{Money, TenantId};
+use agentry_domain::{AgentId, Money, TenantId};
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel::sql_types::BigInt;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::changes::{Change, NotifyChange};
-use crate::db::{read, write_tx};
-use crate::schema::agent_limits;
+use crate::db::{SqliteConn, read, write_tx};
+use crate::schema::{agent_limit_entries, agent_limits};
 use crate::types::{DbTime, DbUuid};
 use crate::{Store, StoreError};
 
-/// How many times a limits write is tried before giving up (seed 000: "3
-/// OCC retries"); after that nothing is written and the caller answers 503.
+/// How many attempts seed 000 allows a bootstrap's limits write ("3 OCC
+/// retries"). Writes no longer race for the map; the figure names the
+/// failure a test forces.
 pub const LIMITS_ATTEMPTS: u32 = 3;
 
 /// One entry of the map, e.g. under `agent:my-agent-01`.
@@ -28,7 +38,8 @@ pub struct AgentLimitEntry {
     pub max_requests_per_minute: Option<u32>,
 }
 
-/// The whole map with its version. Version 0 means "never written".
+/// The whole map (or, inside a ledger decision, the entries of the agents
+/// it locked) with its version. Version 0 means "never written".
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AgentLimits {
     pub entries: BTreeMap<String, AgentLimitEntry>,
@@ -39,81 +50,223 @@ impl AgentLimits {
     /// What is enforced on `agent`: its profile budgets capped by its entry
     /// here (DESIGN.md §2), with the default rpm when the entry says none.
     pub fn enforced_for(&self, agent: &crate::AgentRecord) -> agentry_ledger::EnforcedLimits {
-        let entry = self.entries.get(&agent.slug.limits_key());
-        agentry_ledger::EnforcedLimits::enforce(
-            agent.budget_daily,
-            agent.budget_monthly,
-            entry.and_then(|entry| entry.max_budget),
-            entry.and_then(|entry| entry.max_requests_per_minute),
-        )
+        enforced_limits(agent, self.entries.get(&agent.slug.limits_key()))
     }
 }
 
-/// Inside a transaction: the tenant's agent-limits map (empty, version 0,
-/// when never written).
+/// What is enforced on `agent` given its agent-limits entry, if it has one.
+pub fn enforced_limits(
+    agent: &crate::AgentRecord,
+    entry: Option<&AgentLimitEntry>,
+) -> agentry_ledger::EnforcedLimits {
+    agentry_ledger::EnforcedLimits::enforce(
+        agent.budget_daily,
+        agent.budget_monthly,
+        entry.and_then(|entry| entry.max_budget),
+        entry.and_then(|entry| entry.max_requests_per_minute),
+    )
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = agent_limit_entries)]
+pub(crate) struct EntryRow {
+    tenant_id: DbUuid,
+    limit_key: String,
+    max_budget_micros: Option<i64>,
+    max_requests_per_minute: Option<i64>,
+    version: i64,
+}
+
+impl EntryRow {
+    fn new(tenant: TenantId, key: String, entry: &AgentLimitEntry, version: i64) -> Self {
+        Self {
+            tenant_id: DbUuid(tenant.as_uuid()),
+            limit_key: key,
+            max_budget_micros: entry.max_budget.map(Money::micros),
+            max_requests_per_minute: entry.max_requests_per_minute.map(i64::from),
+            version,
+        }
+    }
+
+    pub(crate) fn into_entry(self) -> Result<(String, AgentLimitEntry), StoreError> {
+        let corrupt = |what: &str| {
+            StoreError::Corrupt(format!("agent-limits entry {}: {what}", self.limit_key))
+        };
+        let max_budget = self
+            .max_budget_micros
+            .map(Money::from_micros)
+            .transpose()
+            .map_err(|error| corrupt(&error.to_string()))?;
+        let max_requests_per_minute = self
+            .max_requests_per_minute
+            .map(u32::try_from)
+            .transpose()
+            .map_err(|_| corrupt("requests per minute out of range"))?;
+        Ok((
+            self.limit_key,
+            AgentLimitEntry {
+                max_budget,
+                max_requests_per_minute,
+            },
+        ))
+    }
+}
+
+/// Inside a transaction: the agent-limits entries under `$keys` (an
+/// iterator of `String`), as an [`AgentLimits`] without a version.
 macro_rules! load_limits {
-    ($conn:ident, $tenant:expr) => {{
-        let row: Option<$crate::limits::AgentLimitsRow> = $crate::schema::agent_limits::table
-            .find($crate::types::DbUuid($tenant.as_uuid()))
-            .select($crate::limits::AgentLimitsRow::as_select())
-            .first($conn)
-            .await
-            .optional()?;
-        row.map($crate::limits::parse)
-            .transpose()?
-            .unwrap_or_default()
+    ($conn:ident, $tenant:expr, $keys:expr) => {{
+        let keys: Vec<String> = $keys.into_iter().collect();
+        let rows: Vec<$crate::limits::EntryRow> = $crate::schema::agent_limit_entries::table
+            .filter(
+                $crate::schema::agent_limit_entries::tenant_id
+                    .eq($crate::types::DbUuid($tenant.as_uuid())),
+            )
+            .filter($crate::schema::agent_limit_entries::limit_key.eq_any(keys))
+            .select($crate::limits::EntryRow::as_select())
+            .load($conn)
+            .await?;
+        $crate::limits::AgentLimits {
+            entries: rows
+                .into_iter()
+                .map($crate::limits::EntryRow::into_entry)
+                .collect::<Result<_, _>>()?,
+            version: 0,
+        }
     }};
 }
 
 pub(crate) use load_limits;
 
-#[derive(Queryable, Selectable, Insertable)]
-#[diesel(table_name = agent_limits)]
-pub(crate) struct AgentLimitsRow {
-    tenant_id: DbUuid,
-    document: String,
-    version: i64,
-    updated_at: DbTime,
+#[derive(QueryableByName)]
+struct Counter {
+    #[diesel(sql_type = BigInt)]
+    value: i64,
 }
 
-pub(crate) fn parse(row: AgentLimitsRow) -> Result<AgentLimits, StoreError> {
-    let entries = serde_json::from_str(&row.document)
-        .map_err(|error| StoreError::Corrupt(format!("agent_limits document: {error}")))?;
-    Ok(AgentLimits {
-        entries,
-        version: row.version,
-    })
+/// The next agent-limits version, from the backend's counter.
+pub(crate) trait NextLimitsVersion {
+    fn next_limits_version(&mut self) -> impl Future<Output = diesel::QueryResult<i64>> + Send;
 }
 
-fn encode(entries: &BTreeMap<String, AgentLimitEntry>) -> Result<String, StoreError> {
-    serde_json::to_string(entries).map_err(|error| StoreError::Corrupt(error.to_string()))
+impl NextLimitsVersion for AsyncPgConnection {
+    async fn next_limits_version(&mut self) -> diesel::QueryResult<i64> {
+        // A sequence takes no row lock: concurrent bootstraps of one tenant
+        // do not queue on each other.
+        diesel::sql_query("SELECT nextval('agent_limits_version') AS value")
+            .get_result::<Counter>(self)
+            .await
+            .map(|counter| counter.value)
+    }
 }
 
-/// Outcome of one compare-and-swap attempt.
-enum Attempt<E> {
-    Written(AgentLimits),
-    Unchanged(AgentLimits),
-    Refused(E),
-    LostRace,
+impl NextLimitsVersion for SqliteConn {
+    async fn next_limits_version(&mut self) -> diesel::QueryResult<i64> {
+        diesel::sql_query("UPDATE agent_limits_version SET value = value + 1 RETURNING value")
+            .get_result::<Counter>(self)
+            .await
+            .map(|counter| counter.value)
+    }
 }
 
 impl Store {
+    /// The tenant's whole map with its version.
     pub async fn agent_limits(&self, tenant: TenantId) -> Result<AgentLimits, StoreError> {
-        let row: Option<AgentLimitsRow> = read!(self, |conn| {
-            agent_limits::table
-                .find(DbUuid(tenant.as_uuid()))
-                .select(AgentLimitsRow::as_select())
+        let tenant_id = DbUuid(tenant.as_uuid());
+        let (header, rows): (Option<i64>, Vec<EntryRow>) = read!(self, |conn| {
+            let header = agent_limits::table
+                .find(tenant_id)
+                .select(agent_limits::version)
+                .first(conn)
+                .await
+                .optional()?;
+            let rows = agent_limit_entries::table
+                .filter(agent_limit_entries::tenant_id.eq(tenant_id))
+                .select(EntryRow::as_select())
+                .load(conn)
+                .await?;
+            Ok::<_, diesel::result::Error>((header, rows))
+        })?;
+        let version = rows
+            .iter()
+            .map(|row| row.version)
+            .chain(header)
+            .max()
+            .unwrap_or(0);
+        Ok(AgentLimits {
+            entries: rows
+                .into_iter()
+                .map(EntryRow::into_entry)
+                .collect::<Result<_, _>>()?,
+            version,
+        })
+    }
+
+    /// The entry under `key`, if the tenant's map has one.
+    pub async fn agent_limit_entry(
+        &self,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<AgentLimitEntry>, StoreError> {
+        let row: Option<EntryRow> = read!(self, |conn| {
+            agent_limit_entries::table
+                .find((DbUuid(tenant.as_uuid()), key))
+                .select(EntryRow::as_select())
                 .first(conn)
                 .await
                 .optional()
         })?;
-        row.map(parse).transpose().map(Option::unwrap_or_default)
+        Ok(row
+            .map(EntryRow::into_entry)
+            .transpose()?
+            .map(|(_, entry)| entry))
     }
 
-    /// Reads the map, lets `change` edit it, and writes it back if nobody
-    /// else wrote in between (`version` compare-and-swap), trying up to
-    /// [`LIMITS_ATTEMPTS`] times. `change` may run more than once, so it must
-    /// be a pure edit; returning `Err` from it writes nothing and hands the
+    /// Adds `entry` under `key` for `agent` unless the map has an entry
+    /// there already (an operator's entry wins); returns the entry now in
+    /// the map. One insert, no lock on the rest of the map.
+    pub async fn ensure_agent_limit_entry(
+        &self,
+        tenant: TenantId,
+        agent: AgentId,
+        key: &str,
+        entry: AgentLimitEntry,
+    ) -> Result<AgentLimitEntry, StoreError> {
+        self.refuse_limits_write_if_told()?;
+        let tenant_id = DbUuid(tenant.as_uuid());
+        let inserted = write_tx!(self, |conn| {
+            let version = conn.next_limits_version().await?;
+            let inserted = diesel::insert_into(agent_limit_entries::table)
+                .values(EntryRow::new(tenant, key.to_owned(), &entry, version))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            if inserted == 0 {
+                let row: EntryRow = agent_limit_entries::table
+                    .find((tenant_id, key))
+                    .select(EntryRow::as_select())
+                    .first(conn)
+                    .await?;
+                return Ok(Err(row.into_entry()?.1));
+            }
+            // The agent's cached enforcement (its snapshot) depended on
+            // the entry it did not have.
+            conn.notify_change(Change::Agent(agent)).await?;
+            Ok::<_, StoreError>(Ok(entry))
+        })?;
+        match inserted {
+            Ok(entry) => {
+                self.publish(Change::Agent(agent));
+                Ok(entry)
+            }
+            Err(existing) => Ok(existing),
+        }
+    }
+
+    /// Reads the map, lets `change` edit it, and writes back what changed,
+    /// under the tenant's header row lock. `change` may run twice (once on
+    /// an unlocked read, to find edits that change nothing), so it must be
+    /// a pure edit; returning `Err` from it writes nothing and hands the
     /// error back as `Ok(Err(..))`.
     pub async fn update_agent_limits<E, F>(
         &self,
@@ -125,6 +278,106 @@ impl Store {
         F: Fn(&mut BTreeMap<String, AgentLimitEntry>) -> Result<(), E> + Send + Sync,
         E: Send,
     {
+        self.refuse_limits_write_if_told()?;
+        // Many calls change nothing: find that out without the lock.
+        let current = self.agent_limits(tenant).await?;
+        if current.version > 0 {
+            let mut entries = current.entries.clone();
+            if let Err(error) = change(&mut entries) {
+                return Ok(Err(error));
+            }
+            if entries == current.entries {
+                return Ok(Ok(current));
+            }
+        }
+        let tenant_id = DbUuid(tenant.as_uuid());
+        let now = DbTime::new(now);
+        let outcome = write_tx!(self, |conn| {
+            // The header row is what whole-map writers queue on; create it
+            // on the first write.
+            diesel::insert_into(agent_limits::table)
+                .values((
+                    agent_limits::tenant_id.eq(tenant_id),
+                    agent_limits::version.eq(0_i64),
+                    agent_limits::updated_at.eq(now),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            let header_version: i64 = diesel::update(agent_limits::table.find(tenant_id))
+                .set(agent_limits::version.eq(agent_limits::version))
+                .returning(agent_limits::version)
+                .get_result(conn)
+                .await?;
+            let rows: Vec<EntryRow> = agent_limit_entries::table
+                .filter(agent_limit_entries::tenant_id.eq(tenant_id))
+                .select(EntryRow::as_select())
+                .load(conn)
+                .await?;
+            let current_version = rows
+                .iter()
+                .map(|row| row.version)
+                .fold(header_version, i64::max);
+            let current: BTreeMap<String, AgentLimitEntry> = rows
+                .into_iter()
+                .map(EntryRow::into_entry)
+                .collect::<Result<_, _>>()?;
+            let mut entries = current.clone();
+            if let Err(error) = change(&mut entries) {
+                return Ok(Err(error));
+            }
+            if entries == current && current_version > 0 {
+                return Ok(Ok((
+                    AgentLimits {
+                        entries,
+                        version: current_version,
+                    },
+                    false,
+                )));
+            }
+            let version = conn.next_limits_version().await?;
+            let stale: Vec<&String> = current
+                .iter()
+                .filter(|(key, entry)| entries.get(*key) != Some(entry))
+                .map(|(key, _)| key)
+                .collect();
+            diesel::delete(
+                agent_limit_entries::table
+                    .filter(agent_limit_entries::tenant_id.eq(tenant_id))
+                    .filter(agent_limit_entries::limit_key.eq_any(stale)),
+            )
+            .execute(conn)
+            .await?;
+            // Row by row: diesel's SQLite backend has no multi-row VALUES.
+            for (key, entry) in &entries {
+                if current.get(key) != Some(entry) {
+                    diesel::insert_into(agent_limit_entries::table)
+                        .values(EntryRow::new(tenant, key.clone(), entry, version))
+                        .execute(conn)
+                        .await?;
+                }
+            }
+            diesel::update(agent_limits::table.find(tenant_id))
+                .set((
+                    agent_limits::version.eq(version),
+                    agent_limits::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .await?;
+            conn.notify_change(Change::TenantLimits(tenant)).await?;
+            Ok::<_, StoreError>(Ok((AgentLimits { entries, version }, true)))
+        })?;
+        Ok(outcome.map(|(limits, written)| {
+            if written {
+                self.publish(Change::TenantLimits(tenant));
+            }
+            limits
+        }))
+    }
+
+    /// With the `test-hooks` feature, tests can make every limits write
+    /// fail as if it had lost its compare-and-swap three times.
+    fn refuse_limits_write_if_told(&self) -> Result<(), StoreError> {
         #[cfg(feature = "test-hooks")]
         if std::sync::atomic::AtomicBool::load(
             &self.fail_limits_writes,
@@ -135,110 +388,6 @@ impl Store {
                 attempts: LIMITS_ATTEMPTS,
             });
         }
-        for _ in 0..LIMITS_ATTEMPTS {
-            match self.try_update_agent_limits(tenant, now, &change).await? {
-                Attempt::Written(limits) => {
-                    self.publish(Change::TenantLimits(tenant));
-                    return Ok(Ok(limits));
-                }
-                Attempt::Unchanged(limits) => return Ok(Ok(limits)),
-                Attempt::Refused(error) => return Ok(Err(error)),
-                Attempt::LostRace => continue,
-            }
-        }
-        Err(StoreError::ContentionExhausted {
-            what: "the agent-limits map",
-            attempts: LIMITS_ATTEMPTS,
-        })
-    }
-
-    async fn try_update_agent_limits<E, F>(
-        &self,
-        tenant: TenantId,
-        now: OffsetDateTime,
-        change: &F,
-    ) -> Result<Attempt<E>, StoreError>
-    where
-        F: Fn(&mut BTreeMap<String, AgentLimitEntry>) -> Result<(), E> + Send + Sync,
-        E: Send,
-    {
-        let tenant_id = DbUuid(tenant.as_uuid());
-        let now = DbTime::new(now);
-        let outcome = write_tx!(self, |conn| {
-            // Take the row lock before reading (PostgreSQL; SQLite's IMMEDIATE
-            // transaction holds the write lock already). Without it, sixteen
-            // concurrent writers on PostgreSQL lose the compare-and-swap often
-            // enough to exhaust three attempts; with it the version check
-            // still guards against any writer that skips this path.
-            diesel::update(agent_limits::table.find(tenant_id))
-                .set(agent_limits::version.eq(agent_limits::version))
-                .execute(conn)
-                .await?;
-            let current: Option<AgentLimitsRow> = agent_limits::table
-                .find(tenant_id)
-                .select(AgentLimitsRow::as_select())
-                .first(conn)
-                .await
-                .optional()?;
-            let current = current.map(parse).transpose()?.unwrap_or_default();
-            let mut entries = current.entries.clone();
-            if let Err(error) = change(&mut entries) {
-                return Ok(Attempt::Refused(error));
-            }
-            // An edit that changes nothing writes nothing (and keeps the
-            // version), so idempotent callers cost no write.
-            if entries == current.entries && current.version > 0 {
-                return Ok(Attempt::Unchanged(current));
-            }
-            let document = encode(&entries)?;
-            let written = if current.version == 0 {
-                let inserted = diesel::insert_into(agent_limits::table)
-                    .values(AgentLimitsRow {
-                        tenant_id,
-                        document,
-                        version: 1,
-                        updated_at: now,
-                    })
-                    .execute(conn)
-                    .await;
-                match inserted {
-                    Ok(count) => count,
-                    // Another first writer got there: lost the race.
-                    Err(diesel::result::Error::DatabaseError(
-                        diesel::result::DatabaseErrorKind::UniqueViolation,
-                        _,
-                    )) => 0,
-                    Err(error) => return Err(error.into()),
-                }
-            } else {
-                diesel::update(
-                    agent_limits::table
-                        .find(tenant_id)
-                        .filter(agent_limits::version.eq(current.version)),
-                )
-                .set((
-                    agent_limits::document.eq(document),
-                    agent_limits::version.eq(current.version + 1),
-                    agent_limits::updated_at.eq(now),
-                ))
-                .execute(conn)
-                .await?
-            };
-            if written == 1 {
-                conn.notify_change(Change::TenantLimits(tenant)).await?;
-                Ok(Attempt::Written(AgentLimits {
-                    entries,
-                    version: current.version + 1,
-                }))
-            } else {
-                Ok::<_, StoreError>(Attempt::LostRace)
-            }
-        });
-        match outcome {
-            // On PostgreSQL a failed insert aborts the transaction, which then
-            // reports the unique violation on commit; that too is a lost race.
-            Err(StoreError::Conflict(_)) => Ok(Attempt::LostRace),
-            other => other,
-        }
+        Ok(())
     }
 }

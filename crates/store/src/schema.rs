@@ -81,9 +81,21 @@ diesel::table! {
 
     agent_limits (tenant_id) {
         tenant_id -> PortableUuid,
-        document -> Text,
         version -> BigInt,
         updated_at -> PortableTime,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::PortableUuid;
+
+    agent_limit_entries (tenant_id, limit_key) {
+        tenant_id -> PortableUuid,
+        limit_key -> Text,
+        max_budget_micros -> Nullable<BigInt>,
+        max_requests_per_minute -> Nullable<BigInt>,
+        version -> BigInt,
     }
 }
 
@@ -364,6 +376,7 @@ diesel::joinable!(api_keys -> agents (agent_id));
 diesel::joinable!(lifecycle_events -> tenants (tenant_id));
 diesel::joinable!(lifecycle_events -> agents (agent_id));
 diesel::joinable!(agent_limits -> tenants (tenant_id));
+diesel::joinable!(agent_limit_entries -> tenants (tenant_id));
 diesel::joinable!(ledger_entries -> tenants (tenant_id));
 diesel::joinable!(ledger_entries -> agents (agent_id));
 diesel::joinable!(rate_windows -> agents (agent_id));
@@ -400,6 +413,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_keys,
     lifecycle_events,
     agent_limits,
+    agent_limit_entries,
     ledger_entries,
     rate_windows,
     one_time_tokens,

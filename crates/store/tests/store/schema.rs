@@ -21,6 +21,10 @@ const INTENTIONAL: &[&str] = &[
     // SQLite's INTEGER PRIMARY KEY is the rowid itself and has no index of
     // its own to list; it is unique all the same.
     "unique change_log(id)",
+    // Agent-limits versions: a sequence on PostgreSQL, a one-row counter
+    // table on SQLite, which has no sequences.
+    "column agent_limits_version.id NOT NULL",
+    "column agent_limits_version.value NOT NULL",
 ];
 
 #[derive(QueryableByName)]
