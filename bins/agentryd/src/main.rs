@@ -78,16 +78,18 @@ async fn verify(store: &Store) -> anyhow::Result<()> {
         .await
         .context("cannot read the database")?;
     println!(
-        "checked {} tenant(s), {} agent(s), {} ledger entries, {} audit events on {}",
+        "checked {} tenant(s), {} agent(s), {} ledger entries, {} consumed one-time tokens, {} audit events on {}",
         report.tenants,
         report.agents,
         report.ledger_entries,
+        report.consumed_tokens,
         report.audit_events,
         store.backend().as_str()
     );
     println!("  bootstrapped agents that are active have their agent-limits entry");
     println!("  every ledger replays; every parent-child transfer is written on both sides");
     println!("  no account has committed more than its enforced caps");
+    println!("  every consumed one-time token took effect (invites, machine bootstrap tokens)");
     println!("  every tenant's audit hash chain is intact");
     if report.violations.is_empty() {
         println!("ok: no violation");

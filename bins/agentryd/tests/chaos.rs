@@ -1,9 +1,13 @@
 //! Crashes lose nothing: a bootstrap + spend + delegation load runs against
 //! the real binary, which is killed with SIGKILL at random moments and
-//! restarted, on SQLite and on PostgreSQL. Afterwards `agentryd verify`
-//! must find no violation (no active agent without its limits entry, no
-//! ledger that does not balance, no account over its caps, the audit chain
-//! intact), and every bootstrap that was answered 201 must still be there.
+//! restarted, on SQLite and on PostgreSQL. Seed 002 invites are accepted
+//! through the crashes too: one-time tokens whose answer a kill may lose.
+//! Afterwards `agentryd verify` must find no violation (no active agent
+//! without its limits entry, no ledger that does not balance, no account
+//! over its caps, no consumed token that did not take effect, the audit
+//! chain intact), every bootstrap that was answered 201 must still be
+//! there, and every invite the load used up must let its human log in,
+//! whether or not its answer arrived.
 //!
 //! This is the bounded form `cargo xtask test` runs. `cargo xtask chaos`
 //! runs it against the release binary with more rounds, through
@@ -22,6 +26,8 @@ use common::{first_admin_key, free_port, http, start_with, try_http};
 use serde_json::{Value, json};
 
 const DEFAULT_ROUNDS: usize = 3;
+/// Humans invited before the load; their invites are accepted during it.
+const INVITES: usize = 40;
 
 fn binary() -> String {
     std::env::var("AGENTRY_CHAOS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_agentryd").into())
@@ -73,6 +79,11 @@ struct Shared {
     acknowledged: Mutex<BTreeSet<String>>,
     /// Answers in the 5xx range other than 503: there must be none.
     server_errors: Mutex<Vec<String>>,
+    /// Invites used up, as (e-mail, password, whether the acceptance was
+    /// answered 200): each must log in.
+    used_invites: Mutex<Vec<(String, String, bool)>>,
+    /// Answers to an invite acceptance that no crash explains.
+    invite_errors: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -83,8 +94,18 @@ impl Shared {
         bearer: &str,
         body: &Value,
     ) -> Option<(u16, Value)> {
+        self.request_as(method, path, Some(bearer), body)
+    }
+
+    fn request_as(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: &Value,
+    ) -> Option<(u16, Value)> {
         let port = self.port.load(Ordering::Acquire);
-        let answer = try_http(port, method, path, Some(bearer), Some(body)).ok();
+        let answer = try_http(port, method, path, bearer, Some(body)).ok();
         if let Some((status, body)) = &answer
             && *status >= 500
             && *status != 503
@@ -137,13 +158,75 @@ fn bootstrap(shared: &Shared, key: &str, agent: &str, extra: Value) -> Option<(u
     shared.request("POST", "/v1/agent/bootstrap", key, &body)
 }
 
+/// Seed 002's instance bootstrap with `humans` invited humans; returns
+/// each human's (e-mail, invite token).
+fn invite_team(shared: &Shared, humans: usize) -> Vec<(String, String)> {
+    let body = json!({
+        "primary_agent": {
+            "email": "primary@chaos.test",
+            "password": "primary-password-1",
+            "agent_profile": { "name": "primary", "display_name": "Primary" }
+        },
+        "humans": (0..humans)
+            .map(|n| json!({ "email": format!("human-{n}@chaos.test") }))
+            .collect::<Vec<_>>(),
+    });
+    let (status, answer) = shared
+        .request_as("POST", "/api/v1/bootstrap", None, &body)
+        .expect("up");
+    assert_eq!(status, 201, "{answer}");
+    answer["humans"]
+        .as_array()
+        .expect("invited humans")
+        .iter()
+        .map(|human| {
+            (
+                human["email"].as_str().expect("an e-mail").to_owned(),
+                human["invite_token"].as_str().expect("a token").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Accepts each invite until it is used up. A kill can lose the answer of
+/// an acceptance that committed; the retry then hears `invite_used`, and
+/// the invite must still have taken effect (checked by logging in).
+fn accept_invites(shared: &Shared, invites: Vec<(String, String)>) {
+    for (email, token) in invites {
+        let password = format!("{email}-password");
+        let body = json!({ "token": token, "password": password });
+        while !shared.stop.load(Ordering::Acquire) {
+            let answered = match shared.request_as("POST", "/api/v1/invite/accept", None, &body) {
+                Some((200, _)) => true,
+                Some((410, answer)) if answer["code"] == "invite_used" => false,
+                Some((503, _)) | None => continue,
+                Some((status, answer)) => {
+                    if let Ok(mut errors) = shared.invite_errors.lock() {
+                        errors.push(format!("{email}: {status} {answer}"));
+                    }
+                    break;
+                }
+            };
+            if let Ok(mut used) = shared.used_invites.lock() {
+                used.push((email.clone(), password.clone(), answered));
+            }
+            break;
+        }
+    }
+}
+
 fn run_load(
     shared: &Arc<Shared>,
     key: &str,
     spenders: Vec<String>,
     delegator: String,
+    invites: Vec<(String, String)>,
 ) -> Vec<std::thread::JoinHandle<()>> {
     let mut workers = Vec::new();
+    let accepting = Arc::clone(shared);
+    workers.push(std::thread::spawn(move || {
+        accept_invites(&accepting, invites);
+    }));
     // New agents, and repeats of earlier ones.
     for worker in 0..2 {
         let (shared, key) = (Arc::clone(shared), key.to_owned());
@@ -268,7 +351,8 @@ fn chaos(dir: &Path, env: &[(&str, &str)]) {
     assert_eq!(status, 201, "{body}");
     let delegator = body["jwt"].as_str().expect("a token").to_owned();
 
-    let workers = run_load(&shared, &key, spenders, delegator);
+    let invites = invite_team(&shared, INVITES);
+    let workers = run_load(&shared, &key, spenders, delegator, invites);
     let mut server = Some(server);
     for round in 1..=rounds() {
         let after = 10 + random.below(60);
@@ -299,6 +383,15 @@ fn chaos(dir: &Path, env: &[(&str, &str)]) {
         server_errors.is_empty(),
         "answers other than 503 in the 5xx range: {server_errors:#?}"
     );
+    let invite_errors = shared
+        .invite_errors
+        .lock()
+        .map(|errors| errors.clone())
+        .unwrap_or_default();
+    assert!(
+        invite_errors.is_empty(),
+        "invite acceptances refused for no crash's sake: {invite_errors:#?}"
+    );
 
     // Everything answered 201 survived the crashes.
     let port = shared.port.load(Ordering::Acquire);
@@ -322,6 +415,22 @@ fn chaos(dir: &Path, env: &[(&str, &str)]) {
             "{agent}: {body}"
         );
     }
+    // Every invite used up works, answered or not.
+    let used = shared
+        .used_invites
+        .lock()
+        .map(|used| used.clone())
+        .unwrap_or_default();
+    assert!(!used.is_empty(), "the load accepted no invite");
+    for (email, password, _) in &used {
+        let login = json!({ "email": email, "password": password });
+        let (status, body) = http(port, "POST", "/api/v1/auth/login", None, Some(&login));
+        assert_eq!(
+            status, 200,
+            "{email} used its invite but cannot log in: {body}"
+        );
+    }
+    let unanswered = used.iter().filter(|(_, _, answered)| !answered).count();
     drop(server);
 
     let mut verify = Command::new(&binary);
@@ -336,8 +445,10 @@ fn chaos(dir: &Path, env: &[(&str, &str)]) {
     let output = verify.output().expect("agentryd verify runs");
     let report = String::from_utf8_lossy(&output.stdout);
     eprintln!(
-        "chaos: {} acknowledged bootstraps survived\n{report}",
-        acknowledged.len()
+        "chaos: {} acknowledged bootstraps survived; {} invites used up ({unanswered} of them \
+         with the answer lost to a kill), each logs in\n{report}",
+        acknowledged.len(),
+        used.len()
     );
     assert!(
         output.status.success(),

@@ -199,32 +199,63 @@ async fn run(state: &AppState, tenant: TenantId, new: NewAgent) -> Result<Outcom
     let slug = new.slug.clone();
     let budget_daily = new.budget_daily;
     // Most bootstraps are repeats: look the agent up first (in the
-    // database, not any cache), and insert only when it is not there.
-    let existing = store.find_agent_by_slug(tenant, &slug).await?;
-    // Created as provisioned, activated only once its limits are written:
-    // an agent is never active without enforced limits (seed 000). Two
-    // first bootstraps racing meet at the unique index; the loser answers
-    // for the winner's agent.
-    let (agent, created) = match existing {
-        Some(agent) => (agent, false),
-        None => match store.create_agent(tenant, new, now()).await {
-            Ok(agent) => (agent, true),
-            Err(StoreError::Conflict(_)) => (
-                store
-                    .find_agent_by_slug(tenant, &slug)
-                    .await?
-                    .ok_or_else(|| {
-                        ApiError::new(
-                            StatusCode::CONFLICT,
-                            "conflict",
-                            "the agent changed concurrently; retry",
-                        )
-                    })?,
-                false,
-            ),
-            Err(error) => return Err(error.into()),
-        },
-    };
+    // database, not any cache), with its limits entry.
+    if let Some((agent, entry)) = store.find_agent_with_limits(tenant, &slug).await? {
+        let (agent, enforced) = complete(state, agent, entry, budget_daily).await?;
+        return Ok(Outcome::Existing(agent, enforced));
+    }
+    // A new agent is created, activated and given its limits entry in one
+    // transaction: never active without enforced limits (seed 000), and
+    // nothing left behind when that fails.
+    let entry = new_limits_entry(budget_daily);
+    match store
+        .create_bootstrapped_agent(tenant, new, entry, now())
+        .await
+    {
+        Ok(Ok((agent, entry))) => {
+            let enforced = enforced_limits(&agent, Some(&entry));
+            Ok(Outcome::Created(agent, enforced))
+        }
+        Ok(Err(refusal)) => Err(refused(refusal)),
+        // Two first bootstraps racing meet at the unique index; the loser
+        // answers for the winner's agent.
+        Err(StoreError::Conflict(_)) => {
+            let (agent, entry) = store
+                .find_agent_with_limits(tenant, &slug)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::CONFLICT,
+                        "conflict",
+                        "the agent changed concurrently; retry",
+                    )
+                })?;
+            let (agent, enforced) = complete(state, agent, entry, budget_daily).await?;
+            Ok(Outcome::Existing(agent, enforced))
+        }
+        Err(error) => Err(limits_error(error)),
+    }
+}
+
+/// The entry bootstrap gives an agent that has none.
+fn new_limits_entry(budget_daily: Option<Money>) -> AgentLimitEntry {
+    AgentLimitEntry {
+        max_budget: budget_daily,
+        max_requests_per_minute: Some(DEFAULT_RPM),
+    }
+}
+
+/// Bootstraps an agent that exists: the lifecycle must allow it, its limits
+/// entry is written if it has none (an operator's entry wins), and an agent
+/// still provisioned (created by another route, or by a bootstrap that did
+/// not finish) is activated. An active agent with its entry costs no write.
+async fn complete(
+    state: &AppState,
+    agent: AgentRecord,
+    entry: Option<AgentLimitEntry>,
+    budget_daily: Option<Money>,
+) -> Result<(AgentRecord, EnforcedLimits), ApiError> {
+    let store = &state.store;
     let activation = agent.lifecycle().bootstrap(now()).map_err(refused)?;
     // A delegated child belongs to its parent: a provisioner key must not
     // mint tokens for it.
@@ -234,59 +265,48 @@ async fn run(state: &AppState, tenant: TenantId, new: NewAgent) -> Result<Outcom
             "the agent was created by delegation; its parent holds its credentials",
         ));
     }
-    let enforced = ensure_limits_entry(state, &agent, budget_daily).await?;
-    // An agent already active needs no write; one still provisioned is
-    // activated under its row lock, which re-checks the lifecycle.
+    let entry = match entry {
+        Some(entry) => entry,
+        None => store
+            .ensure_agent_limit_entry(
+                agent.tenant_id,
+                agent.id,
+                &agent.slug.limits_key(),
+                new_limits_entry(budget_daily),
+            )
+            .await
+            .map_err(limits_error)?,
+    };
+    // Activated under its row lock, which re-checks the lifecycle.
     let agent = match activation {
         None => agent,
         Some(_) => {
             store
-                .change_lifecycle(tenant, agent.id, |lifecycle| lifecycle.bootstrap(now()))
+                .change_lifecycle(agent.tenant_id, agent.id, |lifecycle| {
+                    lifecycle.bootstrap(now())
+                })
                 .await?
                 .map_err(refused)?
                 .0
         }
     };
-    Ok(if created {
-        Outcome::Created(agent, enforced)
-    } else {
-        Outcome::Existing(agent, enforced)
-    })
+    let enforced = enforced_limits(&agent, Some(&entry));
+    Ok((agent, enforced))
 }
 
 fn refused(refusal: LifecycleError) -> ApiError {
     ApiError::forbidden("agent_not_bootstrappable", refusal.to_string())
 }
 
-/// Adds the agent's entry to the tenant's agent-limits map unless it has
-/// one (an operator's entry wins), and says what is enforced with it. A
-/// failed write is 503, and no token is issued.
-async fn ensure_limits_entry(
-    state: &AppState,
-    agent: &AgentRecord,
-    budget_daily: Option<Money>,
-) -> Result<EnforcedLimits, ApiError> {
-    let store = &state.store;
-    let key = agent.slug.limits_key();
-    let entry = match store.agent_limit_entry(agent.tenant_id, &key).await? {
-        Some(entry) => Ok(entry),
-        None => {
-            let entry = AgentLimitEntry {
-                max_budget: budget_daily,
-                max_requests_per_minute: Some(DEFAULT_RPM),
-            };
-            store
-                .ensure_agent_limit_entry(agent.tenant_id, agent.id, &key, entry)
-                .await
-        }
-    };
-    match entry {
-        Ok(entry) => Ok(enforced_limits(agent, Some(&entry))),
-        Err(error) if error.is_unavailable() => Err(ApiError::unavailable(
+/// A limits write that failed: 503, and no token is issued.
+fn limits_error(error: StoreError) -> ApiError {
+    if error.is_unavailable() {
+        ApiError::unavailable(
             "the agent's limits could not be written; no token was issued, retry the bootstrap",
         )
-        .with_code("limits_unavailable")),
-        Err(error) => Err(error.into()),
+        .with_code("limits_unavailable")
+    } else {
+        error.into()
     }
 }
 

@@ -1,15 +1,17 @@
 //! The audit trail: append-only, each row chained to its predecessor in the
 //! same tenant by SHA-256, so an edit or a deletion is detectable.
 
+use std::future::Future;
+
 use agentry_domain::TenantId;
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::db::{read, write_tx};
+use crate::db::{SqliteConn, read, write_tx};
 use crate::schema::{audit_events, tenants};
 use crate::types::{DbTime, DbUuid};
 use crate::{Store, StoreError, new_id};
@@ -50,7 +52,7 @@ pub struct BrokenLink {
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = audit_events)]
-struct AuditRow {
+pub(crate) struct AuditRow {
     id: DbUuid,
     tenant_id: DbUuid,
     seq: i64,
@@ -102,6 +104,40 @@ impl AuditRow {
                 .map_err(|error| StoreError::Corrupt(format!("audit detail: {error}")))?,
             at: self.at.get(),
         })
+    }
+}
+
+/// Inserts a batch of audit rows as the backend does it best.
+pub(crate) trait InsertAuditRows {
+    fn insert_audit_rows(
+        &mut self,
+        rows: &[AuditRow],
+    ) -> impl Future<Output = diesel::QueryResult<()>> + Send;
+}
+
+impl InsertAuditRows for AsyncPgConnection {
+    /// One statement per batch: row by row, each a round trip, a busy
+    /// tenant's trail falls behind its requests.
+    async fn insert_audit_rows(&mut self, rows: &[AuditRow]) -> diesel::QueryResult<()> {
+        diesel::insert_into(audit_events::table)
+            .values(rows)
+            .execute(self)
+            .await
+            .map(drop)
+    }
+}
+
+impl InsertAuditRows for SqliteConn {
+    /// Row by row: diesel has no multi-row insert for SQLite rows that may
+    /// hold NULLs, and SQLite has no round trip to save.
+    async fn insert_audit_rows(&mut self, rows: &[AuditRow]) -> diesel::QueryResult<()> {
+        for row in rows {
+            diesel::insert_into(audit_events::table)
+                .values(row)
+                .execute(self)
+                .await?;
+        }
+        Ok(())
     }
 }
 
@@ -168,13 +204,7 @@ impl Store {
                 prev_hash.clone_from(&row.hash);
                 rows.push(row);
             }
-            // Row by row: diesel's SQLite backend has no multi-row VALUES.
-            for row in &rows {
-                diesel::insert_into(audit_events::table)
-                    .values(row)
-                    .execute(conn)
-                    .await?;
-            }
+            conn.insert_audit_rows(&rows).await?;
             Ok::<_, StoreError>(rows)
         })?;
         rows.into_iter().map(AuditRow::into_event).collect()

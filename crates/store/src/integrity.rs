@@ -9,8 +9,9 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use time::OffsetDateTime;
 
+use crate::TokenPurpose;
 use crate::db::read;
-use crate::schema::lifecycle_events;
+use crate::schema::{invites, lifecycle_events, one_time_tokens, provisioning_sessions, users};
 use crate::types::DbUuid;
 use crate::{Store, StoreError};
 
@@ -21,6 +22,7 @@ pub struct IntegrityReport {
     pub agents: usize,
     pub ledger_entries: usize,
     pub audit_events: i64,
+    pub consumed_tokens: usize,
     pub violations: Vec<String>,
 }
 
@@ -29,8 +31,10 @@ impl Store {
     /// active has its agent-limits entry (seed 000's "profile + limits, or
     /// nothing usable"); every agent's ledger replays and every transfer
     /// between parent and child is written on both sides; no account has
-    /// committed more than its enforced caps at `now`; the audit hash chain
-    /// is intact.
+    /// committed more than its enforced caps at `now`; every consumed
+    /// one-time token took effect (an invite's user has a password, a
+    /// provisioning token's session completed); the audit hash chain is
+    /// intact.
     pub async fn check_integrity(
         &self,
         now: OffsetDateTime,
@@ -100,6 +104,14 @@ impl Store {
                         .push(format!("tenant {}: {imbalance:?}", tenant.name));
                 }
             }
+            let (consumed, unanswered) = self.consumed_tokens_without_effect(tenant_id).await?;
+            report.consumed_tokens += consumed;
+            for (purpose, token) in unanswered {
+                report.violations.push(format!(
+                    "tenant {}: {purpose} token {token} was consumed but did not take effect",
+                    tenant.name
+                ));
+            }
             match self.verify_audit_chain(tenant_id).await? {
                 Ok(events) => report.audit_events += events,
                 Err(link) => report.violations.push(format!(
@@ -109,5 +121,61 @@ impl Store {
             }
         }
         Ok(report)
+    }
+
+    /// How many one-time tokens of the tenant were consumed, and those whose
+    /// consumption left no effect behind. Each is consumed in the same
+    /// transaction as its effect, so a crash can lose the answer but never
+    /// leave a used token with nothing to show for it. Download tokens are
+    /// consumed once their transfer has been sent, which is their effect.
+    async fn consumed_tokens_without_effect(
+        &self,
+        tenant: agentry_domain::TenantId,
+    ) -> Result<(usize, Vec<(String, uuid::Uuid)>), StoreError> {
+        let tenant_id = DbUuid(tenant.as_uuid());
+        let (consumed, invites_without_password, sessions_incomplete) = read!(self, |conn| {
+            let consumed: i64 = one_time_tokens::table
+                .filter(one_time_tokens::tenant_id.eq(tenant_id))
+                .filter(one_time_tokens::consumed_at.is_not_null())
+                .count()
+                .get_result(conn)
+                .await?;
+            let invites_without_password: Vec<DbUuid> = one_time_tokens::table
+                .inner_join(invites::table.on(invites::token_id.eq(one_time_tokens::id)))
+                .inner_join(users::table.on(users::id.eq(invites::user_id)))
+                .filter(one_time_tokens::tenant_id.eq(tenant_id))
+                .filter(one_time_tokens::purpose.eq(TokenPurpose::Invite.as_str()))
+                .filter(one_time_tokens::consumed_at.is_not_null())
+                .filter(users::password_hash.is_null())
+                .select(one_time_tokens::id)
+                .load(conn)
+                .await?;
+            let completed = provisioning_sessions::table
+                .filter(provisioning_sessions::completed_at.is_not_null())
+                .select(provisioning_sessions::token_id);
+            let sessions_incomplete: Vec<DbUuid> = one_time_tokens::table
+                .filter(one_time_tokens::tenant_id.eq(tenant_id))
+                .filter(one_time_tokens::purpose.eq(TokenPurpose::Bootstrap.as_str()))
+                .filter(one_time_tokens::consumed_at.is_not_null())
+                .filter(one_time_tokens::id.ne_all(completed))
+                .select(one_time_tokens::id)
+                .load(conn)
+                .await?;
+            Ok::<_, diesel::result::Error>((
+                consumed,
+                invites_without_password,
+                sessions_incomplete,
+            ))
+        })?;
+        let unanswered = invites_without_password
+            .into_iter()
+            .map(|id| ("invite".to_owned(), id.0))
+            .chain(
+                sessions_incomplete
+                    .into_iter()
+                    .map(|id| ("provisioning".to_owned(), id.0)),
+            )
+            .collect();
+        Ok((usize::try_from(consumed).unwrap_or(usize::MAX), unanswered))
     }
 }

@@ -11,18 +11,21 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use agentry_domain::{AgentId, Money, TenantId};
+use agentry_domain::{AgentId, AgentSlug, Money, TenantId};
+use agentry_lifecycle::LifecycleError;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::agents::{AgentRow, LifecycleEventRow};
 use crate::changes::{Change, NotifyChange};
 use crate::db::{SqliteConn, read, write_tx};
-use crate::schema::{agent_limit_entries, agent_limits};
+use crate::schema::{agent_limit_entries, agent_limits, agents, lifecycle_events};
+use crate::tenants::conflict_as;
 use crate::types::{DbTime, DbUuid};
-use crate::{Store, StoreError};
+use crate::{AgentRecord, NewAgent, Store, StoreError, new_id};
 
 /// How many attempts seed 000 allows a bootstrap's limits write ("3 OCC
 /// retries"). Writes no longer race for the map; the figure names the
@@ -67,7 +70,7 @@ pub fn enforced_limits(
     )
 }
 
-#[derive(Queryable, Selectable, Insertable)]
+#[derive(Debug, Queryable, Selectable, Insertable)]
 #[diesel(table_name = agent_limit_entries)]
 pub(crate) struct EntryRow {
     tenant_id: DbUuid,
@@ -261,6 +264,122 @@ impl Store {
             }
             Err(existing) => Ok(existing),
         }
+    }
+
+    /// The agent named `slug` with its agent-limits entry, in one query:
+    /// what a repeat bootstrap needs to answer.
+    pub async fn find_agent_with_limits(
+        &self,
+        tenant: TenantId,
+        slug: &AgentSlug,
+    ) -> Result<Option<(AgentRecord, Option<AgentLimitEntry>)>, StoreError> {
+        let tenant_id = DbUuid(tenant.as_uuid());
+        let key = slug.limits_key();
+        type Found = (AgentRow, Option<i64>, Option<i64>, Option<i64>);
+        let row: Option<Found> = read!(self, |conn| {
+            agents::table
+                .left_join(
+                    agent_limit_entries::table.on(agent_limit_entries::tenant_id
+                        .eq(agents::tenant_id)
+                        .and(agent_limit_entries::limit_key.eq(&key))),
+                )
+                .filter(agents::tenant_id.eq(tenant_id))
+                .filter(agents::slug.eq(slug.as_str()))
+                .select((
+                    AgentRow::as_select(),
+                    agent_limit_entries::max_budget_micros.nullable(),
+                    agent_limit_entries::max_requests_per_minute.nullable(),
+                    agent_limit_entries::version.nullable(),
+                ))
+                .first(conn)
+                .await
+                .optional()
+        })?;
+        let Some((agent, max_budget_micros, max_requests_per_minute, version)) = row else {
+            return Ok(None);
+        };
+        // `version` is never NULL in a stored entry: NULL means no entry.
+        let entry = version
+            .map(|version| {
+                EntryRow {
+                    tenant_id,
+                    limit_key: key.clone(),
+                    max_budget_micros,
+                    max_requests_per_minute,
+                    version,
+                }
+                .into_entry()
+            })
+            .transpose()?;
+        Ok(Some((
+            AgentRecord::try_from(agent)?,
+            entry.map(|(_, entry)| entry),
+        )))
+    }
+
+    /// Creates an agent and bootstraps it in one transaction: the agent,
+    /// its activation (as `agentry-lifecycle` decides it) and its
+    /// agent-limits entry (`entry`, unless the map has one under its key).
+    /// An agent is never active without its limits, and a failure leaves
+    /// nothing behind. A taken slug is `Conflict("agent")`. Returns the
+    /// agent and the entry in the map.
+    pub async fn create_bootstrapped_agent(
+        &self,
+        tenant: TenantId,
+        new: NewAgent,
+        entry: AgentLimitEntry,
+        now: OffsetDateTime,
+    ) -> Result<Result<(AgentRecord, AgentLimitEntry), LifecycleError>, StoreError> {
+        self.refuse_limits_write_if_told()?;
+        let mut agent = AgentRecord::new(tenant, AgentId::from_uuid(new_id()), new, now);
+        let (next, event) = match agent.lifecycle().bootstrap(now) {
+            Ok(Some(activation)) => activation,
+            Ok(None) => {
+                return Err(StoreError::Corrupt(
+                    "a new agent needs no bootstrap".to_owned(),
+                ));
+            }
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        agent.apply_lifecycle(&next, &event);
+        let key = agent.slug.limits_key();
+        let tenant_id = DbUuid(tenant.as_uuid());
+        let agent_row = AgentRow::from(&agent);
+        let event_row = LifecycleEventRow::new(tenant, agent.id, &event);
+        let entry = write_tx!(self, |conn| {
+            diesel::insert_into(agents::table)
+                .values(&agent_row)
+                .execute(conn)
+                .await
+                .map_err(|error| conflict_as(error, "agent"))?;
+            diesel::insert_into(lifecycle_events::table)
+                .values(&event_row)
+                .execute(conn)
+                .await?;
+            let version = conn.next_limits_version().await?;
+            let inserted = diesel::insert_into(agent_limit_entries::table)
+                .values(EntryRow::new(tenant, key.clone(), &entry, version))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            if inserted == 1 {
+                return Ok::<_, StoreError>(entry);
+            }
+            // An operator's entry, written before the agent existed, wins.
+            let row: EntryRow = agent_limit_entries::table
+                .find((tenant_id, &key))
+                .select(EntryRow::as_select())
+                .first(conn)
+                .await?;
+            Ok(row.into_entry()?.1)
+        });
+        // On PostgreSQL a failed insert aborts the transaction, which then
+        // reports the unique violation on commit.
+        let entry = entry.map_err(|error| match error {
+            StoreError::Conflict(_) => StoreError::Conflict("agent"),
+            other => other,
+        })?;
+        Ok(Ok((agent, entry)))
     }
 
     /// Reads the map, lets `change` edit it, and writes back what changed,

@@ -179,12 +179,9 @@ async fn a_failed_limits_write_gives_503_no_token_and_no_active_agent() {
             (503, Some("limits_unavailable"))
         );
         assert!(body.get("jwt").is_none(), "no token on failure: {body}");
-        let left = db.store.list_agents(acme).await.unwrap();
-        assert!(
-            left.iter()
-                .all(|agent| agent.lifecycle_state != LifecycleState::Active),
-            "an active agent without limits was left behind"
-        );
+        // The agent, its activation and its entry are one transaction:
+        // nothing is left behind.
+        assert!(db.store.list_agents(acme).await.unwrap().is_empty());
         assert!(
             db.store
                 .agent_limits(acme)
@@ -209,12 +206,50 @@ async fn a_failed_limits_write_gives_503_no_token_and_no_active_agent() {
             request,
         )
         .await;
-        assert_eq!(status, 200, "the retry completes the same agent: {body}");
+        assert_eq!(status, 201, "the retry creates the agent: {body}");
         assert_eq!(body["profile"]["lifecycleState"], "active");
         assert_eq!(
             audit_outcomes(&db.store, acme, "agent:unlucky", 2).await,
-            ["failed", "existing"]
+            ["failed", "created"]
         );
+
+        // An agent that exists without an entry (created by the profiles
+        // route) stays provisioned when its entry cannot be written.
+        let waiting = agent(&db.store, acme, "waiting", LifecycleState::Provisioned).await;
+        let request = json!({ "agent_id": "waiting" });
+        db.store.fail_limits_writes(true);
+        let (status, body) = call(
+            &app,
+            Method::POST,
+            "/v1/agent/bootstrap",
+            Some(provisioner.expose()),
+            request.clone(),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (503, Some("limits_unavailable"))
+        );
+        assert!(body.get("jwt").is_none(), "no token on failure: {body}");
+        let stored = db
+            .store
+            .find_agent(acme, waiting.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.lifecycle_state, LifecycleState::Provisioned);
+        db.store.fail_limits_writes(false);
+        let (status, body) = call(
+            &app,
+            Method::POST,
+            "/v1/agent/bootstrap",
+            Some(provisioner.expose()),
+            request,
+        )
+        .await;
+        assert_eq!(status, 200, "the retry completes the same agent: {body}");
+        assert_eq!(body["profile"]["lifecycleState"], "active");
+        assert_eq!(body["budget"]["enforced_rpm"], 30, "the default rate");
     })
     .await;
 }

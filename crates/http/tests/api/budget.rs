@@ -608,3 +608,70 @@ async fn an_operator_termination_takes_the_sub_agents_with_it_and_settles_their_
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_me_follows_every_ledger_change_at_once() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let acme = tenant(&db.store, "acme").await;
+        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
+        let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
+        let token = governed_agent(
+            &app,
+            provisioner.expose(),
+            operator.expose(),
+            "watched",
+            5.0,
+            json!({ "can_delegate": true }),
+        )
+        .await;
+        // Each read after the first may come from the cache; each change in
+        // between must be in it.
+        let remaining = async || {
+            let (status, body) = get(&app, "/v1/agent/limits/me", Some(&token)).await;
+            assert_eq!(status, 200, "{body}");
+            body["limits"]["enforced_daily_remaining_usd"]
+                .as_f64()
+                .unwrap()
+        };
+        assert_eq!(remaining().await, 5.0);
+        assert_eq!(remaining().await, 5.0);
+        let spend = json!({ "amount_usd": 1.0 });
+        let (status, _) = call(&app, Method::POST, "/v1/agent/spend", Some(&token), spend).await;
+        assert_eq!(status, 201);
+        assert_eq!(remaining().await, 4.0, "a spend");
+        let hold = json!({ "amount_usd": 0.5 });
+        let (status, held) = call(&app, Method::POST, "/v1/agent/holds", Some(&token), hold).await;
+        assert_eq!(status, 201, "{held}");
+        assert_eq!(remaining().await, 3.5, "a hold");
+        let child = json!({ "agent_id": "watched-child", "budget_allocation_usd": 1.0 });
+        let (status, _) = call(
+            &app,
+            Method::POST,
+            "/v1/agent/delegate",
+            Some(&token),
+            child,
+        )
+        .await;
+        assert_eq!(status, 201);
+        assert_eq!(remaining().await, 2.5, "a delegation");
+        let reclaim = "/v1/agent/sub-agents/watched-child";
+        let (status, _) = call(&app, Method::DELETE, reclaim, Some(&token), json!({})).await;
+        assert_eq!(status, 200);
+        assert_eq!(remaining().await, 3.5, "a reclaim");
+
+        // An operator lowering the agent's limit is seen at once too.
+        let (status, _) = call(
+            &app,
+            Method::PATCH,
+            "/v1/agent-limits",
+            Some(operator.expose()),
+            json!({ "agent:watched": { "maxBudgetUsd": 2.0 } }),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(remaining().await, 0.5, "a lowered limit");
+    })
+    .await;
+}

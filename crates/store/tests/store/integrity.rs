@@ -1,9 +1,12 @@
 //! `Store::check_integrity`: silent on a sound database, and it names each
 //! kind of damage it looks for.
 
-use agentry_domain::{LifecycleState, Money};
+use agentry_domain::{Email, LifecycleState, Money};
 use agentry_ledger::EnforcedLimits;
-use agentry_store::{Appends, NewAgent, NewAuditEvent, ProfilePatch, now};
+use agentry_store::{
+    Appends, BootstrapAgent, BootstrapHuman, InstanceBootstrap, NewAgent, NewAuditEvent,
+    ProfilePatch, now,
+};
 
 use crate::support::on_both_backends;
 use crate::{slug, tenant};
@@ -64,10 +67,50 @@ async fn a_sound_database_passes_and_each_kind_of_damage_is_named() {
         .await;
         // An audit event edited after the fact.
         db.execute_raw("UPDATE audit_events SET action = 'forged' WHERE seq = 2").await;
+        // Two invites: one accepted as it should be, one whose token was
+        // used up without its user getting a password.
+        let human = |n: u8| BootstrapHuman {
+            email: Email::parse(&format!("human-{n}@example.com")).unwrap(),
+            display_name: format!("Human {n}"),
+            role: "member".into(),
+            invite_hash: [n; 32],
+            invite_expires_at: now() + time::Duration::days(1),
+        };
+        store
+            .bootstrap_instance(
+                InstanceBootstrap {
+                    primary_email: Email::parse("primary@example.com").unwrap(),
+                    primary_password_hash: "hash".into(),
+                    primary_agent: BootstrapAgent {
+                        agent: NewAgent::named(slug("primary"), LifecycleState::Active),
+                        key_hash: [9; 32],
+                    },
+                    agents: Vec::new(),
+                    humans: vec![human(1), human(2)],
+                    channel_name: "general".into(),
+                    channel_topic: None,
+                },
+                now(),
+            )
+            .await
+            .unwrap();
+        store.accept_invite(&[1; 32], "hash".into(), now()).await.unwrap();
+        // And a machine whose bootstrap token is used up with no session
+        // completed.
+        store
+            .create_machine_instance(acme, crate::provisioning::new_machine("edge-1", [7; 32]), now())
+            .await
+            .unwrap();
+        assert_eq!(store.check_integrity(now()).await.unwrap().consumed_tokens, 1);
+        db.execute_raw("UPDATE one_time_tokens SET consumed_at = created_at WHERE consumed_at IS NULL")
+            .await;
 
         let report = store.check_integrity(now()).await.unwrap();
         let all = report.violations.join("\n");
-        assert_eq!(report.violations.len(), 3, "{all}");
+        assert_eq!(report.consumed_tokens, 3);
+        assert!(all.contains("invite token") && all.contains("did not take effect"), "{all}");
+        assert!(all.contains("provisioning token"), "{all}");
+        assert_eq!(report.violations.len(), 5, "{all}");
         assert!(all.contains("above its cap"), "{all}");
         assert!(all.contains("no agent-limits entry"), "{all}");
         assert!(all.contains("audit event 2 breaks the chain"), "{all}");

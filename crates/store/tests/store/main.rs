@@ -6,6 +6,7 @@
 )]
 
 mod integrity;
+mod limits;
 mod provisioning;
 mod registry;
 mod schema;
@@ -694,7 +695,7 @@ async fn last_seen_only_moves_forward() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_revocation_reaches_another_replica_through_the_change_feed() {
+async fn a_spend_and_a_revocation_reach_another_replica_through_the_change_feed() {
     on_both_backends(|db| async move {
         let store = &db.store;
         let acme = tenant(store, "acme").await;
@@ -717,6 +718,26 @@ async fn a_revocation_reaches_another_replica_through_the_change_feed() {
             // The listener announces a resync once it is listening.
             assert_eq!(heard.recv().await.unwrap(), agentry_store::Change::Resync);
         }
+        // A spend moves the agent's account, which replicas cache too.
+        let unlimited = EnforcedLimits::enforce(None, None, None, None);
+        store
+            .ledger_transaction(acme, &[agent], |accounts| {
+                let entry = accounts[&agent].spend(Money::from_usd(1), &unlimited, now())?;
+                Ok(Appends {
+                    entries: vec![(agent, entry)],
+                    idempotency_key: None,
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            local.recv().await.unwrap(),
+            agentry_store::Change::Ledger(agent)
+        );
+        assert_eq!(
+            heard.recv().await.unwrap(),
+            agentry_store::Change::Ledger(agent)
+        );
         store
             .change_lifecycle(acme, agent, |lifecycle| {
                 lifecycle

@@ -28,7 +28,7 @@ fn bootstrap_token(hash: [u8; 32]) -> NewToken {
     }
 }
 
-fn new_machine(name: &str, hash: [u8; 32]) -> NewMachineInstance {
+pub(crate) fn new_machine(name: &str, hash: [u8; 32]) -> NewMachineInstance {
     NewMachineInstance {
         id: uuid::Uuid::now_v7(),
         name: name.into(),
