@@ -8,6 +8,7 @@
 //! schema cannot carry (a budget spent, a name already taken, a token not
 //! yet issued).
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
@@ -15,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
+use crate::status_coverage::{self, Answer};
 use crate::{cargo, run, target_dir};
 
 /// Pinned so a new release cannot change what CI finds.
@@ -47,17 +49,31 @@ pub(crate) fn fuzz_api(args: &[String]) -> Result<()> {
         build.arg("--release");
     }
     run(&mut build)?;
-    fuzz_built(profile, examples)
+    let seen = fuzz_built(profile, examples)?;
+    // A report, not a gate: `cargo xtask test` judges the statuses the
+    // tests and the fuzz reach together.
+    let document = std::fs::read_to_string(crate::workspace_root().join("docs/openapi.json"))
+        .context("cannot read docs/openapi.json")?;
+    let missing = status_coverage::unreached(&status_coverage::documented(&document)?, &seen);
+    eprintln!(
+        "xtask: {} documented statuses the fuzz alone did not reach:",
+        missing.len()
+    );
+    for line in missing {
+        eprintln!("  {line}");
+    }
+    Ok(())
 }
 
 /// The bounded form against the binary `cargo nextest` has just built for
 /// the integration tests: building it again alone would resolve features
 /// differently and compile the workspace a second time.
-pub(crate) fn fuzz_test_binary() -> Result<()> {
+pub(crate) fn fuzz_test_binary() -> Result<BTreeSet<Answer>> {
     fuzz_built("debug", "10")
 }
 
-fn fuzz_built(profile: &str, examples: &str) -> Result<()> {
+/// Runs the fuzz; returns the answers the server counted.
+fn fuzz_built(profile: &str, examples: &str) -> Result<BTreeSet<Answer>> {
     let target = target_dir();
     let binary = target.join(profile).join("agentryd");
     let st = schemathesis(&target)?;
@@ -69,7 +85,7 @@ fn fuzz_built(profile: &str, examples: &str) -> Result<()> {
     outcome
 }
 
-fn fuzz(binary: &Path, st: &Path, work: &Path, examples: &str) -> Result<()> {
+fn fuzz(binary: &Path, st: &Path, work: &Path, examples: &str) -> Result<BTreeSet<Answer>> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut child = Command::new(binary)
         .args(["--bind", &format!("127.0.0.1:{port}"), "--no-tls"])
@@ -117,11 +133,31 @@ fn fuzz(binary: &Path, st: &Path, work: &Path, examples: &str) -> Result<()> {
         .current_dir(work)
         .status()
         .context("cannot run schemathesis")?;
+    let metrics = get_text(port, "/metrics").context("cannot read the server's /metrics")?;
     drop(server);
     if !status.success() {
         bail!("schemathesis found failures (see above)");
     }
-    Ok(())
+    Ok(status_coverage::from_metrics(&metrics))
+}
+
+/// The body of `GET path` on loopback, by plain HTTP/1.1.
+fn get_text(port: u16, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .context("an HTTP answer without a head")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
+    }
+    Ok(body.to_owned())
 }
 
 /// schemathesis in a virtualenv under the target directory, installed on

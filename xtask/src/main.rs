@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 
 mod bench_http;
 mod fuzz;
+mod status_coverage;
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
@@ -67,7 +68,9 @@ fn test(nextest_args: &[String]) -> Result<()> {
         "warnings",
     ]))?;
     ensure_cargo_tool("nextest", "cargo-nextest")?;
-    run(cargo()
+    let status_log = target_dir().join(format!("status-log-{}", std::process::id()));
+    std::fs::create_dir_all(&status_log).context("cannot create the status log")?;
+    let tested = run(cargo()
         .args([
             "nextest",
             "run",
@@ -75,10 +78,29 @@ fn test(nextest_args: &[String]) -> Result<()> {
             "--locked",
             "--no-fail-fast",
         ])
-        .args(nextest_args))?;
+        .args(nextest_args)
+        .env("AGENTRY_STATUS_LOG", &status_log));
+    let logged = status_coverage::logged(&status_log);
+    let _ = std::fs::remove_dir_all(&status_log);
+    tested?;
+    if !nextest_args.is_empty() {
+        return Ok(());
+    }
     // The bounded contract fuzz, against the binary the tests just built.
-    if nextest_args.is_empty() {
-        fuzz::fuzz_test_binary()?;
+    let mut seen = fuzz::fuzz_test_binary()?;
+    seen.extend(logged?);
+    // Every status the OpenAPI document promises must happen somewhere.
+    let document = std::fs::read_to_string(workspace_root().join("docs/openapi.json"))
+        .context("cannot read docs/openapi.json")?;
+    let documented = status_coverage::documented(&document)?;
+    let missing = status_coverage::unreached(&documented, &seen);
+    eprintln!(
+        "xtask: {} of {} documented statuses reached by the tests and the fuzz",
+        documented.len() - missing.len(),
+        documented.len()
+    );
+    for line in &missing {
+        eprintln!("  never answered: {line}");
     }
     Ok(())
 }

@@ -63,7 +63,8 @@ pub struct GuardCache {
 struct CacheInner {
     generation: u64,
     ledger_generation: u64,
-    tokens: HashMap<[u8; 32], Claims>,
+    /// By signature segment; see `guard::token_signature`.
+    tokens: HashMap<Box<str>, Claims>,
     api_keys: HashMap<[u8; 32], ApiKeyRecord>,
     agents: HashMap<AgentId, Arc<AgentSnapshot>>,
     accounts: HashMap<AgentId, Arc<Account>>,
@@ -89,15 +90,20 @@ impl GuardCache {
         self.with(|inner| inner.generation).unwrap_or(0)
     }
 
-    pub fn token(&self, hash: &[u8; 32], now: OffsetDateTime) -> Option<Claims> {
-        let claims = self.with(|inner| inner.tokens.get(hash).cloned())??;
+    pub fn token(&self, signature: &str, now: OffsetDateTime) -> Option<Claims> {
+        if signature.is_empty() {
+            return None;
+        }
+        let claims = self.with(|inner| inner.tokens.get(signature).cloned())??;
         // Past expiry the full check must run again to say why.
         (claims.exp + agentry_auth::LEEWAY.whole_seconds() >= now.unix_timestamp())
             .then_some(claims)
     }
 
-    pub fn remember_token(&self, hash: [u8; 32], claims: Claims) {
-        self.with(|inner| insert_bounded(&mut inner.tokens, hash, claims));
+    pub fn remember_token(&self, signature: &str, claims: Claims) {
+        if !signature.is_empty() {
+            self.with(|inner| insert_bounded(&mut inner.tokens, signature.into(), claims));
+        }
     }
 
     pub fn api_key(&self, hash: &[u8; 32]) -> Option<ApiKeyRecord> {

@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::db::{SqliteConn, read, write_tx};
-use crate::schema::{audit_events, tenants};
+use crate::db::{SqliteConn, advisory, read, write_tx_locked};
+use crate::schema::audit_events;
 use crate::types::{DbTime, DbUuid};
 use crate::{Store, StoreError, new_id};
 
@@ -50,7 +50,7 @@ pub struct BrokenLink {
     pub reason: &'static str,
 }
 
-#[derive(Queryable, Selectable, Insertable)]
+#[derive(Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = audit_events)]
 pub(crate) struct AuditRow {
     id: DbUuid,
@@ -128,23 +128,29 @@ impl InsertAuditRows for AsyncPgConnection {
 }
 
 impl InsertAuditRows for SqliteConn {
-    /// Row by row: diesel has no multi-row insert for SQLite rows that may
-    /// hold NULLs, and SQLite has no round trip to save.
+    /// Row by row (diesel has no multi-row insert for SQLite rows that may
+    /// hold NULLs), but in one trip to the blocking thread that holds the
+    /// connection rather than one trip per row.
     async fn insert_audit_rows(&mut self, rows: &[AuditRow]) -> diesel::QueryResult<()> {
-        for row in rows {
-            diesel::insert_into(audit_events::table)
-                .values(row)
-                .execute(self)
-                .await?;
-        }
-        Ok(())
+        let rows = rows.to_vec();
+        self.spawn_blocking(move |conn| {
+            for row in &rows {
+                diesel::RunQueryDsl::execute(
+                    diesel::insert_into(audit_events::table).values(row),
+                    conn,
+                )?;
+            }
+            Ok(())
+        })
+        .await
     }
 }
 
 impl Store {
     /// Appends an event to the tenant's chain. Appends of one tenant are
-    /// serialised (a lock on the tenant row) so the chain never forks; the
-    /// unique `(tenant_id, seq)` would refuse a fork anyway.
+    /// serialised (an advisory lock per tenant on PostgreSQL, the write lock
+    /// on SQLite) so the chain never forks; the unique `(tenant_id, seq)`
+    /// would refuse a fork anyway.
     pub async fn append_audit(
         &self,
         tenant: TenantId,
@@ -171,11 +177,7 @@ impl Store {
         }
         let tenant_id = DbUuid(tenant.as_uuid());
         let at = DbTime::new(now);
-        let rows = write_tx!(self, |conn| {
-            diesel::update(tenants::table.find(tenant_id))
-                .set(tenants::name.eq(tenants::name))
-                .execute(conn)
-                .await?;
+        let rows = write_tx_locked!(self, advisory::audit_chain(tenant), |conn| {
             let last: Option<(i64, Vec<u8>)> = audit_events::table
                 .filter(audit_events::tenant_id.eq(tenant_id))
                 .order(audit_events::seq.desc())

@@ -216,12 +216,26 @@ macro_rules! write_tx {
     };
 }
 
-/// Keys of the PostgreSQL advisory locks `write_tx_locked!` takes, one per
-/// kind of "insert if absent" that has no row to lock yet. Distinct values,
-/// prefixed so they are unlikely to meet another application's locks.
+/// Keys of the PostgreSQL advisory locks `write_tx_locked!` takes: for an
+/// "insert if absent" that has no row to lock yet, or where locking a row
+/// would cost more than the lock is worth. Distinct values, prefixed so they
+/// are unlikely to meet another application's locks.
 pub(crate) mod advisory {
+    use agentry_domain::TenantId;
+
     /// Creating the instance's certificate authority.
     pub(crate) const CERTIFICATE_AUTHORITY: i64 = 0x4147_4e54_5259_0001;
+
+    /// The head of a tenant's audit chain. Not a lock on the tenant row:
+    /// every lock or no-op update of that row writes to it, and every
+    /// foreign-key check of the tenant's inserts then walks those versions.
+    /// Two tenants may share a key (32 bits of their id); they then only
+    /// take turns.
+    pub(crate) fn audit_chain(tenant: TenantId) -> i64 {
+        let bytes = tenant.as_uuid().into_bytes();
+        let low = u32::from_be_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
+        (0x4147_4155_i64 << 32) | i64::from(low)
+    }
 }
 
 /// Like `write_tx!`, and serialised with every other transaction that names

@@ -57,10 +57,42 @@ pub(crate) async fn app(
             .configure(guard::test_routes)
             .wrap_fn(|request, service| {
                 machines::present_test_certificate(&request);
-                service.call(request)
+                let answered = service.call(request);
+                async move {
+                    let response = answered.await?;
+                    log_status(&response);
+                    Ok(response)
+                }
             }),
     )
     .await
+}
+
+/// With `AGENTRY_STATUS_LOG` set (by `cargo xtask test`) to a directory,
+/// appends `METHOD route status` of every answer to a file of this process,
+/// so the run can tell which documented statuses no test reached.
+fn log_status(response: &ServiceResponse) {
+    use std::io::Write;
+    let Some(dir) = std::env::var_os("AGENTRY_STATUS_LOG") else {
+        return;
+    };
+    let Some(route) = response.request().match_pattern() else {
+        return;
+    };
+    let line = format!(
+        "{} {route} {}\n",
+        response.request().method(),
+        response.status().as_u16()
+    );
+    let file = std::path::Path::new(&dir).join(format!("api-{}.log", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&file)
+        .and_then(|mut file| file.write_all(line.as_bytes()));
+    if let Err(error) = written {
+        panic!("cannot log a status to {}: {error}", file.display());
+    }
 }
 
 pub(crate) async fn tenant(store: &Store, name: &str) -> TenantId {

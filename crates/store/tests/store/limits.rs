@@ -141,10 +141,13 @@ async fn concurrent_bootstraps_and_edits_lose_no_entry() {
     .await;
 }
 
-/// Reverts the newest migration (the move to rows). On a worker of the
-/// multi-thread runtime: the migration harness blocks in place, which the
-/// test body's `LocalSet` does not allow.
-async fn revert_newest_migration(url: &DatabaseUrl) {
+/// The migration that moved the map to rows.
+const ROWS_MIGRATION: &str = "20261128000003";
+
+/// Reverts migrations down to and including the move to rows. On a worker
+/// of the multi-thread runtime: the migration harness blocks in place,
+/// which the test body's `LocalSet` does not allow.
+async fn revert_to_documents(url: &DatabaseUrl) {
     let url = url.clone();
     tokio::spawn(async move {
         match url {
@@ -152,15 +155,23 @@ async fn revert_newest_migration(url: &DatabaseUrl) {
                 let conn = SyncConnectionWrapper::<SqliteConnection>::establish(&path)
                     .await
                     .unwrap();
-                AsyncMigrationHarness::new(conn)
+                let mut harness = AsyncMigrationHarness::new(conn);
+                while harness
                     .revert_last_migration(SQLITE_MIGRATIONS)
-                    .unwrap();
+                    .unwrap()
+                    .to_string()
+                    != ROWS_MIGRATION
+                {}
             }
             DatabaseUrl::Postgres(url) => {
                 let conn = AsyncPgConnection::establish(&url).await.unwrap();
-                AsyncMigrationHarness::new(conn)
+                let mut harness = AsyncMigrationHarness::new(conn);
+                while harness
                     .revert_last_migration(POSTGRES_MIGRATIONS)
-                    .unwrap();
+                    .unwrap()
+                    .to_string()
+                    != ROWS_MIGRATION
+                {}
             }
         }
     })
@@ -173,7 +184,7 @@ async fn maps_stored_as_one_document_move_to_rows_and_back() {
     on_both_backends(|db| async move {
         let store = &db.store;
         let acme = tenant(store, "acme").await;
-        revert_newest_migration(&db.url).await;
+        revert_to_documents(&db.url).await;
         let id = match db.backend() {
             Backend::Sqlite => format!("x'{}'", acme.as_uuid().simple()),
             Backend::Postgres => format!("'{}'", acme.as_uuid()),
@@ -206,7 +217,7 @@ async fn maps_stored_as_one_document_move_to_rows_and_back() {
         assert!(store.agent_limits(acme).await.unwrap().version > 7);
 
         // And back: the entries return to the document.
-        revert_newest_migration(&db.url).await;
+        revert_to_documents(&db.url).await;
         assert_eq!(db.count("agent_limits").await, 1);
         store.migrate().await.unwrap();
         let limits = store.agent_limits(acme).await.unwrap();
