@@ -9,6 +9,7 @@
 mod bad_input;
 mod bootstrap;
 mod budget;
+mod coverage;
 mod guard;
 mod instance;
 mod machines;

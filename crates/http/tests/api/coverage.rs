@@ -1,0 +1,223 @@
+//! The statuses the guard and the body limits answer, on every operation
+//! whose OpenAPI description promises them: driven by the document itself,
+//! so a new route is covered the day it is documented. `cargo xtask test`
+//! then checks that every documented status was answered somewhere.
+
+use actix_web::http::Method;
+use actix_web::test::TestRequest;
+use agentry_auth::Audience;
+use agentry_domain::{ApiKeyRole, LifecycleState};
+use agentry_store::{AgentLimitEntry, now};
+use agentry_testkit::on_both_backends;
+use serde_json::Value;
+use time::Duration;
+
+use crate::{agent, app, send, state_for, tenant, tenant_key};
+
+/// Every path parameter gets this: a UUID, which is also a valid agent
+/// name, so no parameter fails to parse before the guard has spoken.
+const SOME_ID: &str = "0190e0a0-0000-7000-8000-000000000001";
+
+struct Operation {
+    method: Method,
+    path: String,
+    schemes: Vec<String>,
+    statuses: Vec<String>,
+    json_body: bool,
+}
+
+fn operations() -> Vec<Operation> {
+    let document: Value = serde_json::from_str(&agentry_http::openapi_json()).unwrap();
+    let mut operations = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let schemes = operation["security"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|requirement| requirement.as_object())
+                .flat_map(|requirement| requirement.keys().cloned())
+                .collect();
+            let statuses = operation["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            let json_body = operation["requestBody"]["content"]
+                .get("application/json")
+                .is_some();
+            let filled: String = path
+                .split('/')
+                .map(|segment| {
+                    if segment.starts_with('{') {
+                        SOME_ID
+                    } else {
+                        segment
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            operations.push(Operation {
+                method: method.to_uppercase().parse().unwrap(),
+                path: filled,
+                schemes,
+                statuses,
+                json_body,
+            });
+        }
+    }
+    operations
+}
+
+impl Operation {
+    fn documents(&self, status: &str) -> bool {
+        self.statuses.iter().any(|documented| documented == status)
+    }
+
+    fn takes(&self, scheme: &str) -> bool {
+        self.schemes.iter().any(|taken| taken == scheme)
+    }
+
+    fn request(&self, body: Option<(&str, Vec<u8>)>) -> TestRequest {
+        let mut request = TestRequest::default()
+            .method(self.method.clone())
+            .uri(&self.path);
+        if let Some((content_type, payload)) = body {
+            request = request
+                .insert_header(("content-type", content_type))
+                .set_payload(payload);
+        } else if self.json_body {
+            request = request
+                .insert_header(("content-type", "application/json"))
+                .set_payload(self.valid_body());
+        }
+        request
+    }
+
+    /// A body the route accepts, so the guard's answer is what comes back:
+    /// actix polls all of a handler's extractors, and the first to fail
+    /// answers, so a bad body could speak before a refused credential.
+    fn valid_body(&self) -> &'static str {
+        let path = self.path.as_str();
+        if path == "/v1/agent/delegate" {
+            r#"{"agent_id":"coverage-child","budget_allocation_usd":0.01}"#
+        } else if path.starts_with("/v1/agent/spend") || path.starts_with("/v1/agent/holds") {
+            r#"{"amount_usd":0.01}"#
+        } else {
+            "{}"
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_documented_guard_and_body_status_is_answered() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let acme = tenant(&db.store, "acme").await;
+        let admin = tenant_key(&db.store, acme, ApiKeyRole::Admin).await;
+        let mut checked = 0;
+        for (n, operation) in operations().iter().enumerate() {
+            let name = format!("{} {}", operation.method, operation.path);
+            let agent_in = |state: LifecycleState, role: &str| {
+                let slug = format!("{role}-{n}");
+                let store = db.store.clone();
+                async move { agent(&store, acme, &slug, state).await }
+            };
+            let token_of = |record: &agentry_store::AgentRecord| {
+                state.mint_agent_token(record, now()).unwrap().0
+            };
+            let expect = async |request: TestRequest, credential: Option<&str>, status: u16| {
+                let (answered, body) = send(&app, request, &name, credential).await;
+                assert_eq!(answered, status, "{name}: {body}");
+            };
+
+            if operation.takes("agent_jwt") {
+                // The lifecycle speaks first: suspended is 402, terminated 403.
+                if operation.documents("402") {
+                    let suspended = agent_in(LifecycleState::Suspended, "suspended").await;
+                    expect(operation.request(None), Some(&token_of(&suspended)), 402).await;
+                    checked += 1;
+                }
+                if operation.documents("403") {
+                    let ended = agent_in(LifecycleState::Terminated, "terminated").await;
+                    expect(operation.request(None), Some(&token_of(&ended)), 403).await;
+                    checked += 1;
+                }
+                // One request a minute, then 429.
+                if operation.documents("429") {
+                    let limited = agent_in(LifecycleState::Active, "limited").await;
+                    let entry = AgentLimitEntry {
+                        max_budget: None,
+                        max_requests_per_minute: Some(1),
+                    };
+                    db.store
+                        .ensure_agent_limit_entry(
+                            acme,
+                            limited.id,
+                            &limited.slug.limits_key(),
+                            entry,
+                        )
+                        .await
+                        .unwrap();
+                    let token = token_of(&limited);
+                    send(&app, operation.request(None), &name, Some(&token)).await;
+                    expect(operation.request(None), Some(&token), 429).await;
+                    checked += 1;
+                }
+            } else if operation.takes("api_key") && operation.documents("403") {
+                // A tenant key's route refuses an agent's token.
+                let active = agent_in(LifecycleState::Active, "caller").await;
+                expect(operation.request(None), Some(&token_of(&active)), 403).await;
+                checked += 1;
+            }
+
+            // Bodies: past the JSON limit 413, not labelled JSON 415, with a
+            // credential the guard lets through.
+            if operation.json_body && (operation.documents("413") || operation.documents("415")) {
+                // Routes that take an agent token take the agent's own key
+                // as `api_key` too; tenant keys are for the others.
+                let credential = if operation.takes("agent_jwt") {
+                    let active = agent_in(LifecycleState::Active, "sender").await;
+                    Some(token_of(&active))
+                } else if operation.takes("api_key") {
+                    Some(admin.expose().to_owned())
+                } else if operation.takes("callback_jwt") {
+                    let (token, _) = state
+                        .mint(
+                            Audience::Callback,
+                            uuid::Uuid::now_v7(),
+                            acme,
+                            0,
+                            now(),
+                            Duration::hours(1),
+                        )
+                        .unwrap();
+                    Some(token)
+                } else if operation.schemes.is_empty() {
+                    None
+                } else {
+                    // A client certificate: `machines.rs` covers its bodies.
+                    continue;
+                };
+                if operation.documents("413") {
+                    let large = format!("{{\"padding\":\"{}\"}}", "x".repeat(70 * 1024));
+                    let request = operation.request(Some(("application/json", large.into_bytes())));
+                    expect(request, credential.as_deref(), 413).await;
+                    checked += 1;
+                }
+                if operation.documents("415") {
+                    let request = operation.request(Some(("text/plain", b"{}".to_vec())));
+                    expect(request, credential.as_deref(), 415).await;
+                    checked += 1;
+                }
+            }
+        }
+        assert!(
+            checked > 50,
+            "only {checked} statuses checked: is the document empty?"
+        );
+    })
+    .await;
+}
