@@ -1,7 +1,9 @@
 //! `cargo xtask fuzz-api`: schemathesis against the real binary, driven by
 //! the OpenAPI document the binary serves. It checks that no request, valid
 //! or not, gets a 5xx, and that every response has a documented status,
-//! content type, headers and body schema.
+//! content type, headers and body schema. Afterwards it reads the server's
+//! `/metrics`, so `cargo xtask test` can tell which documented statuses the
+//! fuzz answered (see `status_coverage.rs`).
 //!
 //! Not checked: whether schema-valid requests are accepted
 //! (`positive_data_acceptance`): many are refused by design for reasons a

@@ -7,6 +7,11 @@
 //! Two statuses are left out: 500, which no request should ever reach, and
 //! 503, which takes an outage; the crash test and `cargo xtask chaos`
 //! (PostgreSQL stopped under load) are where outages are exercised.
+//!
+//! A report for now, not a gate: the fuzz reaches some statuses only in
+//! some runs (its cases depend on timing), so a gate must rest on the tests
+//! alone, and they do not yet answer every documented status (the report
+//! lists the rest).
 
 use std::collections::BTreeSet;
 use std::path::Path;
