@@ -141,6 +141,30 @@ macro_rules! load_limits {
 
 pub(crate) use load_limits;
 
+/// Inside a write transaction: adds `$entry` under `$key` unless the
+/// tenant's map has an entry there. Evaluates to the entry now in the map
+/// and whether it is the one just added.
+macro_rules! insert_entry_unless_present {
+    ($conn:ident, $tenant:expr, $key:expr, $entry:expr) => {{
+        let version = $conn.next_limits_version().await?;
+        let inserted = diesel::insert_into(agent_limit_entries::table)
+            .values(EntryRow::new($tenant, $key.to_owned(), &$entry, version))
+            .on_conflict_do_nothing()
+            .execute($conn)
+            .await?;
+        if inserted == 1 {
+            ($entry, true)
+        } else {
+            let row: EntryRow = agent_limit_entries::table
+                .find((DbUuid($tenant.as_uuid()), $key))
+                .select(EntryRow::as_select())
+                .first($conn)
+                .await?;
+            (row.into_entry()?.1, false)
+        }
+    }};
+}
+
 #[derive(QueryableByName)]
 struct Counter {
     #[diesel(sql_type = BigInt)]
@@ -236,34 +260,19 @@ impl Store {
         entry: AgentLimitEntry,
     ) -> Result<AgentLimitEntry, StoreError> {
         self.refuse_limits_write_if_told()?;
-        let tenant_id = DbUuid(tenant.as_uuid());
-        let inserted = write_tx!(self, |conn| {
-            let version = conn.next_limits_version().await?;
-            let inserted = diesel::insert_into(agent_limit_entries::table)
-                .values(EntryRow::new(tenant, key.to_owned(), &entry, version))
-                .on_conflict_do_nothing()
-                .execute(conn)
-                .await?;
-            if inserted == 0 {
-                let row: EntryRow = agent_limit_entries::table
-                    .find((tenant_id, key))
-                    .select(EntryRow::as_select())
-                    .first(conn)
-                    .await?;
-                return Ok(Err(row.into_entry()?.1));
+        let (entry, inserted) = write_tx!(self, |conn| {
+            let (entry, inserted) = insert_entry_unless_present!(conn, tenant, key, entry);
+            if inserted {
+                // The agent's cached enforcement (its snapshot) depended on
+                // the entry it did not have.
+                conn.notify_change(Change::Agent(agent)).await?;
             }
-            // The agent's cached enforcement (its snapshot) depended on
-            // the entry it did not have.
-            conn.notify_change(Change::Agent(agent)).await?;
-            Ok::<_, StoreError>(Ok(entry))
+            Ok::<_, StoreError>((entry, inserted))
         })?;
-        match inserted {
-            Ok(entry) => {
-                self.publish(Change::Agent(agent));
-                Ok(entry)
-            }
-            Err(existing) => Ok(existing),
+        if inserted {
+            self.publish(Change::Agent(agent));
         }
+        Ok(entry)
     }
 
     /// The agent named `slug` with its agent-limits entry, in one query:
@@ -343,7 +352,6 @@ impl Store {
         };
         agent.apply_lifecycle(&next, &event);
         let key = agent.slug.limits_key();
-        let tenant_id = DbUuid(tenant.as_uuid());
         let agent_row = AgentRow::from(&agent);
         let event_row = LifecycleEventRow::new(tenant, agent.id, &event);
         let entry = write_tx!(self, |conn| {
@@ -356,22 +364,9 @@ impl Store {
                 .values(&event_row)
                 .execute(conn)
                 .await?;
-            let version = conn.next_limits_version().await?;
-            let inserted = diesel::insert_into(agent_limit_entries::table)
-                .values(EntryRow::new(tenant, key.clone(), &entry, version))
-                .on_conflict_do_nothing()
-                .execute(conn)
-                .await?;
-            if inserted == 1 {
-                return Ok::<_, StoreError>(entry);
-            }
             // An operator's entry, written before the agent existed, wins.
-            let row: EntryRow = agent_limit_entries::table
-                .find((tenant_id, &key))
-                .select(EntryRow::as_select())
-                .first(conn)
-                .await?;
-            Ok(row.into_entry()?.1)
+            let (entry, _) = insert_entry_unless_present!(conn, tenant, &key, entry);
+            Ok::<_, StoreError>(entry)
         });
         // On PostgreSQL a failed insert aborts the transaction, which then
         // reports the unique violation on commit.
