@@ -641,10 +641,37 @@ async fn limits_me_follows_every_ledger_change_at_once() {
         let (status, _) = call(&app, Method::POST, "/v1/agent/spend", Some(&token), spend).await;
         assert_eq!(status, 201);
         assert_eq!(remaining().await, 4.0, "a spend");
-        let hold = json!({ "amount_usd": 0.5 });
-        let (status, held) = call(&app, Method::POST, "/v1/agent/holds", Some(&token), hold).await;
+        let hold = json!({ "amount_usd": 0.5, "idempotency_key": "hold-1" });
+        let (status, held) = call(
+            &app,
+            Method::POST,
+            "/v1/agent/holds",
+            Some(&token),
+            hold.clone(),
+        )
+        .await;
         assert_eq!(status, 201, "{held}");
         assert_eq!(remaining().await, 3.5, "a hold");
+        // The same key again answers with the first hold and holds nothing more.
+        let (status, again) = call(&app, Method::POST, "/v1/agent/holds", Some(&token), hold).await;
+        assert_eq!(
+            (status, &again["hold_id"]),
+            (200, &held["hold_id"]),
+            "{again}"
+        );
+        assert_eq!(remaining().await, 3.5, "a replayed hold");
+        // A name taken by an agent that is not its child: 409, nothing moves.
+        let taken = json!({ "agent_id": "watched", "budget_allocation_usd": 1.0 });
+        let (status, body) = call(
+            &app,
+            Method::POST,
+            "/v1/agent/delegate",
+            Some(&token),
+            taken,
+        )
+        .await;
+        assert_eq!((status, body["code"].as_str()), (409, Some("agent_exists")));
+        assert_eq!(remaining().await, 3.5, "a refused delegation");
         let child = json!({ "agent_id": "watched-child", "budget_allocation_usd": 1.0 });
         let (status, _) = call(
             &app,
