@@ -602,6 +602,20 @@ async fn tokens_that_expired_and_instances_not_ready_are_refused() {
         )
         .await;
         assert_eq!(status, 400);
+        // Bound to an agent the tenant does not have: 404.
+        let (status, problem) = call(
+            &app,
+            Method::POST,
+            "/v1/provisioning/instances",
+            Some(key),
+            json!({ "name": "edge-9", "agent_id": "nobody" }),
+        )
+        .await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (404, Some("not_found")),
+            "{problem}"
+        );
         let other = crate::tenant(&db.store, "other").await;
         let other_key = tenant_key(&db.store, other, ApiKeyRole::Admin).await;
         let path = format!(
