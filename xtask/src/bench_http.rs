@@ -14,7 +14,7 @@
 use std::env;
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -429,18 +429,7 @@ impl Drop for Server {
 
 /// One plain `GET` with `Connection: close`; true on a 200.
 fn answers_ok(address: SocketAddr, path: &str) -> bool {
-    let attempt = || -> std::io::Result<bool> {
-        let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer)?;
-        Ok(answer.starts_with("HTTP/1.1 200"))
-    };
-    attempt().unwrap_or(false)
+    crate::plain_get(address, path).is_ok_and(|answer| answer.starts_with("HTTP/1.1 200"))
 }
 
 fn postgres_available() -> Result<(), String> {

@@ -103,6 +103,24 @@ pub(crate) fn from_metrics(metrics: &str) -> BTreeSet<Answer> {
         .collect()
 }
 
+/// Prints how many documented statuses `seen` covers, `who` having
+/// answered them, and each one never answered.
+pub(crate) fn report(seen: &BTreeSet<Answer>, who: &str) -> Result<()> {
+    let document = std::fs::read_to_string(crate::workspace_root().join("docs/openapi.json"))
+        .context("cannot read docs/openapi.json")?;
+    let documented = documented(&document)?;
+    let missing = unreached(&documented, seen);
+    eprintln!(
+        "xtask: {} of {} documented statuses answered by {who}",
+        documented.len() - missing.len(),
+        documented.len()
+    );
+    for line in &missing {
+        eprintln!("  never answered: {line}");
+    }
+    Ok(())
+}
+
 /// The documented answers nobody reached, as `METHOD path status` lines.
 pub(crate) fn unreached(documented: &BTreeSet<Answer>, seen: &BTreeSet<Answer>) -> Vec<String> {
     documented

@@ -499,20 +499,26 @@ pub struct SessionPrincipal {
     pub tenant_id: TenantId,
 }
 
-async fn session_principal(request: &HttpRequest) -> Result<SessionPrincipal, ApiError> {
+/// The claims of the bearer token, checked for `audience`: for tokens the
+/// guard does not cache (sessions, callbacks), which need no database.
+/// `absent` is the answer when no credential was sent.
+fn bearer_claims(
+    request: &HttpRequest,
+    audience: Audience,
+    absent: impl FnOnce() -> ApiError,
+) -> Result<Claims, ApiError> {
     let state = state(request)?;
-    let Presented::Jwt(token) = presented(request).ok_or_else(missing)? else {
+    let Presented::Jwt(token) = presented(request).ok_or_else(absent)? else {
         return Err(invalid_token());
     };
-    let claims = state
+    state
         .issuer
-        .verify(
-            &token,
-            &state.keys.ring(),
-            Audience::Session,
-            agentry_store::now(),
-        )
-        .map_err(|_| invalid_token())?;
+        .verify(&token, &state.keys.ring(), audience, agentry_store::now())
+        .map_err(|_| invalid_token())
+}
+
+fn session_principal(request: &HttpRequest) -> Result<SessionPrincipal, ApiError> {
+    let claims = bearer_claims(request, Audience::Session, missing)?;
     Ok(SessionPrincipal {
         user_id: claims.sub,
         tenant_id: TenantId::from_uuid(claims.tid),
@@ -525,7 +531,7 @@ impl FromRequest for SessionPrincipal {
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let request = request.clone();
-        Box::pin(async move { session_principal(&request).await })
+        Box::pin(async move { session_principal(&request) })
     }
 }
 
@@ -547,7 +553,7 @@ impl FromRequest for MemberPrincipal {
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let request = request.clone();
         Box::pin(async move {
-            match session_principal(&request).await {
+            match session_principal(&request) {
                 Ok(session) => Ok(MemberPrincipal::Session(session)),
                 Err(_) => agent_principal(request).await.map(MemberPrincipal::Agent),
             }
@@ -649,25 +655,12 @@ impl FromRequest for CallbackPrincipal {
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let request = request.clone();
         Box::pin(async move {
-            let state = state(&request)?;
-            let Presented::Jwt(token) = presented(&request).ok_or_else(|| {
+            let claims = bearer_claims(&request, Audience::Callback, || {
                 ApiError::unauthorized(
                     "missing_credentials",
                     "send the callback_jwt from /internal/bootstrap/secrets as 'Authorization: Bearer ...'",
                 )
-            })?
-            else {
-                return Err(invalid_token());
-            };
-            let claims = state
-                .issuer
-                .verify(
-                    &token,
-                    &state.keys.ring(),
-                    Audience::Callback,
-                    agentry_store::now(),
-                )
-                .map_err(|_| invalid_token())?;
+            })?;
             Ok(CallbackPrincipal {
                 instance_id: claims.sub,
                 tenant_id: TenantId::from_uuid(claims.tid),

@@ -134,7 +134,7 @@ async fn current_figures(
                 .find_agent(tenant, id)
                 .await?
                 .ok_or(StoreError::NotFound("agent"))?;
-            let limits = store.agent_limits(tenant).await?.enforced_for(&agent);
+            let limits = store.enforced_for(&agent).await?;
             Ok((store.account(tenant, id).await?, limits))
         })
         .await

@@ -440,12 +440,10 @@ impl AppState {
 
     /// What is enforced on `agent` now, read from the database.
     pub async fn enforced(&self, agent: &AgentRecord) -> Result<EnforcedLimits, StoreError> {
-        let (tenant, key) = (agent.tenant_id, agent.slug.limits_key());
-        let entry = self
-            .store
-            .detached(async move |store| store.agent_limit_entry(tenant, &key).await)
-            .await?;
-        Ok(agentry_store::enforced_limits(agent, entry.as_ref()))
+        let agent = agent.clone();
+        self.store
+            .detached(async move |store| store.enforced_for(&agent).await)
+            .await
     }
 
     /// The agent's account as its ledger replays, through the cache; every

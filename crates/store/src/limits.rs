@@ -249,6 +249,18 @@ impl Store {
             .map(|(_, entry)| entry))
     }
 
+    /// What is enforced on `agent` now: its profile budgets capped by its
+    /// entry in the tenant's map, read from the database.
+    pub async fn enforced_for(
+        &self,
+        agent: &AgentRecord,
+    ) -> Result<agentry_ledger::EnforcedLimits, StoreError> {
+        let entry = self
+            .agent_limit_entry(agent.tenant_id, &agent.slug.limits_key())
+            .await?;
+        Ok(enforced_limits(agent, entry.as_ref()))
+    }
+
     /// Adds `entry` under `key` for `agent` unless the map has an entry
     /// there already (an operator's entry wins); returns the entry now in
     /// the map. One insert, no lock on the rest of the map.
