@@ -43,13 +43,19 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 const SETUP_ALLOWANCE: Duration = Duration::from_secs(120);
 
 /// The scenarios run against `agentryd`, by `loadgen`'s names, in report order.
-const SCENARIOS: [(&str, &str); 5] = [
+const SCENARIOS: [(&str, &str); 6] = [
     ("new-agent-bootstrap", "new-agent bootstrap"),
     ("repeat-bootstrap", "repeat bootstrap"),
     ("limits-me", "limits/me"),
     ("spend", "spend"),
     ("registry-list", "registry list (20)"),
+    ("hostile-input", "hostile input (all refused)"),
 ];
+
+/// The most memory the server may hold while refusing hostile input: twice
+/// the idle target. What bounds it is the 64 KiB JSON limit and actix's
+/// head limit per connection, so 64 connections need a few MB at most.
+const HOSTILE_PEAK_RSS_BYTES: u64 = 80_000_000;
 
 #[derive(Debug)]
 struct Options {
@@ -567,13 +573,18 @@ generator alike.
   time with the admin key; *repeat bootstrap* bootstraps one existing
   agent per connection again and again; *limits/me* and *spend* (one cent)
   run as one agent per connection with its agent token; *registry list*
-  reads the first page of 20 of 120 agents with the admin key. The agents
+  reads the first page of 20 of 120 agents with the admin key; *hostile
+  input* sends bootstraps the server must refuse, one kind per
+  connection (a 10 MB body, JSON nested 30,000 deep, a body that is not
+  UTF-8, a `text/plain` body, a 60 KB header), to measure the memory
+  it holds meanwhile (its requests/s is 0 by design). The agents
   the load runs as get `maxRequestsPerMinute: 1000000` and a
   $1,000,000 budget, so the rate limiter and budgets are not what is
   measured.
 - Targets (2 cores): limits/me at least half the baseline; repeat
   bootstrap 5,000/s; new-agent bootstrap 2,000/s on PostgreSQL; idle RSS
-  under 40 MB.
+  under 40 MB; under hostile input, peak RSS under 80 MB and every answer
+  a 4xx.
 ";
 
 fn render(
@@ -689,6 +700,25 @@ fn targets(baseline: &Figures, rows: &[Row]) -> Vec<String> {
             "new-agent bootstrap >= 2,000/s on PostgreSQL: {}/s, {}",
             thousands(row.figures.rps),
             verdict(row.figures.rps >= 2000.0 && row.figures.non_2xx == 0)
+        ));
+    }
+    for row in find("hostile-input") {
+        let refused = row
+            .figures
+            .statuses
+            .split(',')
+            .all(|pair| pair.starts_with('4'));
+        let peak = row.figures.peak_rss_kib * 1024;
+        lines.push(format!(
+            "memory under hostile input < {} on {}: peak RSS {} ({:.2} x the baseline's), \
+             answers {} and {} dropped connections, {}",
+            megabytes(HOSTILE_PEAK_RSS_BYTES / 1024),
+            row.backend,
+            megabytes(row.figures.peak_rss_kib),
+            row.figures.peak_rss_kib as f64 / baseline.peak_rss_kib.max(1) as f64,
+            row.figures.statuses,
+            thousands(row.figures.transport_errors as f64),
+            verdict(peak < HOSTILE_PEAK_RSS_BYTES && refused && row.figures.non_2xx > 0)
         ));
     }
     for backend in ["SQLite", "PostgreSQL"] {

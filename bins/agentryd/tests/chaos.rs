@@ -9,6 +9,12 @@
 //! there, and every invite the load used up must let its human log in,
 //! whether or not its answer arrived.
 //!
+//! On PostgreSQL the server reaches the database through a relay that the
+//! test cuts under load: every open connection drops (each transaction in
+//! flight is rolled back) and new ones are refused, as when PostgreSQL
+//! restarts. Meanwhile requests must be answered 503, never 500 or not at
+//! all, and once the relay is back the server must recover by itself.
+//!
 //! This is the bounded form `cargo xtask test` runs. `cargo xtask chaos`
 //! runs it against the release binary with more rounds, through
 //! `AGENTRY_CHAOS_BIN` and `AGENTRY_CHAOS_ROUNDS`. Kills are timed by
@@ -17,10 +23,12 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use common::{first_admin_key, free_port, http, start_with, try_http};
 use serde_json::{Value, json};
@@ -77,6 +85,8 @@ struct Shared {
     progress: Condvar,
     /// Agents whose bootstrap was answered 201: they must survive.
     acknowledged: Mutex<BTreeSet<String>>,
+    /// Answers 503: the database (or the server's hold on it) was down.
+    unavailable: AtomicU64,
     /// Answers in the 5xx range other than 503: there must be none.
     server_errors: Mutex<Vec<String>>,
     /// Invites used up, as (e-mail, password, whether the acceptance was
@@ -106,6 +116,9 @@ impl Shared {
     ) -> Option<(u16, Value)> {
         let port = self.port.load(Ordering::Acquire);
         let answer = try_http(port, method, path, bearer, Some(body)).ok();
+        if let Some((503, _)) = &answer {
+            self.unavailable.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some((status, body)) = &answer
             && *status >= 500
             && *status != 503
@@ -276,6 +289,117 @@ fn run_load(
     workers
 }
 
+/// A TCP relay from a local port to PostgreSQL that the test can cut, so
+/// the server loses its database without the machine's one PostgreSQL,
+/// which other tests share, going down.
+struct Relay {
+    port: u16,
+    /// Both ends of every relayed connection while the relay is up; `None`
+    /// while it is cut (new connections are then closed at once).
+    open: Arc<Mutex<Option<Vec<TcpStream>>>>,
+}
+
+impl Relay {
+    fn to(upstream: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a relay port");
+        let port = listener.local_addr().expect("the relay's address").port();
+        let open: Arc<Mutex<Option<Vec<TcpStream>>>> = Arc::new(Mutex::new(Some(Vec::new())));
+        let accepting = Arc::clone(&open);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(mut open) = accepting.lock() else {
+                    return;
+                };
+                // Cut: the connection is closed as soon as it is accepted.
+                let Some(open) = open.as_mut() else {
+                    continue;
+                };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (Ok(client_copy), Ok(server_copy)) = (client.try_clone(), server.try_clone())
+                else {
+                    continue;
+                };
+                open.retain(|stream| stream.peer_addr().is_ok());
+                open.extend(
+                    [client.try_clone(), server.try_clone()]
+                        .into_iter()
+                        .flatten(),
+                );
+                pipe(client, server_copy);
+                pipe(server, client_copy);
+            }
+        });
+        Self { port, open }
+    }
+
+    /// Drops every open connection and refuses new ones.
+    fn cut(&self) {
+        if let Ok(mut open) = self.open.lock()
+            && let Some(streams) = open.take()
+        {
+            for stream in streams {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    fn restore(&self) {
+        if let Ok(mut open) = self.open.lock() {
+            open.get_or_insert_with(Vec::new);
+        }
+    }
+}
+
+/// Copies `from` into `to` on a thread of its own until either closes.
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(Shutdown::Both);
+        let _ = from.shutdown(Shutdown::Both);
+    });
+}
+
+/// The database cut off under load: `/readyz` says so, the load's requests
+/// are answered 503 (the check for other 5xx is the test's), and once the
+/// database is back the server serves again by itself, with no restart.
+fn cut_database_under_load(shared: &Shared, relay: &Relay, key: &str) {
+    relay.cut();
+    let port = shared.port.load(Ordering::Acquire);
+    let (status, body) = http(port, "GET", "/readyz", None, None);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("database_unavailable")),
+        "{body}"
+    );
+    let refused_before = shared.unavailable.load(Ordering::Relaxed);
+    shared.wait_for(40);
+    let refused = shared.unavailable.load(Ordering::Relaxed) - refused_before;
+    assert!(
+        refused > 0,
+        "nothing was answered 503 while the database was cut off"
+    );
+    relay.restore();
+    // Bounded by time, not paced by it: each check is a request.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http(port, "GET", "/readyz", None, None).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "agentryd did not recover within 30 s of the database coming back"
+        );
+        std::thread::yield_now();
+    }
+    let (status, body) = bootstrap(shared, key, "after-the-outage", json!({})).expect("up");
+    assert_eq!(status, 201, "{body}");
+    if let Ok(mut acknowledged) = shared.acknowledged.lock() {
+        acknowledged.insert("after-the-outage".into());
+    }
+    eprintln!(
+        "chaos: database cut off under load: {refused} answers 503 while it was, then recovered"
+    );
+}
+
 /// PostgreSQL stopped under load and started again: while it is down every
 /// request is a 503 (never a 500 or a hang), and the server recovers by
 /// itself. Restarting the machine's one PostgreSQL would break the tests
@@ -329,7 +453,7 @@ fn restart_postgres_under_load(shared: &Shared) {
     eprintln!("chaos: PostgreSQL stopped and started under load; 503s while down, then recovered");
 }
 
-fn chaos(dir: &Path, env: &[(&str, &str)]) {
+fn chaos(dir: &Path, env: &[(&str, &str)], relay: Option<&Relay>) {
     let binary = binary();
     let mut random = Random::new();
     let port = free_port();
@@ -362,6 +486,9 @@ fn chaos(dir: &Path, env: &[(&str, &str)]) {
         let port = free_port();
         server = Some(start_with(&binary, dir, port, &["--no-tls"], 1, env));
         shared.port.store(port, Ordering::Release);
+    }
+    if let Some(relay) = relay {
+        cut_database_under_load(&shared, relay, &key);
     }
     if std::env::var_os("AGENTRY_CHAOS_RESTART_POSTGRES").is_some()
         && env.iter().any(|(name, _)| *name == "DATABASE_URL")
@@ -461,7 +588,7 @@ fn chaos(dir: &Path, env: &[(&str, &str)]) {
 #[test]
 fn sqlite_survives_being_killed_under_load() {
     let dir = tempfile::tempdir().expect("temp dir");
-    chaos(dir.path(), &[]);
+    chaos(dir.path(), &[], None);
 }
 
 #[test]
@@ -480,8 +607,9 @@ fn postgres_survives_being_killed_under_load() {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos());
     let name = format!("agentry_chaos_{}_{nanos}", std::process::id());
-    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-    chaos(dir.path(), &[("DATABASE_URL", &url)]);
+    let relay = Relay::to(5432);
+    let url = format!("postgres://postgres@127.0.0.1:{}/{name}", relay.port);
+    chaos(dir.path(), &[("DATABASE_URL", &url)], Some(&relay));
     let dropped = Command::new("psql")
         .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"])
         .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

@@ -39,22 +39,47 @@ pub(crate) fn encode(
     bearer: Option<&str>,
     json_body: Option<&str>,
 ) -> Vec<u8> {
+    let mut request = head(method, host, path, bearer);
+    if json_body.is_some() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    let body = json_body.unwrap_or("");
+    if json_body.is_some() || method != "GET" {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    request.into_bytes()
+}
+
+/// A request with any headers and any bytes as its body.
+pub(crate) fn encode_raw(
+    method: &str,
+    host: &str,
+    path: &str,
+    bearer: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut request = head(method, host, path, bearer);
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut request = request.into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+/// The request line, `Host` and the credential, if any.
+fn head(method: &str, host: &str, path: &str, bearer: Option<&str>) -> String {
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
     if let Some(token) = bearer {
         head.push_str("Authorization: Bearer ");
         head.push_str(token);
         head.push_str("\r\n");
     }
-    let body = json_body.unwrap_or("");
-    if json_body.is_some() {
-        head.push_str("Content-Type: application/json\r\n");
-    }
-    if json_body.is_some() || method != "GET" {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    head.push_str(body);
-    head.into_bytes()
+    head
 }
 
 #[derive(Debug)]

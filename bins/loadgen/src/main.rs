@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
 
-use crate::http::{Connection, encode};
+use crate::http::{Connection, encode, encode_raw};
 use crate::stats::{Report, Tally};
 
 /// Load generator for `cargo xtask bench http`.
@@ -63,6 +63,10 @@ enum Scenario {
     Spend,
     /// `GET /api/v1/agents?limit=20` with the admin key, over 120 agents.
     RegistryList,
+    /// Requests the server must refuse, one kind per connection: a 10 MB
+    /// JSON body, JSON nested 30,000 deep, a body that is not UTF-8, the
+    /// wrong content type, a 60 KB header. Measures memory, not speed.
+    HostileInput,
 }
 
 impl Scenario {
@@ -74,6 +78,7 @@ impl Scenario {
             Scenario::LimitsMe => "limits-me",
             Scenario::Spend => "spend",
             Scenario::RegistryList => "registry-list",
+            Scenario::HostileInput => "hostile-input",
         }
     }
 }
@@ -308,6 +313,7 @@ async fn prepare(args: &Args) -> Result<Plan> {
                 .collect();
             Plan::Fixed(requests)
         }
+        Scenario::HostileInput => Plan::Fixed(hostile_requests(&host, &key)),
         Scenario::RegistryList => {
             for index in 0..LISTED_AGENTS {
                 setup.bootstrap(&format!("listed-{index}")).await?;
@@ -322,6 +328,60 @@ async fn prepare(args: &Args) -> Result<Plan> {
         }
     };
     Ok(plan)
+}
+
+/// One request of each kind the server must refuse without holding on to
+/// it: each is a bootstrap with the admin key, so only the input is wrong.
+fn hostile_requests(host: &str, key: &str) -> Vec<Vec<u8>> {
+    const PATH: &str = "/v1/agent/bootstrap";
+    const JSON: &str = "application/json";
+    let huge = format!(r#"{{"agent_id":"{}"}}"#, "a".repeat(10_000_000));
+    let nested = format!("{}{}", "[".repeat(30_000), "]".repeat(30_000));
+    let not_utf8 = b"{\"agent_id\":\"\xff\xfe\xfd\"}".to_vec();
+    let valid = bootstrap_body("hostile");
+    let padding = "p".repeat(60_000);
+    vec![
+        encode_raw(
+            "POST",
+            host,
+            PATH,
+            Some(key),
+            &[("Content-Type", JSON)],
+            huge.as_bytes(),
+        ),
+        encode_raw(
+            "POST",
+            host,
+            PATH,
+            Some(key),
+            &[("Content-Type", JSON)],
+            nested.as_bytes(),
+        ),
+        encode_raw(
+            "POST",
+            host,
+            PATH,
+            Some(key),
+            &[("Content-Type", JSON)],
+            &not_utf8,
+        ),
+        encode_raw(
+            "POST",
+            host,
+            PATH,
+            Some(key),
+            &[("Content-Type", "text/plain")],
+            valid.as_bytes(),
+        ),
+        encode_raw(
+            "POST",
+            host,
+            PATH,
+            Some(key),
+            &[("Content-Type", JSON), ("X-Padding", &padding)],
+            valid.as_bytes(),
+        ),
+    ]
 }
 
 fn bootstrap_body(agent: &str) -> String {

@@ -131,7 +131,7 @@ async fn upload<S>(
     app: &S,
     key: &str,
     path: &str,
-    body: &'static [u8],
+    body: impl Into<actix_web::web::Bytes>,
     plain: Option<&str>,
 ) -> (u16, Value)
 where
@@ -737,9 +737,169 @@ async fn a_full_provision_log_refuses_more_diagnostics() {
         db.execute_raw(fill).await;
         let (status, problem) = call(&app, Method::POST, path, None, note).await;
         assert_eq!((status, problem["code"].as_str()), (429, Some("provision_log_full")));
+        // The machine's own diagnostics after /secrets meet the same wall.
+        let instance = uuid::Uuid::parse_str(&id).unwrap();
+        let callback = state.mint(Audience::Callback, instance, tenant, 0, now(), Duration::hours(1)).unwrap().0;
+        let late = json!({ "label": "x", "level": "info", "message": "" });
+        let (status, problem) = call(&app, Method::POST, "/internal/bootstrap/diagnostic", Some(&callback), late).await;
+        assert_eq!((status, problem["code"].as_str()), (429, Some("provision_log_full")));
         let (_, logs) = get(&app, &format!("/v1/provisioning/instances/{id}/logs"), Some(key.expose())).await;
         assert_eq!(logs["total"], 10_000);
         assert_eq!(logs["logs"].as_array().map(Vec::len), Some(1000));
+    })
+    .await;
+}
+
+/// The documented errors the walk above does not meet: bodies the machine
+/// routes refuse, uploads too large or not what their hash header says,
+/// a bundle tried too often, diagnostics for a gone instance or a full log.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_machine_routes_refuse_bad_bodies_uploads_and_retries() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let tenant = tenant(&db.store, "acme").await;
+        let key = tenant_key(&db.store, tenant, ApiKeyRole::Operator).await;
+        let key = key.expose();
+        let (id, token) = ready_instance(&app, key, None).await;
+        let mut machine = Machine::new();
+        let session = issue(&app, &token, &mut machine).await;
+        let certificate = machine.certificate.as_deref();
+
+        // /secrets: a body that is not the request, too large, or not JSON.
+        let path = "/internal/bootstrap/secrets";
+        let raw = |content_type: &str, body: Vec<u8>| {
+            test::TestRequest::post()
+                .uri(path)
+                .insert_header(("content-type", content_type.to_owned()))
+                .set_payload(body)
+        };
+        let oversized = format!(
+            r#"{{"session_id": "{session}", "pad": "{}"}}"#,
+            "x".repeat(70_000)
+        );
+        let cases = [
+            (
+                raw("application/json", br#"{"session": 1}"#.to_vec()),
+                400,
+                "invalid_json",
+            ),
+            (
+                raw("application/json", oversized.into_bytes()),
+                413,
+                "payload_too_large",
+            ),
+            (
+                raw("text/plain", session.clone().into_bytes()),
+                415,
+                "unsupported_media_type",
+            ),
+        ];
+        for (request, expected, code) in cases {
+            let (status, problem) = with_certificate(&app, request, path, certificate, None).await;
+            assert_eq!(
+                (status, problem["code"].as_str()),
+                (expected, Some(code)),
+                "{problem}"
+            );
+        }
+        // None of them used the session up.
+        let (status, secrets) = fetch_secrets(&app, &machine, &session).await;
+        assert_eq!(status, 200, "{secrets}");
+        let download_token = secrets["artifact_download_token"].as_str().unwrap();
+
+        // The bundle: a path that is no instance id is 404; three transfers
+        // that break off spend the token's tries, the fourth is 429.
+        let (status, _) = download(
+            &app,
+            "/internal/bootstrap/artifacts/build-box-1",
+            certificate,
+            Some(download_token),
+        )
+        .await;
+        assert_eq!(status, 404);
+        let bundle_path = format!("/internal/bootstrap/artifacts/{id}");
+        for _ in 0..3 {
+            let request = test::TestRequest::get()
+                .uri(&bundle_path)
+                .insert_header((
+                    TEST_CERTIFICATE_HEADER,
+                    STANDARD.encode(certificate.unwrap()),
+                ))
+                .insert_header(("x-download-token", download_token));
+            let response = test::call_service(&app, request.to_request()).await;
+            assert_eq!(response.status().as_u16(), 200);
+            // The connection drops before the body is read.
+            drop(response);
+        }
+        let (status, _) = download(&app, &bundle_path, certificate, Some(download_token)).await;
+        assert_eq!(status, 429);
+
+        // Uploads: past --max-artifact-bytes 413, a body that does not hash
+        // to X-Artifact-Cipher-Hash 422; neither replaces what is attached.
+        let artifact_path = format!("/v1/provisioning/instances/{id}/artifact");
+        let too_large = vec![0_u8; (1 << 20) + 1];
+        let (status, problem) = upload(
+            &app,
+            key,
+            &artifact_path,
+            too_large,
+            Some(&sha256_label(b"p")),
+        )
+        .await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (413, Some("artifact_too_large"))
+        );
+        let website_path = format!("/v1/provisioning/instances/{id}/website");
+        for (path, plain) in [
+            (&artifact_path, Some(sha256_label(b"p"))),
+            (&website_path, None),
+        ] {
+            let mut request = test::TestRequest::put()
+                .uri(path)
+                .insert_header(("content-type", "application/octet-stream"))
+                .insert_header(("x-artifact-cipher-hash", sha256_label(b"something else")))
+                .set_payload(WEBSITE);
+            if let Some(plain) = plain {
+                request = request.insert_header(("x-bundle-plain-hash", plain));
+            }
+            let (status, problem) = send(&app, request, path, Some(key)).await;
+            assert_eq!(
+                (status, problem["code"].as_str()),
+                (422, Some("hash_mismatch")),
+                "{path}"
+            );
+        }
+        let (_, view) = get(&app, &format!("/v1/provisioning/instances/{id}"), Some(key)).await;
+        assert_eq!(
+            view["artifact"]["artifact_cipher_hash"],
+            sha256_label(BUNDLE),
+            "{view}"
+        );
+        assert!(view["website"].is_null(), "{view}");
+        let leftovers = std::fs::read_dir(state.settings.artifact_dir.join(&id))
+            .unwrap()
+            .count();
+        assert_eq!(leftovers, 1, "only the attached bundle stays on disk");
+
+        // /diagnostic: a callback token of an instance that is gone is 404.
+        let stray = state
+            .mint(
+                Audience::Callback,
+                uuid::Uuid::now_v7(),
+                tenant,
+                0,
+                now(),
+                Duration::hours(1),
+            )
+            .unwrap()
+            .0;
+        let note = json!({ "label": "late", "level": "info", "message": "" });
+        assert_eq!(
+            post(&app, "/internal/bootstrap/diagnostic", Some(&stray), note).await,
+            404
+        );
     })
     .await;
 }
