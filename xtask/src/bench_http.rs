@@ -948,7 +948,7 @@ mod tests {
     fn runs_go_at_the_end_of_the_http_section() {
         let fresh = insert_run("# Benchmarks\n\n## Store\n\nold\n", "### run 1\n");
         assert!(fresh.starts_with("# Benchmarks\n\n## Store\n\nold\n\n## HTTP API"));
-        assert!(fresh.ends_with("under 40 MB.\n\n### run 1\n"));
+        assert!(fresh.ends_with("a 4xx.\n\n### run 1\n"));
         let again = insert_run(&fresh, "### run 2\n");
         assert!(again.ends_with("### run 1\n\n### run 2\n"));
         let followed = insert_run(&format!("{fresh}\n## Later\n\ntext\n"), "### run 2\n");

@@ -2,6 +2,8 @@
 //! governed agent in one call: profile, enforced limits and a 1 h token, or
 //! nothing usable.
 
+use std::sync::Arc;
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use agentry_auth::Permission;
@@ -17,7 +19,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::error::{ApiError, Problem};
 use crate::guard::ApiKeyPrincipal;
-use crate::state::AppState;
+use crate::state::{AgentSnapshot, AppState};
 use crate::validate::Problems;
 use crate::wire::{AgentProfile, AgentSlugSchema, MoneySchema, TimestampSchema, timestamp};
 
@@ -121,8 +123,8 @@ impl BootstrapRequest {
 
 /// How a bootstrap ended, for the status code and the audit trail.
 enum Outcome {
-    Created(AgentRecord, EnforcedLimits),
-    Existing(AgentRecord, EnforcedLimits),
+    Created(Arc<AgentSnapshot>),
+    Existing(Arc<AgentSnapshot>),
 }
 
 /// Profile, enforced limits and an agent token in one call.
@@ -164,12 +166,17 @@ async fn bootstrap(
     caller.require(Permission::AgentBootstrap)?;
     let new = body.into_inner().into_new_agent()?;
     let target = format!("agent:{}", new.slug);
-    let worker = state.get_ref().clone();
     let tenant = caller.tenant_id;
-    let outcome = state
-        .store
-        .detached(async move |_| Ok(run(&worker, tenant, new).await))
-        .await?;
+    let outcome = match ready_again(&state, tenant, &new.slug) {
+        Some(snapshot) => Ok(Outcome::Existing(snapshot)),
+        None => {
+            let worker = state.get_ref().clone();
+            state
+                .store
+                .detached(async move |_| Ok(run(&worker, tenant, new).await))
+                .await?
+        }
+    };
     let (audit_outcome, reason) = match &outcome {
         Ok(Outcome::Created(..)) => ("created", None),
         Ok(Outcome::Existing(..)) => ("existing", None),
@@ -186,11 +193,37 @@ async fn bootstrap(
             detail: json!({ "reason": reason }),
         },
     );
-    let (status, agent, enforced) = match outcome? {
-        Outcome::Created(agent, enforced) => (StatusCode::CREATED, agent, enforced),
-        Outcome::Existing(agent, enforced) => (StatusCode::OK, agent, enforced),
+    let (status, snapshot) = match outcome? {
+        Outcome::Created(snapshot) => (StatusCode::CREATED, snapshot),
+        Outcome::Existing(snapshot) => (StatusCode::OK, snapshot),
     };
-    respond(&state, status, &agent, enforced)
+    respond(&state, status, &snapshot.record, snapshot.enforced)
+}
+
+/// A repeat bootstrap of an agent a bootstrap already found ready, still
+/// bootstrappable now (its TTL is checked against the clock here): no
+/// database, no write. Anything else goes the whole way.
+fn ready_again(state: &AppState, tenant: TenantId, slug: &AgentSlug) -> Option<Arc<AgentSnapshot>> {
+    let snapshot = state.guard.ready_agent(tenant, slug)?;
+    let needs_nothing = matches!(snapshot.record.lifecycle().bootstrap(now()), Ok(None));
+    (needs_nothing && snapshot.record.parent_id.is_none()).then_some(snapshot)
+}
+
+/// Files an agent a bootstrap has just answered for, for [`ready_again`].
+fn remember_ready(
+    state: &AppState,
+    generation: u64,
+    agent: AgentRecord,
+    enforced: EnforcedLimits,
+) -> Arc<AgentSnapshot> {
+    let snapshot = Arc::new(AgentSnapshot {
+        record: agent,
+        enforced,
+    });
+    state
+        .guard
+        .remember_ready_agent(generation, Arc::clone(&snapshot));
+    snapshot
 }
 
 /// The whole flow, run to completion even if the client hangs up.
@@ -198,11 +231,16 @@ async fn run(state: &AppState, tenant: TenantId, new: NewAgent) -> Result<Outcom
     let store = &state.store;
     let slug = new.slug.clone();
     let budget_daily = new.budget_daily;
-    // Most bootstraps are repeats: look the agent up first (in the
-    // database, not any cache), with its limits entry.
+    // Read before the database: a change after it keeps what is read out
+    // of the cache.
+    let generation = state.guard.generation();
+    // Most bootstraps are repeats: look the agent up first, with its
+    // limits entry.
     if let Some((agent, entry)) = store.find_agent_with_limits(tenant, &slug).await? {
         let (agent, enforced) = complete(state, agent, entry, budget_daily).await?;
-        return Ok(Outcome::Existing(agent, enforced));
+        return Ok(Outcome::Existing(remember_ready(
+            state, generation, agent, enforced,
+        )));
     }
     // A new agent is created, activated and given its limits entry in one
     // transaction: never active without enforced limits (seed 000), and
@@ -214,7 +252,9 @@ async fn run(state: &AppState, tenant: TenantId, new: NewAgent) -> Result<Outcom
     {
         Ok(Ok((agent, entry))) => {
             let enforced = enforced_limits(&agent, Some(&entry));
-            Ok(Outcome::Created(agent, enforced))
+            Ok(Outcome::Created(remember_ready(
+                state, generation, agent, enforced,
+            )))
         }
         Ok(Err(refusal)) => Err(refused(refusal)),
         // Two first bootstraps racing meet at the unique index; the loser
@@ -231,7 +271,9 @@ async fn run(state: &AppState, tenant: TenantId, new: NewAgent) -> Result<Outcom
                     )
                 })?;
             let (agent, enforced) = complete(state, agent, entry, budget_daily).await?;
-            Ok(Outcome::Existing(agent, enforced))
+            Ok(Outcome::Existing(remember_ready(
+                state, generation, agent, enforced,
+            )))
         }
         Err(error) => Err(limits_error(error)),
     }

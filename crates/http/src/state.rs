@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use agentry_auth::{Audience, Claims, JwtIssuer};
-use agentry_domain::{AgentId, TenantId};
+use agentry_domain::{AgentId, AgentSlug, TenantId};
 use agentry_ledger::{Account, EnforcedLimits, RateLimited, RateWindow};
 use agentry_store::{AgentRecord, ApiKeyRecord, Change, Store, StoreError};
 use time::{Duration, OffsetDateTime};
@@ -68,6 +68,11 @@ struct CacheInner {
     api_keys: HashMap<[u8; 32], ApiKeyRecord>,
     agents: HashMap<AgentId, Arc<AgentSnapshot>>,
     accounts: HashMap<AgentId, Arc<Account>>,
+    /// Agents a repeat bootstrap may answer for without the database (see
+    /// [`GuardCache::ready_agent`]), by tenant and slug.
+    ready: HashMap<(TenantId, AgentSlug), Arc<AgentSnapshot>>,
+    /// Where each agent in `ready` is filed, so a change to it finds it.
+    ready_keys: HashMap<AgentId, (TenantId, AgentSlug)>,
 }
 
 /// Entries per map before it is simply emptied; keeps memory bounded under
@@ -146,6 +151,34 @@ impl GuardCache {
         });
     }
 
+    /// The agent `slug` of `tenant` as a bootstrap last found it: active,
+    /// not delegated and with its limits entry, so a repeat bootstrap can
+    /// answer without reading or writing anything. Dropped by every change
+    /// to the agent and to its tenant's limits, like the guard's snapshots,
+    /// so a token is never minted from a state the guard would not honour.
+    pub fn ready_agent(&self, tenant: TenantId, slug: &AgentSlug) -> Option<Arc<AgentSnapshot>> {
+        self.with(|inner| inner.ready.get(&(tenant, slug.clone())).cloned())?
+    }
+
+    /// Files `snapshot` for [`GuardCache::ready_agent`] unless something
+    /// changed since `generation` was read.
+    pub fn remember_ready_agent(&self, generation: u64, snapshot: Arc<AgentSnapshot>) {
+        self.with(|inner| {
+            if inner.generation != generation {
+                return;
+            }
+            // Both maps go together: a key forgotten alone would leave its
+            // snapshot where no change could reach it.
+            if inner.ready.len() >= CACHE_LIMIT {
+                inner.ready.clear();
+                inner.ready_keys.clear();
+            }
+            let key = (snapshot.record.tenant_id, snapshot.record.slug.clone());
+            inner.ready_keys.insert(snapshot.record.id, key.clone());
+            inner.ready.insert(key, snapshot);
+        });
+    }
+
     /// Forgets what `change` may have made wrong.
     pub fn invalidate(&self, change: Change) {
         self.with(|inner| {
@@ -158,6 +191,9 @@ impl GuardCache {
             match change {
                 Change::Agent(id) => {
                     inner.agents.remove(&id);
+                    if let Some(key) = inner.ready_keys.remove(&id) {
+                        inner.ready.remove(&key);
+                    }
                     inner.api_keys.retain(|_, key| key.agent_id != Some(id));
                 }
                 Change::ApiKey(id) => inner.api_keys.retain(|_, key| key.id != id),
@@ -165,6 +201,8 @@ impl GuardCache {
                     inner
                         .agents
                         .retain(|_, agent| agent.record.tenant_id != tenant);
+                    inner.ready.retain(|(owner, _), _| *owner != tenant);
+                    inner.ready_keys.retain(|_, (owner, _)| *owner != tenant);
                 }
                 Change::Ledger(_) => {}
                 // Verified tokens stay verified when a key is retired (they
@@ -176,6 +214,8 @@ impl GuardCache {
                     inner.api_keys.clear();
                     inner.agents.clear();
                     inner.accounts.clear();
+                    inner.ready.clear();
+                    inner.ready_keys.clear();
                 }
             }
         });

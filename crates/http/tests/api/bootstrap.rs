@@ -377,3 +377,68 @@ async fn bootstrap_takes_a_provisioning_key_and_a_valid_body_only() {
     })
     .await;
 }
+
+/// A repeat bootstrap is answered from what the last one found, without
+/// the database; every change to the agent, its limits or its lifecycle
+/// must still show in the very next answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeat_bootstrap_hears_of_every_change_to_its_agent_at_once() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let acme = tenant(&db.store, "acme").await;
+        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
+        let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
+        let operator = Some(operator.expose());
+        let bootstrap = || {
+            call(
+                &app,
+                Method::POST,
+                "/v1/agent/bootstrap",
+                Some(provisioner.expose()),
+                json!({ "agent_id": "steady", "budget_daily_usd": 3 }),
+            )
+        };
+        assert_eq!(bootstrap().await.0, 201);
+        for _ in 0..2 {
+            let (status, body) = bootstrap().await;
+            assert_eq!((status, &body["budget"]["enforced_rpm"]), (200, &json!(30)));
+        }
+
+        let limits = json!({ "agent:steady": { "maxRequestsPerMinute": 7 } });
+        let (status, _) = call(&app, Method::PATCH, "/v1/agent-limits", operator, limits).await;
+        assert_eq!(status, 200);
+        for _ in 0..2 {
+            let (status, body) = bootstrap().await;
+            assert_eq!((status, &body["budget"]["enforced_rpm"]), (200, &json!(7)));
+        }
+
+        let rename = json!({ "displayName": "Steady Worker" });
+        let (status, _) = call(
+            &app,
+            Method::PATCH,
+            "/v1/agent/profiles/steady",
+            operator,
+            rename,
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (_, body) = bootstrap().await;
+        assert_eq!(body["profile"]["displayName"], "Steady Worker");
+
+        let suspend = json!({ "state": "suspended" });
+        let lifecycle = "/v1/agent/profiles/lifecycle/steady";
+        assert_eq!(
+            call(&app, Method::PATCH, lifecycle, operator, suspend)
+                .await
+                .0,
+            200
+        );
+        let (status, body) = bootstrap().await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("agent_not_bootstrappable"))
+        );
+    })
+    .await;
+}

@@ -250,6 +250,23 @@ async fn spends_are_idempotent_and_holds_capture_at_most_what_they_hold() {
             (status, &released["enforced_daily_remaining_usd"]),
             (200, &json!(2.25))
         );
+        let (status, again) =
+            call(&app, Method::DELETE, &release_path, Some(&token), json!({})).await;
+        assert_eq!((status, again["code"].as_str()), (409, Some("hold_closed")));
+        // An idempotency key names one request: another amount under it is 409.
+        let keyed = |amount: f64| json!({ "amount_usd": amount, "idempotency_key": "hold-x" });
+        let holds = "/v1/agent/holds";
+        assert_eq!(
+            call(&app, Method::POST, holds, Some(&token), keyed(0.5))
+                .await
+                .0,
+            201
+        );
+        let (status, body) = call(&app, Method::POST, holds, Some(&token), keyed(0.75)).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (409, Some("idempotency_mismatch"))
+        );
         for bad in [
             json!({ "amount_usd": 1, "ttl_seconds": 0 }),
             json!({ "amount_usd": -1 }),
@@ -332,18 +349,21 @@ async fn operators_record_spends_for_named_agents_within_the_lifecycle_rules() {
             .0,
             403
         );
-        assert_eq!(
-            call(
+        for path in [path, "/v1/agent/holds"] {
+            let (status, body) = call(
                 &app,
                 Method::POST,
                 path,
                 Some(operator.expose()),
-                json!({ "agent_id": "nobody", "amount_usd": 1 })
+                json!({ "agent_id": "nobody", "amount_usd": 1 }),
             )
-            .await
-            .0,
-            404
-        );
+            .await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (404, Some("not_found")),
+                "{path}"
+            );
+        }
         let lifecycle = "/v1/agent/profiles/lifecycle/metered";
         call(
             &app,

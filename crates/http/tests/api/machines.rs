@@ -627,6 +627,65 @@ async fn tokens_that_expired_and_instances_not_ready_are_refused() {
         assert_eq!(get(&app, &path, Some(auditor.expose())).await.0, 403);
         let (status, _) = upload(&app, key, &format!("{path}/artifact"), BUNDLE, None).await;
         assert_eq!(status, 400, "the bundle needs its plaintext hash");
+        let (status, _) = upload(
+            &app,
+            key,
+            &format!("{path}/website"),
+            WEBSITE,
+            Some("md5:abc"),
+        )
+        .await;
+        assert_eq!(status, 400, "a hash header is sha256:<64 hex> or absent");
+
+        // PATCH: what is attached changes; a document that is no object is 400.
+        let (status, patched) = call(
+            &app,
+            Method::PATCH,
+            &path,
+            Some(key),
+            json!({ "agent_config": { "model": "large" } }),
+        )
+        .await;
+        assert_eq!(
+            (status, &patched["agent_config"]["model"]),
+            (200, &json!("large")),
+            "{patched}"
+        );
+        let (status, _) = call(
+            &app,
+            Method::PATCH,
+            &path,
+            Some(key),
+            json!({ "agent_config": [1] }),
+        )
+        .await;
+        assert_eq!(status, 400);
+        // Another tenant's instance does not exist for any operator route.
+        let other_key = other_key.expose();
+        let (status, _) = call(
+            &app,
+            Method::PATCH,
+            &path,
+            Some(other_key),
+            json!({ "agent_config": {} }),
+        )
+        .await;
+        assert_eq!(status, 404);
+        assert_eq!(
+            get(&app, &format!("{path}/logs"), Some(other_key)).await.0,
+            404
+        );
+        for (kind, plain) in [("artifact", Some(sha256_label(b"p"))), ("website", None)] {
+            let (status, _) = upload(
+                &app,
+                other_key,
+                &format!("{path}/{kind}"),
+                BUNDLE,
+                plain.as_deref(),
+            )
+            .await;
+            assert_eq!(status, 404, "{kind}");
+        }
     })
     .await;
 }

@@ -201,6 +201,22 @@ async fn profiles_are_created_listed_read_patched_and_deleted_by_role() {
                 .0,
             404
         );
+        // Gone: neither patched nor deleted again.
+        for method in [Method::PATCH, Method::DELETE] {
+            let (status, body) = call(
+                &app,
+                method.clone(),
+                "/v1/agent/profiles/my-agent-01",
+                Some(admin.expose()),
+                json!({ "displayName": "Ghost" }),
+            )
+            .await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (404, Some("not_found")),
+                "{method}"
+            );
+        }
     })
     .await;
 }
@@ -327,8 +343,10 @@ async fn the_agent_limits_map_is_read_replaced_and_merged_with_versions() {
             json!({ "agent:a": { "maxBudget": 1 } }),
             json!({ "agent:a": "five dollars" }),
         ] {
-            let (status, body) = call(&app, Method::PUT, "/v1/agent-limits", key, bad.clone()).await;
-            assert_eq!(status, 400, "{bad}: {body}");
+            for method in [Method::PUT, Method::PATCH] {
+                let (status, body) = call(&app, method, "/v1/agent-limits", key, bad.clone()).await;
+                assert_eq!(status, 400, "{bad}: {body}");
+            }
         }
         assert_eq!(get(&app, "/v1/agent-limits", Some(auditor.expose())).await.0, 403);
         assert_eq!(db.store.agent_limits(acme).await.unwrap().version, 3, "refused writes wrote nothing");

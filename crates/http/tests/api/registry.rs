@@ -149,6 +149,20 @@ async fn the_seeds_examples_get_the_documented_answers() {
         )
         .await;
         assert_eq!(status, 409);
+        let (status, body) = registry(
+            &app,
+            Method::POST,
+            &format!("/api/v1/agents/{}/rotate-key", uuid::Uuid::now_v7()),
+            key,
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (404, Some("not_found")),
+            "{body}"
+        );
     })
     .await;
 }
