@@ -65,7 +65,7 @@ enum Scenario {
     RegistryList,
     /// Requests the server must refuse, one kind per connection: a 10 MB
     /// JSON body, JSON nested 30,000 deep, a body that is not UTF-8, the
-    /// wrong content type, a 60 KB header. Measures memory, not speed.
+    /// wrong content type, a 256 KiB header. Measures memory, not speed.
     HostileInput,
 }
 
@@ -339,7 +339,7 @@ fn hostile_requests(host: &str, key: &str) -> Vec<Vec<u8>> {
     let nested = format!("{}{}", "[".repeat(30_000), "]".repeat(30_000));
     let not_utf8 = b"{\"agent_id\":\"\xff\xfe\xfd\"}".to_vec();
     let valid = bootstrap_body("hostile");
-    let padding = "p".repeat(60_000);
+    let padding = "p".repeat(256 * 1024);
     vec![
         encode_raw(
             "POST",

@@ -196,6 +196,99 @@ impl NextLimitsVersion for SqliteConn {
     }
 }
 
+/// A bootstrapped agent's three rows, as one step of its transaction: the
+/// agent, its activation, and its limits entry unless the map has one under
+/// that key (an operator's entry wins). Returns the entry in the map.
+pub(crate) trait InsertBootstrapped {
+    fn insert_bootstrapped(
+        &mut self,
+        tenant: TenantId,
+        agent: &AgentRow,
+        event: &LifecycleEventRow,
+        key: &str,
+        entry: AgentLimitEntry,
+    ) -> impl Future<Output = Result<AgentLimitEntry, StoreError>> + Send;
+}
+
+impl InsertBootstrapped for AsyncPgConnection {
+    /// The three inserts are pipelined: sent together, answered together.
+    /// A bootstrap of a new agent was seven round trips to PostgreSQL, and
+    /// its profile was the kernel waking one side for the other. The server
+    /// still runs them in order, so the event's foreign key finds its
+    /// agent; the entry's version comes from the sequence in its own insert.
+    async fn insert_bootstrapped(
+        &mut self,
+        tenant: TenantId,
+        agent: &AgentRow,
+        event: &LifecycleEventRow,
+        key: &str,
+        entry: AgentLimitEntry,
+    ) -> Result<AgentLimitEntry, StoreError> {
+        let tenant = DbUuid(tenant.as_uuid());
+        let conn: &AsyncPgConnection = self;
+        let (agent, event, inserted) = futures_util::future::join3(
+            diesel::insert_into(agents::table)
+                .values(agent)
+                .execute(&mut &*conn),
+            diesel::insert_into(lifecycle_events::table)
+                .values(event)
+                .execute(&mut &*conn),
+            diesel::insert_into(agent_limit_entries::table)
+                .values((
+                    agent_limit_entries::tenant_id.eq(tenant),
+                    agent_limit_entries::limit_key.eq(key),
+                    agent_limit_entries::max_budget_micros.eq(entry.max_budget.map(Money::micros)),
+                    agent_limit_entries::max_requests_per_minute
+                        .eq(entry.max_requests_per_minute.map(i64::from)),
+                    agent_limit_entries::version.eq(diesel::dsl::sql::<BigInt>(
+                        "nextval('agent_limits_version')",
+                    )),
+                ))
+                .on_conflict_do_nothing()
+                .execute(&mut &*conn),
+        )
+        .await;
+        // After a failed statement the rest fail too (the transaction is
+        // aborted): the first failure is the one to report.
+        agent.map_err(|error| conflict_as(error, "agent"))?;
+        event?;
+        if inserted? == 1 {
+            return Ok(entry);
+        }
+        let row: EntryRow = agent_limit_entries::table
+            .find((tenant, key))
+            .select(EntryRow::as_select())
+            .first(self)
+            .await?;
+        Ok(row.into_entry()?.1)
+    }
+}
+
+impl InsertBootstrapped for SqliteConn {
+    /// In order: SQLite runs in process, there is no round trip to save.
+    async fn insert_bootstrapped(
+        &mut self,
+        tenant: TenantId,
+        agent: &AgentRow,
+        event: &LifecycleEventRow,
+        key: &str,
+        entry: AgentLimitEntry,
+    ) -> Result<AgentLimitEntry, StoreError> {
+        let conn = self;
+        diesel::insert_into(agents::table)
+            .values(agent)
+            .execute(conn)
+            .await
+            .map_err(|error| conflict_as(error, "agent"))?;
+        diesel::insert_into(lifecycle_events::table)
+            .values(event)
+            .execute(conn)
+            .await?;
+        let (entry, _) = insert_entry_unless_present!(conn, tenant, key, entry);
+        Ok(entry)
+    }
+}
+
 impl Store {
     /// The tenant's whole map with its version.
     pub async fn agent_limits(&self, tenant: TenantId) -> Result<AgentLimits, StoreError> {
@@ -367,18 +460,8 @@ impl Store {
         let agent_row = AgentRow::from(&agent);
         let event_row = LifecycleEventRow::new(tenant, agent.id, &event);
         let entry = write_tx!(self, |conn| {
-            diesel::insert_into(agents::table)
-                .values(&agent_row)
-                .execute(conn)
+            conn.insert_bootstrapped(tenant, &agent_row, &event_row, &key, entry)
                 .await
-                .map_err(|error| conflict_as(error, "agent"))?;
-            diesel::insert_into(lifecycle_events::table)
-                .values(&event_row)
-                .execute(conn)
-                .await?;
-            // An operator's entry, written before the agent existed, wins.
-            let (entry, _) = insert_entry_unless_present!(conn, tenant, &key, entry);
-            Ok::<_, StoreError>(entry)
         });
         // On PostgreSQL a failed insert aborts the transaction, which then
         // reports the unique violation on commit.

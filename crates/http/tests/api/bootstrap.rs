@@ -442,3 +442,49 @@ async fn a_repeat_bootstrap_hears_of_every_change_to_its_agent_at_once() {
     })
     .await;
 }
+
+/// An operator may write an agent's limits before the agent exists; its
+/// first bootstrap then enforces them instead of writing its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_limits_entry_written_before_the_agent_wins_over_its_bootstrap() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let acme = tenant(&db.store, "acme").await;
+        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
+        let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
+        let preset = json!({ "agent:planned": { "maxBudgetUsd": 2, "maxRequestsPerMinute": 9 } });
+        let (status, written) = call(
+            &app,
+            Method::PUT,
+            "/v1/agent-limits",
+            Some(operator.expose()),
+            preset,
+        )
+        .await;
+        assert_eq!(status, 200, "{written}");
+        let (status, body) = call(
+            &app,
+            Method::POST,
+            "/v1/agent/bootstrap",
+            Some(provisioner.expose()),
+            json!({ "agent_id": "planned", "budget_daily_usd": 5 }),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(
+            (
+                &body["budget"]["enforced_daily_usd"],
+                &body["budget"]["enforced_rpm"]
+            ),
+            (&json!(2.0), &json!(9))
+        );
+        let limits = db.store.agent_limits(acme).await.unwrap();
+        assert_eq!(limits.entries.len(), 1);
+        assert_eq!(
+            limits.entries["agent:planned"].max_requests_per_minute,
+            Some(9)
+        );
+    })
+    .await;
+}
