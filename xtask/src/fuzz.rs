@@ -107,9 +107,12 @@ fn fuzz(binary: &Path, st: &Path, work: &Path, examples: &str) -> Result<BTreeSe
     };
     std::thread::spawn(move || lines.for_each(drop));
 
+    let credentials = credentials(port, &key)?;
+    std::fs::write(work.join("schemathesis.toml"), AUTH_CONFIG)
+        .context("cannot write schemathesis.toml")?;
     let status = Command::new(st)
         .args(["run", &format!("http://127.0.0.1:{port}/openapi.json")])
-        .args(["--header", &format!("Authorization: Bearer {key}")])
+        .envs(credentials)
         .args(["--checks", CHECKS])
         .args([
             "--max-examples",
@@ -129,6 +132,105 @@ fn fuzz(binary: &Path, st: &Path, work: &Path, examples: &str) -> Result<BTreeSe
         bail!("schemathesis found failures (see above)");
     }
     Ok(status_coverage::from_metrics(&metrics))
+}
+
+/// Which credential schemathesis sends for each security scheme of the
+/// document: the admin key where an API key is asked for, and an agent's
+/// token and a human's session where those are (the first scheme an
+/// operation lists that has a credential here is used). Tokens come from the
+/// environment, so they are written to no file. Callback tokens and client
+/// certificates need a whole machine script; the HTTP tests cover those
+/// routes.
+const AUTH_CONFIG: &str = r#"
+[auth.openapi.api_key]
+bearer = "${AGENTRY_FUZZ_API_KEY}"
+
+[auth.openapi.agent_jwt]
+bearer = "${AGENTRY_FUZZ_AGENT_JWT}"
+
+[auth.openapi.session_jwt]
+bearer = "${AGENTRY_FUZZ_SESSION_JWT}"
+"#;
+
+/// Credentials for `AUTH_CONFIG`, made through the API: an agent that may
+/// delegate, with a budget and a rate limit the fuzz cannot use up, and a
+/// seed 002 instance whose primary human is logged in.
+fn credentials(port: u16, admin_key: &str) -> Result<Vec<(&'static str, String)>> {
+    let agent = send_json(
+        port,
+        "POST",
+        "/v1/agent/bootstrap",
+        Some(admin_key),
+        &serde_json::json!({
+            "agent_id": "fuzz-agent",
+            "budget_daily_usd": 1_000_000,
+            "metadata": { "can_delegate": true },
+        }),
+    )?;
+    let unlimited = serde_json::json!({
+        "agent:fuzz-agent": { "maxBudgetUsd": 1_000_000, "maxRequestsPerMinute": 1_000_000 },
+    });
+    send_json(
+        port,
+        "PATCH",
+        "/v1/agent-limits",
+        Some(admin_key),
+        &unlimited,
+    )?;
+    let instance = serde_json::json!({
+        "primary_agent": {
+            "email": "primary@fuzz.test",
+            "password": "fuzz-password-1",
+            "agent_profile": { "name": "primary", "display_name": "Primary" },
+        },
+        "humans": [],
+    });
+    send_json(port, "POST", "/api/v1/bootstrap", None, &instance)?;
+    let session = send_json(
+        port,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        &serde_json::json!({ "email": "primary@fuzz.test", "password": "fuzz-password-1" }),
+    )?;
+    let text = |value: &serde_json::Value, field: &str| {
+        value[field]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no {field} in {value}"))
+    };
+    Ok(vec![
+        ("AGENTRY_FUZZ_API_KEY", admin_key.to_owned()),
+        ("AGENTRY_FUZZ_AGENT_JWT", text(&agent, "jwt")?),
+        ("AGENTRY_FUZZ_SESSION_JWT", text(&session, "jwt_token")?),
+    ])
+}
+
+/// Sends `body` to `path` on loopback; the JSON answer, an error unless 2xx.
+fn send_json(
+    port: u16,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value> {
+    let answer = crate::plain_request(
+        ([127, 0, 0, 1], port).into(),
+        method,
+        path,
+        bearer,
+        Some(&body.to_string()),
+    )?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .context("an HTTP answer without a head")?;
+    if !head.starts_with("HTTP/1.1 2") {
+        bail!(
+            "POST {path}: {} {body}",
+            head.lines().next().unwrap_or_default()
+        );
+    }
+    serde_json::from_str(body).with_context(|| format!("POST {path} answered no JSON"))
 }
 
 /// The body of `GET path` on loopback; an error unless it is a 200.

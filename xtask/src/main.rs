@@ -100,12 +100,34 @@ fn test(nextest_args: &[String]) -> Result<()> {
 /// The whole answer to one plain `GET path` on `address`, sent with
 /// `Connection: close`.
 fn plain_get(address: SocketAddr, path: &str) -> std::io::Result<String> {
+    plain_request(address, "GET", path, None, None)
+}
+
+/// The whole answer to one request on `address`, with an optional bearer
+/// credential and JSON body, sent with `Connection: close`.
+fn plain_request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    json: Option<&str>,
+) -> std::io::Result<String> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )?;
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    if let Some(bearer) = bearer {
+        request.push_str(&format!("Authorization: Bearer {bearer}\r\n"));
+    }
+    if let Some(json) = json {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+            json.len()
+        ));
+    } else {
+        request.push_str("\r\n");
+    }
+    stream.write_all(request.as_bytes())?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
     Ok(answer)
