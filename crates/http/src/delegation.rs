@@ -18,7 +18,8 @@ use crate::guard::AgentPrincipal;
 use crate::state::AppState;
 use crate::validate::Problems;
 use crate::wire::{
-    AgentSlugSchema, LifecycleStateSchema, MoneySchema, RoleSchema, TimestampSchema, timestamp,
+    AgentSlugSchema, LifecycleStateSchema, MoneySchema, PositiveMoneySchema, RoleSchema,
+    TimestampSchema, timestamp,
 };
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
@@ -47,7 +48,7 @@ struct DelegateRequest {
     /// Sliced from the parent's budget, which keeps at least one cent; the
     /// child's daily budget, and the most it can ever spend. Required and
     /// above zero (optional to Rust so that its absence is a 400 naming it).
-    #[schema(value_type = MoneySchema, required = true)]
+    #[schema(value_type = PositiveMoneySchema, required = true)]
     budget_allocation_usd: Option<Money>,
     /// At most the parent's own role; `agent` when absent.
     #[schema(value_type = Option<RoleSchema>)]

@@ -18,7 +18,7 @@ use utoipa::{OpenApi, ToSchema};
 use crate::error::{ApiError, Problem};
 use crate::guard::{Principal, denial_error};
 use crate::state::AppState;
-use crate::wire::{AgentSlugSchema, MoneySchema, TimestampSchema, timestamp};
+use crate::wire::{AgentSlugSchema, MoneySchema, PositiveMoneySchema, TimestampSchema, timestamp};
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config
@@ -164,7 +164,7 @@ fn figures(agent: &AgentRecord, account: &Account, limits: &EnforcedLimits) -> F
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SpendRequest {
-    #[schema(value_type = MoneySchema)]
+    #[schema(value_type = PositiveMoneySchema)]
     amount_usd: Money,
     /// Whose budget: required with an API key, and with an agent's own
     /// credentials only ever the agent itself.
@@ -312,7 +312,7 @@ async fn spend(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct HoldRequest {
-    #[schema(value_type = MoneySchema)]
+    #[schema(value_type = PositiveMoneySchema)]
     amount_usd: Money,
     /// How long the money stays reserved unless captured or released.
     #[schema(minimum = 1, maximum = 86_400, default = 300)]

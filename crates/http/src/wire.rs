@@ -22,18 +22,7 @@ pub(crate) enum MoneySchema {}
 
 impl PartialSchema for MoneySchema {
     fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::Number)
-            .minimum(Some(0))
-            .maximum(Some(Money::MAX.to_f64_usd()))
-            // What "at most 6 decimals" means to a schema validator.
-            .multiple_of(Some(0.000_001))
-            .description(Some(
-                "US dollars as a JSON number with at most 6 decimals; an amount with more \
-                 decimals is refused, not rounded.",
-            ))
-            .examples([serde_json::json!(5.0)])
-            .into()
+        money().minimum(Some(0)).into()
     }
 }
 
@@ -41,6 +30,35 @@ impl ToSchema for MoneySchema {
     fn name() -> Cow<'static, str> {
         Cow::Borrowed("Money")
     }
+}
+
+/// Schema of a [`Money`] that must be above zero: what is spent, held or
+/// delegated (zero is refused with `invalid_amount`).
+pub(crate) enum PositiveMoneySchema {}
+
+impl PartialSchema for PositiveMoneySchema {
+    fn schema() -> RefOr<Schema> {
+        money().exclusive_minimum(Some(0)).into()
+    }
+}
+
+impl ToSchema for PositiveMoneySchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("PositiveMoney")
+    }
+}
+
+fn money() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Number)
+        .maximum(Some(Money::MAX.to_f64_usd()))
+        // What "at most 6 decimals" means to a schema validator.
+        .multiple_of(Some(0.000_001))
+        .description(Some(
+            "US dollars as a JSON number with at most 6 decimals; an amount with more \
+             decimals is refused, not rounded.",
+        ))
+        .examples([serde_json::json!(5.0)])
 }
 
 /// Schema of [`AgentSlug`]: the `agent_id` of the seeds.
