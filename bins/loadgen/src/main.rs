@@ -330,6 +330,9 @@ async fn prepare(args: &Args) -> Result<Plan> {
     Ok(plan)
 }
 
+/// A header's name and value.
+type Header<'a> = (&'a str, &'a str);
+
 /// One request of each kind the server must refuse without holding on to
 /// it: each is a bootstrap with the admin key, so only the input is wrong.
 fn hostile_requests(host: &str, key: &str) -> Vec<Vec<u8>> {
@@ -340,48 +343,20 @@ fn hostile_requests(host: &str, key: &str) -> Vec<Vec<u8>> {
     let not_utf8 = b"{\"agent_id\":\"\xff\xfe\xfd\"}".to_vec();
     let valid = bootstrap_body("hostile");
     let padding = "p".repeat(256 * 1024);
-    vec![
-        encode_raw(
-            "POST",
-            host,
-            PATH,
-            Some(key),
-            &[("Content-Type", JSON)],
-            huge.as_bytes(),
-        ),
-        encode_raw(
-            "POST",
-            host,
-            PATH,
-            Some(key),
-            &[("Content-Type", JSON)],
-            nested.as_bytes(),
-        ),
-        encode_raw(
-            "POST",
-            host,
-            PATH,
-            Some(key),
-            &[("Content-Type", JSON)],
-            &not_utf8,
-        ),
-        encode_raw(
-            "POST",
-            host,
-            PATH,
-            Some(key),
-            &[("Content-Type", "text/plain")],
-            valid.as_bytes(),
-        ),
-        encode_raw(
-            "POST",
-            host,
-            PATH,
-            Some(key),
-            &[("Content-Type", JSON), ("X-Padding", &padding)],
-            valid.as_bytes(),
-        ),
-    ]
+    let json = [("Content-Type", JSON)];
+    let plain = [("Content-Type", "text/plain")];
+    let padded = [("Content-Type", JSON), ("X-Padding", padding.as_str())];
+    let cases: [(&[Header], &[u8]); 5] = [
+        (&json, huge.as_bytes()),
+        (&json, nested.as_bytes()),
+        (&json, &not_utf8),
+        (&plain, valid.as_bytes()),
+        (&padded, valid.as_bytes()),
+    ];
+    cases
+        .iter()
+        .map(|(headers, body)| encode_raw("POST", host, PATH, Some(key), headers, body))
+        .collect()
 }
 
 fn bootstrap_body(agent: &str) -> String {

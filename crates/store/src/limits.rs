@@ -211,11 +211,11 @@ pub(crate) trait InsertBootstrapped {
 }
 
 impl InsertBootstrapped for AsyncPgConnection {
-    /// The three inserts are pipelined: sent together, answered together.
-    /// A bootstrap of a new agent was seven round trips to PostgreSQL, and
-    /// its profile was the kernel waking one side for the other. The server
-    /// still runs them in order, so the event's foreign key finds its
-    /// agent; the entry's version comes from the sequence in its own insert.
+    /// The three inserts are pipelined: sent together, answered together,
+    /// and the entry's version is drawn inside its own insert, so a new
+    /// agent costs four round trips instead of seven (each one a network
+    /// round trip when PostgreSQL runs on another host). The server still
+    /// runs them in order, so the event's foreign key finds its agent.
     async fn insert_bootstrapped(
         &mut self,
         tenant: TenantId,
