@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{OpenApi, ToSchema};
 
+use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
 use crate::guard::ApiKeyPrincipal;
 use crate::state::{AgentSnapshot, AppState};
@@ -161,9 +162,10 @@ enum Outcome {
 async fn bootstrap(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
-    body: web::Json<BootstrapRequest>,
+    body: Deferred<web::Json<BootstrapRequest>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::AgentBootstrap)?;
+    let body = body.read().await?;
     let new = body.into_inner().into_new_agent()?;
     let target = format!("agent:{}", new.slug);
     let tenant = caller.tenant_id;

@@ -13,6 +13,7 @@ use time::Duration;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::bootstrap::{BootstrapResponse, respond};
+use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
 use crate::guard::AgentPrincipal;
 use crate::state::AppState;
@@ -104,9 +105,10 @@ struct DelegateRequest {
 async fn delegate(
     state: web::Data<AppState>,
     caller: AgentPrincipal,
-    body: web::Json<DelegateRequest>,
+    body: Deferred<web::Json<DelegateRequest>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_full_access()?;
+    let body = body.read().await?;
     let parent = caller.record().clone();
     if parent.metadata.get("can_delegate") != Some(&serde_json::Value::Bool(true)) {
         return Err(ApiError::forbidden(

@@ -17,6 +17,7 @@
 
 mod agent_self;
 mod bootstrap;
+mod deferred;
 mod delegation;
 pub mod error;
 pub mod guard;

@@ -33,6 +33,7 @@ use tokio::io::AsyncWriteExt;
 use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
+use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
 use crate::guard::{ApiKeyPrincipal, CallbackPrincipal, MachineCertificate};
 use crate::state::AppState;
@@ -605,9 +606,10 @@ fn audit(state: &AppState, instance: &MachineInstance, actor: String, action: &s
 async fn create_instance(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
-    body: web::Json<CreateInstance>,
+    body: Deferred<web::Json<CreateInstance>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::InstanceProvision)?;
+    let body = body.read().await?;
     let body = body.into_inner();
     let mut problems = Problems::default();
     problems.length("name", Some(&body.name), 1, 120);
@@ -756,9 +758,10 @@ async fn patch_instance(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
     path: web::Path<String>,
-    body: web::Json<PatchInstance>,
+    body: Deferred<web::Json<PatchInstance>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::InstanceProvision)?;
+    let body = body.read().await?;
     let body = body.into_inner();
     let mut problems = Problems::default();
     document(&mut problems, "agent_config", body.agent_config.as_ref());
@@ -1297,8 +1300,9 @@ fn session_error(error: SessionError) -> ApiError {
 async fn secrets(
     state: web::Data<AppState>,
     machine: MachineCertificate,
-    body: web::Json<SecretsRequest>,
+    body: Deferred<web::Json<SecretsRequest>>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = body.read().await?;
     let wrong_session = || {
         ApiError::unauthorized(
             "certificate_session_mismatch",
@@ -1447,8 +1451,9 @@ fn level(problems: &mut Problems, level: Option<&str>) -> LogLevel {
 async fn callback(
     state: web::Data<AppState>,
     machine: CallbackPrincipal,
-    body: web::Json<CallbackRequest>,
+    body: Deferred<web::Json<CallbackRequest>>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = body.read().await?;
     let body = body.into_inner();
     let mut problems = Problems::default();
     let stage = problems.check(body.stage.parse::<CallbackStage>(), "stage");
@@ -1584,8 +1589,9 @@ fn diagnostic_problems(
 async fn diagnostic(
     state: web::Data<AppState>,
     machine: CallbackPrincipal,
-    body: web::Json<DiagnosticRequest>,
+    body: Deferred<web::Json<DiagnosticRequest>>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = body.read().await?;
     let body = body.into_inner();
     let level = diagnostic_problems(
         Problems::default(),

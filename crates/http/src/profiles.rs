@@ -15,6 +15,7 @@ use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{OpenApi, PartialSchema, ToSchema};
 
+use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
 use crate::guard::ApiKeyPrincipal;
 use crate::state::AppState;
@@ -162,9 +163,10 @@ struct CreateProfile {
 async fn create(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
-    body: web::Json<CreateProfile>,
+    body: Deferred<web::Json<CreateProfile>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::AgentProfileWrite)?;
+    let body = body.read().await?;
     let body = body.into_inner();
     let mut problems = Problems::default();
     let agent_id = body
@@ -305,9 +307,10 @@ async fn update(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
     path: web::Path<String>,
-    body: web::Json<UpdateProfile>,
+    body: Deferred<web::Json<UpdateProfile>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::AgentProfileWrite)?;
+    let body = body.read().await?;
     let body = body.into_inner();
     let mut problems = Problems::default();
     let role = body
@@ -458,9 +461,10 @@ async fn transition(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
     path: web::Path<String>,
-    body: web::Json<Transition>,
+    body: Deferred<web::Json<Transition>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::AgentLifecycleManage)?;
+    let body = body.read().await?;
     let requested = body
         .into_inner()
         .state
@@ -697,9 +701,10 @@ async fn read_limits(
 async fn replace_limits(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
-    body: web::Json<BTreeMap<String, LimitEntry>>,
+    body: Deferred<web::Json<BTreeMap<String, LimitEntry>>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::AgentLimitsManage)?;
+    let body = body.read().await?;
     let replacement = body.into_inner();
     validate_entries(replacement.iter().map(|(key, entry)| (key, Some(entry))))?;
     write_limits(&state, &caller, move |entries| {
@@ -740,9 +745,10 @@ async fn replace_limits(
 async fn merge_limits(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
-    body: web::Json<BTreeMap<String, Option<LimitEntry>>>,
+    body: Deferred<web::Json<BTreeMap<String, Option<LimitEntry>>>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::AgentLimitsManage)?;
+    let body = body.read().await?;
     let patch = body.into_inner();
     validate_entries(patch.iter().map(|(key, entry)| (key, entry.as_ref())))?;
     write_limits(&state, &caller, move |entries| {

@@ -13,6 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
+use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
 use crate::guard::ApiKeyPrincipal;
 use crate::state::AppState;
@@ -268,10 +269,11 @@ async fn register(
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
     request: HttpRequest,
-    body: web::Json<Register>,
+    body: Deferred<web::Json<Register>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::AgentProfileWrite)?;
     check_tenant_header(&state, &request, &caller, true).await?;
+    let body = body.read().await?;
     let body = body.into_inner();
     let mut problems = Problems::default();
     let slug = problems.check(AgentSlug::parse(&body.name), "name");

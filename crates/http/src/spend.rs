@@ -15,6 +15,7 @@ use serde_json::json;
 use time::Duration;
 use utoipa::{OpenApi, ToSchema};
 
+use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
 use crate::guard::{Principal, denial_error};
 use crate::state::AppState;
@@ -239,8 +240,9 @@ fn check_key(key: Option<&str>) -> Result<(), ApiError> {
 async fn spend(
     state: web::Data<AppState>,
     caller: Principal,
-    body: web::Json<SpendRequest>,
+    body: Deferred<web::Json<SpendRequest>>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = body.read().await?;
     let body = body.into_inner();
     check_key(body.idempotency_key.as_deref())?;
     if body
@@ -379,8 +381,9 @@ struct HoldResponse {
 async fn hold(
     state: web::Data<AppState>,
     caller: Principal,
-    body: web::Json<HoldRequest>,
+    body: Deferred<web::Json<HoldRequest>>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = body.read().await?;
     let body = body.into_inner();
     check_key(body.idempotency_key.as_deref())?;
     let ttl = body.ttl_seconds.unwrap_or(DEFAULT_HOLD_SECONDS);
@@ -514,8 +517,9 @@ async fn capture(
     state: web::Data<AppState>,
     caller: Principal,
     path: web::Path<String>,
-    body: web::Json<CaptureRequest>,
+    body: Deferred<web::Json<CaptureRequest>>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = body.read().await?;
     let (agent, hold) = held_by(&state, &caller, &path).await?;
     let amount = body.amount_usd;
     let (account, limits) = move_money(&state, &agent, None, move |account, _| {

@@ -2,10 +2,11 @@
 //! past its limit.
 
 use actix_web::test;
-use agentry_domain::ApiKeyRole;
+use agentry_domain::{ApiKeyRole, LifecycleState};
+use agentry_store::now;
 use agentry_testkit::on_both_backends;
 
-use crate::{app, send, state_for, tenant, tenant_key};
+use crate::{agent, app, send, state_for, tenant, tenant_key};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_nested_broken_and_mislabelled_bodies_get_clear_4xx() {
@@ -111,6 +112,66 @@ async fn oversized_nested_broken_and_mislabelled_bodies_get_clear_4xx() {
             .map(|entries| entries.count())
             .unwrap_or(0);
         assert_eq!(left, 0, "nothing left in {}", dir.display());
+    })
+    .await;
+}
+
+/// The credential is judged before the body: a caller that is refused
+/// hears why (401, 402, 403) whatever it sent, and learns nothing about
+/// what the route would have made of its body.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_credential_is_answered_before_a_bad_body() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let tenant = tenant(&db.store, "acme").await;
+        let auditor = tenant_key(&db.store, tenant, ApiKeyRole::Auditor).await;
+        let suspended = agent(&db.store, tenant, "paused", LifecycleState::Suspended).await;
+        let suspended = state.mint_agent_token(&suspended, now()).unwrap().0;
+        // Well-formed, but no such key: only the database can say so.
+        let unknown =
+            agentry_auth::ApiKey::mint(agentry_auth::ApiKeyKind::Tenant(ApiKeyRole::Admin));
+        let broken = |path: &str, credential: &str| {
+            test::TestRequest::post()
+                .uri(path)
+                .insert_header(("content-type", "application/json"))
+                .insert_header(("authorization", format!("Bearer {credential}")))
+                .set_payload("{ not json")
+        };
+        let cases = [
+            (
+                "/v1/agent/bootstrap",
+                unknown.expose(),
+                401,
+                "invalid_api_key",
+            ),
+            (
+                "/v1/agent/bootstrap",
+                auditor.expose(),
+                403,
+                "permission_denied",
+            ),
+            (
+                "/v1/agent/spend",
+                suspended.as_str(),
+                402,
+                "agent_suspended",
+            ),
+            (
+                "/v1/agent/delegate",
+                suspended.as_str(),
+                402,
+                "agent_suspended",
+            ),
+        ];
+        for (path, credential, status, code) in cases {
+            let (answered, problem) = send(&app, broken(path, credential), path, None).await;
+            assert_eq!(
+                (answered, problem["code"].as_str()),
+                (status, Some(code)),
+                "{path}"
+            );
+        }
     })
     .await;
 }
