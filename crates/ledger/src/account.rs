@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use agentry_domain::{AgentId, Money};
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime, UtcOffset};
 
 use crate::entry::{Entry, EntryKind, HoldId};
 use crate::limits::EnforcedLimits;
@@ -41,6 +41,11 @@ pub enum LedgerError {
     OpenDelegations(usize),
     #[error("ledger entries are inconsistent: {0}")]
     Corrupt(&'static str),
+}
+
+/// The UTC calendar day of `at`: the unit every window is made of.
+fn utc_day(at: OffsetDateTime) -> Date {
+    at.to_offset(UtcOffset::UTC).date()
 }
 
 fn window_name(window: Window) -> &'static str {
@@ -93,7 +98,11 @@ pub struct Settlement {
 /// from.
 #[derive(Debug, Clone, Default)]
 pub struct Account {
-    charges: Vec<(OffsetDateTime, Money)>,
+    /// Spends and captures, in micros, summed per UTC day of the moment
+    /// they count in. Every window begins at a UTC midnight, so a day's
+    /// total is all any window needs: an agent that spends all year is 365
+    /// figures here, not one per spend.
+    charges: BTreeMap<Date, i128>,
     holds: BTreeMap<HoldId, Hold>,
     slices: BTreeMap<AgentId, Slice>,
     parent: Option<AgentId>,
@@ -120,7 +129,7 @@ impl Account {
     /// Applies an entry this account (or its counterpart) produced.
     pub fn record(&mut self, entry: &Entry) -> Result<(), LedgerError> {
         match entry.kind {
-            EntryKind::Spend { amount } => self.charges.push((entry.at, amount)),
+            EntryKind::Spend { amount } => self.charge(entry.at, amount),
             EntryKind::Hold {
                 hold,
                 amount,
@@ -143,7 +152,7 @@ impl Account {
                 }
                 held.state = HoldState::Captured;
                 let at = held.at;
-                self.charges.push((at, amount));
+                self.charge(at, amount);
             }
             EntryKind::Release { hold } => {
                 self.open_hold_mut(hold)?.state = HoldState::Released;
@@ -195,6 +204,19 @@ impl Account {
         Ok(())
     }
 
+    fn charge(&mut self, at: OffsetDateTime, amount: Money) {
+        *self.charges.entry(utc_day(at)).or_default() += i128::from(amount.micros());
+    }
+
+    /// The charges that count in `window` as of `now`, in micros.
+    fn charged(&self, window: Window, now: OffsetDateTime) -> i128 {
+        self.charges
+            .iter()
+            .filter(|(day, _)| window.contains(day.midnight().assume_utc(), now))
+            .map(|(_, micros)| micros)
+            .sum()
+    }
+
     fn open_hold_mut(&mut self, hold: HoldId) -> Result<&mut Hold, LedgerError> {
         self.holds
             .get_mut(&hold)
@@ -208,11 +230,6 @@ impl Account {
     /// unexpired holds, and delegation slices net of refunds.
     pub fn committed(&self, window: Window, now: OffsetDateTime) -> Money {
         let in_window = |at: OffsetDateTime| window.contains(at, now);
-        let charges = self
-            .charges
-            .iter()
-            .filter(|(at, _)| in_window(*at))
-            .map(|(_, amount)| i128::from(amount.micros()));
         let holds = self
             .holds
             .values()
@@ -225,7 +242,7 @@ impl Account {
             .values()
             .filter(|slice| in_window(slice.at))
             .map(|slice| i128::from(slice.amount.micros() - slice.refunded.micros()));
-        let total: i128 = charges.chain(holds).chain(slices).sum();
+        let total: i128 = self.charged(window, now) + holds.chain(slices).sum::<i128>();
         // A total above MAX cannot be produced through the checked operations;
         // saturating keeps a hand-edited ledger from panicking the caller.
         i64::try_from(total)
@@ -237,12 +254,7 @@ impl Account {
     /// Money actually spent (spends and captures) in `window` as of `now`;
     /// what `enforced_daily_spent_usd` reports.
     pub fn spent(&self, window: Window, now: OffsetDateTime) -> Money {
-        let total: i128 = self
-            .charges
-            .iter()
-            .filter(|(at, _)| window.contains(*at, now))
-            .map(|(_, amount)| i128::from(amount.micros()))
-            .sum();
+        let total = self.charged(window, now);
         i64::try_from(total)
             .ok()
             .and_then(|micros| Money::from_micros(micros).ok())

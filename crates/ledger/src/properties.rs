@@ -335,6 +335,27 @@ fn reference_committed(entries: &[Entry], window: Window, now: OffsetDateTime) -
             .sum::<i64>()
 }
 
+/// Money actually spent in `window` as of `now`, read the same way: spends
+/// when they happen, captures at their hold's time.
+fn reference_spent(entries: &[Entry], window: Window, now: OffsetDateTime) -> i64 {
+    use crate::EntryKind::*;
+    let mut held_at = std::collections::HashMap::new();
+    let mut total = 0i64;
+    for entry in entries {
+        match entry.kind {
+            Hold { hold, .. } => {
+                held_at.insert(hold, entry.at);
+            }
+            Spend { amount } if window.contains(entry.at, now) => total += amount.micros(),
+            Capture { hold, amount } if window.contains(held_at[&hold], now) => {
+                total += amount.micros();
+            }
+            _ => {}
+        }
+    }
+    total
+}
+
 fn check_limits(family: &Family) -> Result<(), TestCaseError> {
     let now = family.now;
     for member in &family.members {
@@ -344,6 +365,12 @@ fn check_limits(family: &Family) -> Result<(), TestCaseError> {
                 account.committed(window, now).micros(),
                 reference_committed(&member.entries, window, now),
                 "committed money disagrees with the reference in {:?}",
+                window
+            );
+            prop_assert_eq!(
+                account.spent(window, now).micros(),
+                reference_spent(&member.entries, window, now),
+                "spent money disagrees with the reference in {:?}",
                 window
             );
         }
