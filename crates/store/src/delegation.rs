@@ -87,7 +87,7 @@ impl Store {
         let record = AgentRecord::new(tenant, AgentId::from_uuid(new_id()), child, now);
         let row = AgentRow::from(&record);
         write_tx!(self, |conn| {
-            let (accounts, mut next_seq) = load_accounts!(conn, tenant, [parent]);
+            let (accounts, mut next_seq) = load_accounts!(conn, self.accounts, tenant, [parent]);
             let agents = load_agents!(conn, tenant, [parent]);
             let limits = load_limits!(
                 conn,
@@ -213,7 +213,7 @@ impl Store {
             let root_parent = root_parent.ok_or(StoreError::NotFound("agent"))?;
             let mut to_lock: Vec<AgentId> = before.keys().copied().collect();
             to_lock.extend(root_parent.map(|parent| AgentId::from_uuid(parent.0)));
-            let (mut accounts, mut next_seq) = load_accounts!(conn, tenant, to_lock);
+            let (mut accounts, mut next_seq) = load_accounts!(conn, self.accounts, tenant, to_lock);
             // Under the locks nothing can join the subtree (a new child needs
             // its parent's lock); if something joined before, start over.
             let depth_of = subtree!(conn, tenant_id, root);

@@ -1,7 +1,7 @@
 //! Ledger entries, and the transaction that makes the ledger's decisions
 //! safe under concurrent spenders.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use agentry_domain::{AgentId, Money, TenantId};
 use agentry_ledger::{Account, EnforcedLimits, Entry, EntryKind, HoldId, LedgerError};
@@ -121,13 +121,117 @@ impl EntryRow {
     }
 }
 
+/// Accounts as this process last read them, each with the sequence number
+/// of the first entry it has not seen, so a read replays only the entries
+/// written since. Entries are never changed or removed (an agent's go with
+/// it, and ids are never reused) and are numbered under the agent's lock,
+/// so they commit in order: the account at `next` plus the entries from
+/// `next` on is the account now, whoever wrote them.
+#[derive(Debug, Default)]
+pub(crate) struct AccountCache(std::sync::Mutex<HashMap<(TenantId, AgentId), (Account, i64)>>);
+
+/// Agents whose accounts are kept before the cache simply starts over.
+const CACHED_ACCOUNTS: usize = 10_000;
+
+impl AccountCache {
+    /// Where to start reading `agent`'s entries: its cached account and the
+    /// first sequence number it has not seen, or a new account and 1.
+    pub(crate) fn start(&self, tenant: TenantId, agent: AgentId) -> (Account, i64) {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(&(tenant, agent)).cloned())
+            .unwrap_or_else(|| (Account::new(), 1))
+    }
+
+    /// Keeps `account`, which has seen the entries before `next`, unless a
+    /// reader has already kept a later one.
+    pub(crate) fn keep(&self, tenant: TenantId, agent: AgentId, account: &Account, next: i64) {
+        let Ok(mut cache) = self.0.lock() else {
+            return;
+        };
+        if cache
+            .get(&(tenant, agent))
+            .is_some_and(|(_, seen)| *seen >= next)
+        {
+            return;
+        }
+        if cache.len() >= CACHED_ACCOUNTS {
+            cache.clear();
+        }
+        cache.insert((tenant, agent), (account.clone(), next));
+    }
+}
+
+/// `account`, which has seen the entries before `from`, brought up to date
+/// with `rows` (the entries from `from` on, in order); with the sequence
+/// number of the next entry.
+pub(crate) fn catch_up(
+    mut account: Account,
+    from: i64,
+    rows: Vec<EntryRow>,
+) -> Result<(Account, i64), StoreError> {
+    let mut next = from;
+    for row in rows {
+        if row.seq != next {
+            return Err(StoreError::Corrupt(format!(
+                "ledger entry {} where {next} was expected",
+                row.seq
+            )));
+        }
+        account.record(&row.into_entry()?)?;
+        next += 1;
+    }
+    Ok((account, next))
+}
+
+/// Inside a transaction: the entries of `$agent` (a `DbUuid`) of the
+/// tenant `$tenant_id` from sequence number `$from` on, in order.
+macro_rules! entries_from {
+    ($conn:ident, $tenant_id:expr, $agent:expr, $from:expr) => {
+        $crate::schema::ledger_entries::table
+            .filter($crate::schema::ledger_entries::tenant_id.eq($tenant_id))
+            .filter($crate::schema::ledger_entries::agent_id.eq($agent))
+            .filter($crate::schema::ledger_entries::seq.ge($from))
+            .order($crate::schema::ledger_entries::seq.asc())
+            .select($crate::ledger::EntryRow::as_select())
+            .load::<$crate::ledger::EntryRow>($conn)
+            .await?
+    };
+}
+
+/// Inside a transaction: `$agent`'s account from `$cache` and the entries
+/// written since, and the next sequence number; the whole ledger again if
+/// the cached account does not fit it. Keeps the result in `$cache`.
+macro_rules! current_account {
+    ($conn:ident, $cache:expr, $tenant:expr, $agent:expr) => {{
+        let tenant_id = $crate::types::DbUuid($tenant.as_uuid());
+        let agent_id = $crate::types::DbUuid($agent.as_uuid());
+        let (cached, from) = $cache.start($tenant, $agent);
+        let rows = $crate::ledger::entries_from!($conn, tenant_id, agent_id, from);
+        let (account, next) = match $crate::ledger::catch_up(cached, from, rows) {
+            Ok(caught_up) => caught_up,
+            // Only a cache that belongs to another database could get here;
+            // it must not stick.
+            Err(_) if from > 1 => {
+                let rows = $crate::ledger::entries_from!($conn, tenant_id, agent_id, 1_i64);
+                $crate::ledger::catch_up(agentry_ledger::Account::new(), 1, rows)?
+            }
+            Err(error) => return Err(error),
+        };
+        $cache.keep($tenant, $agent, &account, next);
+        (account, next)
+    }};
+}
+
 /// Inside a write transaction: locks the agents `$ids` (sorted, so two
 /// transactions never wait on each other crosswise) with a no-op update
-/// (the portable row lock; see `change_lifecycle`), loads their entries and
-/// replays their accounts. Evaluates to `(Accounts, NextSeq)`; `?` returns
-/// `StoreError` from the enclosing closure.
+/// (the portable row lock; see `change_lifecycle`) and brings their
+/// accounts up to date from `$cache` (see [`AccountCache`]). Evaluates to
+/// `(Accounts, NextSeq)`; `?` returns `StoreError` from the enclosing
+/// closure.
 macro_rules! load_accounts {
-    ($conn:ident, $tenant:expr, $ids:expr) => {{
+    ($conn:ident, $cache:expr, $tenant:expr, $ids:expr) => {{
         let tenant_id = $crate::types::DbUuid($tenant.as_uuid());
         let mut accounts = $crate::ledger::Accounts::new();
         // Entries of one agent are numbered under its lock, so replay
@@ -152,19 +256,9 @@ macro_rules! load_accounts {
             if locked == 0 {
                 return Err(StoreError::NotFound("agent"));
             }
-            let rows: Vec<$crate::ledger::EntryRow> = $crate::schema::ledger_entries::table
-                .filter($crate::schema::ledger_entries::tenant_id.eq(tenant_id))
-                .filter($crate::schema::ledger_entries::agent_id.eq(agent_id))
-                .order($crate::schema::ledger_entries::seq.asc())
-                .select($crate::ledger::EntryRow::as_select())
-                .load($conn)
-                .await?;
-            next_seq.insert(*id, rows.len() as i64 + 1);
-            let entries = rows
-                .into_iter()
-                .map($crate::ledger::EntryRow::into_entry)
-                .collect::<Result<Vec<_>, _>>()?;
-            accounts.insert(*id, agentry_ledger::Account::replay(&entries)?);
+            let (account, next) = $crate::ledger::current_account!($conn, $cache, $tenant, *id);
+            next_seq.insert(*id, next);
+            accounts.insert(*id, account);
         }
         (accounts, next_seq)
     }};
@@ -220,7 +314,7 @@ macro_rules! append_entries {
     }};
 }
 
-pub(crate) use {append_entries, load_accounts};
+pub(crate) use {append_entries, current_account, entries_from, load_accounts};
 
 /// The next sequence number of each locked agent's entries.
 pub(crate) type NextSeq = BTreeMap<AgentId, i64>;
@@ -305,10 +399,13 @@ impl Store {
         rows.into_iter().map(EntryRow::into_entry).collect()
     }
 
-    /// The derived account of one agent.
+    /// The derived account of one agent: the account this process last
+    /// read, brought up to date with the entries written since.
     pub async fn account(&self, tenant: TenantId, agent: AgentId) -> Result<Account, StoreError> {
-        let entries = self.ledger_entries(tenant, agent).await?;
-        Ok(Account::replay(&entries)?)
+        let (account, _) = crate::db::read!(self, |conn| {
+            Ok::<_, StoreError>(current_account!(conn, self.accounts, tenant, agent))
+        })?;
+        Ok(account)
     }
 
     /// Runs a ledger decision atomically: locks the named agents (in id
@@ -358,7 +455,7 @@ impl Store {
     {
         let ids: Vec<AgentId> = agent_ids.to_vec();
         write_tx!(self, |conn| {
-            let (accounts, mut next_seq) = load_accounts!(conn, tenant, &ids);
+            let (accounts, mut next_seq) = load_accounts!(conn, self.accounts, tenant, &ids);
             if let Some((agent, key)) = &replay {
                 let earlier: Option<EntryRow> = ledger_entries::table
                     .filter(ledger_entries::tenant_id.eq(DbUuid(tenant.as_uuid())))

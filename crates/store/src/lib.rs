@@ -81,6 +81,8 @@ pub struct Store {
     runtime: tokio::runtime::Handle,
     changes: tokio::sync::broadcast::Sender<changes::Change>,
     listeners: changes::Listeners,
+    /// Accounts as last read, so reading one replays only newer entries.
+    accounts: std::sync::Arc<ledger::AccountCache>,
     /// Test hook: when set, every agent-limits write fails as if it had
     /// lost its race three times. Compiled only with `test-hooks`.
     #[cfg(feature = "test-hooks")]
@@ -117,6 +119,7 @@ impl Store {
             runtime,
             changes: changes::channel(),
             listeners: changes::Listeners::default(),
+            accounts: std::sync::Arc::default(),
             #[cfg(feature = "test-hooks")]
             fail_limits_writes: std::sync::Arc::default(),
         })

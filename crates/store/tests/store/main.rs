@@ -280,6 +280,69 @@ async fn concurrent_spends_never_pass_the_limit() {
     .await;
 }
 
+/// Each process keeps the accounts it read and replays only newer entries:
+/// two replicas spending from one agent must still see each other's every
+/// spend under the lock, and read the same account afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn spends_through_two_replicas_never_pass_the_limit() {
+    on_both_backends(|db| async move {
+        let store = db.store.clone();
+        let replica = Store::connect(&db.url, &agentry_store::PoolOptions::default()).unwrap();
+        let acme = tenant(&store, "acme").await;
+        let agent = store
+            .create_agent(
+                acme,
+                NewAgent::named(slug("shared"), LifecycleState::Active),
+                now(),
+            )
+            .await
+            .unwrap()
+            .id;
+        let limits = EnforcedLimits::enforce(Some(Money::from_usd(10)), None, None, None);
+        let spend = Money::parse_usd("0.75").unwrap();
+        let tasks: Vec<_> = (0..32)
+            .map(|n| {
+                let through = if n % 2 == 0 {
+                    store.clone()
+                } else {
+                    replica.clone()
+                };
+                tokio::spawn(async move {
+                    // Read first, so each replica holds an account that the
+                    // other's spends then make stale.
+                    through.account(acme, agent).await.unwrap();
+                    through
+                        .ledger_transaction(acme, &[agent], |accounts| {
+                            let entry = accounts[&agent].spend(spend, &limits, now())?;
+                            Ok(Appends {
+                                entries: vec![(agent, entry)],
+                                idempotency_key: None,
+                            })
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let mut accepted = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => accepted += 1,
+                Err(StoreError::Ledger(LedgerError::InsufficientBudget { .. })) => {}
+                Err(other) => panic!("{:?}: unexpected {other:?}", db.backend()),
+            }
+        }
+        assert_eq!(accepted, 13, "{:?}", db.backend());
+        for reader in [&store, &replica] {
+            let account = reader.account(acme, agent).await.unwrap();
+            assert_eq!(
+                account.spent(agentry_ledger::Window::Day, now()),
+                Money::parse_usd("9.75").unwrap()
+            );
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn delegation_writes_both_sides_and_a_repeated_idempotency_key_is_refused() {
     on_both_backends(|db| async move {
