@@ -185,6 +185,49 @@ pub(crate) fn catch_up(
     Ok((account, next))
 }
 
+/// Takes an agent's row lock for a ledger decision, inside a write
+/// transaction; whether the agent exists in the tenant.
+pub(crate) trait LockAgent {
+    fn lock_agent(
+        &mut self,
+        tenant: DbUuid,
+        agent: DbUuid,
+    ) -> impl std::future::Future<Output = diesel::QueryResult<bool>> + Send;
+}
+
+impl LockAgent for diesel_async::AsyncPgConnection {
+    /// `FOR NO KEY UPDATE`, the lock an update of the row would take, but
+    /// without writing a new version of the row for every spend.
+    async fn lock_agent(&mut self, tenant: DbUuid, agent: DbUuid) -> diesel::QueryResult<bool> {
+        use crate::schema::agents;
+        agents::table
+            .filter(agents::tenant_id.eq(tenant))
+            .filter(agents::id.eq(agent))
+            .select(agents::id)
+            .for_no_key_update()
+            .first::<DbUuid>(self)
+            .await
+            .optional()
+            .map(|found| found.is_some())
+    }
+}
+
+impl LockAgent for crate::db::SqliteConn {
+    /// The IMMEDIATE transaction already holds the database's write lock:
+    /// the agent only has to exist.
+    async fn lock_agent(&mut self, tenant: DbUuid, agent: DbUuid) -> diesel::QueryResult<bool> {
+        use crate::schema::agents;
+        agents::table
+            .filter(agents::tenant_id.eq(tenant))
+            .filter(agents::id.eq(agent))
+            .select(agents::id)
+            .first::<DbUuid>(self)
+            .await
+            .optional()
+            .map(|found| found.is_some())
+    }
+}
+
 /// Inside a transaction: the entries of `$agent` (a `DbUuid`) of the
 /// tenant `$tenant_id` from sequence number `$from` on, in order.
 macro_rules! entries_from {
@@ -225,8 +268,8 @@ macro_rules! current_account {
 }
 
 /// Inside a write transaction: locks the agents `$ids` (sorted, so two
-/// transactions never wait on each other crosswise) with a no-op update
-/// (the portable row lock; see `change_lifecycle`) and brings their
+/// transactions never wait on each other crosswise; see [`LockAgent`]) and
+/// brings their
 /// accounts up to date from `$cache` (see [`AccountCache`]). Evaluates to
 /// `(Accounts, NextSeq)`; `?` returns `StoreError` from the enclosing
 /// closure.
@@ -242,18 +285,7 @@ macro_rules! load_accounts {
         ids.dedup();
         for id in &ids {
             let agent_id = $crate::types::DbUuid(id.as_uuid());
-            let locked = diesel::update(
-                $crate::schema::agents::table
-                    .filter($crate::schema::agents::tenant_id.eq(tenant_id))
-                    .filter($crate::schema::agents::id.eq(agent_id)),
-            )
-            .set(
-                $crate::schema::agents::credential_epoch
-                    .eq($crate::schema::agents::credential_epoch),
-            )
-            .execute($conn)
-            .await?;
-            if locked == 0 {
+            if !$crate::ledger::LockAgent::lock_agent($conn, tenant_id, agent_id).await? {
                 return Err(StoreError::NotFound("agent"));
             }
             let (account, next) = $crate::ledger::current_account!($conn, $cache, $tenant, *id);
