@@ -269,10 +269,9 @@ macro_rules! current_account {
 
 /// Inside a write transaction: locks the agents `$ids` (sorted, so two
 /// transactions never wait on each other crosswise; see [`LockAgent`]) and
-/// brings their
-/// accounts up to date from `$cache` (see [`AccountCache`]). Evaluates to
-/// `(Accounts, NextSeq)`; `?` returns `StoreError` from the enclosing
-/// closure.
+/// brings their accounts up to date from `$cache` (see [`AccountCache`]).
+/// Evaluates to `(Accounts, NextSeq)`; `?` returns `StoreError` from the
+/// enclosing closure.
 macro_rules! load_accounts {
     ($conn:ident, $cache:expr, $tenant:expr, $ids:expr) => {{
         let tenant_id = $crate::types::DbUuid($tenant.as_uuid());
