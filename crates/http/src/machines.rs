@@ -159,6 +159,7 @@ struct CreateInstance {
     decryption_key_hex: Option<String>,
     /// How long the bootstrap token lives.
     #[schema(minimum = 60, maximum = 2_592_000, default = 86_400)]
+    #[serde(default, deserialize_with = "crate::wire::whole_number::optional")]
     bootstrap_token_ttl_seconds: Option<i64>,
 }
 
@@ -205,6 +206,7 @@ struct CallbackRequest {
     /// installing 1, configuring 2, securing 3, ready 4; error 2 or 3.
     /// Must be above the last accepted one.
     #[schema(minimum = 1, maximum = 4)]
+    #[serde(deserialize_with = "crate::wire::whole_number::deserialize")]
     seq: i64,
     #[schema(value_type = CallbackStageSchema)]
     stage: String,

@@ -556,7 +556,11 @@ struct LimitEntry {
     #[schema(value_type = Option<MoneySchema>)]
     max_budget_usd: Option<Money>,
     /// The agent's requests per minute; 30 when absent.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::wire::whole_number::optional"
+    )]
     #[schema(minimum = 1, maximum = 1_000_000)]
     max_requests_per_minute: Option<u32>,
 }

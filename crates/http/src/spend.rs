@@ -318,6 +318,7 @@ struct HoldRequest {
     amount_usd: Money,
     /// How long the money stays reserved unless captured or released.
     #[schema(minimum = 1, maximum = 86_400, default = 300)]
+    #[serde(default, deserialize_with = "crate::wire::whole_number::optional")]
     ttl_seconds: Option<i64>,
     /// Whose budget: required with an API key, and with an agent's own
     /// credentials only ever the agent itself.

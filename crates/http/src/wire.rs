@@ -357,6 +357,81 @@ pub(crate) struct AnomalyEvent {
     pub(crate) at: String,
 }
 
+/// Whole numbers as JSON Schema counts them: `30` and `30.0` alike (a
+/// client that computes in floats, Python's `json` among them, sends
+/// `30.0`), but not `30.5`. serde's integer types refuse `30.0`; fields of
+/// type `integer` in the OpenAPI document take this instead.
+pub(crate) mod whole_number {
+    use std::fmt;
+
+    use serde::de::{self, Deserialize, Deserializer, Unexpected, Visitor};
+
+    /// Largest magnitude below which every whole float is exact.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+
+    struct Whole(i64);
+
+    impl<'de> Deserialize<'de> for Whole {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_any(WholeVisitor)
+        }
+    }
+
+    struct WholeVisitor;
+
+    impl Visitor<'_> for WholeVisitor {
+        type Value = Whole;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("a whole number")
+        }
+
+        fn visit_i64<E: de::Error>(self, value: i64) -> Result<Whole, E> {
+            Ok(Whole(value))
+        }
+
+        fn visit_u64<E: de::Error>(self, value: u64) -> Result<Whole, E> {
+            i64::try_from(value)
+                .map(Whole)
+                .map_err(|_| E::invalid_value(Unexpected::Unsigned(value), &self))
+        }
+
+        fn visit_f64<E: de::Error>(self, value: f64) -> Result<Whole, E> {
+            if value.fract() == 0.0 && value.abs() <= EXACT {
+                // Exact: a whole number within 2^53.
+                #[expect(clippy::cast_possible_truncation, reason = "checked just above")]
+                Ok(Whole(value as i64))
+            } else {
+                Err(E::invalid_value(Unexpected::Float(value), &self))
+            }
+        }
+    }
+
+    fn narrow<T: TryFrom<i64>, E: de::Error>(Whole(value): Whole) -> Result<T, E> {
+        T::try_from(value)
+            .map_err(|_| E::invalid_value(Unexpected::Signed(value), &"a whole number in range"))
+    }
+
+    pub(crate) fn deserialize<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<i64>,
+    {
+        narrow(Whole::deserialize(deserializer)?)
+    }
+
+    /// For an `Option` field (with `#[serde(default)]`): `null` is `None`.
+    pub(crate) fn optional<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<i64>,
+    {
+        Option::<Whole>::deserialize(deserializer)?
+            .map(narrow)
+            .transpose()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,5 +447,37 @@ mod tests {
             timestamp(datetime!(2026-03-10 01:02:03.456789 +2)),
             "2026-03-09T23:02:03.456Z"
         );
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Counts {
+        #[serde(deserialize_with = "whole_number::deserialize")]
+        seq: i64,
+        #[serde(default, deserialize_with = "whole_number::optional")]
+        rpm: Option<u32>,
+    }
+
+    fn counts(json: &str) -> Result<(i64, Option<u32>), String> {
+        serde_json::from_str::<Counts>(json)
+            .map(|counts| (counts.seq, counts.rpm))
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn whole_numbers_may_be_written_as_floats_but_not_be_fractions() {
+        assert_eq!(counts(r#"{"seq": 3, "rpm": 60}"#), Ok((3, Some(60))));
+        assert_eq!(counts(r#"{"seq": 3.0, "rpm": 60.0}"#), Ok((3, Some(60))));
+        assert_eq!(counts(r#"{"seq": -2, "rpm": null}"#), Ok((-2, None)));
+        assert_eq!(counts(r#"{"seq": 1e2}"#), Ok((100, None)));
+        for refused in [
+            r#"{"seq": 3.5}"#,
+            r#"{"seq": "3"}"#,
+            r#"{"seq": 1, "rpm": -1}"#,
+            r#"{"seq": 1, "rpm": 4294967296}"#,
+            r#"{"seq": 1e300}"#,
+            r#"{"seq": 18446744073709551615}"#,
+        ] {
+            assert!(counts(refused).is_err(), "{refused}");
+        }
     }
 }

@@ -350,6 +350,12 @@ async fn the_agent_limits_map_is_read_replaced_and_merged_with_versions() {
         }
         assert_eq!(get(&app, "/v1/agent-limits", Some(auditor.expose())).await.0, 403);
         assert_eq!(db.store.agent_limits(acme).await.unwrap().version, 3, "refused writes wrote nothing");
+        // JSON Schema's integers include 45.0, which a client computing in
+        // floats sends; 45.5 is still refused.
+        let (status, body) = call(&app, Method::PATCH, "/v1/agent-limits", key, json!({ "agent:float": { "maxRequestsPerMinute": 45.0 } })).await;
+        assert_eq!((status, &body["agentLimits"]["agent:float"]["maxRequestsPerMinute"]), (200, &json!(45)), "{body}");
+        let (status, _) = call(&app, Method::PATCH, "/v1/agent-limits", key, json!({ "agent:float": { "maxRequestsPerMinute": 45.5 } })).await;
+        assert_eq!(status, 400);
     })
     .await;
 }
