@@ -108,7 +108,6 @@ async fn delegate(
     body: Deferred<web::Json<DelegateRequest>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_full_access()?;
-    let body = body.read().await?;
     let parent = caller.record().clone();
     if parent.metadata.get("can_delegate") != Some(&serde_json::Value::Bool(true)) {
         return Err(ApiError::forbidden(
@@ -116,7 +115,7 @@ async fn delegate(
             "this agent's metadata does not allow delegation (can_delegate)",
         ));
     }
-    let body = body.into_inner();
+    let body = body.read().await?.into_inner();
     let mut problems = Problems::default();
     let slug = problems.check(AgentSlug::parse(&body.agent_id), "agent_id");
     let role = problems.check(

@@ -39,6 +39,16 @@ const DEFAULT_HOLD_SECONDS: i64 = 300;
 
 /// The agent whose budget a request moves: the calling agent, or the one an
 /// API key with `spend.record` names.
+/// What a caller must be to move money at all, judged before its body is
+/// read: an agent with its full credentials, or a key that may record
+/// spends.
+fn require_money_access(caller: &Principal) -> Result<(), ApiError> {
+    match caller {
+        Principal::Agent(agent) => agent.require_full_access(),
+        Principal::ApiKey(key) => key.require(Permission::SpendRecord),
+    }
+}
+
 async fn account_holder(
     state: &AppState,
     caller: &Principal,
@@ -242,6 +252,7 @@ async fn spend(
     caller: Principal,
     body: Deferred<web::Json<SpendRequest>>,
 ) -> Result<HttpResponse, ApiError> {
+    require_money_access(&caller)?;
     let body = body.read().await?;
     let body = body.into_inner();
     check_key(body.idempotency_key.as_deref())?;
@@ -384,6 +395,7 @@ async fn hold(
     caller: Principal,
     body: Deferred<web::Json<HoldRequest>>,
 ) -> Result<HttpResponse, ApiError> {
+    require_money_access(&caller)?;
     let body = body.read().await?;
     let body = body.into_inner();
     check_key(body.idempotency_key.as_deref())?;
@@ -520,6 +532,7 @@ async fn capture(
     path: web::Path<String>,
     body: Deferred<web::Json<CaptureRequest>>,
 ) -> Result<HttpResponse, ApiError> {
+    require_money_access(&caller)?;
     let body = body.read().await?;
     let (agent, hold) = held_by(&state, &caller, &path).await?;
     let amount = body.amount_usd;

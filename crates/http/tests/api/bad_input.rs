@@ -128,6 +128,9 @@ async fn a_refused_credential_is_answered_before_a_bad_body() {
         let auditor = tenant_key(&db.store, tenant, ApiKeyRole::Auditor).await;
         let suspended = agent(&db.store, tenant, "paused", LifecycleState::Suspended).await;
         let suspended = state.mint_agent_token(&suspended, now()).unwrap().0;
+        // Active, but its metadata does not let it delegate.
+        let plain = agent(&db.store, tenant, "plain", LifecycleState::Active).await;
+        let plain = state.mint_agent_token(&plain, now()).unwrap().0;
         // Well-formed, but no such key: only the database can say so.
         let unknown =
             agentry_auth::ApiKey::mint(agentry_auth::ApiKeyKind::Tenant(ApiKeyRole::Admin));
@@ -162,6 +165,24 @@ async fn a_refused_credential_is_answered_before_a_bad_body() {
                 suspended.as_str(),
                 402,
                 "agent_suspended",
+            ),
+            (
+                "/v1/agent/spend",
+                auditor.expose(),
+                403,
+                "permission_denied",
+            ),
+            (
+                "/v1/agent/holds",
+                auditor.expose(),
+                403,
+                "permission_denied",
+            ),
+            (
+                "/v1/agent/delegate",
+                plain.as_str(),
+                403,
+                "delegation_not_allowed",
             ),
         ];
         for (path, credential, status, code) in cases {

@@ -6,8 +6,8 @@
 use actix_web::http::Method;
 use actix_web::test::TestRequest;
 use agentry_auth::Audience;
-use agentry_domain::{ApiKeyRole, LifecycleState};
-use agentry_store::{AgentLimitEntry, now};
+use agentry_domain::{AgentSlug, ApiKeyRole, LifecycleState};
+use agentry_store::{AgentLimitEntry, NewAgent, now};
 use agentry_testkit::on_both_backends;
 use serde_json::Value;
 use time::Duration;
@@ -179,8 +179,15 @@ async fn every_documented_guard_and_body_status_is_answered() {
                 // Routes that take an agent token take the agent's own key
                 // as `api_key` too; tenant keys are for the others.
                 let credential = if operation.takes("agent_jwt") {
-                    let active = agent_in(LifecycleState::Active, "sender").await;
-                    Some(token_of(&active))
+                    // One that may delegate, so the delegate route gets as
+                    // far as its body.
+                    let mut sender = NewAgent::named(
+                        AgentSlug::parse(&format!("sender-{n}")).unwrap(),
+                        LifecycleState::Active,
+                    );
+                    sender.metadata = serde_json::json!({ "can_delegate": true });
+                    let sender = db.store.create_agent(acme, sender, now()).await.unwrap();
+                    Some(token_of(&sender))
                 } else if operation.takes("api_key") {
                     Some(admin.expose().to_owned())
                 } else if operation.takes("callback_jwt") {
