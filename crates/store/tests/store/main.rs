@@ -226,47 +226,61 @@ async fn a_refused_limits_edit_writes_nothing() {
     .await;
 }
 
+/// 32 concurrent spends of $0.75 from `agent` under a $10 daily limit, each
+/// through the next of `stores` in turn (each having read the account
+/// first, so it holds one the others' spends make stale); how many were
+/// accepted.
+async fn spend_concurrently(stores: &[Store], tenant: TenantId, agent: AgentId) -> usize {
+    let limits = EnforcedLimits::enforce(Some(Money::from_usd(10)), None, None, None);
+    let spend = Money::parse_usd("0.75").unwrap();
+    let tasks: Vec<_> = (0..32)
+        .map(|n| {
+            let through = stores[n % stores.len()].clone();
+            tokio::spawn(async move {
+                through.account(tenant, agent).await.unwrap();
+                through
+                    .ledger_transaction(tenant, &[agent], |accounts| {
+                        let entry = accounts[&agent].spend(spend, &limits, now())?;
+                        Ok(Appends {
+                            entries: vec![(agent, entry)],
+                            idempotency_key: None,
+                        })
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => accepted += 1,
+            Err(StoreError::Ledger(LedgerError::InsufficientBudget { .. })) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    accepted
+}
+
+async fn spender(store: &Store, tenant: TenantId, name: &str) -> AgentId {
+    store
+        .create_agent(
+            tenant,
+            NewAgent::named(slug(name), LifecycleState::Active),
+            now(),
+        )
+        .await
+        .unwrap()
+        .id
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_spends_never_pass_the_limit() {
     on_both_backends(|db| async move {
-        let store = Arc::new(db.store.clone());
+        let store = db.store.clone();
         let acme = tenant(&store, "acme").await;
-        let agent = store
-            .create_agent(
-                acme,
-                NewAgent::named(slug("spender"), LifecycleState::Active),
-                now(),
-            )
-            .await
-            .unwrap()
-            .id;
-        let limits = EnforcedLimits::enforce(Some(Money::from_usd(10)), None, None, None);
-        let spend = Money::parse_usd("0.75").unwrap();
-        let tasks: Vec<_> = (0..32)
-            .map(|_| {
-                let store = Arc::clone(&store);
-                tokio::spawn(async move {
-                    store
-                        .ledger_transaction(acme, &[agent], |accounts| {
-                            let entry = accounts[&agent].spend(spend, &limits, now())?;
-                            Ok(Appends {
-                                entries: vec![(agent, entry)],
-                                idempotency_key: None,
-                            })
-                        })
-                        .await
-                })
-            })
-            .collect();
-        let mut accepted = 0;
-        for task in tasks {
-            match task.await.unwrap() {
-                Ok(_) => accepted += 1,
-                Err(StoreError::Ledger(LedgerError::InsufficientBudget { .. })) => {}
-                Err(other) => panic!("{:?}: unexpected {other:?}", db.backend()),
-            }
-        }
+        let agent = spender(&store, acme, "spender").await;
         // 13 x 0.75 = 9.75 fits, a 14th would be 10.50.
+        let accepted = spend_concurrently(std::slice::from_ref(&store), acme, agent).await;
         assert_eq!(accepted, 13, "{:?}", db.backend());
         let account = store.account(acme, agent).await.unwrap();
         assert_eq!(
@@ -289,50 +303,11 @@ async fn spends_through_two_replicas_never_pass_the_limit() {
         let store = db.store.clone();
         let replica = Store::connect(&db.url, &agentry_store::PoolOptions::default()).unwrap();
         let acme = tenant(&store, "acme").await;
-        let agent = store
-            .create_agent(
-                acme,
-                NewAgent::named(slug("shared"), LifecycleState::Active),
-                now(),
-            )
-            .await
-            .unwrap()
-            .id;
-        let limits = EnforcedLimits::enforce(Some(Money::from_usd(10)), None, None, None);
-        let spend = Money::parse_usd("0.75").unwrap();
-        let tasks: Vec<_> = (0..32)
-            .map(|n| {
-                let through = if n % 2 == 0 {
-                    store.clone()
-                } else {
-                    replica.clone()
-                };
-                tokio::spawn(async move {
-                    // Read first, so each replica holds an account that the
-                    // other's spends then make stale.
-                    through.account(acme, agent).await.unwrap();
-                    through
-                        .ledger_transaction(acme, &[agent], |accounts| {
-                            let entry = accounts[&agent].spend(spend, &limits, now())?;
-                            Ok(Appends {
-                                entries: vec![(agent, entry)],
-                                idempotency_key: None,
-                            })
-                        })
-                        .await
-                })
-            })
-            .collect();
-        let mut accepted = 0;
-        for task in tasks {
-            match task.await.unwrap() {
-                Ok(_) => accepted += 1,
-                Err(StoreError::Ledger(LedgerError::InsufficientBudget { .. })) => {}
-                Err(other) => panic!("{:?}: unexpected {other:?}", db.backend()),
-            }
-        }
+        let agent = spender(&store, acme, "shared").await;
+        let stores = [store, replica];
+        let accepted = spend_concurrently(&stores, acme, agent).await;
         assert_eq!(accepted, 13, "{:?}", db.backend());
-        for reader in [&store, &replica] {
+        for reader in &stores {
             let account = reader.account(acme, agent).await.unwrap();
             assert_eq!(
                 account.spent(agentry_ledger::Window::Day, now()),
