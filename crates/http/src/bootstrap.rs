@@ -165,8 +165,7 @@ async fn bootstrap(
     body: Deferred<web::Json<BootstrapRequest>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::AgentBootstrap)?;
-    let body = body.read().await?;
-    let new = body.into_inner().into_new_agent()?;
+    let new = body.read().await?.into_inner().into_new_agent()?;
     let target = format!("agent:{}", new.slug);
     let tenant = caller.tenant_id;
     let outcome = match ready_again(&state, tenant, &new.slug) {

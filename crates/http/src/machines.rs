@@ -611,8 +611,7 @@ async fn create_instance(
     body: Deferred<web::Json<CreateInstance>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::InstanceProvision)?;
-    let body = body.read().await?;
-    let body = body.into_inner();
+    let body = body.read().await?.into_inner();
     let mut problems = Problems::default();
     problems.length("name", Some(&body.name), 1, 120);
     document(&mut problems, "agent_config", body.agent_config.as_ref());
@@ -763,8 +762,7 @@ async fn patch_instance(
     body: Deferred<web::Json<PatchInstance>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::InstanceProvision)?;
-    let body = body.read().await?;
-    let body = body.into_inner();
+    let body = body.read().await?.into_inner();
     let mut problems = Problems::default();
     document(&mut problems, "agent_config", body.agent_config.as_ref());
     document(&mut problems, "agent_secrets", body.agent_secrets.as_ref());
@@ -1455,8 +1453,7 @@ async fn callback(
     machine: CallbackPrincipal,
     body: Deferred<web::Json<CallbackRequest>>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.read().await?;
-    let body = body.into_inner();
+    let body = body.read().await?.into_inner();
     let mut problems = Problems::default();
     let stage = problems.check(body.stage.parse::<CallbackStage>(), "stage");
     if body
@@ -1593,8 +1590,7 @@ async fn diagnostic(
     machine: CallbackPrincipal,
     body: Deferred<web::Json<DiagnosticRequest>>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.read().await?;
-    let body = body.into_inner();
+    let body = body.read().await?.into_inner();
     let level = diagnostic_problems(
         Problems::default(),
         &body.label,

@@ -166,8 +166,7 @@ async fn create(
     body: Deferred<web::Json<CreateProfile>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::AgentProfileWrite)?;
-    let body = body.read().await?;
-    let body = body.into_inner();
+    let body = body.read().await?.into_inner();
     let mut problems = Problems::default();
     let agent_id = body
         .agent_id
@@ -310,8 +309,7 @@ async fn update(
     body: Deferred<web::Json<UpdateProfile>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::AgentProfileWrite)?;
-    let body = body.read().await?;
-    let body = body.into_inner();
+    let body = body.read().await?.into_inner();
     let mut problems = Problems::default();
     let role = body
         .role
@@ -464,8 +462,9 @@ async fn transition(
     body: Deferred<web::Json<Transition>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::AgentLifecycleManage)?;
-    let body = body.read().await?;
     let requested = body
+        .read()
+        .await?
         .into_inner()
         .state
         .ok_or_else(|| ApiError::bad_request("invalid_request", "state is required"))?;
@@ -708,8 +707,7 @@ async fn replace_limits(
     body: Deferred<web::Json<BTreeMap<String, LimitEntry>>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::AgentLimitsManage)?;
-    let body = body.read().await?;
-    let replacement = body.into_inner();
+    let replacement = body.read().await?.into_inner();
     validate_entries(replacement.iter().map(|(key, entry)| (key, Some(entry))))?;
     write_limits(&state, &caller, move |entries| {
         *entries = replacement
@@ -752,8 +750,7 @@ async fn merge_limits(
     body: Deferred<web::Json<BTreeMap<String, Option<LimitEntry>>>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::AgentLimitsManage)?;
-    let body = body.read().await?;
-    let patch = body.into_inner();
+    let patch = body.read().await?.into_inner();
     validate_entries(patch.iter().map(|(key, entry)| (key, entry.as_ref())))?;
     write_limits(&state, &caller, move |entries| {
         for (key, entry) in &patch {

@@ -273,8 +273,7 @@ async fn register(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::AgentProfileWrite)?;
     check_tenant_header(&state, &request, &caller, true).await?;
-    let body = body.read().await?;
-    let body = body.into_inner();
+    let body = body.read().await?.into_inner();
     let mut problems = Problems::default();
     let slug = problems.check(AgentSlug::parse(&body.name), "name");
     problems.length("description", body.description.as_deref(), 0, 1000);

@@ -253,8 +253,7 @@ async fn spend(
     body: Deferred<web::Json<SpendRequest>>,
 ) -> Result<HttpResponse, ApiError> {
     require_money_access(&caller)?;
-    let body = body.read().await?;
-    let body = body.into_inner();
+    let body = body.read().await?.into_inner();
     check_key(body.idempotency_key.as_deref())?;
     if body
         .description
@@ -396,8 +395,7 @@ async fn hold(
     body: Deferred<web::Json<HoldRequest>>,
 ) -> Result<HttpResponse, ApiError> {
     require_money_access(&caller)?;
-    let body = body.read().await?;
-    let body = body.into_inner();
+    let body = body.read().await?.into_inner();
     check_key(body.idempotency_key.as_deref())?;
     let ttl = body.ttl_seconds.unwrap_or(DEFAULT_HOLD_SECONDS);
     if !(1..=MAX_HOLD_SECONDS).contains(&ttl) {
