@@ -52,7 +52,7 @@ pub(crate) fn fuzz_api(args: &[String]) -> Result<()> {
     }
     run(&mut build)?;
     let seen = fuzz_built(profile, examples)?;
-    status_coverage::report(&seen, "the fuzz alone")
+    status_coverage::report(&seen, "the fuzz alone").map(drop)
 }
 
 /// The bounded form against the binary `cargo nextest` has just built for

@@ -120,19 +120,17 @@ pub(crate) fn count(seen: &BTreeSet<Answer>, who: &str) -> Result<Vec<String>> {
 }
 
 /// [`count`], and each status never answered.
-pub(crate) fn report(seen: &BTreeSet<Answer>, who: &str) -> Result<()> {
-    for line in count(seen, who)? {
-        eprintln!("  never answered: {line}");
-    }
-    Ok(())
-}
-
-/// Fails unless `seen` answers every documented status.
-pub(crate) fn require(seen: &BTreeSet<Answer>, who: &str) -> Result<()> {
+pub(crate) fn report(seen: &BTreeSet<Answer>, who: &str) -> Result<Vec<String>> {
     let missing = count(seen, who)?;
     for line in &missing {
         eprintln!("  never answered: {line}");
     }
+    Ok(missing)
+}
+
+/// Fails unless `seen` answers every documented status.
+pub(crate) fn require(seen: &BTreeSet<Answer>, who: &str) -> Result<()> {
+    let missing = report(seen, who)?;
     if !missing.is_empty() {
         bail!(
             "{} documented statuses are answered by no test: cover them, or list them in \
