@@ -185,6 +185,7 @@ async fn serve(config: &Config, url: &DatabaseUrl, store: Store) -> anyhow::Resu
     };
     let state = AppState::new(store.clone(), keys, settings);
     state.spawn_background_tasks();
+    let stopping = state.clone();
     let mut server = HttpServer::new(move || agentry_http::app(state.clone()))
         .on_connect(agentry_http::tls::on_connect)
         .bind(config.bind)
@@ -206,8 +207,21 @@ async fn serve(config: &Config, url: &DatabaseUrl, store: Store) -> anyhow::Resu
             store.backend().as_str()
         );
     }
-    server.run().await.context("server stopped with an error")
+    let served = server.run().await;
+    // A graceful stop (SIGTERM, SIGINT) has let requests in flight finish;
+    // what they queued for the audit trail is written before the process
+    // goes, within a bound so a database that is gone cannot hold it.
+    if tokio::time::timeout(AUDIT_FLUSH_LIMIT, stopping.flush_audit())
+        .await
+        .is_err()
+    {
+        tracing::error!("the audit trail could not be written before stopping");
+    }
+    served.context("server stopped with an error")
 }
+
+/// How long a stopping server waits for its queued audit events.
+const AUDIT_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The artifact directory: as configured, else `artifacts` beside the
 /// SQLite file, else in the working directory.

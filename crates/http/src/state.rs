@@ -339,18 +339,30 @@ const AUDIT_QUEUE: usize = 65_536;
 /// Most audit events written in one transaction.
 const AUDIT_BATCH: usize = 512;
 
+/// What the audit writer is sent.
+enum AuditMessage {
+    Event(TenantId, agentry_store::NewAuditEvent),
+    /// Answered once everything queued before it is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// Writes queued audit events until every sender is gone. Whatever queued
 /// while the last batch was written goes into the next, grouped by tenant
 /// in queue order, so each tenant's chain head is locked once per batch
 /// rather than once per event.
-async fn write_audit_trail(
-    store: Store,
-    mut queue: tokio::sync::mpsc::Receiver<(TenantId, agentry_store::NewAuditEvent)>,
-) {
+async fn write_audit_trail(store: Store, mut queue: tokio::sync::mpsc::Receiver<AuditMessage>) {
     let mut queued = Vec::with_capacity(AUDIT_BATCH);
     while queue.recv_many(&mut queued, AUDIT_BATCH).await > 0 {
         let mut batches: Vec<(TenantId, Vec<agentry_store::NewAuditEvent>)> = Vec::new();
-        for (tenant, event) in queued.drain(..) {
+        let mut flushed = Vec::new();
+        for message in queued.drain(..) {
+            let (tenant, event) = match message {
+                AuditMessage::Event(tenant, event) => (tenant, event),
+                AuditMessage::Flush(done) => {
+                    flushed.push(done);
+                    continue;
+                }
+            };
             match batches.iter_mut().find(|(known, _)| *known == tenant) {
                 Some((_, events)) => events.push(event),
                 None => batches.push((tenant, vec![event])),
@@ -368,6 +380,9 @@ async fn write_audit_trail(
             if let Err(error) = appended {
                 tracing::warn!(%error, count, "cannot append to the audit trail");
             }
+        }
+        for done in flushed {
+            let _ = done.send(());
         }
     }
 }
@@ -389,7 +404,7 @@ pub struct AppState {
     pub sightings: Arc<Sightings>,
     pub refusals: Arc<RefusalLog>,
     pub metrics: Arc<crate::metrics::Metrics>,
-    audit_queue: tokio::sync::mpsc::Sender<(TenantId, agentry_store::NewAuditEvent)>,
+    audit_queue: tokio::sync::mpsc::Sender<AuditMessage>,
 }
 
 impl AppState {
@@ -461,10 +476,30 @@ impl AppState {
     /// caller. Events are appended in the order they were queued, in
     /// batches; a failure is logged.
     pub fn audit(&self, tenant: TenantId, event: agentry_store::NewAuditEvent) {
-        if let Err(error) = self.audit_queue.try_send((tenant, event)) {
+        if let Err(error) = self
+            .audit_queue
+            .try_send(AuditMessage::Event(tenant, event))
+        {
             // Full only when the database has fallen far behind; holding
             // more would trade the process's memory for the trail.
-            tracing::error!(action = %error.into_inner().1.action, "audit queue full; event dropped");
+            if let AuditMessage::Event(_, event) = error.into_inner() {
+                tracing::error!(action = %event.action, "audit queue full; event dropped");
+            }
+        }
+    }
+
+    /// Waits until every audit event queued so far is written (or its write
+    /// has failed and been logged). For a graceful stop: what the server
+    /// answered must not leave the trail behind in memory.
+    pub async fn flush_audit(&self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self
+            .audit_queue
+            .send(AuditMessage::Flush(done))
+            .await
+            .is_ok()
+        {
+            let _ = written.await;
         }
     }
 

@@ -14,6 +14,19 @@ pub(crate) struct Server {
     pub(crate) startup: Vec<String>,
 }
 
+impl Server {
+    /// Stops the server as an operator's `kill` (or a service manager)
+    /// would, with SIGTERM, and waits for it to exit.
+    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM could not be sent");
+        self.child.wait().expect("agentryd exits")
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

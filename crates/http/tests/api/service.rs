@@ -160,3 +160,38 @@ async fn metrics_count_what_was_answered_by_route_pattern() {
     })
     .await;
 }
+
+/// A stopping server flushes the audit queue (`agentryd` does, after its
+/// last request): once the flush returns, every event queued before it is
+/// in the trail, none still in memory.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flush_writes_every_audit_event_queued_before_it() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let acme = crate::tenant(&db.store, "acme").await;
+        for n in 0..2_000 {
+            state.audit(
+                acme,
+                agentry_store::NewAuditEvent {
+                    actor: "test".into(),
+                    action: "test.flush".into(),
+                    target: Some("flush".into()),
+                    outcome: n.to_string(),
+                    detail: json!({}),
+                },
+            );
+        }
+        state.flush_audit().await;
+        let written = db
+            .store
+            .audit_events_for(acme, "flush", 5_000)
+            .await
+            .unwrap();
+        assert_eq!(written.len(), 2_000);
+        assert_eq!(
+            written[0].outcome, "1999",
+            "the last one queued is the newest"
+        );
+    })
+    .await;
+}
