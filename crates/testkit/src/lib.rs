@@ -46,6 +46,57 @@ impl TestDb {
     }
 }
 
+/// A connection of the test's own with a transaction left open, holding
+/// whatever locks the SQL that opened it took, until [`Held::release`].
+pub struct Held(HeldConnection);
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Held")
+    }
+}
+
+enum HeldConnection {
+    Sqlite(SyncConnectionWrapper<SqliteConnection>),
+    Postgres(Box<AsyncPgConnection>),
+}
+
+impl TestDb {
+    /// Opens a transaction with `sql` (its `BEGIN` included) on a new
+    /// connection and keeps it open, so the store's own transactions meet
+    /// its locks: a way to hold a writer back without a clock.
+    pub async fn hold(&self, sql: &str) -> Held {
+        let connection = match &self.url {
+            DatabaseUrl::Sqlite(path) => {
+                let mut conn = SyncConnectionWrapper::<SqliteConnection>::establish(path)
+                    .await
+                    .expect("open sqlite");
+                conn.batch_execute(sql).await.expect("raw sql on sqlite");
+                HeldConnection::Sqlite(conn)
+            }
+            DatabaseUrl::Postgres(url) => {
+                let mut conn = AsyncPgConnection::establish(url)
+                    .await
+                    .expect("open postgres");
+                conn.batch_execute(sql).await.expect("raw sql on postgres");
+                HeldConnection::Postgres(Box::new(conn))
+            }
+        };
+        Held(connection)
+    }
+}
+
+impl Held {
+    /// Ends the transaction, and with it its locks.
+    pub async fn release(self) {
+        match self.0 {
+            HeldConnection::Sqlite(mut conn) => conn.batch_execute("COMMIT").await,
+            HeldConnection::Postgres(mut conn) => conn.batch_execute("COMMIT").await,
+        }
+        .expect("commit the held transaction");
+    }
+}
+
 #[derive(diesel::QueryableByName)]
 struct Count {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
