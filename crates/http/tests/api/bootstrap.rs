@@ -5,32 +5,28 @@
 use actix_web::http::Method;
 use agentry_auth::Audience;
 use agentry_domain::{ApiKeyRole, LifecycleState, TenantId};
+use agentry_http::AppState;
 use agentry_lifecycle::TerminationReason;
-use agentry_store::{Store, now};
+use agentry_store::now;
 use agentry_testkit::on_both_backends;
 use serde_json::json;
 
 use crate::{agent, app, call, get, state_for, tenant, tenant_key};
 
-async fn audit_outcomes(
-    store: &Store,
-    tenant: TenantId,
-    target: &str,
-    expected: usize,
-) -> Vec<String> {
-    // Audit appends do not delay answers; wait until they land.
-    for _ in 0..500 {
-        let events = store.audit_events_for(tenant, target, 100).await.unwrap();
-        if events.len() >= expected {
-            return events
-                .into_iter()
-                .rev()
-                .map(|event| event.outcome)
-                .collect();
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("fewer than {expected} audit events about {target}");
+async fn audit_outcomes(state: &AppState, tenant: TenantId, target: &str) -> Vec<String> {
+    // Audit appends do not delay answers: flush the queue, as a stopping
+    // server does, before reading the trail.
+    state.flush_audit().await;
+    let events = state
+        .store
+        .audit_events_for(tenant, target, 100)
+        .await
+        .unwrap();
+    events
+        .into_iter()
+        .rev()
+        .map(|event| event.outcome)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -81,7 +77,10 @@ async fn bootstrap_creates_a_governed_agent_then_answers_200_with_a_fresh_token(
         assert_eq!(status, 200, "{status_body}");
         assert_eq!(status_body["limits"]["enforced_daily_remaining_usd"], 5.0);
         // The bootstrap itself is audited, but it is no anomaly.
-        audit_outcomes(&db.store, acme, "agent:my-agent-01", 1).await;
+        assert_eq!(
+            audit_outcomes(&state, acme, "agent:my-agent-01").await,
+            ["created"]
+        );
         let (_, anomalies) = get(&app, "/v1/agent/anomaly/me", Some(&jwt)).await;
         assert_eq!(anomalies, json!({ "events": [] }));
 
@@ -106,7 +105,7 @@ async fn bootstrap_creates_a_governed_agent_then_answers_200_with_a_fresh_token(
             limits.version,
             "nothing rewritten"
         );
-        let outcomes = audit_outcomes(&db.store, acme, "agent:my-agent-01", 2).await;
+        let outcomes = audit_outcomes(&state, acme, "agent:my-agent-01").await;
         assert_eq!(outcomes, ["created", "existing"]);
     })
     .await;
@@ -190,10 +189,10 @@ async fn a_failed_limits_write_gives_503_no_token_and_no_active_agent() {
                 .entries
                 .is_empty()
         );
-        // Audits are appended in the background, in no guaranteed order
-        // across requests: let the first land before making the second.
+        // Audits are appended in the background, in the order they were
+        // queued; flushing reads them as they stand.
         assert_eq!(
-            audit_outcomes(&db.store, acme, "agent:unlucky", 1).await,
+            audit_outcomes(&state, acme, "agent:unlucky").await,
             ["failed"]
         );
 
@@ -209,7 +208,7 @@ async fn a_failed_limits_write_gives_503_no_token_and_no_active_agent() {
         assert_eq!(status, 201, "the retry creates the agent: {body}");
         assert_eq!(body["profile"]["lifecycleState"], "active");
         assert_eq!(
-            audit_outcomes(&db.store, acme, "agent:unlucky", 2).await,
+            audit_outcomes(&state, acme, "agent:unlucky").await,
             ["failed", "created"]
         );
 
@@ -288,7 +287,7 @@ async fn suspended_and_terminated_agents_cannot_bootstrap() {
             );
             assert!(body.get("jwt").is_none());
             assert_eq!(
-                audit_outcomes(&db.store, acme, &format!("agent:{slug}"), 1)
+                audit_outcomes(&state, acme, &format!("agent:{slug}"))
                     .await
                     .last()
                     .map(String::as_str),
