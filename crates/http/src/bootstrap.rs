@@ -203,11 +203,12 @@ async fn bootstrap(
 
 /// A repeat bootstrap of an agent a bootstrap already found ready, still
 /// bootstrappable now (its TTL is checked against the clock here): no
-/// database, no write. Anything else goes the whole way.
+/// database, no write. Anything else goes the whole way. Only agents that
+/// passed `complete` or were just created are filed, so none is a
+/// delegated child.
 fn ready_again(state: &AppState, tenant: TenantId, slug: &AgentSlug) -> Option<Arc<AgentSnapshot>> {
     let snapshot = state.guard.ready_agent(tenant, slug)?;
-    let needs_nothing = matches!(snapshot.record.lifecycle().bootstrap(now()), Ok(None));
-    (needs_nothing && snapshot.record.parent_id.is_none()).then_some(snapshot)
+    matches!(snapshot.record.lifecycle().bootstrap(now()), Ok(None)).then_some(snapshot)
 }
 
 /// Files an agent a bootstrap has just answered for, for [`ready_again`].

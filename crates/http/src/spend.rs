@@ -37,11 +37,9 @@ pub(crate) struct Api;
 const MAX_HOLD_SECONDS: i64 = 86_400;
 const DEFAULT_HOLD_SECONDS: i64 = 300;
 
-/// The agent whose budget a request moves: the calling agent, or the one an
-/// API key with `spend.record` names.
 /// What a caller must be to move money at all, judged before its body is
 /// read: an agent with its full credentials, or a key that may record
-/// spends.
+/// spends. Every handler here calls it first.
 fn require_money_access(caller: &Principal) -> Result<(), ApiError> {
     match caller {
         Principal::Agent(agent) => agent.require_full_access(),
@@ -49,6 +47,8 @@ fn require_money_access(caller: &Principal) -> Result<(), ApiError> {
     }
 }
 
+/// The agent whose budget a request moves: the calling agent, or the one an
+/// API key names. The caller has passed [`require_money_access`].
 async fn account_holder(
     state: &AppState,
     caller: &Principal,
@@ -56,7 +56,6 @@ async fn account_holder(
 ) -> Result<AgentRecord, ApiError> {
     match caller {
         Principal::Agent(agent) => {
-            agent.require_full_access()?;
             if named.is_some_and(|name| name != agent.record().slug.as_str()) {
                 return Err(ApiError::forbidden(
                     "permission_denied",
@@ -66,7 +65,6 @@ async fn account_holder(
             Ok(agent.record().clone())
         }
         Principal::ApiKey(key) => {
-            key.require(Permission::SpendRecord)?;
             let name = named.ok_or_else(|| {
                 ApiError::bad_request("invalid_request", "agent_id is required with an API key")
             })?;
@@ -538,29 +536,13 @@ async fn capture(
         account.capture(hold, amount, now())
     })
     .await?;
-    let (tenant, id) = (agent.tenant_id, agent.id);
-    let entries = state
-        .store
-        .detached(async move |store| store.ledger_entries(tenant, id).await)
-        .await?;
+    let held = account.held(hold).unwrap_or(Money::ZERO);
     Ok(HttpResponse::Ok().json(CaptureResponse {
         figures: figures(&agent, &account, &limits),
         hold_id: hold.0.to_string(),
         captured_usd: amount,
-        released_usd: held_amount(&entries, hold).saturating_sub(amount),
+        released_usd: held.saturating_sub(amount),
     }))
-}
-
-fn held_amount(entries: &[Entry], hold: HoldId) -> Money {
-    entries
-        .iter()
-        .find_map(|entry| match entry.kind {
-            EntryKind::Hold {
-                hold: id, amount, ..
-            } if id == hold => Some(amount),
-            _ => None,
-        })
-        .unwrap_or(Money::ZERO)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -607,6 +589,7 @@ async fn release(
     caller: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    require_money_access(&caller)?;
     let (agent, hold) = held_by(&state, &caller, &path).await?;
     let (account, limits) = move_money(&state, &agent, None, move |account, _| {
         account.release(hold, now())

@@ -306,6 +306,11 @@ impl Account {
             .min_by_key(|(remaining, _)| *remaining)
     }
 
+    /// The amount `hold` reserved, whatever became of it since.
+    pub fn held(&self, hold: HoldId) -> Option<Money> {
+        self.holds.get(&hold).map(|held| held.amount)
+    }
+
     /// The part of a delegated agent's allocation it has not committed: what
     /// a refund would return now (open holds included, since settling
     /// releases them).
@@ -643,6 +648,12 @@ mod tests {
         });
         assert_eq!(account.spent(Window::Day, NOW), usd("1.25"));
         assert_eq!(account.committed(Window::Day, NOW), usd("1.25"));
+        assert_eq!(
+            account.held(hold),
+            Some(usd("3")),
+            "what it reserved, captured or not"
+        );
+        assert_eq!(account.held(HoldId(Uuid::from_u128(8))), None);
         assert_eq!(
             account.capture(hold, usd("1"), NOW),
             Err(LedgerError::HoldClosed)

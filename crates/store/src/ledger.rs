@@ -418,14 +418,9 @@ impl Store {
         tenant: TenantId,
         agent: AgentId,
     ) -> Result<Vec<Entry>, StoreError> {
-        let rows: Vec<EntryRow> = crate::db::read!(self, |conn| {
-            ledger_entries::table
-                .filter(ledger_entries::tenant_id.eq(DbUuid(tenant.as_uuid())))
-                .filter(ledger_entries::agent_id.eq(DbUuid(agent.as_uuid())))
-                .order(ledger_entries::seq.asc())
-                .select(EntryRow::as_select())
-                .load(conn)
-                .await
+        let (tenant_id, agent_id) = (DbUuid(tenant.as_uuid()), DbUuid(agent.as_uuid()));
+        let rows = crate::db::read!(self, |conn| {
+            Ok::<_, StoreError>(entries_from!(conn, tenant_id, agent_id, 1_i64))
         })?;
         rows.into_iter().map(EntryRow::into_entry).collect()
     }
