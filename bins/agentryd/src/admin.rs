@@ -50,9 +50,16 @@ pub(crate) async fn create_key(
     label: Option<String>,
 ) -> anyhow::Result<()> {
     let tenant = match tenant {
-        Some(text) => text
-            .parse::<TenantId>()
-            .context("--tenant must be a tenant id (UUID)")?,
+        Some(text) => match text.parse::<TenantId>() {
+            Ok(id) => id,
+            Err(_) => {
+                store
+                    .find_tenant_by_name(&text)
+                    .await?
+                    .with_context(|| format!("there is no tenant named or numbered {text:?}"))?
+                    .id
+            }
+        },
         None => {
             let tenants = store.list_tenants().await?;
             match tenants.as_slice() {

@@ -88,6 +88,23 @@ pub(crate) struct Config {
     /// Largest artifact bundle accepted, in bytes.
     #[arg(long, env = "AGENTRY_MAX_ARTIFACT_BYTES", default_value_t = 1 << 30)]
     pub(crate) max_artifact_bytes: u64,
+    /// A secret the first-run workspace setup (`POST /api/v1/bootstrap`)
+    /// must carry as its bearer credential. Without it, setup is open to
+    /// the first caller, as seed 002 has it.
+    #[arg(long, env = "AGENTRY_SETUP_TOKEN", hide_env_values = true)]
+    pub(crate) setup_token: Option<String>,
+    /// Password attempts (logins, invite acceptances) per account in any
+    /// minute; 0 for no limit.
+    #[arg(long, env = "AGENTRY_LOGIN_ATTEMPTS_PER_MINUTE", default_value_t = 10)]
+    pub(crate) login_attempts_per_minute: u32,
+    /// Password attempts from one client address in any minute; 0 for no
+    /// limit.
+    #[arg(
+        long,
+        env = "AGENTRY_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE",
+        default_value_t = 60
+    )]
+    pub(crate) login_attempts_per_address_per_minute: u32,
     /// Log filter in `tracing` syntax, e.g. `info` or `agentry_http=debug,info`.
     #[arg(long, env = "AGENTRY_LOG", default_value = "info", global = true)]
     pub(crate) log: String,
@@ -133,7 +150,9 @@ pub(crate) enum AdminCommand {
         /// admin, operator, auditor or provisioner.
         #[arg(long)]
         role: ApiKeyRole,
-        /// The tenant's id; defaults to the only tenant when there is one.
+        /// The tenant's name or id; defaults to the only tenant when there
+        /// is one (a workspace set up through seed 002's first-run call is
+        /// the tenant `workspace`).
         #[arg(long)]
         tenant: Option<String>,
         /// A note on what the key is for.

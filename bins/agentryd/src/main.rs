@@ -163,6 +163,9 @@ async fn serve(config: &Config, url: &DatabaseUrl, store: Store) -> anyhow::Resu
         invite_ttl: Duration::seconds(i64::from(config.invite_ttl)),
         artifact_dir: artifact_dir(config, url),
         max_artifact_bytes: config.max_artifact_bytes,
+        setup_token: config.setup_token.clone().filter(|token| !token.is_empty()),
+        login_attempts_per_minute: config.login_attempts_per_minute,
+        login_attempts_per_address_per_minute: config.login_attempts_per_address_per_minute,
     };
     let master = master_key::load(&config.master_key_file)?;
     let keys = Keys::load(&store, master, settings.max_token_ttl(), now())
@@ -183,6 +186,7 @@ async fn serve(config: &Config, url: &DatabaseUrl, store: Store) -> anyhow::Resu
                 .context("cannot configure the mTLS listener")?,
         )
     };
+    warn_if_setup_is_open(&store, &settings, config.bind).await?;
     let state = AppState::new(store.clone(), keys, settings);
     state.spawn_background_tasks();
     let stopping = state.clone();
@@ -218,6 +222,27 @@ async fn serve(config: &Config, url: &DatabaseUrl, store: Store) -> anyhow::Resu
         tracing::error!("the audit trail could not be written before stopping");
     }
     served.context("server stopped with an error")
+}
+
+/// Seed 002's first-run setup takes no credential: whoever calls it first
+/// owns the workspace. Fine on a loopback address; on one the network
+/// reaches, say so loudly unless a setup token closes the door.
+async fn warn_if_setup_is_open(
+    store: &Store,
+    settings: &Settings,
+    bind: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    if settings.setup_token.is_some() || bind.ip().is_loopback() {
+        return Ok(());
+    }
+    if store.instance().await?.is_none() {
+        tracing::warn!(
+            %bind,
+            "the first-run workspace setup (POST /api/v1/bootstrap) is open to anyone who reaches \
+             this address; set --setup-token (AGENTRY_SETUP_TOKEN) or run the setup before exposing it"
+        );
+    }
+    Ok(())
 }
 
 /// How long a stopping server waits for its queued audit events.

@@ -15,6 +15,7 @@
 mod email;
 mod id;
 mod money;
+mod origin;
 mod password;
 mod role;
 mod scope;
@@ -25,6 +26,7 @@ mod trust;
 pub use email::{Email, EmailError};
 pub use id::{AgentId, IdError, TenantId, TypeId};
 pub use money::{Money, MoneyError};
+pub use origin::{AgentOrigin, OriginError};
 pub use password::{PASSWORD_MIN_CHARS, Password, PasswordError};
 pub use role::{ApiKeyRole, Role, RoleError};
 pub use scope::{Scope, ScopeError};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use agentry_auth::Permission;
-use agentry_domain::{AgentSlug, LifecycleState, Money, TenantId};
+use agentry_domain::{AgentOrigin, AgentSlug, ApiKeyRole, LifecycleState, Money, TenantId};
 use agentry_ledger::{DEFAULT_RPM, EnforcedLimits};
 use agentry_lifecycle::LifecycleError;
 use agentry_store::{
@@ -151,7 +151,9 @@ enum Outcome {
             `permission_denied` (the key's role lacks `agent.bootstrap`), `agent_not_bootstrappable` \
             (suspended, terminated or expired, or created by delegation).",
             body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`conflict`: the agent changed concurrently; retry.",
+        (status = 409, description = "`conflict`: the agent changed concurrently; retry. \
+            `agent_not_bootstrapped`: a provisioner key named an agent that no bootstrap created \
+            (registered, set up in a workspace, delegated, or created through the profiles API).",
             body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`limits_unavailable`: the limits entry could not be written and no \
@@ -168,13 +170,16 @@ async fn bootstrap(
     let new = body.read().await?.into_inner().into_new_agent()?;
     let target = format!("agent:{}", new.slug);
     let tenant = caller.tenant_id;
+    let role = caller.role;
     let outcome = match ready_again(&state, tenant, &new.slug) {
-        Some(snapshot) => Ok(Outcome::Existing(snapshot)),
+        Some(snapshot) => {
+            may_bootstrap(role, &snapshot.record).map(|()| Outcome::Existing(snapshot))
+        }
         None => {
             let worker = state.get_ref().clone();
             state
                 .store
-                .detached(async move |_| Ok(run(&worker, tenant, new).await))
+                .detached(async move |_| Ok(run(&worker, role, tenant, new).await))
                 .await?
         }
     };
@@ -229,7 +234,12 @@ fn remember_ready(
 }
 
 /// The whole flow, run to completion even if the client hangs up.
-async fn run(state: &AppState, tenant: TenantId, new: NewAgent) -> Result<Outcome, ApiError> {
+async fn run(
+    state: &AppState,
+    role: ApiKeyRole,
+    tenant: TenantId,
+    new: NewAgent,
+) -> Result<Outcome, ApiError> {
     let store = &state.store;
     let slug = new.slug.clone();
     let budget_daily = new.budget_daily;
@@ -239,7 +249,7 @@ async fn run(state: &AppState, tenant: TenantId, new: NewAgent) -> Result<Outcom
     // Most bootstraps are repeats: look the agent up first, with its
     // limits entry.
     if let Some((agent, entry)) = store.find_agent_with_limits(tenant, &slug).await? {
-        let (agent, enforced) = complete(state, agent, entry, budget_daily).await?;
+        let (agent, enforced) = complete(state, role, agent, entry, budget_daily).await?;
         return Ok(Outcome::Existing(remember_ready(
             state, generation, agent, enforced,
         )));
@@ -272,13 +282,33 @@ async fn run(state: &AppState, tenant: TenantId, new: NewAgent) -> Result<Outcom
                         "the agent changed concurrently; retry",
                     )
                 })?;
-            let (agent, enforced) = complete(state, agent, entry, budget_daily).await?;
+            let (agent, enforced) = complete(state, role, agent, entry, budget_daily).await?;
             Ok(Outcome::Existing(remember_ready(
                 state, generation, agent, enforced,
             )))
         }
         Err(error) => Err(limits_error(error)),
     }
+}
+
+/// Seed 000: the provisioner's key "grants provisioning authority, not
+/// runtime access". A repeat bootstrap hands it a fresh token only for an
+/// agent a bootstrap made; an agent registered, set up in a workspace,
+/// delegated or created through the profiles API belongs to whoever made
+/// it. Admin and operator keys may still bootstrap (activate) those.
+fn may_bootstrap(role: ApiKeyRole, agent: &AgentRecord) -> Result<(), ApiError> {
+    if role == ApiKeyRole::Provisioner && agent.origin != AgentOrigin::Bootstrap {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "agent_not_bootstrapped",
+            format!(
+                "agent {} exists and was not created by a bootstrap (it came from the {} route); \
+                 a provisioner key may not take it over",
+                agent.slug, agent.origin
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The entry bootstrap gives an agent that has none.
@@ -295,6 +325,7 @@ fn new_limits_entry(budget_daily: Option<Money>) -> AgentLimitEntry {
 /// not finish) is activated. An active agent with its entry costs no write.
 async fn complete(
     state: &AppState,
+    role: ApiKeyRole,
     agent: AgentRecord,
     entry: Option<AgentLimitEntry>,
     budget_daily: Option<Money>,
@@ -309,6 +340,9 @@ async fn complete(
             "the agent was created by delegation; its parent holds its credentials",
         ));
     }
+    // After the lifecycle (seed 000: a suspended or terminated agent hears
+    // 403 whoever made it).
+    may_bootstrap(role, &agent)?;
     let entry = match entry {
         Some(entry) => entry,
         None => store

@@ -4,7 +4,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use agentry_domain::{AgentSlug, LifecycleState, Money, Role};
+use agentry_domain::{AgentOrigin, AgentSlug, LifecycleState, Money, Role};
 use agentry_lifecycle::{Access, RequestScope, TerminationReason};
 use agentry_store::{NewAgent, NewAuditEvent, StoreError, now};
 use serde::{Deserialize, Serialize};
@@ -152,7 +152,8 @@ async fn delegate(
     }
     let mut metadata = body.metadata.unwrap_or_default();
     metadata.insert("parentAgentId".into(), json!(parent.slug.as_str()));
-    let mut child = NewAgent::named(slug.clone(), LifecycleState::Active);
+    let mut child =
+        NewAgent::named(slug.clone(), LifecycleState::Active).made_by(AgentOrigin::Delegation);
     child.display_name = body.requested_name;
     child.role = role;
     child.budget_daily = Some(allocation);

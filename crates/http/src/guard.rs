@@ -184,16 +184,23 @@ async fn api_key_principal(request: HttpRequest) -> Result<ApiKeyPrincipal, ApiE
         Presented::ApiKey(text) => ApiKey::parse(&text)
             .map_err(|error| ApiError::unauthorized("invalid_api_key", error.to_string()))?,
     };
-    if key.kind() == ApiKeyKind::Agent {
+    let record = lookup_api_key(&state, &key).await?;
+    let Some(role) = record.role else {
         return Err(ApiError::forbidden(
             "api_key_required",
             "this endpoint takes a tenant API key, not an agent's own key",
         ));
+    };
+    // A workspace's primary agent holds its tenant's admin role in its own
+    // key (docs/api.md), for as long as the agent itself may act.
+    if let Some(agent) = record.agent_id {
+        let agent = load_agent(&state, record.tenant_id, agent)
+            .await?
+            .ok_or_else(invalid_key)?;
+        Access::for_agent(&agent.record.lifecycle(), agentry_store::now())
+            .permits(RequestScope::Other)
+            .map_err(denial_error)?;
     }
-    let record = lookup_api_key(&state, &key).await?;
-    let role = record.role.ok_or_else(|| {
-        ApiError::forbidden("api_key_required", "this endpoint takes a tenant API key")
-    })?;
     Ok(ApiKeyPrincipal {
         key_id: record.id,
         tenant_id: record.tenant_id,
@@ -517,12 +524,29 @@ fn bearer_claims(
         .map_err(|_| invalid_token())
 }
 
-fn session_principal(request: &HttpRequest) -> Result<SessionPrincipal, ApiError> {
+/// A live session: the token verifies and carries its user's current
+/// session epoch (logout and a password change move it on, on every
+/// replica at once, since it is read from the database). Sessions are
+/// human-paced, so the read costs nothing that matters.
+async fn live_session(state: &AppState, claims: Claims) -> Result<SessionPrincipal, ApiError> {
+    let tenant = TenantId::from_uuid(claims.tid);
+    let user_id = claims.sub;
+    let user = state
+        .store
+        .detached(async move |store| store.user(tenant, user_id).await)
+        .await?;
+    match user {
+        Some(user) if user.session_epoch == claims.epoch => Ok(SessionPrincipal {
+            user_id,
+            tenant_id: tenant,
+        }),
+        _ => Err(invalid_token()),
+    }
+}
+
+async fn session_principal(request: &HttpRequest) -> Result<SessionPrincipal, ApiError> {
     let claims = bearer_claims(request, Audience::Session, missing)?;
-    Ok(SessionPrincipal {
-        user_id: claims.sub,
-        tenant_id: TenantId::from_uuid(claims.tid),
-    })
+    live_session(&state(request)?, claims).await
 }
 
 impl FromRequest for SessionPrincipal {
@@ -531,7 +555,7 @@ impl FromRequest for SessionPrincipal {
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let request = request.clone();
-        Box::pin(async move { session_principal(&request) })
+        Box::pin(async move { session_principal(&request).await })
     }
 }
 
@@ -553,8 +577,10 @@ impl FromRequest for MemberPrincipal {
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let request = request.clone();
         Box::pin(async move {
-            match session_principal(&request) {
-                Ok(session) => Ok(MemberPrincipal::Session(session)),
+            match bearer_claims(&request, Audience::Session, missing) {
+                Ok(claims) => live_session(&state(&request)?, claims)
+                    .await
+                    .map(MemberPrincipal::Session),
                 Err(_) => agent_principal(request).await.map(MemberPrincipal::Agent),
             }
         })

@@ -4,12 +4,9 @@
 use std::collections::BTreeSet;
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
-use agentry_auth::{
-    ApiKey, ApiKeyKind, Audience, hash_password, hash_secret, mint_invite_token, verify_password,
-    verify_password_for_unknown_account,
-};
-use agentry_domain::{AgentSlug, Email, LifecycleState, Password};
+use actix_web::{HttpRequest, HttpResponse, web};
+use agentry_auth::{ApiKey, ApiKeyKind, Audience, hash_secret, mint_invite_token};
+use agentry_domain::{AgentOrigin, AgentSlug, Email, LifecycleState, Password};
 use agentry_store::{
     BootstrapAgent, BootstrapHuman, InstanceBootstrap, NewAgent, StoreError, TokenError,
     UserRecord, now,
@@ -19,8 +16,10 @@ use serde_json::json;
 use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
+use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
-use crate::guard::MemberPrincipal;
+use crate::guard::{MemberPrincipal, SessionPrincipal};
+use crate::passwords::check_password_strength;
 use crate::state::AppState;
 use crate::validate::Problems;
 use crate::wire::{AgentSlugSchema, TimestampSchema, timestamp};
@@ -31,12 +30,23 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
         .route("/api/v1/bootstrap/status", web::get().to(status))
         .route("/api/v1/invite/accept", web::post().to(accept_invite))
         .route("/api/v1/auth/login", web::post().to(login))
+        .route("/api/v1/auth/logout", web::post().to(logout))
+        .route("/api/v1/auth/password", web::post().to(change_password))
         .route("/api/v1/channels/{channel_id}", web::get().to(channel))
         .route("/invite", web::get().to(invite_page));
 }
 
 #[derive(OpenApi)]
-#[openapi(paths(bootstrap, status, accept_invite, login, channel, invite_page))]
+#[openapi(paths(
+    bootstrap,
+    status,
+    accept_invite,
+    login,
+    logout,
+    change_password,
+    channel,
+    invite_page
+))]
 pub(crate) struct Api;
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -193,7 +203,7 @@ fn agent_spec(
         1,
         2048,
     );
-    let mut agent = NewAgent::named(slug?, LifecycleState::Active);
+    let mut agent = NewAgent::named(slug?, LifecycleState::Active).made_by(AgentOrigin::Workspace);
     agent.display_name = spec.display_name.clone();
     agent.description = spec.description.clone();
     let mut metadata = spec.metadata.clone().unwrap_or_default();
@@ -221,7 +231,8 @@ fn agent_key() -> (ApiKey, [u8; 32]) {
 
 /// Provisions a fresh instance in one atomic call.
 ///
-/// Creates the primary agent's account, its agent and key, more agents with
+/// Creates the workspace: a tenant of its own with the primary agent's
+/// account, its agent and key (the workspace's admin key), more agents with
 /// keys, invited humans and the default channel, or nothing. Works once:
 /// only while the instance has no users.
 #[utoipa::path(
@@ -233,7 +244,11 @@ fn agent_key() -> (ApiKey, [u8; 32]) {
     responses(
         (status = 201, description = "The instance is provisioned.", body = InstanceBootstrapResponse),
         (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_request` \
-            (every problem at once: weak password, invalid e-mail, duplicate or taken names...).",
+            (every problem at once: a password too short or too easy to guess, an invalid e-mail, duplicate \
+            names...).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`setup_token_required`: the server was started with a setup token \
+            (`--setup-token`) and the call did not carry it as its bearer credential.",
             body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`already_bootstrapped`: the instance has users (also for the losers of \
             concurrent first calls).", body = Problem, content_type = "application/problem+json"),
@@ -244,11 +259,13 @@ fn agent_key() -> (ApiKey, [u8; 32]) {
 )]
 async fn bootstrap(
     state: web::Data<AppState>,
-    body: web::Json<BootstrapRequest>,
+    request: HttpRequest,
+    body: Deferred<web::Json<BootstrapRequest>>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    // An instance that is bootstrapped says so before judging the request
-    // (its names would all be "taken").
+    require_setup_token(&state, &request)?;
+    let body = body.read().await?.into_inner();
+    // An instance that is bootstrapped says so before judging the request,
+    // and before any password is hashed.
     if state
         .store
         .detached(async |store| store.instance().await)
@@ -264,10 +281,15 @@ async fn bootstrap(
         Email::parse(&body.primary_agent.email),
         "primary_agent.email",
     );
-    let password = problems.check(
-        Password::new(body.primary_agent.password.clone()),
-        "primary_agent.password",
-    );
+    let password = problems
+        .check(
+            Password::new(body.primary_agent.password.clone()),
+            "primary_agent.password",
+        )
+        .filter(|password| {
+            let strong = check_password_strength(password, &[&body.primary_agent.email]);
+            problems.check(strong, "primary_agent.password").is_some()
+        });
     let primary_agent = agent_spec(
         &mut problems,
         "primary_agent.agent_profile",
@@ -326,37 +348,6 @@ async fn bootstrap(
         );
     }
     problems.length("default_channel.topic", channel.topic.as_deref(), 0, 1000);
-    // Names already taken in the instance (agents may exist before the
-    // first user does).
-    let existing = state
-        .store
-        .detached(async move |store| match store.instance_tenant().await? {
-            Some(tenant) => store.list_agents(tenant).await,
-            None => Ok(Vec::new()),
-        })
-        .await?;
-    let taken: Vec<_> = existing
-        .iter()
-        .filter(|agent| names.contains(agent.slug.as_str()))
-        .collect();
-    if !taken.is_empty() {
-        // A concurrent bootstrap may have just created them; its agents and
-        // its instance row commit together, so seeing one means seeing both.
-        if state
-            .store
-            .detached(async |store| store.instance().await)
-            .await?
-            .is_some()
-        {
-            return Err(already_bootstrapped());
-        }
-        for agent in taken {
-            problems.push(format!(
-                "agent name {} is already taken in this instance",
-                agent.slug
-            ));
-        }
-    }
     problems.finish()?;
     let (Some(primary_email), Some(password), Some(primary_agent)) =
         (primary_email, password, primary_agent)
@@ -371,13 +362,14 @@ async fn bootstrap(
 
     // Secrets are minted and hashed before the transaction, so it holds no
     // lock while argon2 works.
+    let primary_password_hash = state.passwords.hash(password).await?;
     let now = now();
     let (primary_key, primary_hash) = agent_key();
     let agent_keys: Vec<(ApiKey, [u8; 32])> = agents.iter().map(|_| agent_key()).collect();
     let invites: Vec<String> = humans.iter().map(|_| mint_invite_token()).collect();
     let spec = InstanceBootstrap {
         primary_email,
-        primary_password_hash: hash_password(&password),
+        primary_password_hash,
         primary_agent: BootstrapAgent {
             agent: primary_agent,
             key_hash: primary_hash,
@@ -479,6 +471,35 @@ async fn bootstrap(
     }))
 }
 
+/// With `--setup-token` set, the first-run setup must carry it as its
+/// bearer credential; without, setup is open to the first caller, as seed
+/// 002 has it (and the server warns at start when that caller could come
+/// from the network).
+fn require_setup_token(state: &AppState, request: &HttpRequest) -> Result<(), ApiError> {
+    let Some(expected) = &state.settings.setup_token else {
+        return Ok(());
+    };
+    let presented = request
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    // Compared as hashes: equal-length inputs, so the comparison's timing
+    // says nothing about the token.
+    match presented {
+        Some(token) if hash_secret(token).0 == hash_secret(expected).0 => Ok(()),
+        _ => Err(ApiError::unauthorized(
+            "setup_token_required",
+            "this server's first-run setup takes its setup token as 'Authorization: Bearer ...'",
+        )),
+    }
+}
+
 fn already_bootstrapped() -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
@@ -544,14 +565,16 @@ struct Session {
     expires_at: String,
 }
 
-/// A session for `user`, as login and invite acceptance answer.
+/// A session for `user`, as login and invite acceptance answer. The token
+/// carries the user's session epoch: ending the user's sessions moves the
+/// epoch on and retires it.
 fn session(state: &AppState, user: &UserRecord) -> Result<HttpResponse, ApiError> {
     let (jwt, expires_at) = state
         .mint(
             Audience::Session,
             user.id,
             user.tenant_id,
-            0,
+            user.session_epoch,
             now(),
             state.settings.session_token_ttl,
         )
@@ -565,7 +588,22 @@ fn session(state: &AppState, user: &UserRecord) -> Result<HttpResponse, ApiError
     }))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// The client's address, for the per-address throttle.
+fn client_address(request: &HttpRequest) -> Option<std::net::IpAddr> {
+    request.peer_addr().map(|address| address.ip())
+}
+
+/// A new password that meets the policy: long enough and not easy to
+/// guess (`context`: what a guesser knows of the account).
+fn new_password(plaintext: String, context: &[&str]) -> Result<Password, ApiError> {
+    let password = Password::new(plaintext)
+        .map_err(|error| ApiError::bad_request("invalid_password", error.to_string()))?;
+    check_password_strength(&password, context)
+        .map_err(|error| ApiError::bad_request("invalid_password", error.to_string()))?;
+    Ok(password)
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AcceptInvite {
     /// The `inv_...` token of the invite URL.
@@ -575,9 +613,38 @@ struct AcceptInvite {
     password: String,
 }
 
+impl std::fmt::Debug for AcceptInvite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcceptInvite")
+            .field("token", &"<redacted>")
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+fn invite_error(error: StoreError) -> ApiError {
+    match error {
+        StoreError::Token(TokenError::Unknown) => {
+            ApiError::new(StatusCode::NOT_FOUND, "invite_not_found", "no such invite")
+        }
+        StoreError::Token(TokenError::Expired) => ApiError::new(
+            StatusCode::GONE,
+            "invite_expired",
+            "this invite has expired; ask for a new one",
+        ),
+        StoreError::Token(_) => ApiError::new(
+            StatusCode::GONE,
+            "invite_used",
+            "this invite has already been used",
+        ),
+        error => error.into(),
+    }
+}
+
 /// Sets an invited human's password and signs them in.
 ///
-/// The password is checked before the token is spent.
+/// The token is looked up before the password is judged or hashed, and the
+/// password is checked before the token is spent.
 #[utoipa::path(
     post,
     operation_id = "accept_invite",
@@ -587,58 +654,48 @@ struct AcceptInvite {
     responses(
         (status = 200, description = "The invite is spent; a session for the human.", body = Session),
         (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_password` \
-            (too weak; the invite is not spent).", body = Problem, content_type = "application/problem+json"),
+            (too short, or too easy to guess; the invite is not spent).",
+            body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`invite_not_found`.",
             body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "`invite_expired`, `invite_used`.",
             body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_attempts`: too many tries for this invite or from this \
+            address.", body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until the next attempt may pass."))),
         (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`unavailable`: the database or the signing key is unavailable; retry \
-            shortly.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database or the signing key is unavailable, or \
+            too many passwords are being hashed at once; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
     ),
 )]
 async fn accept_invite(
     state: web::Data<AppState>,
+    request: HttpRequest,
     body: web::Json<AcceptInvite>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let password = Password::new(body.password)
-        .map_err(|error| ApiError::bad_request("invalid_password", error.to_string()))?;
     let token_hash = hash_secret(&body.token).0;
-    let password_hash = hash_password(&password);
-    let accepted = state
+    state.logins.admit(
+        &format!("invite:{}", agentry_auth::hex(&token_hash)),
+        client_address(&request),
+    )?;
+    let invited = state
+        .store
+        .detached(async move |store| store.invited_user(&token_hash, now()).await)
+        .await
+        .map_err(invite_error)?;
+    let password = new_password(body.password, &[&invited.email, &invited.display_name])?;
+    let password_hash = state.passwords.hash(password).await?;
+    let user = state
         .store
         .detached(async move |store| store.accept_invite(&token_hash, password_hash, now()).await)
-        .await;
-    let user = match accepted {
-        Ok(user) => user,
-        Err(StoreError::Token(TokenError::Unknown)) => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "invite_not_found",
-                "no such invite",
-            ));
-        }
-        Err(StoreError::Token(TokenError::Expired)) => {
-            return Err(ApiError::new(
-                StatusCode::GONE,
-                "invite_expired",
-                "this invite has expired; ask for a new one",
-            ));
-        }
-        Err(StoreError::Token(_)) => {
-            return Err(ApiError::new(
-                StatusCode::GONE,
-                "invite_used",
-                "this invite has already been used",
-            ));
-        }
-        Err(error) => return Err(error.into()),
-    };
+        .await
+        .map_err(invite_error)?;
     session(&state, &user)
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Login {
     email: String,
@@ -646,7 +703,19 @@ struct Login {
     password: String,
 }
 
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("email", &self.email)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
 /// Signs a user in with e-mail and password.
+///
+/// Attempts are throttled per account and per client address before any
+/// password is judged.
 #[utoipa::path(
     post,
     operation_id = "login",
@@ -659,20 +728,32 @@ struct Login {
             body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`invalid_credentials`: for every wrong e-mail or password, after the \
             same work.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_attempts`: too many tries for this account or from this \
+            address; nothing was judged.", body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until the next attempt may pass."))),
         (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`unavailable`: the database or the signing key is unavailable; retry \
-            shortly.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database or the signing key is unavailable, or \
+            too many passwords are being checked at once; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
     ),
 )]
 async fn login(
     state: web::Data<AppState>,
+    request: HttpRequest,
     body: web::Json<Login>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let refused =
         || ApiError::unauthorized("invalid_credentials", "the e-mail or password is wrong");
-    let user = match Email::parse(&body.email) {
-        Ok(email) => {
+    let email = Email::parse(&body.email).ok();
+    // Keyed by the address as written when it is none, so a made-up
+    // spelling is throttled like any other.
+    let account = email
+        .as_ref()
+        .map_or_else(|| body.email.to_lowercase(), ToString::to_string);
+    state.logins.admit(&account, client_address(&request))?;
+    let user = match email {
+        Some(email) => {
             state
                 .store
                 .detached(async move |store| match store.instance_tenant().await? {
@@ -681,25 +762,119 @@ async fn login(
                 })
                 .await?
         }
-        Err(_) => None,
+        None => None,
     };
     // The same work whether or not the account exists: no enumeration by
     // timing, and one message for every failure.
+    let stored = user.as_ref().and_then(|user| user.password_hash.clone());
+    let matches = state.passwords.verify(stored, body.password).await?;
     match user {
-        Some(user)
-            if user
-                .password_hash
-                .as_deref()
-                .is_some_and(|hash| verify_password(hash, &body.password)) =>
-        {
-            session(&state, &user)
-        }
-        Some(user) if user.password_hash.is_some() => Err(refused()),
-        _ => {
-            verify_password_for_unknown_account(&body.password);
-            Err(refused())
-        }
+        Some(user) if matches => session(&state, &user),
+        _ => Err(refused()),
     }
+}
+
+/// Signs the caller out: this session and every other session of the user
+/// minted before it stop working at once.
+#[utoipa::path(
+    post,
+    operation_id = "logout",
+    path = "/api/v1/auth/logout",
+    tag = "instance",
+    security(("session_jwt" = [])),
+    responses(
+        (status = 204, description = "Every session of the user so far has ended."),
+        (status = 401, description = "`missing_credentials`, `invalid_token`: no session, or one that has \
+            ended or expired.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn logout(
+    state: web::Data<AppState>,
+    caller: SessionPrincipal,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, user) = (caller.tenant_id, caller.user_id);
+    state
+        .store
+        .detached(async move |store| store.end_sessions(tenant, user, None).await)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ChangePassword {
+    #[schema(format = Password)]
+    current_password: String,
+    #[schema(min_length = 12, format = Password)]
+    new_password: String,
+}
+
+impl std::fmt::Debug for ChangePassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChangePassword { <redacted> }")
+    }
+}
+
+/// Changes the caller's password. Every session of the user, this one
+/// included, ends; sign in again with the new password.
+#[utoipa::path(
+    post,
+    operation_id = "change_password",
+    path = "/api/v1/auth/password",
+    tag = "instance",
+    security(("session_jwt" = [])),
+    request_body = ChangePassword,
+    responses(
+        (status = 204, description = "The password is changed and every session so far has ended."),
+        (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_password` (the \
+            new one is too short or too easy to guess).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`missing_credentials`, `invalid_token`: no live session; \
+            `invalid_credentials`: the current password is wrong.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_attempts`: too many tries for this account or from this \
+            address.", body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until the next attempt may pass."))),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable, or too many passwords are \
+            being hashed at once; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn change_password(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    caller: SessionPrincipal,
+    body: Deferred<web::Json<ChangePassword>>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.read().await?.into_inner();
+    let (tenant, user_id) = (caller.tenant_id, caller.user_id);
+    let user = state
+        .store
+        .detached(async move |store| store.user(tenant, user_id).await)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("invalid_token", "the session's user is gone"))?;
+    state.logins.admit(&user.email, client_address(&request))?;
+    let matches = state
+        .passwords
+        .verify(user.password_hash.clone(), body.current_password)
+        .await?;
+    if !matches {
+        return Err(ApiError::unauthorized(
+            "invalid_credentials",
+            "the current password is wrong",
+        ));
+    }
+    let password = new_password(body.new_password, &[&user.email, &user.display_name])?;
+    let hash = state.passwords.hash(password).await?;
+    state
+        .store
+        .detached(async move |store| store.end_sessions(tenant, user_id, Some(hash)).await)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 #[derive(Debug, Serialize, ToSchema)]

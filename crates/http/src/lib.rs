@@ -26,6 +26,7 @@ pub mod keys;
 mod machines;
 pub mod metrics;
 mod openapi;
+pub mod passwords;
 mod profiles;
 mod registry;
 mod spend;

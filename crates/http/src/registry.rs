@@ -5,7 +5,9 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_auth::{ApiKey, ApiKeyKind, Permission};
-use agentry_domain::{AgentId, AgentSlug, LifecycleState, Scope, TenantId, TrustLevel};
+use agentry_domain::{
+    AgentId, AgentOrigin, AgentSlug, LifecycleState, Scope, TenantId, TrustLevel,
+};
 use agentry_lifecycle::TerminationReason;
 use agentry_store::{AgentPageQuery, AgentRecord, NewAgent, NewAuditEvent, now};
 use base64::Engine;
@@ -296,7 +298,7 @@ async fn register(
     let (Some(slug), Some(scopes), Some(trust_level)) = (slug, scopes, trust_level) else {
         return Err(ApiError::bad_request("invalid_request", "invalid agent"));
     };
-    let mut new = NewAgent::named(slug, LifecycleState::Active);
+    let mut new = NewAgent::named(slug, LifecycleState::Active).made_by(AgentOrigin::Registry);
     new.description = body.description;
     new.scopes = scopes.into_iter().map(Scope::into_string).collect();
     new.trust_level = trust_level;

@@ -28,6 +28,12 @@ pub struct Settings {
     pub artifact_dir: std::path::PathBuf,
     /// Largest artifact bundle accepted.
     pub max_artifact_bytes: u64,
+    /// When set, the first-run workspace setup (seed 002) must carry it.
+    pub setup_token: Option<String>,
+    /// Password attempts (logins, invite acceptances) per account and per
+    /// client address in any minute; 0 switches a limit off.
+    pub login_attempts_per_minute: u32,
+    pub login_attempts_per_address_per_minute: u32,
 }
 
 impl Settings {
@@ -404,6 +410,8 @@ pub struct AppState {
     pub sightings: Arc<Sightings>,
     pub refusals: Arc<RefusalLog>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub passwords: Arc<crate::passwords::PasswordWork>,
+    pub logins: Arc<crate::passwords::LoginThrottle>,
     audit_queue: tokio::sync::mpsc::Sender<AuditMessage>,
 }
 
@@ -418,6 +426,10 @@ impl AppState {
         store.on_change(Arc::new(move |change| invalidated.invalidate(change)));
         let (audit_queue, queued) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
         tokio::spawn(write_audit_trail(store.clone(), queued));
+        let logins = Arc::new(crate::passwords::LoginThrottle::new(
+            settings.login_attempts_per_minute,
+            settings.login_attempts_per_address_per_minute,
+        ));
         Self {
             audit_queue,
             issuer: Arc::new(JwtIssuer::new(settings.public_url.clone())),
@@ -429,6 +441,8 @@ impl AppState {
             sightings: Arc::default(),
             refusals: Arc::default(),
             metrics: Arc::default(),
+            passwords: Arc::default(),
+            logins,
         }
     }
 

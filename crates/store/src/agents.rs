@@ -1,7 +1,9 @@
 //! Agents: one row behind both the `/v1/agent/*` profile and the
 //! `/api/v1/agents` registry record, plus their lifecycle history.
 
-use agentry_domain::{AgentId, AgentSlug, LifecycleState, Money, Role, TenantId, TrustLevel};
+use agentry_domain::{
+    AgentId, AgentOrigin, AgentSlug, LifecycleState, Money, Role, TenantId, TrustLevel,
+};
 use agentry_lifecycle::{Lifecycle, LifecycleError, LifecycleEvent, TransitionCause};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -41,6 +43,8 @@ pub struct AgentRecord {
     pub revoked_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    /// The route that created it.
+    pub origin: AgentOrigin,
 }
 
 impl AgentRecord {
@@ -74,6 +78,7 @@ impl AgentRecord {
             revoked_at: None,
             created_at: now,
             updated_at: now,
+            origin: new.origin,
         }
     }
 
@@ -145,6 +150,7 @@ pub struct NewAgent {
     pub metadata: serde_json::Value,
     pub scopes: Vec<String>,
     pub trust_level: TrustLevel,
+    pub origin: AgentOrigin,
 }
 
 impl NewAgent {
@@ -165,7 +171,13 @@ impl NewAgent {
             metadata: serde_json::Value::Object(serde_json::Map::new()),
             scopes: Vec::new(),
             trust_level: TrustLevel::Medium,
+            origin: AgentOrigin::Api,
         }
+    }
+
+    /// The same agent, filed as made by `origin`.
+    pub fn made_by(self, origin: AgentOrigin) -> Self {
+        Self { origin, ..self }
     }
 }
 
@@ -194,6 +206,7 @@ pub(crate) struct AgentRow {
     revoked_at: Option<DbTime>,
     created_at: DbTime,
     updated_at: DbTime,
+    origin: String,
 }
 
 fn corrupt(error: impl std::fmt::Display) -> StoreError {
@@ -230,6 +243,7 @@ impl TryFrom<AgentRow> for AgentRecord {
             revoked_at: row.revoked_at.map(DbTime::get),
             created_at: row.created_at.get(),
             updated_at: row.updated_at.get(),
+            origin: row.origin.parse().map_err(corrupt)?,
         })
     }
 }
@@ -259,6 +273,7 @@ impl From<&AgentRecord> for AgentRow {
             revoked_at: agent.revoked_at.map(DbTime::new),
             created_at: DbTime::new(agent.created_at),
             updated_at: DbTime::new(agent.updated_at),
+            origin: agent.origin.as_str().to_owned(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Seed 002: the one-time instance bootstrap (users, agents with keys,
 //! invited humans, a channel), invites, and the users behind logins.
 
-use agentry_domain::{AgentId, Email, TenantId};
+use agentry_domain::{AgentId, ApiKeyRole, Email, TenantId};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use time::OffsetDateTime;
@@ -17,8 +17,9 @@ use crate::tokens::{NewToken, TokenError, TokenPurpose, TokenRow};
 use crate::types::{DbTime, DbUuid};
 use crate::{Store, StoreError, new_id};
 
-/// The tenant an instance bootstrap fills when the instance has none yet.
-const DEFAULT_TENANT: &str = "default";
+/// The name of the tenant a workspace setup creates (suffixed with the
+/// instance id when an operator already has a tenant of that name).
+pub(crate) const WORKSPACE_TENANT: &str = "workspace";
 
 /// An agent to create, with the hash of its new API key.
 #[derive(Debug, Clone)]
@@ -73,6 +74,9 @@ pub struct UserRecord {
     pub role: String,
     pub agent_id: Option<AgentId>,
     pub password_hash: Option<String>,
+    /// Session tokens minted before the user's sessions were last ended
+    /// (logout, a password change) carry a smaller epoch and are refused.
+    pub session_epoch: i64,
 }
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -87,6 +91,7 @@ struct UserRow {
     agent_id: Option<DbUuid>,
     password_hash: Option<String>,
     created_at: DbTime,
+    session_epoch: i64,
 }
 
 impl From<UserRow> for UserRecord {
@@ -100,6 +105,7 @@ impl From<UserRow> for UserRecord {
             role: row.role,
             agent_id: row.agent_id.map(|id| AgentId::from_uuid(id.0)),
             password_hash: row.password_hash,
+            session_epoch: row.session_epoch,
         }
     }
 }
@@ -134,14 +140,10 @@ fn injected_failure() -> Result<(), StoreError> {
 }
 
 impl Store {
-    /// The tenant the instance's users live in: the bootstrapped one, or
-    /// before bootstrap the oldest tenant.
+    /// The workspace's tenant, where the instance's users live, once the
+    /// instance is set up.
     pub async fn instance_tenant(&self) -> Result<Option<TenantId>, StoreError> {
-        if let Some((_, tenant, _)) = self.instance().await? {
-            return Ok(Some(tenant));
-        }
-        let tenants = self.list_tenants().await?;
-        Ok(<[crate::Tenant]>::first(&tenants).map(|tenant| tenant.id))
+        Ok(self.instance().await?.map(|(_, tenant, _)| tenant))
     }
 
     /// The instance's id, tenant and bootstrap time, once bootstrapped.
@@ -162,8 +164,9 @@ impl Store {
 
     /// Seed 002's bootstrap, in one transaction: allowed once, on an
     /// instance with zero users (`Conflict("instance")` otherwise, also for
-    /// the losers of a race: the `instance` row is single). Fills the oldest
-    /// tenant, creating `default` when there is none.
+    /// the losers of a race: the `instance` row is single). Creates the
+    /// workspace's own tenant; the primary agent's key is that tenant's
+    /// admin key.
     pub async fn bootstrap_instance(
         &self,
         spec: InstanceBootstrap,
@@ -176,27 +179,27 @@ impl Store {
             if existing_users > 0 {
                 return Err(StoreError::Conflict("instance"));
             }
-            let tenant: Option<DbUuid> = tenants::table
-                .order(tenants::created_at.asc())
-                .select(tenants::id)
-                .first(conn)
-                .await
-                .optional()?;
-            let tenant_id = match tenant {
-                Some(id) => id,
-                None => {
-                    let row = TenantRow::new(DEFAULT_TENANT, now);
-                    // Only a concurrent bootstrap can have created it.
-                    diesel::insert_into(tenants::table)
-                        .values(&row)
-                        .execute(conn)
-                        .await
-                        .map_err(|error| crate::tenants::conflict_as(error, "instance"))?;
-                    row.id
-                }
-            };
-            let tenant = TenantId::from_uuid(tenant_id.0);
+            // The workspace is a tenant of its own: an anonymous first call
+            // must never write into a tenant the operator's keys govern.
             let instance_id = new_id();
+            let name_taken: i64 = tenants::table
+                .filter(tenants::name.eq(WORKSPACE_TENANT))
+                .count()
+                .get_result(conn)
+                .await?;
+            let name = if name_taken == 0 {
+                WORKSPACE_TENANT.to_owned()
+            } else {
+                format!("{WORKSPACE_TENANT}-{}", instance_id.simple())
+            };
+            let row = TenantRow::new(&name, now);
+            diesel::insert_into(tenants::table)
+                .values(&row)
+                .execute(conn)
+                .await
+                .map_err(|error| crate::tenants::conflict_as(error, "instance"))?;
+            let tenant_id = row.id;
+            let tenant = TenantId::from_uuid(tenant_id.0);
             diesel::insert_into(instance::table)
                 .values((
                     instance::singleton.eq(1_i64),
@@ -227,7 +230,9 @@ impl Store {
                 let key = ApiKeyRow::new(
                     tenant_id,
                     NewApiKey {
-                        role: None,
+                        // The primary agent administers its workspace
+                        // (docs/api.md); the other agents' keys are theirs.
+                        role: (index == 0).then_some(ApiKeyRole::Admin),
                         agent_id: Some(record.id),
                         key_hash: entry.key_hash,
                         label: Some(
@@ -261,6 +266,7 @@ impl Store {
                 agent_id: Some(DbUuid(created_agents[0].0.id.as_uuid())),
                 password_hash: Some(spec.primary_password_hash.clone()),
                 created_at,
+                session_epoch: 0,
             };
             diesel::insert_into(users::table)
                 .values(&primary_user)
@@ -280,6 +286,7 @@ impl Store {
                     agent_id: None,
                     password_hash: None,
                     created_at,
+                    session_epoch: 0,
                 };
                 diesel::insert_into(users::table)
                     .values(&user)
@@ -393,6 +400,88 @@ impl Store {
                 .optional()
         })?;
         Ok(row.map(UserRecord::from))
+    }
+
+    /// A user of `tenant` by id.
+    pub async fn user(&self, tenant: TenantId, id: Uuid) -> Result<Option<UserRecord>, StoreError> {
+        let row: Option<UserRow> = read!(self, |conn| {
+            users::table
+                .filter(users::tenant_id.eq(DbUuid(tenant.as_uuid())))
+                .filter(users::id.eq(DbUuid(id)))
+                .select(UserRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+        })?;
+        Ok(row.map(UserRecord::from))
+    }
+
+    /// Ends every session of a user minted so far: moves its session epoch
+    /// on, and sets `password_hash` when given (a password change), in one
+    /// write. Returns the user as it now is.
+    pub async fn end_sessions(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        password_hash: Option<String>,
+    ) -> Result<UserRecord, StoreError> {
+        let tenant_id = DbUuid(tenant.as_uuid());
+        write_tx!(self, |conn| {
+            let target = users::table
+                .filter(users::tenant_id.eq(tenant_id))
+                .filter(users::id.eq(DbUuid(id)));
+            let changed = match password_hash.clone() {
+                Some(hash) => {
+                    diesel::update(target)
+                        .set((
+                            users::session_epoch.eq(users::session_epoch + 1),
+                            users::password_hash.eq(Some(hash)),
+                        ))
+                        .execute(conn)
+                        .await?
+                }
+                None => {
+                    diesel::update(target)
+                        .set(users::session_epoch.eq(users::session_epoch + 1))
+                        .execute(conn)
+                        .await?
+                }
+            };
+            if changed == 0 {
+                return Err(StoreError::NotFound("user"));
+            }
+            let user: UserRow = target.select(UserRow::as_select()).first(conn).await?;
+            Ok::<_, StoreError>(UserRecord::from(user))
+        })
+    }
+
+    /// The user an invite token was sent to, if the token can still be
+    /// spent: read before any password is hashed, so an unknown, used or
+    /// expired token costs no hashing. `accept_invite` checks again.
+    pub async fn invited_user(
+        &self,
+        token_hash: &[u8; 32],
+        now: OffsetDateTime,
+    ) -> Result<UserRecord, StoreError> {
+        let hash = *token_hash;
+        read!(self, |conn| {
+            let token: Option<TokenRow> = one_time_tokens::table
+                .filter(one_time_tokens::token_hash.eq(hash.as_slice()))
+                .filter(one_time_tokens::purpose.eq(TokenPurpose::Invite.as_str()))
+                .select(TokenRow::as_select())
+                .first(conn)
+                .await
+                .optional()?;
+            let token = token.ok_or(StoreError::Token(TokenError::Unknown))?;
+            let user_id = token.subject_id;
+            crate::tokens::TokenRecord::from(token).usable(now)?;
+            let user: UserRow = users::table
+                .find(user_id)
+                .select(UserRow::as_select())
+                .first(conn)
+                .await?;
+            Ok::<_, StoreError>(UserRecord::from(user))
+        })
     }
 
     /// Accepts an invite: in one transaction, consumes the token (unused,

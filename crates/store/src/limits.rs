@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use agentry_domain::{AgentId, AgentSlug, Money, TenantId};
+use agentry_domain::{AgentId, AgentOrigin, AgentSlug, Money, TenantId};
 use agentry_lifecycle::LifecycleError;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
@@ -445,6 +445,7 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<Result<(AgentRecord, AgentLimitEntry), LifecycleError>, StoreError> {
         self.refuse_limits_write_if_told()?;
+        let new = new.made_by(AgentOrigin::Bootstrap);
         let mut agent = AgentRecord::new(tenant, AgentId::from_uuid(new_id()), new, now);
         let (next, event) = match agent.lifecycle().bootstrap(now) {
             Ok(Some(activation)) => activation,

@@ -115,16 +115,6 @@ impl Store {
     ) -> Result<ApiKeyRecord, StoreError> {
         let tenant_id = DbUuid(tenant.as_uuid());
         let agent_id = DbUuid(id.as_uuid());
-        let key = ApiKeyRow::new(
-            tenant_id,
-            NewApiKey {
-                role: None,
-                agent_id: Some(id),
-                key_hash,
-                label: Some("registry rotation".into()),
-            },
-            now,
-        );
         let retired = write_tx!(self, |conn| {
             let target = agents::table
                 .filter(agents::tenant_id.eq(tenant_id))
@@ -151,7 +141,28 @@ impl Store {
                 .filter(api_keys::tenant_id.eq(tenant_id))
                 .filter(api_keys::agent_id.eq(agent_id))
                 .filter(api_keys::revoked_at.is_null());
-            let retired: Vec<DbUuid> = live.select(api_keys::id).load(conn).await?;
+            let retired: Vec<(DbUuid, Option<String>)> = live
+                .select((api_keys::id, api_keys::role))
+                .load(conn)
+                .await?;
+            // A workspace's primary agent keeps administering it with its
+            // new key.
+            let role = retired
+                .iter()
+                .find_map(|(_, role)| role.as_deref())
+                .map(str::parse::<agentry_domain::ApiKeyRole>)
+                .transpose()
+                .map_err(|error| StoreError::Corrupt(format!("api_keys row: {error}")))?;
+            let key = ApiKeyRow::new(
+                tenant_id,
+                NewApiKey {
+                    role,
+                    agent_id: Some(id),
+                    key_hash,
+                    label: Some("registry rotation".into()),
+                },
+                now,
+            );
             diesel::update(live)
                 .set(api_keys::revoked_at.eq(DbTime::new(now)))
                 .execute(conn)
@@ -161,13 +172,14 @@ impl Store {
                 .execute(conn)
                 .await
                 .map_err(|error| conflict_as(error, "API key"))?;
-            for old in &retired {
+            for (old, _) in &retired {
                 conn.notify_change(Change::ApiKey(old.0)).await?;
             }
             conn.notify_change(Change::Agent(id)).await?;
-            Ok::<_, StoreError>(retired)
+            Ok::<_, StoreError>((retired, key))
         })?;
-        for old in retired {
+        let (retired, key) = retired;
+        for (old, _) in retired {
             self.publish(Change::ApiKey(old.0));
         }
         self.publish(Change::Agent(id));

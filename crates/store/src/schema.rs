@@ -40,6 +40,7 @@ diesel::table! {
         revoked_at -> Nullable<PortableTime>,
         created_at -> PortableTime,
         updated_at -> PortableTime,
+        origin -> Text,
     }
 }
 
@@ -162,6 +163,7 @@ diesel::table! {
         agent_id -> Nullable<PortableUuid>,
         password_hash -> Nullable<Text>,
         created_at -> PortableTime,
+        session_epoch -> BigInt,
     }
 }
 

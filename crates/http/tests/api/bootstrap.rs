@@ -213,7 +213,10 @@ async fn a_failed_limits_write_gives_503_no_token_and_no_active_agent() {
         );
 
         // An agent that exists without an entry (created by the profiles
-        // route) stays provisioned when its entry cannot be written.
+        // route) stays provisioned when its entry cannot be written. Only
+        // an operator may bring such an agent into service (a provisioner
+        // may not take over agents no bootstrap made).
+        let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
         let waiting = agent(&db.store, acme, "waiting", LifecycleState::Provisioned).await;
         let request = json!({ "agent_id": "waiting" });
         db.store.fail_limits_writes(true);
@@ -221,7 +224,7 @@ async fn a_failed_limits_write_gives_503_no_token_and_no_active_agent() {
             &app,
             Method::POST,
             "/v1/agent/bootstrap",
-            Some(provisioner.expose()),
+            Some(operator.expose()),
             request.clone(),
         )
         .await;
@@ -242,7 +245,7 @@ async fn a_failed_limits_write_gives_503_no_token_and_no_active_agent() {
             &app,
             Method::POST,
             "/v1/agent/bootstrap",
-            Some(provisioner.expose()),
+            Some(operator.expose()),
             request,
         )
         .await;

@@ -18,6 +18,7 @@ mod profiles;
 mod registry;
 mod secrets_in_logs;
 mod service;
+mod workspace;
 
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::test;
@@ -38,6 +39,9 @@ pub(crate) async fn state_for(db: &TestDb) -> AppState {
         invite_ttl: Duration::days(7),
         artifact_dir: std::env::temp_dir().join(format!("agentry-test-{}", uuid::Uuid::now_v7())),
         max_artifact_bytes: 1 << 20,
+        setup_token: None,
+        login_attempts_per_minute: 10,
+        login_attempts_per_address_per_minute: 60,
     };
     let keys = Keys::load(
         &db.store,

@@ -113,7 +113,10 @@ async fn no_key_or_token_appears_in_the_logs() {
         .to_owned();
     let stored = db
         .store
-        .user_by_email(acme, &"human@example.com".parse().unwrap())
+        .user_by_email(
+            db.store.instance_tenant().await.unwrap().unwrap(),
+            &"human@example.com".parse().unwrap(),
+        )
         .await
         .unwrap()
         .unwrap();

@@ -1,0 +1,2 @@
+ALTER TABLE users DROP COLUMN session_epoch;
+ALTER TABLE agents DROP COLUMN origin;
