@@ -104,6 +104,57 @@ fn provision_py_bootstraps_a_real_server_and_its_credentials_work() {
         (200, &serde_json::json!("coordinator"))
     );
 
+    // The workspace is its own tenant: the primary agent's key administers
+    // it, and the operator on the machine reaches it by name.
+    let (status, listed) = http(
+        port,
+        "GET",
+        "/v1/agent/profiles",
+        credentials["primary_agent"]["api_key"].as_str(),
+        None,
+    );
+    assert_eq!(
+        (status, &listed["total"]),
+        (200, &serde_json::json!(3)),
+        "{listed}"
+    );
+    let minted = Command::new(env!("CARGO_BIN_EXE_agentryd"))
+        .args([
+            "admin",
+            "create-key",
+            "--tenant",
+            "workspace",
+            "--role",
+            "auditor",
+        ])
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("agentry.db").display()),
+        )
+        .env("AGENTRY_MASTER_KEY_FILE", dir.path().join("agentry.key"))
+        .env_remove("AGENTRY_MASTER_KEY")
+        .output()
+        .expect("agentryd admin runs");
+    assert!(
+        minted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+    let auditor = String::from_utf8_lossy(&minted.stdout).trim().to_owned();
+    let (status, listed) = http(port, "GET", "/v1/agent/profiles", Some(&auditor), None);
+    assert_eq!(
+        (status, &listed["total"]),
+        (200, &serde_json::json!(3)),
+        "{listed}"
+    );
+    let operator = common::first_admin_key(&server).expect("the first run printed a key");
+    let (status, listed) = http(port, "GET", "/v1/agent/profiles", Some(&operator), None);
+    assert_eq!(
+        (status, &listed["total"]),
+        (200, &serde_json::json!(0)),
+        "the default tenant's key sees none of it: {listed}"
+    );
+
     // A second run is refused: the instance is bootstrapped once.
     let again = Command::new("python3")
         .arg(&script)

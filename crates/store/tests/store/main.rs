@@ -10,6 +10,7 @@ mod limits;
 mod provisioning;
 mod registry;
 mod schema;
+mod workspace;
 use agentry_testkit as support;
 
 use std::sync::Arc;
