@@ -27,6 +27,7 @@ mod machines;
 pub mod metrics;
 mod openapi;
 mod profiles;
+mod redact;
 mod registry;
 mod spend;
 pub mod state;
