@@ -3,7 +3,7 @@
 use agentry_auth::{ApiKey, ApiKeyKind, MasterKey};
 use agentry_domain::{ApiKeyRole, TenantId};
 use agentry_http::new_signing_key;
-use agentry_store::{NewApiKey, Store, now};
+use agentry_store::{NewApiKey, SigningKeyRevocation, Store, StoreError, now};
 use anyhow::{Context, bail};
 
 use crate::config::AdminCommand;
@@ -38,6 +38,42 @@ pub(crate) async fn run(
             );
             Ok(())
         }
+        AdminCommand::RevokeSigningKey { kid } => revoke_signing_key(store, master, &kid).await,
+    }
+}
+
+/// Revokes a signing key; a replacement is prepared in case it is the
+/// current one, and used only then.
+async fn revoke_signing_key(store: &Store, master: &MasterKey, kid: &str) -> anyhow::Result<()> {
+    let replacement = new_signing_key(master, now());
+    match store.revoke_signing_key(kid, replacement, now()).await {
+        Ok(SigningKeyRevocation::Revoked { replaced_by }) => {
+            eprintln!(
+                "revoked signing key {kid}: every token it signed is refused from now on, on every replica"
+            );
+            if let Some(current) = replaced_by {
+                eprintln!("it was the current key; {current} is current now");
+            }
+            Ok(())
+        }
+        Ok(SigningKeyRevocation::AlreadyRevoked) => {
+            eprintln!("signing key {kid} was already revoked; nothing changed");
+            Ok(())
+        }
+        Err(StoreError::NotFound(_)) => {
+            let known: Vec<String> = store
+                .signing_keys()
+                .await?
+                .into_iter()
+                .filter(|key| key.revoked_at.is_none())
+                .map(|key| key.kid)
+                .collect();
+            bail!(
+                "no signing key has the kid {kid:?}; the keys not revoked are: {}",
+                known.join(", ")
+            )
+        }
+        Err(error) => Err(error.into()),
     }
 }
 

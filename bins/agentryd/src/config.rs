@@ -105,6 +105,18 @@ pub(crate) struct Config {
         default_value_t = 60
     )]
     pub(crate) login_attempts_per_address_per_minute: u32,
+    // Keys and secrets (issue 15).
+    /// Requests per minute each tenant API key may make (bursts of up to a
+    /// minute's worth); over it: 429 `rate_limited` with `Retry-After`.
+    /// 0 for no limit.
+    #[arg(long, env = "AGENTRY_API_KEY_RPM", default_value_t = agentry_http::state::DEFAULT_API_KEY_RPM)]
+    pub(crate) api_key_rpm: u32,
+    /// On first run, write the first admin API key to this file (created
+    /// with mode 0600; an existing file is never overwritten) instead of
+    /// printing it on stderr, for machines whose stderr goes to a shared log.
+    #[arg(long, env = "AGENTRY_ADMIN_KEY_FILE")]
+    pub(crate) admin_key_file: Option<PathBuf>,
+
     /// Log filter in `tracing` syntax, e.g. `info` or `agentry_http=debug,info`.
     #[arg(long, env = "AGENTRY_LOG", default_value = "info", global = true)]
     pub(crate) log: String,
@@ -167,6 +179,13 @@ pub(crate) enum AdminCommand {
     /// Make a new JWT signing key current; tokens signed by the previous
     /// key keep verifying until they expire.
     RotateSigningKey,
+    /// Revoke a JWT signing key (the day it leaks): every token it signed
+    /// is refused at once, on every replica, and it leaves the JWKS. A
+    /// current key is replaced by a fresh one in the same step.
+    RevokeSigningKey {
+        /// The key's `kid`, as in the JWKS and the tokens' header.
+        kid: String,
+    },
 }
 
 #[cfg(test)]
@@ -225,5 +244,13 @@ mod tests {
         assert!(
             Config::try_parse_from(["agentryd", "admin", "create-key", "--role", "root"]).is_err()
         );
+        let revoke =
+            Config::try_parse_from(["agentryd", "admin", "revoke-signing-key", "key-1"]).unwrap();
+        assert!(matches!(
+            revoke.command,
+            Some(Command::Admin(AdminCommand::RevokeSigningKey { ref kid })) if kid == "key-1"
+        ));
+        assert_eq!(config.api_key_rpm, agentry_http::state::DEFAULT_API_KEY_RPM);
+        assert!(config.admin_key_file.is_none());
     }
 }

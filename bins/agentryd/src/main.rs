@@ -7,6 +7,7 @@
 mod admin;
 mod config;
 mod master_key;
+mod secret_file;
 mod seed;
 
 use actix_web::HttpServer;
@@ -114,17 +115,34 @@ async fn open_store(config: &Config, url: &DatabaseUrl) -> anyhow::Result<Store>
 }
 
 /// On an instance with no tenant, creates the default tenant and its first
-/// admin key, and shows the key this once.
-async fn first_run(store: &Store) -> anyhow::Result<()> {
+/// admin key, and shows the key this once: on stderr, or written to
+/// `admin_key_file` when one is given.
+async fn first_run(store: &Store, admin_key_file: Option<&std::path::Path>) -> anyhow::Result<()> {
     let key = ApiKey::mint(ApiKeyKind::Tenant(ApiKeyRole::Admin));
+    // Created before the tenant: if the file cannot be written, nothing
+    // is created and the next start tries again, rather than leave a key
+    // nobody was shown.
+    let file = match admin_key_file {
+        Some(path) if store.count_tenants().await? == 0 => Some((path, secret_file::create(path)?)),
+        _ => None,
+    };
     let stored = NewApiKey {
         role: Some(ApiKeyRole::Admin),
         agent_id: None,
         key_hash: key.hash().0,
         label: Some("first admin key".into()),
     };
-    match store.create_first_tenant("default", stored, now()).await? {
-        Some(tenant) => {
+    let created = store.create_first_tenant("default", stored, now()).await;
+    match (created, file) {
+        (Ok(Some(tenant)), Some((path, file))) => {
+            secret_file::write(file, path, key.expose())?;
+            eprintln!(
+                "agentryd: first run: created tenant \"default\" ({}); its admin API key is in {} (mode 0600)",
+                tenant.id,
+                path.display()
+            );
+        }
+        (Ok(Some(tenant)), None) => {
             eprintln!(
                 "agentryd: first run: created tenant \"default\" ({}) and its admin API key:",
                 tenant.id
@@ -134,9 +152,19 @@ async fn first_run(store: &Store) -> anyhow::Result<()> {
             eprintln!();
             eprintln!("agentryd: this key will not be shown again; store it now.");
         }
-        None => eprintln!(
-            "agentryd: admin keys: mint another with `agentryd admin create-key --role admin`"
-        ),
+        (created, file) => {
+            // Another replica won the first run, or it failed: the empty
+            // file must not look like a key.
+            if let Some((path, file)) = file {
+                drop(file);
+                let _ = std::fs::remove_file(path);
+            }
+            if created?.is_none() {
+                eprintln!(
+                    "agentryd: admin keys: mint another with `agentryd admin create-key --role admin`"
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -148,14 +176,14 @@ async fn serve(config: &Config, url: &DatabaseUrl, store: Store) -> anyhow::Resu
         let applied = store
             .migrate()
             .await
-            .with_context(|| format!("cannot migrate the database at {}", config.database_url))?;
+            .with_context(|| format!("cannot migrate the database at {url}"))?;
         tracing::info!(
             count = applied.len(),
             backend = store.backend().as_str(),
             "migrations applied"
         );
     }
-    first_run(&store).await?;
+    first_run(&store, config.admin_key_file.as_deref()).await?;
     let settings = Settings {
         public_url: config.public_url.trim_end_matches('/').to_owned(),
         agent_token_ttl: Duration::seconds(i64::from(config.agent_token_ttl)),
@@ -166,7 +194,9 @@ async fn serve(config: &Config, url: &DatabaseUrl, store: Store) -> anyhow::Resu
         setup_token: config.setup_token.clone().filter(|token| !token.is_empty()),
         login_attempts_per_minute: config.login_attempts_per_minute,
         login_attempts_per_address_per_minute: config.login_attempts_per_address_per_minute,
+        api_key_rpm: config.api_key_rpm,
     };
+    secret_file::create_private_dir(&settings.artifact_dir)?;
     let master = master_key::load(&config.master_key_file)?;
     let keys = Keys::load(&store, master, settings.max_token_ttl(), now())
         .await

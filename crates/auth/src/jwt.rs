@@ -98,6 +98,10 @@ pub enum JwtError {
     Expired,
     #[error("the token is not valid yet")]
     NotYetValid,
+    /// `exp - iat` is longer than any lifetime we mint: the token was not
+    /// made by our minting code, whatever key signed it.
+    #[error("the token claims a longer lifetime than any token this server issues")]
+    Lifetime,
 }
 
 /// A private signing key with its key id.
@@ -245,18 +249,36 @@ impl KeyRing {
     pub fn contains(&self, kid: &str) -> bool {
         self.keys.contains_key(kid)
     }
+
+    /// The key ids in the ring.
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.keys().map(String::as_str)
+    }
+
+    /// This ring less the key `kid`: a revoked key verifies nothing.
+    pub fn without(&self, kid: &str) -> Self {
+        let mut keys = self.keys.clone();
+        keys.remove(kid);
+        Self { keys }
+    }
 }
 
 /// Issues and checks tokens for one deployment (`iss`).
 #[derive(Debug, Clone)]
 pub struct JwtIssuer {
     pub issuer: String,
+    /// The longest lifetime (`exp - iat`) of any token this deployment
+    /// mints. A longer one is refused even with a good signature: a leaked
+    /// signing key (or a bug) could otherwise mint tokens that outlive every
+    /// revocation and rotation window the server reasons with.
+    pub max_lifetime: Duration,
 }
 
 impl JwtIssuer {
-    pub fn new(issuer: impl Into<String>) -> Self {
+    pub fn new(issuer: impl Into<String>, max_lifetime: Duration) -> Self {
         Self {
             issuer: issuer.into(),
+            max_lifetime,
         }
     }
 
@@ -290,7 +312,8 @@ impl JwtIssuer {
     }
 
     /// Verifies `token` for `audience` at `now`: shape, algorithm, key,
-    /// signature, issuer, audience, then time with [`LEEWAY`]. The caller
+    /// signature, issuer, audience, lifetime (at most `max_lifetime`), then
+    /// time with [`LEEWAY`]. The caller
     /// still checks that `sub` exists in tenant `tid`.
     pub fn verify(
         &self,
@@ -344,6 +367,9 @@ impl JwtIssuer {
         if claims.aud != audience.as_str() {
             return Err(JwtError::Audience);
         }
+        if claims.exp.saturating_sub(claims.iat) > self.max_lifetime.whole_seconds() {
+            return Err(JwtError::Lifetime);
+        }
         let now = now.unix_timestamp();
         let leeway = LEEWAY.whole_seconds();
         if now > claims.exp.saturating_add(leeway) {
@@ -369,7 +395,7 @@ mod tests {
     }
 
     fn issuer() -> JwtIssuer {
-        JwtIssuer::new("https://agentry.test")
+        JwtIssuer::new("https://agentry.test", Duration::hours(24))
     }
 
     fn token_for(signer: &JwtSigningKey, audience: Audience, lifetime: Duration) -> String {
@@ -482,7 +508,7 @@ mod tests {
             issuer().verify(&token, &ring, Audience::Agent, NOW),
             Err(JwtError::Audience)
         );
-        let elsewhere = JwtIssuer::new("https://evil.test");
+        let elsewhere = JwtIssuer::new("https://evil.test", Duration::hours(24));
         assert_eq!(
             elsewhere.verify(&token, &ring, Audience::Session, NOW),
             Err(JwtError::Issuer)
@@ -505,6 +531,42 @@ mod tests {
         assert_eq!(
             verify(NOW - Duration::seconds(61)),
             Err(JwtError::NotYetValid)
+        );
+    }
+
+    #[test]
+    fn a_well_signed_token_living_longer_than_we_mint_is_refused() {
+        let signer = key("k1", 1);
+        let ring = KeyRing::new([signer.public()]);
+        let longest = token_for(&signer, Audience::Session, Duration::hours(24));
+        assert!(
+            issuer()
+                .verify(&longest, &ring, Audience::Session, NOW)
+                .is_ok()
+        );
+        let longer = token_for(
+            &signer,
+            Audience::Session,
+            Duration::hours(24) + Duration::seconds(1),
+        );
+        assert_eq!(
+            issuer().verify(&longer, &ring, Audience::Session, NOW),
+            Err(JwtError::Lifetime)
+        );
+        // A backdated `iat` does not hide a far `exp`.
+        let mut claims = issuer().claims(
+            Audience::Agent,
+            Uuid::from_u128(1),
+            Uuid::from_u128(2),
+            0,
+            NOW,
+            Duration::days(365),
+            Uuid::from_u128(3),
+        );
+        claims.iat = i64::MIN;
+        assert_eq!(
+            issuer().verify(&signer.sign(&claims), &ring, Audience::Agent, NOW),
+            Err(JwtError::Lifetime)
         );
     }
 

@@ -20,6 +20,7 @@ use utoipa::{OpenApi, ToSchema};
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
 use crate::guard::ApiKeyPrincipal;
+use crate::redact::debug_redacting;
 use crate::state::{AgentSnapshot, AppState};
 use crate::validate::Problems;
 use crate::wire::{AgentProfile, AgentSlugSchema, MoneySchema, TimestampSchema, timestamp};
@@ -55,7 +56,7 @@ struct BootstrapRequest {
 
 /// Seed 001's bootstrap answer, which delegation gives too: the profile,
 /// what is enforced on it, and a fresh agent token.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct BootstrapResponse {
     profile: AgentProfile,
     /// Agent token (EdDSA JWT) for the `agent_jwt` scheme.
@@ -65,6 +66,8 @@ pub(crate) struct BootstrapResponse {
     budget: BootstrapBudget,
     next_steps: NextSteps,
 }
+
+debug_redacting!(BootstrapResponse { profile, jwt_expires_at, budget, next_steps; secret: jwt });
 
 #[derive(Debug, Serialize, ToSchema)]
 struct BootstrapBudget {

@@ -102,11 +102,16 @@ fn audit_refusal(state: &AppState, agent: &AgentRecord, reason: &'static str) {
     );
 }
 
-/// Looks an API key up, through the cache.
+/// Looks an API key up, through the cache; a key the database did not know
+/// a moment ago is refused without asking it again.
 async fn lookup_api_key(state: &AppState, key: &ApiKey) -> Result<ApiKeyRecord, ApiError> {
     let hash = key.hash().0;
     if let Some(record) = state.guard.api_key(&hash) {
         return usable_key(record);
+    }
+    let now = agentry_store::now();
+    if state.guard.is_unknown_api_key(&hash, now) {
+        return Err(invalid_key());
     }
     let generation = state.guard.generation();
     let record = state
@@ -114,6 +119,7 @@ async fn lookup_api_key(state: &AppState, key: &ApiKey) -> Result<ApiKeyRecord, 
         .detached(async move |store| store.find_api_key(&hash).await)
         .await?
         .ok_or_else(|| {
+            state.guard.remember_unknown_api_key(hash, now);
             // No tenant to audit it under; the key itself is never logged.
             tracing::info!(kind = ?key.kind(), "refused an API key that does not exist");
             invalid_key()
@@ -201,6 +207,17 @@ async fn api_key_principal(request: HttpRequest) -> Result<ApiKeyPrincipal, ApiE
             .permits(RequestScope::Other)
             .map_err(denial_error)?;
     }
+    // After the lookup: only keys that exist get a budget, so made-up keys
+    // cannot grow the limiter's map.
+    state.api_key_rate.admit(record.id).map_err(|retry_after| {
+        ApiError::too_many_requests(
+            format!(
+                "this API key has used its {} requests a minute (--api-key-rpm)",
+                state.settings.api_key_rpm
+            ),
+            retry_after,
+        )
+    })?;
     Ok(ApiKeyPrincipal {
         key_id: record.id,
         tenant_id: record.tenant_id,
@@ -294,6 +311,7 @@ async fn verify_jwt(
     if let Some(claims) = state.guard.token(signature, now) {
         return Ok(claims);
     }
+    let token_generation = state.guard.token_generation();
     let verified = state
         .issuer
         .verify(token, &state.keys.ring(), Audience::Agent, now);
@@ -319,7 +337,9 @@ async fn verify_jwt(
         }
         other => other?,
     };
-    state.guard.remember_token(signature, claims.clone());
+    state
+        .guard
+        .remember_token(token_generation, signature, claims.clone());
     Ok(claims)
 }
 

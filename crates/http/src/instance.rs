@@ -20,6 +20,7 @@ use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
 use crate::guard::{MemberPrincipal, SessionPrincipal};
 use crate::passwords::check_password_strength;
+use crate::redact::debug_redacting;
 use crate::state::AppState;
 use crate::validate::Problems;
 use crate::wire::{AgentSlugSchema, TimestampSchema, timestamp};
@@ -67,7 +68,7 @@ struct AgentProfileSpec {
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PrimaryAgentSpec {
     #[schema(format = Email)]
@@ -124,7 +125,7 @@ struct InstanceBootstrapResponse {
     instance_id: Uuid,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 struct PrimaryAgentCreated {
     user_id: Uuid,
     /// The agent's internal id (`agent_...`).
@@ -138,7 +139,7 @@ struct PrimaryAgentCreated {
     api_key_id: Uuid,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 struct AgentCreated {
     /// The agent's internal id (`agent_...`).
     agent_id: String,
@@ -150,7 +151,7 @@ struct AgentCreated {
     api_key_id: Uuid,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 struct HumanInvited {
     user_id: Uuid,
     email: String,
@@ -169,6 +170,11 @@ struct ChannelCreated {
     /// User ids: the primary agent's account and the humans.
     members: Vec<Uuid>,
 }
+
+debug_redacting!(PrimaryAgentSpec { email, agent_profile; secret: password });
+debug_redacting!(PrimaryAgentCreated { user_id, agent_id, email, api_key_id; secret: jwt_token, api_key });
+debug_redacting!(AgentCreated { agent_id, name, display_name, api_key_id; secret: api_key });
+debug_redacting!(HumanInvited { user_id, email; secret: invite_token, invite_url });
 
 /// Bounds a single call: a bootstrap is a team, not a bulk import.
 const MAX_AGENTS: usize = 100;
@@ -554,7 +560,7 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 }
 
 /// A signed-in user, as login and invite acceptance answer.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 struct Session {
     user_id: Uuid,
     email: String,
@@ -564,6 +570,8 @@ struct Session {
     #[schema(value_type = TimestampSchema)]
     expires_at: String,
 }
+
+debug_redacting!(Session { user_id, email, display_name, expires_at; secret: jwt_token });
 
 /// A session for `user`, as login and invite acceptance answer. The token
 /// carries the user's session epoch: ending the user's sessions moves the
@@ -613,14 +621,7 @@ struct AcceptInvite {
     password: String,
 }
 
-impl std::fmt::Debug for AcceptInvite {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AcceptInvite")
-            .field("token", &"<redacted>")
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
+debug_redacting!(AcceptInvite { ; secret: token, password });
 
 fn invite_error(error: StoreError) -> ApiError {
     match error {
@@ -703,14 +704,7 @@ struct Login {
     password: String,
 }
 
-impl std::fmt::Debug for Login {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Login")
-            .field("email", &self.email)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
+debug_redacting!(Login { email; secret: password });
 
 /// Signs a user in with e-mail and password.
 ///
@@ -812,11 +806,7 @@ struct ChangePassword {
     new_password: String,
 }
 
-impl std::fmt::Debug for ChangePassword {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ChangePassword { <redacted> }")
-    }
-}
+debug_redacting!(ChangePassword { ; secret: current_password, new_password });
 
 /// Changes the caller's password. Every session of the user, this one
 /// included, ends; sign in again with the new password.

@@ -1,14 +1,17 @@
 //! The signing keys this process uses: the current one (to mint) and the
 //! ring of public keys (to verify and to publish as JWKS), unsealed from the
 //! store with the master key and reloaded when a rotation is announced; and
-//! the machine CA of seed 003, sealed the same way.
+//! the machine CA of seed 003, sealed the same way. A revocation heard on
+//! the change feed takes its key out of the ring at once, before any
+//! reload.
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
 
 use agentry_auth::{
     CertificateAuthority, JwtPublicKey, JwtSigningKey, KeyRing, MasterKey, random_bytes,
 };
-use agentry_store::{CaRecord, SigningKeyRecord, Store, StoreError};
+use agentry_store::{CaRecord, KidDigest, SigningKeyRecord, Store, StoreError};
 
 use crate::tls::MachineCa;
 use time::{Duration, OffsetDateTime};
@@ -27,8 +30,34 @@ pub enum KeyError {
 }
 
 struct Loaded {
-    current: Arc<JwtSigningKey>,
+    /// `None` between the revocation of the current key and the reload
+    /// that brings its replacement: minting then fails (503) rather than
+    /// hand out tokens nobody will accept.
+    current: Option<Arc<JwtSigningKey>>,
     ring: Arc<KeyRing>,
+}
+
+impl Loaded {
+    /// Drops every key whose kid is in `revoked`.
+    fn without(mut self, revoked: &HashSet<KidDigest>) -> Self {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|current| revoked.contains(&KidDigest::of(current.kid())))
+        {
+            self.current = None;
+        }
+        let gone: Vec<String> = self
+            .ring
+            .kids()
+            .filter(|kid| revoked.contains(&KidDigest::of(kid)))
+            .map(str::to_owned)
+            .collect();
+        for kid in gone {
+            self.ring = Arc::new(self.ring.without(&kid));
+        }
+        self
+    }
 }
 
 /// Least time between two reloads asked for by tokens naming an unknown
@@ -45,6 +74,11 @@ pub struct Keys {
     /// can have signed nothing still valid, and leaves the JWKS.
     max_token_lifetime: Duration,
     loaded: Arc<RwLock<Loaded>>,
+    /// Every revocation this process has heard of. A reload that read the
+    /// database just before a revocation committed must not put the key
+    /// back, so what it installs is filtered by this set. Revocations are
+    /// rare operator acts: the set stays tiny.
+    revoked: Arc<Mutex<HashSet<KidDigest>>>,
     ca: Arc<MachineCa>,
 }
 
@@ -70,6 +104,7 @@ pub fn new_signing_key(master: &MasterKey, now: OffsetDateTime) -> SigningKeyRec
         public_jwk,
         created_at: now,
         retired_at: None,
+        revoked_at: None,
     }
 }
 
@@ -100,7 +135,7 @@ impl Keys {
             .signing_keys()
             .await?
             .iter()
-            .all(|key| key.retired_at.is_some())
+            .all(|key| key.retired_at.is_some() || key.revoked_at.is_some())
         {
             store
                 .rotate_signing_key(new_signing_key(&master, now), now)
@@ -113,6 +148,7 @@ impl Keys {
             last_unknown_kid_reload: Arc::default(),
             max_token_lifetime,
             loaded: Arc::new(RwLock::new(loaded)),
+            revoked: Arc::default(),
             ca,
         })
     }
@@ -126,14 +162,15 @@ impl Keys {
         let records = store.signing_keys().await?;
         let current = records
             .iter()
-            .find(|record| record.retired_at.is_none())
+            .find(|record| record.retired_at.is_none() && record.revoked_at.is_none())
             .ok_or(KeyError::NoCurrentKey)?;
         let current = Arc::new(unseal(master, current)?);
         let mut publics: Vec<JwtPublicKey> = Vec::new();
         for record in &records {
-            let still_trusted = record
-                .retired_at
-                .is_none_or(|retired_at| retired_at + max_token_lifetime > now);
+            let still_trusted = record.revoked_at.is_none()
+                && record
+                    .retired_at
+                    .is_none_or(|retired_at| retired_at + max_token_lifetime > now);
             // Only the current key is unsealed; the others are needed for
             // their public halves, which are stored in the clear.
             if still_trusted {
@@ -148,7 +185,7 @@ impl Keys {
             }
         }
         Ok(Loaded {
-            current,
+            current: Some(current),
             ring: Arc::new(KeyRing::new(publics)),
         })
     }
@@ -158,9 +195,41 @@ impl Keys {
     pub async fn reload(&self, store: &Store, now: OffsetDateTime) -> Result<(), KeyError> {
         let loaded = Self::read(store, &self.master, self.max_token_lifetime, now).await?;
         if let Ok(mut slot) = self.loaded.write() {
-            *slot = loaded;
+            // Under the write lock, so a revocation heard meanwhile either
+            // is in the set already or removes its key after this.
+            *slot = loaded.without(&self.revoked_kids());
         }
         Ok(())
+    }
+
+    fn revoked_kids(&self) -> HashSet<KidDigest> {
+        self.revoked
+            .lock()
+            .map(|revoked| revoked.clone())
+            .unwrap_or_default()
+    }
+
+    /// Takes the revoked key out of the ring (and out of use for minting,
+    /// if it was current) now, synchronously: called from the change feed,
+    /// so the very next verification refuses its tokens. The replacement
+    /// key comes with the reload the background task starts on the same
+    /// change.
+    pub fn forget_revoked(&self, digest: KidDigest) {
+        // A poisoned set still holds valid digests; forgetting one would
+        // let its key back in at the next reload.
+        self.revoked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(digest);
+        let mut loaded = self
+            .loaded
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = Loaded {
+            current: loaded.current.take(),
+            ring: Arc::clone(&loaded.ring),
+        };
+        *loaded = current.without(&HashSet::from([digest]));
     }
 
     /// Whether a token naming an unknown key may trigger a reload now; at
@@ -180,7 +249,7 @@ impl Keys {
         self.loaded
             .read()
             .ok()
-            .map(|loaded| Arc::clone(&loaded.current))
+            .and_then(|loaded| loaded.current.clone())
     }
 
     pub fn ring(&self) -> Arc<KeyRing> {

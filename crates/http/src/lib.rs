@@ -28,6 +28,7 @@ pub mod metrics;
 mod openapi;
 pub mod passwords;
 mod profiles;
+mod redact;
 mod registry;
 mod spend;
 pub mod state;

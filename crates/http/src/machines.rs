@@ -36,6 +36,7 @@ use uuid::Uuid;
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
 use crate::guard::{ApiKeyPrincipal, CallbackPrincipal, MachineCertificate};
+use crate::redact::debug_redacting;
 use crate::state::AppState;
 use crate::validate::Problems;
 use crate::wire::{
@@ -114,7 +115,7 @@ const SESSION_LIFETIME: Duration = Duration::minutes(15);
 /// How long a machine's client certificate is valid.
 const CLIENT_CERT_LIFETIME: Duration = Duration::hours(1);
 /// How long the callback token lives: a whole provisioning run.
-const CALLBACK_TOKEN_LIFETIME: Duration = Duration::hours(2);
+pub(crate) const CALLBACK_TOKEN_LIFETIME: Duration = Duration::hours(2);
 /// How long download tokens live after `/secrets`.
 const DOWNLOAD_TOKEN_LIFETIME: Duration = Duration::hours(1);
 /// Download tries per token (seed 003).
@@ -133,7 +134,7 @@ const MAX_LOG_LINES: i64 = 10_000;
 // Shapes
 
 /// An instance to provision. Only `name` is required.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = CreateProvisioningInstance)]
 struct CreateInstance {
@@ -165,7 +166,7 @@ struct CreateInstance {
 
 /// What to change on an instance; a field left out (or `null`) is left as
 /// it is.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = PatchProvisioningInstance)]
 struct PatchInstance {
@@ -183,7 +184,7 @@ struct PatchInstance {
     decryption_key_hex: Option<String>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[schema(as = CertificateRequest)]
 struct CertRequest {
     /// The instance's bootstrap token; not used up here.
@@ -225,7 +226,7 @@ struct DiagnosticRequest {
     message: String,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 struct EarlyDiagnosticRequest {
     /// The instance's bootstrap token; not used up.
     #[schema(min_length = 10, max_length = 200)]
@@ -276,7 +277,7 @@ struct InstanceView {
 
 /// The answer to a creation: the instance and its bootstrap token, shown
 /// this once.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[schema(as = ProvisioningInstanceCreated)]
 struct CreatedInstance {
     #[serde(flatten)]
@@ -401,7 +402,7 @@ struct IssuedCertificate {
 }
 
 /// Seed 003's secrets, handed out once per instance.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 struct MachineSecrets {
     /// For `/internal/bootstrap/callback` and `/diagnostic` (the
     /// `callback_jwt` scheme); valid two hours.
@@ -423,6 +424,25 @@ struct MachineSecrets {
     #[schema(value_type = Object)]
     skill_lockfile: Value,
 }
+
+debug_redacting!(CreateInstance {
+    name, agent_id, agent_config, skill_lockfile, bootstrap_token_ttl_seconds;
+    secret: agent_secrets, decryption_key_hex
+});
+debug_redacting!(PatchInstance {
+    agent_config, skill_lockfile;
+    secret: agent_secrets, decryption_key_hex
+});
+debug_redacting!(CertRequest { csr_pem; secret: bootstrap_token });
+debug_redacting!(EarlyDiagnosticRequest {
+    instance_id, label, level, message;
+    secret: bootstrap_token
+});
+debug_redacting!(CreatedInstance { fields, bootstrap_token_expires_at; secret: bootstrap_token });
+debug_redacting!(MachineSecrets {
+    artifact_cipher_hash, bundle_plain_hash, agent_config, skill_lockfile;
+    secret: callback_jwt, artifact_download_token, decryption_key_hex, agent_secrets
+});
 
 /// What a machine's report is answered with.
 #[derive(Debug, Serialize, ToSchema)]
@@ -1874,4 +1894,33 @@ async fn download_website(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     download(state, machine, request, path, ArtifactKind::Website).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_tokens_keys_and_secrets() {
+        let secrets = MachineSecrets {
+            callback_jwt: "eyJ.callback.jwt".into(),
+            artifact_download_token: "d0wnl0ad".repeat(8),
+            decryption_key_hex: Some("dec0de".repeat(10)),
+            artifact_cipher_hash: None,
+            bundle_plain_hash: None,
+            agent_config: serde_json::json!({"model": "small"}),
+            agent_secrets: serde_json::json!({"openai": "sk-hunter2"}),
+            skill_lockfile: serde_json::json!({}),
+        };
+        let shown = format!("{secrets:?}");
+        for secret in ["callback.jwt", "d0wnl0ad", "dec0de", "hunter2"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("small"), "the rest is shown: {shown}");
+        let request = CertRequest {
+            bootstrap_token: "b00t".repeat(16),
+            csr_pem: "-----BEGIN CERTIFICATE REQUEST-----".into(),
+        };
+        assert!(!format!("{request:?}").contains("b00t"));
+    }
 }

@@ -157,6 +157,56 @@ impl Modify for BodyLimits {
     }
 }
 
+/// Every tenant API key has a request budget (`--api-key-rpm`), so every
+/// operation that takes the `api_key` scheme can answer 429; added here
+/// once, like the body limits, where an operation does not document one
+/// already (an agent's rpm answers the same code).
+struct ApiKeyRateLimit;
+
+impl Modify for ApiKeyRateLimit {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let takes_api_key = operation.security.iter().flatten().any(|requirement| {
+                    serde_json::to_value(requirement)
+                        .is_ok_and(|value| value.get("api_key").is_some())
+                });
+                if takes_api_key {
+                    operation
+                        .responses
+                        .responses
+                        .entry("429".into())
+                        .or_insert_with(|| {
+                            RefOr::T(
+                                ResponseBuilder::new()
+                                    .description(
+                                        "`rate_limited`: this API key has used its requests \
+                                         per minute (`--api-key-rpm`); `Retry-After` says when \
+                                         to try again.",
+                                    )
+                                    .content(
+                                        "application/problem+json",
+                                        ContentBuilder::new()
+                                            .schema(Some(Ref::from_schema_name("Problem")))
+                                            .build(),
+                                    )
+                                    .build(),
+                            )
+                        });
+                }
+            }
+        }
+    }
+}
+
 /// The whole document, assembled from the service routes and each route
 /// module's `Api`.
 fn document() -> utoipa::openapi::OpenApi {
@@ -175,6 +225,7 @@ fn document() -> utoipa::openapi::OpenApi {
     }
     // After the merge: the modules' operations are the ones with bodies.
     BodyLimits.modify(&mut document);
+    ApiKeyRateLimit.modify(&mut document);
     document
 }
 

@@ -18,6 +18,7 @@ use utoipa::{OpenApi, ToSchema};
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
 use crate::guard::ApiKeyPrincipal;
+use crate::redact::debug_redacting;
 use crate::state::AppState;
 use crate::validate::Problems;
 use crate::wire::{TimestampSchema, timestamp};
@@ -73,7 +74,7 @@ struct Register {
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Registered {
     agent_id: String,
@@ -142,7 +143,7 @@ struct Revoked {
     revoked_at: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Rotated {
     agent_id: String,
@@ -151,6 +152,9 @@ struct Rotated {
     #[schema(value_type = TimestampSchema)]
     rotated_at: String,
 }
+
+debug_redacting!(Registered { agent_id, name, scopes, trust_level, created_at; secret: api_key });
+debug_redacting!(Rotated { agent_id, rotated_at; secret: api_key });
 
 /// The registry's `status`: `revoked` exactly when terminated (DESIGN.md §2).
 fn status(agent: &AgentRecord) -> &'static str {
@@ -608,4 +612,33 @@ async fn rotate_key(
             rotated_at: timestamp(issued.created_at),
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_agents_key() {
+        let registered = Registered {
+            agent_id: "agent-1".into(),
+            name: "one".into(),
+            api_key: "agy_agent_secretsecret".into(),
+            scopes: vec![],
+            trust_level: "basic",
+            created_at: "2026-12-01T00:00:00Z".into(),
+        };
+        let shown = format!("{registered:?}");
+        assert!(!shown.contains("secretsecret"), "{shown}");
+        assert!(
+            shown.contains("api_key: <redacted>") && shown.contains("agent-1"),
+            "{shown}"
+        );
+        let rotated = Rotated {
+            agent_id: "agent-1".into(),
+            api_key: "agy_agent_secretsecret".into(),
+            rotated_at: "2026-12-01T00:00:00Z".into(),
+        };
+        assert!(!format!("{rotated:?}").contains("secretsecret"));
+    }
 }

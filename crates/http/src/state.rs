@@ -34,13 +34,26 @@ pub struct Settings {
     /// client address in any minute; 0 switches a limit off.
     pub login_attempts_per_minute: u32,
     pub login_attempts_per_address_per_minute: u32,
+    /// Requests per minute each tenant API key may make (GCRA, bursts of up
+    /// to a minute's worth); 0 for no limit. See [`ApiKeyRateLimiter`].
+    pub api_key_rpm: u32,
 }
 
 impl Settings {
+    /// The longest lifetime of any token this server mints: verification
+    /// refuses longer ones, and a retired key stays in the ring this long.
     pub fn max_token_ttl(&self) -> Duration {
-        self.agent_token_ttl.max(self.session_token_ttl)
+        self.agent_token_ttl
+            .max(self.session_token_ttl)
+            .max(crate::machines::CALLBACK_TOKEN_LIFETIME)
     }
 }
+
+/// The default of `--api-key-rpm`: 12,000 a minute (200 a second sustained,
+/// a minute's worth at once) lets a provisioner bootstrap a fleet of
+/// thousands in a minute, while one key alone cannot take the whole server
+/// (which answers a few thousand requests a second on two cores).
+pub const DEFAULT_API_KEY_RPM: u32 = 12_000;
 
 /// An agent as the guard needs it: the record and what is enforced on it
 /// (its profile budgets capped by the tenant's agent-limits entry).
@@ -69,9 +82,18 @@ pub struct GuardCache {
 struct CacheInner {
     generation: u64,
     ledger_generation: u64,
+    /// Moves when verified tokens are forgotten (a signing key revoked, a
+    /// resync), so a verification that raced the revocation does not
+    /// re-insert what it verified with the old ring.
+    token_generation: u64,
     /// By signature segment; see `guard::token_signature`.
     tokens: HashMap<Box<str>, Claims>,
     api_keys: HashMap<[u8; 32], ApiKeyRecord>,
+    /// Hashes of well-formed API keys the database did not know, with when
+    /// it said so: a client retrying a made-up key gets its 401 without a
+    /// database read until [`UNKNOWN_KEY_TTL`] has passed. See
+    /// docs/decisions.md for why a key created afterwards is never in here.
+    unknown_api_keys: HashMap<[u8; 32], OffsetDateTime>,
     agents: HashMap<AgentId, Arc<AgentSnapshot>>,
     accounts: HashMap<AgentId, Arc<Account>>,
     /// Agents a repeat bootstrap may answer for without the database (see
@@ -84,6 +106,13 @@ struct CacheInner {
 /// Entries per map before it is simply emptied; keeps memory bounded under
 /// a flood of distinct credentials.
 const CACHE_LIMIT: usize = 100_000;
+
+/// How long "no such API key" is believed without asking the database.
+pub const UNKNOWN_KEY_TTL: Duration = Duration::seconds(60);
+/// Unknown key hashes kept at most (32 bytes and a time each: about 5 MB
+/// with the map's overhead); past it the map is emptied, and a flood of
+/// distinct made-up keys costs what it cost before the cache, one read each.
+const UNKNOWN_KEY_LIMIT: usize = 65_536;
 
 fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: V) {
     if map.len() >= CACHE_LIMIT {
@@ -101,6 +130,12 @@ impl GuardCache {
         self.with(|inner| inner.generation).unwrap_or(0)
     }
 
+    /// Note it before verifying a token; [`GuardCache::remember_token`]
+    /// keeps the result only if no revocation came in between.
+    pub fn token_generation(&self) -> u64 {
+        self.with(|inner| inner.token_generation).unwrap_or(0)
+    }
+
     pub fn token(&self, signature: &str, now: OffsetDateTime) -> Option<Claims> {
         if signature.is_empty() {
             return None;
@@ -111,10 +146,46 @@ impl GuardCache {
             .then_some(claims)
     }
 
-    pub fn remember_token(&self, signature: &str, claims: Claims) {
+    pub fn remember_token(&self, token_generation: u64, signature: &str, claims: Claims) {
         if !signature.is_empty() {
-            self.with(|inner| insert_bounded(&mut inner.tokens, signature.into(), claims));
+            self.with(|inner| {
+                if inner.token_generation == token_generation {
+                    insert_bounded(&mut inner.tokens, signature.into(), claims);
+                }
+            });
         }
+    }
+
+    /// Whether the database said, less than [`UNKNOWN_KEY_TTL`] ago, that no
+    /// API key has this hash.
+    pub fn is_unknown_api_key(&self, hash: &[u8; 32], now: OffsetDateTime) -> bool {
+        self.with(|inner| {
+            inner
+                .unknown_api_keys
+                .get(hash)
+                .is_some_and(|&seen| now - seen < UNKNOWN_KEY_TTL)
+        })
+        .unwrap_or(false)
+    }
+
+    pub fn remember_unknown_api_key(&self, hash: [u8; 32], now: OffsetDateTime) {
+        self.with(|inner| {
+            let unknown = &mut inner.unknown_api_keys;
+            if unknown.len() >= UNKNOWN_KEY_LIMIT {
+                // Expired entries first; a map full of fresh ones is a
+                // flood, and starts over.
+                unknown.retain(|_, seen| now - *seen < UNKNOWN_KEY_TTL);
+                if unknown.len() >= UNKNOWN_KEY_LIMIT {
+                    unknown.clear();
+                }
+            }
+            unknown.insert(hash, now);
+        });
+    }
+
+    /// Forgets that `hash` was unknown: for a key created in this process.
+    pub fn forget_unknown_api_key(&self, hash: &[u8; 32]) {
+        self.with(|inner| inner.unknown_api_keys.remove(hash));
     }
 
     pub fn api_key(&self, hash: &[u8; 32]) -> Option<ApiKeyRecord> {
@@ -214,9 +285,17 @@ impl GuardCache {
                 // Verified tokens stay verified when a key is retired (they
                 // keep their validity until expiry); new keys only add.
                 Change::SigningKeys => {}
+                // The cache does not know which key verified a token;
+                // revocations are rare enough to forget them all.
+                Change::SigningKeyRevoked(_) => {
+                    inner.token_generation += 1;
+                    inner.tokens.clear();
+                }
                 Change::Resync => {
                     inner.ledger_generation += 1;
+                    inner.token_generation += 1;
                     inner.tokens.clear();
+                    inner.unknown_api_keys.clear();
                     inner.api_keys.clear();
                     inner.agents.clear();
                     inner.accounts.clear();
@@ -278,6 +357,54 @@ impl RateLimiter {
                     .map(|window| window.requests_this_minute(now))
             })
             .unwrap_or(0)
+    }
+}
+
+/// The request budget of each tenant API key in this process: GCRA
+/// (`governor`), `rpm` a minute with bursts of up to a minute's worth. Only
+/// keys the database knows get a cell, so the map is bounded by the keys
+/// in use; [`ApiKeyRateLimiter::shrink`] drops the ones idle long enough
+/// to be back at a full budget. Like the agents' rpm, across N replicas a
+/// key may get up to N times its budget.
+#[derive(Debug)]
+pub struct ApiKeyRateLimiter {
+    limiter: Option<governor::DefaultKeyedRateLimiter<uuid::Uuid>>,
+}
+
+impl ApiKeyRateLimiter {
+    /// `rpm` requests a minute per key; 0 for no limit.
+    pub fn new(rpm: u32) -> Self {
+        Self {
+            limiter: std::num::NonZeroU32::new(rpm)
+                .map(|rpm| governor::RateLimiter::dashmap(governor::Quota::per_minute(rpm))),
+        }
+    }
+
+    /// Counts a request of `key`; over budget, the whole seconds until the
+    /// next one would be admitted (at least 1, for `Retry-After`).
+    pub fn admit(&self, key: uuid::Uuid) -> Result<(), u64> {
+        use governor::clock::{Clock, DefaultClock};
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        limiter.check_key(&key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+        })
+    }
+
+    /// Drops the state of keys back at a full budget (as if never seen).
+    pub fn shrink(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+}
+
+impl Default for ApiKeyRateLimiter {
+    fn default() -> Self {
+        Self::new(DEFAULT_API_KEY_RPM)
     }
 }
 
@@ -407,6 +534,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub guard: Arc<GuardCache>,
     pub rate: Arc<RateLimiter>,
+    pub api_key_rate: Arc<ApiKeyRateLimiter>,
     pub sightings: Arc<Sightings>,
     pub refusals: Arc<RefusalLog>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -423,7 +551,15 @@ impl AppState {
     pub fn new(store: Store, keys: Keys, settings: Settings) -> Self {
         let guard = Arc::new(GuardCache::default());
         let invalidated = Arc::clone(&guard);
-        store.on_change(Arc::new(move |change| invalidated.invalidate(change)));
+        let revoked = keys.clone();
+        store.on_change(Arc::new(move |change| {
+            // The key leaves the ring before the cached tokens go, so no
+            // request in between can verify one again with it.
+            if let Change::SigningKeyRevoked(digest) = change {
+                revoked.forget_revoked(digest);
+            }
+            invalidated.invalidate(change);
+        }));
         let (audit_queue, queued) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
         tokio::spawn(write_audit_trail(store.clone(), queued));
         let logins = Arc::new(crate::passwords::LoginThrottle::new(
@@ -432,7 +568,11 @@ impl AppState {
         ));
         Self {
             audit_queue,
-            issuer: Arc::new(JwtIssuer::new(settings.public_url.clone())),
+            issuer: Arc::new(JwtIssuer::new(
+                settings.public_url.clone(),
+                settings.max_token_ttl(),
+            )),
+            api_key_rate: Arc::new(ApiKeyRateLimiter::new(settings.api_key_rpm)),
             store,
             keys,
             settings: Arc::new(settings),
@@ -601,7 +741,10 @@ impl AppState {
             let mut changes = state.store.subscribe_changes();
             loop {
                 let reload = match changes.recv().await {
-                    Ok(change) => matches!(change, Change::SigningKeys | Change::Resync),
+                    Ok(change) => matches!(
+                        change,
+                        Change::SigningKeys | Change::SigningKeyRevoked(_) | Change::Resync
+                    ),
                     Err(RecvError::Lagged(_)) => true,
                     Err(RecvError::Closed) => break,
                 };
@@ -618,6 +761,14 @@ impl AppState {
             loop {
                 every.tick().await;
                 state.reap_expired(agentry_store::now()).await;
+            }
+        });
+        let state = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                state.api_key_rate.shrink();
             }
         });
         let state = self.clone();

@@ -2,7 +2,7 @@
 //!
 //! Every write that can make a cached decision or figure wrong (an agent's
 //! lifecycle, an API key's revocation, the tenant's limits, an agent's
-//! ledger, the signing keys) publishes a [`Change`]. Subscribers in this process hear it at once; on
+//! ledger, the signing keys and their revocation) publishes a [`Change`]. Subscribers in this process hear it at once; on
 //! PostgreSQL the change is also sent with `pg_notify` inside the writing
 //! transaction, so every other replica hears it when, and only if, the write
 //! commits. A listener that loses its connection publishes [`Change::Resync`]
@@ -36,8 +36,44 @@ pub enum Change {
     /// Entries were appended to the agent's ledger: its account moved.
     Ledger(AgentId),
     SigningKeys,
+    /// The signing key with this kid was revoked: drop it from the key ring
+    /// and forget every token verified with it, now, not at the next reload.
+    SigningKeyRevoked(KidDigest),
     /// Changes may have been missed: drop everything.
     Resync,
+}
+
+/// A signing key's `kid`, as a fixed-size digest (the first 16 bytes of its
+/// SHA-256), so a [`Change`] stays `Copy` and its text form short whatever
+/// the kid. A listener compares it with the digests of the kids it holds;
+/// two kids sharing a digest would take 2^64 tries to find, and would only
+/// make a revocation drop one key too many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KidDigest([u8; 16]);
+
+impl KidDigest {
+    pub fn of(kid: &str) -> Self {
+        use sha2::Digest;
+        let hash = sha2::Sha256::digest(kid.as_bytes());
+        let mut digest = [0; 16];
+        digest.copy_from_slice(&hash[..16]);
+        Self(digest)
+    }
+
+    fn to_hex(self) -> String {
+        self.0.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
+    fn from_hex(text: &str) -> Option<Self> {
+        if text.len() != 32 || !text.is_ascii() {
+            return None;
+        }
+        let mut digest = [0; 16];
+        for (index, byte) in digest.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[index * 2..index * 2 + 2], 16).ok()?;
+        }
+        Some(Self(digest))
+    }
 }
 
 impl Change {
@@ -48,6 +84,7 @@ impl Change {
             Change::TenantLimits(id) => format!("limits:{id}"),
             Change::Ledger(id) => format!("ledger:{id}"),
             Change::SigningKeys => "signing-keys".to_owned(),
+            Change::SigningKeyRevoked(digest) => format!("signing-key-revoked:{}", digest.to_hex()),
             Change::Resync => "resync".to_owned(),
         }
     }
@@ -58,6 +95,9 @@ impl Change {
             Some(("key", id)) => id.parse().ok().map(Change::ApiKey),
             Some(("limits", id)) => id.parse().ok().map(Change::TenantLimits),
             Some(("ledger", id)) => id.parse().ok().map(Change::Ledger),
+            Some(("signing-key-revoked", digest)) => {
+                KidDigest::from_hex(digest).map(Change::SigningKeyRevoked)
+            }
             None if text == "signing-keys" => Some(Change::SigningKeys),
             _ => None,
         };
@@ -273,11 +313,14 @@ mod tests {
             Change::TenantLimits(TenantId::from_uuid(Uuid::from_u128(3))),
             Change::Ledger(AgentId::from_uuid(Uuid::from_u128(4))),
             Change::SigningKeys,
+            Change::SigningKeyRevoked(KidDigest::of("key-1")),
             Change::Resync,
         ] {
             assert_eq!(Change::decode(&change.encode()), change);
         }
         assert_eq!(Change::decode("agent:not-a-uuid"), Change::Resync);
         assert_eq!(Change::decode("from-the-future:1"), Change::Resync);
+        assert_eq!(Change::decode("signing-key-revoked:zz"), Change::Resync);
+        assert_ne!(KidDigest::of("key-1"), KidDigest::of("key-2"));
     }
 }

@@ -19,12 +19,82 @@ use crate::StoreError;
 
 pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
-/// Which database a URL names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which database a URL names. `Debug` and `Display` show it with its
+/// password replaced by `***` (see [`redact_database_url`]), so no log line
+/// or error message can carry it.
+#[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     /// A file path (`sqlite://agentry.db`, `sqlite:///abs/path.db` or a bare path).
     Sqlite(String),
     Postgres(String),
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Self::Postgres(url) => f
+                .debug_tuple("Postgres")
+                .field(&redact_database_url(url))
+                .finish(),
+        }
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite://{path}"),
+            Self::Postgres(url) => f.write_str(&redact_database_url(url)),
+        }
+    }
+}
+
+/// `url` fit to print: the password of its user-info part
+/// (`postgres://user:secret@host/db`) and any `password=` option of its
+/// query become `***`. Anything that is not a URL comes back unchanged
+/// except for those two patterns.
+pub fn redact_database_url(url: &str) -> String {
+    let mut redacted = String::with_capacity(url.len());
+    let (head, rest) = match url.find("://") {
+        Some(scheme_end) => url.split_at(scheme_end + 3),
+        None => ("", url),
+    };
+    redacted.push_str(head);
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            match user_info.split_once(':') {
+                Some((user, _password)) => {
+                    redacted.push_str(user);
+                    redacted.push_str(":***");
+                }
+                None => redacted.push_str(user_info),
+            }
+            redacted.push('@');
+            redacted.push_str(host);
+        }
+        None => redacted.push_str(authority),
+    }
+    match tail.split_once('?') {
+        Some((path, query)) => {
+            redacted.push_str(path);
+            redacted.push('?');
+            let options: Vec<String> = query
+                .split('&')
+                .map(|option| match option.split_once('=') {
+                    Some((name, _)) if name.eq_ignore_ascii_case("password") => {
+                        format!("{name}=***")
+                    }
+                    _ => option.to_owned(),
+                })
+                .collect();
+            redacted.push_str(&options.join("&"));
+        }
+        None => redacted.push_str(tail),
+    }
+    redacted
 }
 
 impl DatabaseUrl {
@@ -40,7 +110,8 @@ impl DatabaseUrl {
             // `:memory:` would give every pooled connection its own empty
             // database; refuse it rather than lose writes silently.
             return Err(StoreError::Config(format!(
-                "DATABASE_URL {url:?} is neither postgres://... nor a SQLite file path"
+                "DATABASE_URL {:?} is neither postgres://... nor a SQLite file path",
+                redact_database_url(url)
             )));
         }
         Ok(Self::Sqlite(path.to_owned()))
@@ -98,6 +169,7 @@ impl Pools {
     pub(crate) fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Self, StoreError> {
         match url {
             DatabaseUrl::Sqlite(path) => {
+                create_owner_only(path);
                 let busy_ms = options.sqlite_busy_timeout.as_millis();
                 let mut config = ManagerConfig::<SqliteConn>::default();
                 config.custom_setup = Box::new(move |path| sqlite_setup(path, busy_ms));
@@ -114,6 +186,26 @@ impl Pools {
             }
         }
     }
+}
+
+/// Creates the SQLite file, empty, readable and writable by its owner only
+/// (0600), unless it exists: SQLite would create it with the process's
+/// umask (often world-readable), and it holds API key hashes, sealed keys
+/// and the audit trail. SQLite gives the `-wal` and `-shm` files the
+/// database file's mode. A failure here is left for SQLite's own open to
+/// report.
+fn create_owner_only(path: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// One pool of either backend, sized and timed by `options`.
@@ -165,6 +257,23 @@ fn maintenance_url(url: &str) -> Option<(String, String)> {
     Some((maintenance, path.to_owned()))
 }
 
+/// A driver's error message with any copy of `url`'s password taken out:
+/// the drivers do not echo the URL today, and nothing must depend on that.
+fn scrubbed(error: &dyn std::fmt::Display, url: &str) -> String {
+    let text = error.to_string();
+    let password = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split(['/', '?', '#']).next())
+        .and_then(|authority| authority.rsplit_once('@'))
+        .and_then(|(user_info, _)| user_info.split_once(':'))
+        .map(|(_, password)| password)
+        .filter(|password| !password.is_empty());
+    match password {
+        Some(password) => text.replace(password, "***"),
+        None => text,
+    }
+}
+
 pub(crate) async fn ensure_postgres_database(url: &str) -> Result<bool, StoreError> {
     let error = match AsyncPgConnection::establish(url).await {
         Ok(_) => return Ok(false),
@@ -172,7 +281,7 @@ pub(crate) async fn ensure_postgres_database(url: &str) -> Result<bool, StoreErr
     };
     let missing = error.to_string().contains("does not exist");
     let Some((maintenance, name)) = maintenance_url(url).filter(|_| missing) else {
-        return Err(StoreError::Unavailable(error.to_string()));
+        return Err(StoreError::Unavailable(scrubbed(&error, url)));
     };
     if !name
         .bytes()
@@ -184,7 +293,7 @@ pub(crate) async fn ensure_postgres_database(url: &str) -> Result<bool, StoreErr
     }
     let mut admin = AsyncPgConnection::establish(&maintenance)
         .await
-        .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        .map_err(|error| StoreError::Unavailable(scrubbed(&error, url)))?;
     match admin
         .batch_execute(&format!("CREATE DATABASE \"{name}\""))
         .await
@@ -316,6 +425,40 @@ mod tests {
         assert!(DatabaseUrl::parse("sqlite://:memory:").is_err());
         assert!(DatabaseUrl::parse("mysql://localhost/x").is_err());
         assert!(DatabaseUrl::parse("").is_err());
+    }
+
+    #[test]
+    fn a_database_password_is_never_shown() {
+        let cases = [
+            (
+                "postgres://agentry:hunter2@db:5432/agentry",
+                "postgres://agentry:***@db:5432/agentry",
+            ),
+            (
+                "postgresql://u:p%40ss@db/agentry?sslmode=require&password=other",
+                "postgresql://u:***@db/agentry?sslmode=require&password=***",
+            ),
+            (
+                "postgres://postgres@127.0.0.1:5432/agentry",
+                "postgres://postgres@127.0.0.1:5432/agentry",
+            ),
+            ("postgres://u:secret@db", "postgres://u:***@db"),
+            ("mysql://root:secret@db/x", "mysql://root:***@db/x"),
+            ("sqlite://agentry.db", "sqlite://agentry.db"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_database_url(url), shown);
+        }
+        let parsed = DatabaseUrl::parse("postgres://agentry:hunter2@db/agentry").unwrap();
+        assert!(!format!("{parsed:?}").contains("hunter2"), "{parsed:?}");
+        assert_eq!(parsed.to_string(), "postgres://agentry:***@db/agentry");
+        let refused = DatabaseUrl::parse("mysql://root:hunter2@db/x").unwrap_err();
+        assert!(!refused.to_string().contains("hunter2"), "{refused}");
+        let error = "password authentication failed (hunter2)";
+        assert_eq!(
+            scrubbed(&error, "postgres://agentry:hunter2@db/agentry"),
+            "password authentication failed (***)"
+        );
     }
 
     #[test]

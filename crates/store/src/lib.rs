@@ -37,8 +37,8 @@ use uuid::Uuid;
 
 pub use agents::{AgentRecord, LifecycleChange, NewAgent, ProfilePatch};
 pub use audit::{AuditEvent, BrokenLink, NewAuditEvent};
-pub use changes::{Change, ChangeListener, SQLITE_POLL};
-pub use db::{Backend, DatabaseUrl, PoolOptions};
+pub use changes::{Change, ChangeListener, KidDigest, SQLITE_POLL};
+pub use db::{Backend, DatabaseUrl, PoolOptions, redact_database_url};
 pub use delegation::{RECLAIM_ATTEMPTS, Reclaimed};
 pub use error::StoreError;
 #[cfg(feature = "test-hooks")]
@@ -57,7 +57,7 @@ pub use provisioning::{
     NewMachineInstance, NewMachineSession, ProvisionLog, SessionError,
 };
 pub use registry::AgentPageQuery;
-pub use signing_keys::SigningKeyRecord;
+pub use signing_keys::{SigningKeyRecord, SigningKeyRevocation};
 pub use tenants::{ApiKeyRecord, NewApiKey, Tenant};
 pub use tokens::{NewToken, TokenError, TokenPurpose, TokenRecord};
 

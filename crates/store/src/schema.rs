@@ -332,6 +332,7 @@ diesel::table! {
         private_sealed -> Binary,
         created_at -> PortableTime,
         retired_at -> Nullable<PortableTime>,
+        revoked_at -> Nullable<PortableTime>,
     }
 }
 

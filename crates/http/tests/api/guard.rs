@@ -83,7 +83,7 @@ async fn every_bad_credential_is_refused_with_a_clear_code() {
         let worker = agent(&db.store, acme, "worker", LifecycleState::Active).await;
         let (good, _) = state.mint_agent_token(&worker, now()).unwrap();
         let current = state.keys.current().unwrap();
-        let issuer = JwtIssuer::new(PUBLIC_URL);
+        let issuer = JwtIssuer::new(PUBLIC_URL, Duration::hours(24));
         let sign = |issuer: &JwtIssuer, audience, tenant: uuid::Uuid, at, key: &JwtSigningKey| {
             let claims = issuer.claims(
                 audience,
@@ -125,7 +125,7 @@ async fn every_bad_credential_is_refused_with_a_clear_code() {
             (
                 "wrong issuer",
                 sign(
-                    &JwtIssuer::new("http://evil.test"),
+                    &JwtIssuer::new("http://evil.test", Duration::hours(24)),
                     Audience::Agent,
                     acme.as_uuid(),
                     now(),

@@ -12,6 +12,7 @@ mod budget;
 mod coverage;
 mod guard;
 mod instance;
+mod keys;
 mod machines;
 mod openapi;
 mod profiles;
@@ -32,7 +33,12 @@ use time::Duration;
 pub(crate) const PUBLIC_URL: &str = "http://agentry.test";
 
 pub(crate) async fn state_for(db: &TestDb) -> AppState {
-    let settings = Settings {
+    state_with(db, |_| {}).await
+}
+
+/// [`state_for`] with some settings changed.
+pub(crate) async fn state_with(db: &TestDb, change: impl FnOnce(&mut Settings)) -> AppState {
+    let mut settings = Settings {
         public_url: PUBLIC_URL.into(),
         agent_token_ttl: Duration::hours(1),
         session_token_ttl: Duration::hours(24),
@@ -42,7 +48,9 @@ pub(crate) async fn state_for(db: &TestDb) -> AppState {
         setup_token: None,
         login_attempts_per_minute: 10,
         login_attempts_per_address_per_minute: 60,
+        api_key_rpm: agentry_http::state::DEFAULT_API_KEY_RPM,
     };
+    change(&mut settings);
     let keys = Keys::load(
         &db.store,
         MasterKey::generate(),

@@ -11,7 +11,7 @@ use agentry_http::passwords::PasswordWork;
 use agentry_testkit::on_both_backends;
 use serde_json::{Value, json};
 
-use crate::{app, call, get, state_for, tenant, tenant_key};
+use crate::{app, call, get, state_for, state_with, tenant, tenant_key};
 
 fn setup_request() -> Value {
     json!({
@@ -24,22 +24,6 @@ fn setup_request() -> Value {
         "humans": [{ "email": "human@example.com", "display_name": "Human Observer", "role": "observer" }],
         "default_channel": { "name": "team-chat" }
     })
-}
-
-/// The test state with its settings changed by `change`.
-async fn state_with(
-    db: &agentry_testkit::TestDb,
-    change: impl FnOnce(&mut agentry_http::Settings),
-) -> agentry_http::AppState {
-    let mut state = state_for(db).await;
-    let mut settings = (*state.settings).clone();
-    change(&mut settings);
-    state.logins = Arc::new(agentry_http::passwords::LoginThrottle::new(
-        settings.login_attempts_per_minute,
-        settings.login_attempts_per_address_per_minute,
-    ));
-    state.settings = Arc::new(settings);
-    state
 }
 
 fn login(email: &str, password: &str) -> Value {

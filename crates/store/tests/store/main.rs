@@ -670,6 +670,7 @@ async fn rotating_the_signing_key_retires_the_previous_one() {
             private_sealed: vec![1, 2, 3],
             created_at: now(),
             retired_at: None,
+            revoked_at: None,
         };
         let mut changes = store.subscribe_changes();
         store.rotate_signing_key(key("k1"), now()).await.unwrap();
@@ -696,6 +697,102 @@ async fn rotating_the_signing_key_retires_the_previous_one() {
             "k2",
             "a failed rotation retires nothing"
         );
+    })
+    .await;
+}
+
+fn signing_key(kid: &str) -> agentry_store::SigningKeyRecord {
+    agentry_store::SigningKeyRecord {
+        kid: kid.into(),
+        algorithm: "EdDSA".into(),
+        public_jwk: format!("{{\"kid\":\"{kid}\"}}"),
+        private_sealed: vec![1, 2, 3],
+        created_at: now(),
+        retired_at: None,
+        revoked_at: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_the_current_signing_key_makes_its_replacement_current_in_one_step() {
+    use agentry_store::{Change, KidDigest, SigningKeyRevocation};
+    on_both_backends(|db| async move {
+        let store = &db.store;
+        store
+            .rotate_signing_key(signing_key("k1"), now())
+            .await
+            .unwrap();
+        let mut changes = store.subscribe_changes();
+        let revoked = store
+            .revoke_signing_key("k1", signing_key("k2"), now())
+            .await
+            .unwrap();
+        assert_eq!(
+            revoked,
+            SigningKeyRevocation::Revoked {
+                replaced_by: Some("k2".into())
+            }
+        );
+        assert_eq!(
+            changes.recv().await.unwrap(),
+            Change::SigningKeyRevoked(KidDigest::of("k1"))
+        );
+        let keys = store.signing_keys().await.unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(
+            (keys[0].kid.as_str(), keys[0].retired_at, keys[0].revoked_at),
+            ("k2", None, None),
+            "exactly one current key, never revoked"
+        );
+        assert_eq!(keys[1].kid, "k1");
+        assert!(keys[1].retired_at.is_some() && keys[1].revoked_at.is_some());
+
+        // Twice is harmless: nothing written, nothing announced.
+        assert_eq!(
+            store
+                .revoke_signing_key("k1", signing_key("k3"), now())
+                .await
+                .unwrap(),
+            SigningKeyRevocation::AlreadyRevoked
+        );
+        assert_eq!(store.signing_keys().await.unwrap().len(), 2);
+        assert!(changes.try_recv().is_err(), "no change announced");
+        // An unknown kid is an error, and changes nothing either.
+        assert!(matches!(
+            store
+                .revoke_signing_key("nobody", signing_key("k4"), now())
+                .await,
+            Err(StoreError::NotFound("signing key"))
+        ));
+        assert_eq!(store.signing_keys().await.unwrap().len(), 2);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_a_retired_signing_key_leaves_the_current_one() {
+    use agentry_store::SigningKeyRevocation;
+    on_both_backends(|db| async move {
+        let store = &db.store;
+        store
+            .rotate_signing_key(signing_key("k1"), now())
+            .await
+            .unwrap();
+        store
+            .rotate_signing_key(signing_key("k2"), now() + Duration::seconds(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .revoke_signing_key("k1", signing_key("unused"), now())
+                .await
+                .unwrap(),
+            SigningKeyRevocation::Revoked { replaced_by: None }
+        );
+        let keys = store.signing_keys().await.unwrap();
+        assert_eq!(keys.len(), 2, "the replacement is not used");
+        assert_eq!((keys[0].kid.as_str(), keys[0].revoked_at), ("k2", None));
+        assert!(keys[1].revoked_at.is_some());
     })
     .await;
 }
