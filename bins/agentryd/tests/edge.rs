@@ -63,12 +63,13 @@ fn a_body_that_trickles_is_answered_408_and_the_connection_closed() {
     let port = free_port();
     let _server = start(dir.path(), port, &["--no-tls", "--body-timeout", "1"], 1);
 
-    // A body announced and never finished, to a route that reads it.
+    // A body announced and never finished, to a route that reads it
+    // without a credential (seed 002's setup, on a fresh instance).
     let mut stream = connect(port, Duration::from_secs(6));
     stream
         .write_all(
-            b"POST /v1/agent/bootstrap HTTP/1.1\r\nhost: 127.0.0.1\r\n\
-              content-type: application/json\r\ncontent-length: 100\r\n\r\n{\"agent_id\"",
+            b"POST /api/v1/bootstrap HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+              content-type: application/json\r\ncontent-length: 100\r\n\r\n{\"primary\"",
         )
         .expect("send a head and a little body");
     let trickler = {
@@ -86,21 +87,12 @@ fn a_body_that_trickles_is_answered_408_and_the_connection_closed() {
     let answer = read_until_closed(&mut stream, "a trickled body");
     assert_eq!(status_of(&answer), Some(408), "{answer}");
     assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
-    assert!(answer.contains("x-content-type-options: nosniff"), "{answer}");
+    assert!(
+        answer.contains("x-content-type-options: nosniff"),
+        "{answer}"
+    );
     drop(stream);
     trickler.join().expect("the trickler ends");
-
-    // A chunked body to a route that never reads it is answered, and the
-    // connection closed instead of drained for as long as the client likes.
-    let mut stream = connect(port, Duration::from_secs(6));
-    stream
-        .write_all(
-            b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\
-              transfer-encoding: chunked\r\n\r\n1\r\na\r\n",
-        )
-        .expect("send a head and a chunk");
-    let answer = read_until_closed(&mut stream, "an unread chunked body");
-    assert_eq!(status_of(&answer), Some(200), "{answer}");
 
     assert_eq!(http(port, "GET", "/healthz", None, None).0, 200);
 }
@@ -112,13 +104,7 @@ fn a_connection_over_the_cap_waits_until_another_closes() {
     let _server = start(
         dir.path(),
         port,
-        &[
-            "--no-tls",
-            "--max-connections",
-            "1",
-            "--keep-alive",
-            "60",
-        ],
+        &["--no-tls", "--max-connections", "1", "--keep-alive", "60"],
         1,
     );
     // One connection, served and held open (keep-alive).
@@ -194,9 +180,14 @@ fn metrics_on_their_own_listener_stay_small_whatever_methods_clients_make_up() {
     }
     let metrics = raw_get(metrics_port, "/metrics");
     assert_eq!(status_of(&metrics), Some(200), "{metrics}");
-    assert!(!metrics.contains("MADEUP"), "a made-up method became a label");
     assert!(
-        metrics.contains(r#"agentry_http_requests_total{route="/healthz",method="GET",status="200"} 1"#),
+        !metrics.contains("MADEUP"),
+        "a made-up method became a label"
+    );
+    assert!(
+        metrics.contains(
+            r#"agentry_http_requests_total{route="/healthz",method="GET",status="200"} 1"#
+        ),
         "{metrics}"
     );
     assert!(metrics.contains("method=\"other\""), "{metrics}");
@@ -243,7 +234,10 @@ fn hsts_is_sent_over_tls_only() {
         over_tls.contains("strict-transport-security: max-age=31536000"),
         "{over_tls}"
     );
-    assert!(over_tls.contains("x-content-type-options: nosniff"), "{over_tls}");
+    assert!(
+        over_tls.contains("x-content-type-options: nosniff"),
+        "{over_tls}"
+    );
     let plain = curl_headers(&format!("http://127.0.0.1:{port}/healthz"));
     assert!(!plain.contains("strict-transport-security"), "{plain}");
     assert!(plain.contains("cache-control: no-store"), "{plain}");

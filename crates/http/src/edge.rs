@@ -12,10 +12,10 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use actix_web::HttpMessage;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::HttpMessage;
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::web::Bytes;
 use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
@@ -54,9 +54,7 @@ pub const MIN_BODY_RATE: u64 = 64 * 1024;
 struct BodyState {
     timed_out: Cell<bool>,
     finished: Cell<bool>,
-    /// The connection's own body stream, kept here rather than in the
-    /// wrapper so it outlives a handler that drops the body unread: see
-    /// [`TimedBody::hold_until_answered`].
+    /// The connection's own body stream.
     inner: RefCell<Option<Payload>>,
 }
 
@@ -103,12 +101,10 @@ impl TimedBody {
         self.0.timed_out.get()
     }
 
-    /// For a body the handler did not read to its end: the connection's
-    /// stream stays alive until actix writes the answer, so actix sees an
-    /// unread body and closes the connection after the answer. Dropped
-    /// unread, a chunked body would instead be drained, with no timer at
-    /// all, for as long as the client keeps trickling.
-    pub(crate) fn hold_until_answered<B>(self, response: &mut ServiceResponse<B>) {
+    /// For a body the handler did not read to its end (or that timed
+    /// out): the answer closes the connection, which a half-read body
+    /// leaves in no state to carry another request.
+    pub(crate) fn close_unless_finished<B>(&self, response: &mut ServiceResponse<B>) {
         if self.0.finished.get() {
             return;
         }
@@ -116,7 +112,6 @@ impl TimedBody {
             .response_mut()
             .head_mut()
             .set_connection_type(actix_web::http::ConnectionType::Close);
-        response.response_mut().extensions_mut().insert(self);
     }
 }
 
@@ -170,8 +165,7 @@ impl Stream for DeadlineStream {
 /// nothing else is: bootstraps, logins, keys, secrets and tokens all go out
 /// in bodies); and, on the TLS listener only, HSTS (over plain HTTP the
 /// header means nothing, RFC 6797 §8.1).
-pub(crate) fn secure_headers<B>(response: &mut ServiceResponse<B>, over_tls: bool) {
-    let headers = response.headers_mut();
+pub(crate) fn secure_headers(headers: &mut HeaderMap, over_tls: bool) {
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

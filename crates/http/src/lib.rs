@@ -38,6 +38,7 @@ mod validate;
 mod wire;
 
 use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::error::InternalError;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
@@ -112,14 +113,18 @@ pub fn app_with(
             let started = std::time::Instant::now();
             let over_tls = request.conn_data::<tls::TlsConnection>().is_some();
             let body = edge::TimedBody::install(&mut request, edge.body_timeout);
-            // Kept to answer with when the service fails instead of
-            // answering, so that answer carries our headers too.
-            let http_request = request.request().clone();
             let response = service.call(request);
             async move {
                 let mut response = match response.await {
                     Ok(response) => response.map_into_boxed_body(),
-                    Err(error) => ServiceResponse::from_err(error, http_request),
+                    // A service that fails instead of answering: its error
+                    // is answered by actix, with our headers on it too.
+                    Err(error) => {
+                        let mut answer = error.error_response();
+                        edge::secure_headers(answer.headers_mut(), over_tls);
+                        let cause = error.to_string();
+                        return Err(InternalError::from_response(cause, answer).into());
+                    }
                 };
                 if let Some(body) = body {
                     if body.timed_out() {
@@ -132,7 +137,7 @@ pub fn app_with(
                         let (request, _) = response.into_parts();
                         response = ServiceResponse::new(request, answer);
                     }
-                    body.hold_until_answered(&mut response);
+                    body.close_unless_finished(&mut response);
                 }
                 if let Some(state) = response.request().app_data::<web::Data<AppState>>() {
                     let route = response
@@ -151,7 +156,7 @@ pub fn app_with(
                         .headers_mut()
                         .insert(HeaderName::from_static(REQUEST_ID), value);
                 }
-                edge::secure_headers(&mut response, over_tls);
+                edge::secure_headers(response.headers_mut(), over_tls);
                 Ok(response)
             }
         })
@@ -172,11 +177,12 @@ pub fn metrics_app(
 > {
     App::new()
         .app_data(web::Data::new(state))
+        .route("/metrics", web::get().to(metrics_text))
         .wrap_fn(|request, service| {
             let response = service.call(request);
             async move {
                 let mut response = response.await?.map_into_boxed_body();
-                edge::secure_headers(&mut response, false);
+                edge::secure_headers(response.headers_mut(), false);
                 Ok(response)
             }
         })

@@ -246,7 +246,10 @@ mod tests {
         assert!(text.contains("# TYPE agentry_http_requests_total counter\n"));
         assert!(text.contains("# TYPE agentry_http_request_duration_seconds histogram\n"));
         let ok = r#"route="/v1/agent/spend",method="POST",status="201""#;
-        assert_eq!(value(&text, &format!("agentry_http_requests_total{{{ok}}}")), "2");
+        assert_eq!(
+            value(&text, &format!("agentry_http_requests_total{{{ok}}}")),
+            "2"
+        );
         let bucket = |labels: &str, le: &str| {
             value(
                 &text,
@@ -272,15 +275,24 @@ mod tests {
             "2"
         );
         assert_eq!(
-            value(&text, "agentry_spend_total{outcome=\"insufficient_budget\"}"),
+            value(
+                &text,
+                "agentry_spend_total{outcome=\"insufficient_budget\"}"
+            ),
             "1"
         );
         assert_eq!(
             value(&text, "agentry_bootstrap_total{outcome=\"existing\"}"),
             "1"
         );
-        assert_eq!(value(&text, "agentry_db_pool_size{backend=\"sqlite\"}"), "3");
-        assert_eq!(value(&text, "agentry_db_pool_max{backend=\"sqlite\"}"), "16");
+        assert_eq!(
+            value(&text, "agentry_db_pool_size{backend=\"sqlite\"}"),
+            "3"
+        );
+        assert_eq!(
+            value(&text, "agentry_db_pool_max{backend=\"sqlite\"}"),
+            "16"
+        );
     }
 
     #[test]

@@ -18,7 +18,10 @@ async fn every_answer_is_nosniff_and_uncacheable_unless_it_says_otherwise() {
     let bearer = format!("Bearer {}", provisioner.expose());
     let requests = [
         ("healthz", test::TestRequest::get().uri("/healthz")),
-        ("actix's 404", test::TestRequest::get().uri("/no/such/route")),
+        (
+            "actix's 404",
+            test::TestRequest::get().uri("/no/such/route"),
+        ),
         (
             "actix's 405",
             test::TestRequest::delete().uri("/v1/agent/bootstrap"),
