@@ -117,6 +117,27 @@ pub(crate) struct Config {
     #[arg(long, env = "AGENTRY_ADMIN_KEY_FILE")]
     pub(crate) admin_key_file: Option<PathBuf>,
 
+    /// Serve `/metrics` on this address alone instead of beside the API
+    /// (which then answers 404 for it): keep the address private.
+    #[arg(long, env = "AGENTRY_METRICS_BIND")]
+    pub(crate) metrics_bind: Option<SocketAddr>,
+    /// Seconds a client has to send a whole request head; a connection
+    /// whose head is not complete by then is closed.
+    #[arg(long, env = "AGENTRY_HEAD_TIMEOUT", default_value_t = 5)]
+    pub(crate) head_timeout: u64,
+    /// Seconds a client has to send a request body (a large upload gets
+    /// one more second per 64 KiB received); past it the request is
+    /// answered 408 and the connection closed.
+    #[arg(long, env = "AGENTRY_BODY_TIMEOUT", default_value_t = 30)]
+    pub(crate) body_timeout: u64,
+    /// Seconds an idle keep-alive connection stays open.
+    #[arg(long, env = "AGENTRY_KEEP_ALIVE", default_value_t = 5)]
+    pub(crate) keep_alive: u64,
+    /// Most client connections open at once, over every listener and
+    /// worker; past it new connections wait in the kernel's backlog.
+    #[arg(long, env = "AGENTRY_MAX_CONNECTIONS", default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_connections: u64,
     /// Log filter in `tracing` syntax, e.g. `info` or `agentry_http=debug,info`.
     #[arg(long, env = "AGENTRY_LOG", default_value = "info", global = true)]
     pub(crate) log: String,
@@ -218,6 +239,13 @@ mod tests {
         assert_eq!(config.bind.port(), 9000);
         assert!(config.command.is_none());
         assert!(Config::try_parse_from(["agentryd", "--bind", "nowhere"]).is_err());
+        assert_eq!(
+            (config.head_timeout, config.body_timeout, config.keep_alive),
+            (5, 30, 5)
+        );
+        assert_eq!(config.max_connections, 10_000);
+        assert!(config.metrics_bind.is_none());
+        assert!(Config::try_parse_from(["agentryd", "--max-connections", "0"]).is_err());
         let migrate = Config::try_parse_from([
             "agentryd",
             "migrate",

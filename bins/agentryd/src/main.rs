@@ -13,7 +13,7 @@ mod seed;
 use actix_web::HttpServer;
 use agentry_auth::{ApiKey, ApiKeyKind};
 use agentry_domain::ApiKeyRole;
-use agentry_http::{AppState, Keys, Settings};
+use agentry_http::{AppState, Edge, Keys, Settings};
 use agentry_store::{DatabaseUrl, NewApiKey, PoolOptions, Store, now};
 use anyhow::Context;
 use clap::Parser;
@@ -220,8 +220,32 @@ async fn serve(config: &Config, url: &DatabaseUrl, store: Store) -> anyhow::Resu
     let state = AppState::new(store.clone(), keys, settings);
     state.spawn_background_tasks();
     let stopping = state.clone();
-    let mut server = HttpServer::new(move || agentry_http::app(state.clone()))
+    let edge = Edge {
+        body_timeout: std::time::Duration::from_secs(config.body_timeout),
+        metrics_on_api: config.metrics_bind.is_none(),
+    };
+    let metrics = match config.metrics_bind {
+        Some(address) => {
+            let state = state.clone();
+            let server = HttpServer::new(move || agentry_http::metrics_app(state.clone()))
+                .workers(1)
+                .bind(address)
+                .with_context(|| format!("cannot listen on {address} (metrics)"))?;
+            for address in server.addrs() {
+                eprintln!("agentryd: listening on http {address} (metrics)");
+            }
+            Some(server.run())
+        }
+        None => None,
+    };
+    let limits = ConnectionLimits::new(config.max_connections);
+    let mut server = HttpServer::new(move || agentry_http::app_with(state.clone(), edge))
         .on_connect(agentry_http::tls::on_connect)
+        .workers(limits.workers)
+        .max_connections(limits.per_worker)
+        .client_request_timeout(std::time::Duration::from_secs(config.head_timeout))
+        .keep_alive(std::time::Duration::from_secs(config.keep_alive))
+        .client_disconnect_timeout(CLIENT_DISCONNECT_LIMIT)
         .bind(config.bind)
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     let plain = server.addrs();
@@ -241,7 +265,17 @@ async fn serve(config: &Config, url: &DatabaseUrl, store: Store) -> anyhow::Resu
             store.backend().as_str()
         );
     }
+    // The metrics listener stops with the API (both hear the signal; its
+    // handle makes sure of it when the API stops for another reason).
+    let metrics = metrics.map(|server| {
+        let handle = server.handle();
+        tokio::spawn(server);
+        handle
+    });
     let served = server.run().await;
+    if let Some(metrics) = metrics {
+        metrics.stop(true).await;
+    }
     // A graceful stop (SIGTERM, SIGINT) has let requests in flight finish;
     // what they queued for the audit trail is written before the process
     // goes, within a bound so a database that is gone cannot hold it.
@@ -275,6 +309,33 @@ async fn warn_if_setup_is_open(
     Ok(())
 }
 
+/// How long a connection being closed may take to shut down cleanly.
+const CLIENT_DISCONNECT_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `--max-connections` spread over the workers: actix caps connections
+/// per worker, so the total is divided, and never more workers than
+/// connections, so a small cap is exact rather than rounded up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ConnectionLimits {
+    workers: usize,
+    per_worker: usize,
+}
+
+impl ConnectionLimits {
+    fn new(total: u64) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Self::spread(usize::try_from(total).unwrap_or(usize::MAX), cores)
+    }
+
+    fn spread(total: usize, cores: usize) -> Self {
+        let workers = cores.min(total).max(1);
+        Self {
+            workers,
+            per_worker: (total / workers).max(1),
+        }
+    }
+}
+
 /// How long a stopping server waits for its queued audit events.
 const AUDIT_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -304,5 +365,23 @@ fn init_tracing(config: &Config) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnectionLimits;
+
+    #[test]
+    fn the_connection_cap_is_a_total_over_the_workers() {
+        let spread = |total, cores| {
+            let limits = ConnectionLimits::spread(total, cores);
+            (limits.workers, limits.per_worker)
+        };
+        assert_eq!(spread(10_000, 2), (2, 5_000));
+        assert_eq!(spread(10_001, 2), (2, 5_000), "never above the cap");
+        assert_eq!(spread(1, 4), (1, 1), "a small cap is exact");
+        assert_eq!(spread(3, 4), (3, 1));
+        assert_eq!(spread(5, 1), (1, 5));
     }
 }

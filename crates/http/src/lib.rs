@@ -6,7 +6,9 @@
 //! of seed 004), the request guard
 //! (`guard`: extractors for API keys and agents, with their caches in
 //! `state`), the signing keys and machine CA in use (`keys`), the mTLS
-//! listener's configuration (`tls`), the wire types (`wire`), the
+//! listener's configuration (`tls`), what every request meets whatever its
+//! route (`edge`: a body deadline and the headers every answer carries),
+//! the Prometheus registry (`metrics`), the wire types (`wire`), the
 //! problem+json error (`error`) and the OpenAPI document built from the
 //! handlers' annotations (`openapi`). Handlers translate between wire types
 //! and domain types by hand and delegate every decision to the crates below;
@@ -19,6 +21,7 @@ mod agent_self;
 mod bootstrap;
 mod deferred;
 mod delegation;
+mod edge;
 pub mod error;
 pub mod guard;
 mod instance;
@@ -37,6 +40,7 @@ mod validate;
 mod wire;
 
 use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::error::InternalError;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
@@ -45,6 +49,7 @@ use error::Problem;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+pub use edge::{Edge, MIN_BODY_RATE};
 pub use error::ApiError;
 pub use keys::{KeyError, Keys, new_signing_key};
 pub use openapi::openapi_json;
@@ -57,9 +62,111 @@ const JSON_LIMIT: usize = 64 * 1024;
 /// otherwise, and returned on every response.
 const REQUEST_ID: &str = "x-request-id";
 
-/// The whole application: state, routes, request ids, and problem+json for
-/// the errors actix answers itself (unknown route, wrong method).
+/// The whole application with the default [`Edge`]: state, routes,
+/// request ids, metrics, the headers every answer carries, a deadline on
+/// request bodies, and problem+json for the errors actix answers itself
+/// (unknown route, wrong method).
 pub fn app(
+    state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    app_with(state, Edge::default())
+}
+
+/// [`app`] with the given [`Edge`].
+pub fn app_with(
+    state: AppState,
+    edge: Edge,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(web::Data::new(state))
+        .configure(|config| {
+            configure(config);
+            if edge.metrics_on_api {
+                config.route("/metrics", web::get().to(metrics_text));
+            }
+        })
+        .wrap(
+            ErrorHandlers::new()
+                .handler(StatusCode::NOT_FOUND, move |response| {
+                    unmatched(response, edge.metrics_on_api)
+                })
+                .handler(StatusCode::METHOD_NOT_ALLOWED, move |response| {
+                    unmatched(response, edge.metrics_on_api)
+                }),
+        )
+        .wrap_fn(move |mut request, service| {
+            let id = request_id(&request);
+            let started = std::time::Instant::now();
+            let over_tls = request.conn_data::<tls::TlsConnection>().is_some();
+            let body = edge::TimedBody::install(&mut request, edge.body_timeout);
+            let response = service.call(request);
+            async move {
+                let mut response = match response.await {
+                    Ok(response) => response.map_into_boxed_body(),
+                    // A service that fails instead of answering: its error
+                    // is answered by actix, with our headers on it too.
+                    Err(error) => {
+                        let mut answer = error.error_response();
+                        edge::secure_headers(answer.headers_mut(), over_tls);
+                        let cause = error.to_string();
+                        return Err(InternalError::from_response(cause, answer).into());
+                    }
+                };
+                if let Some(body) = body {
+                    if body.timed_out() {
+                        let answer = ApiError::new(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "request_timeout",
+                            "the request body did not arrive in time",
+                        )
+                        .error_response();
+                        let (request, _) = response.into_parts();
+                        response = ServiceResponse::new(request, answer);
+                    }
+                    body.close_unless_finished(&mut response);
+                }
+                if let Some(state) = response.request().app_data::<web::Data<AppState>>() {
+                    let route = response
+                        .request()
+                        .match_pattern()
+                        .unwrap_or_else(|| "unmatched".to_owned());
+                    state.metrics.observe(
+                        route,
+                        response.request().method().as_str(),
+                        response.status().as_u16(),
+                        started.elapsed(),
+                    );
+                }
+                if let Ok(value) = HeaderValue::from_str(&id) {
+                    response
+                        .headers_mut()
+                        .insert(HeaderName::from_static(REQUEST_ID), value);
+                }
+                edge::secure_headers(response.headers_mut(), over_tls);
+                Ok(response)
+            }
+        })
+}
+
+/// `/metrics` alone, for a listener of its own (`--metrics-bind`), with
+/// the headers every answer carries.
+pub fn metrics_app(
     state: AppState,
 ) -> App<
     impl ServiceFactory<
@@ -72,55 +179,40 @@ pub fn app(
 > {
     App::new()
         .app_data(web::Data::new(state))
-        .configure(configure)
-        .wrap(
-            ErrorHandlers::new()
-                .handler(StatusCode::NOT_FOUND, unmatched)
-                .handler(StatusCode::METHOD_NOT_ALLOWED, unmatched),
-        )
+        .route("/metrics", web::get().to(metrics_text))
         .wrap_fn(|request, service| {
-            let id = request
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|value| value.to_str().ok())
-                .filter(|value| {
-                    !value.is_empty()
-                        && value.len() <= 64
-                        && value
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                })
-                .map(str::to_owned)
-                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-            let started = std::time::Instant::now();
             let response = service.call(request);
             async move {
-                let mut response = response.await?;
-                if let Some(state) = response.request().app_data::<web::Data<AppState>>() {
-                    let route = response
-                        .request()
-                        .match_pattern()
-                        .unwrap_or_else(|| "unmatched".to_owned());
-                    state.metrics.observe(
-                        &route,
-                        response.request().method().as_str(),
-                        response.status().as_u16(),
-                        started.elapsed(),
-                    );
-                }
-                if let Ok(value) = HeaderValue::from_str(&id) {
-                    response
-                        .headers_mut()
-                        .insert(HeaderName::from_static(REQUEST_ID), value);
-                }
-                Ok(response.map_into_boxed_body())
+                let mut response = response.await?.map_into_boxed_body();
+                edge::secure_headers(response.headers_mut(), false);
+                Ok(response)
             }
         })
 }
 
+/// The caller's request id when it sent a sane one, else a new one.
+fn request_id(request: &ServiceRequest) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| {
+            !value.is_empty()
+                && value.len() <= 64
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
 /// Replaces actix's empty 404 and 405 with problem+json, leaving our own
 /// (which already are) alone.
-fn unmatched<B>(response: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+fn unmatched<B>(
+    response: ServiceResponse<B>,
+    metrics_on_api: bool,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
     let is_problem = response
         .headers()
         .get("content-type")
@@ -132,7 +224,13 @@ fn unmatched<B>(response: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerR
     }
     // Routes are mounted one per method, so actix answers a known path
     // with a wrong method as 404; the document knows the path's methods.
-    let allowed = openapi::allowed_methods(response.request().path());
+    let path = response.request().path();
+    // `/metrics` is in the document but may live on a listener of its own.
+    let allowed = if path == "/metrics" && !metrics_on_api {
+        None
+    } else {
+        openapi::allowed_methods(path)
+    };
     let (request, _) = response.into_parts();
     let mut answer = match &allowed {
         Some(_) => ApiError::new(
@@ -152,7 +250,7 @@ fn unmatched<B>(response: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerR
     Ok(ErrorHandlerResponse::Response(response))
 }
 
-/// Mounts every route Agentry serves. The app must carry a
+/// Mounts every route Agentry serves but `/metrics`. The app must carry a
 /// `web::Data<AppState>`.
 pub fn configure(config: &mut web::ServiceConfig) {
     config
@@ -173,7 +271,6 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz))
         .route("/.well-known/jwks.json", web::get().to(jwks))
         .route("/openapi.json", web::get().to(openapi::openapi_document))
-        .route("/metrics", web::get().to(metrics_text))
         .configure(agent_self::configure)
         .configure(bootstrap::configure)
         .configure(profiles::configure)
@@ -231,7 +328,7 @@ async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
         .metrics
         .render(state.store.pool_status(), state.store.backend().as_str());
     HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .content_type(metrics::CONTENT_TYPE)
         .body(text)
 }
 

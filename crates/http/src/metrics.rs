@@ -1,181 +1,193 @@
 //! Request metrics in the Prometheus text format (`GET /metrics`): counts
 //! and latency histograms per route pattern, method and status; the
-//! connection pool; and the outcomes of bootstrap and spend, read off the
-//! same series so they can never disagree with them.
+//! connection pool; and the outcomes of bootstrap and spend.
 //!
-//! Series are keyed by the route *pattern* (`/v1/agent/profiles/{agent_id}`,
-//! or `unmatched`), never the path, so their number stays bounded whatever
-//! clients send. Recording takes a read lock and a few atomic adds; the
-//! write lock is taken once per new series.
+//! The registry, the series and the text format are the Prometheus
+//! project's `prometheus-client` (docs/decisions.md, Operations). What is
+//! ours is the choice of labels, and each has a bounded set of values
+//! whatever clients send: the route *pattern* (`/v1/agent/profiles/{agent_id}`,
+//! or `unmatched`), never the path; the method, one of the seven the API
+//! can serve or `other` (actix accepts any token as a method); the status
+//! code. So there are at most routes × 8 × statuses series.
 
-use std::collections::HashMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use agentry_store::PoolStatus;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct SeriesKey {
+/// The `Content-Type` of [`Metrics::render`]'s text (format 0.0.4).
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// The labels of the request series, in the order they are written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
     route: String,
-    method: String,
+    method: &'static str,
     status: u16,
 }
 
-#[derive(Debug, Default)]
-struct Series {
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-    /// Not cumulative: each request lands in its first fitting bucket; the
-    /// text format's cumulative counts are summed when rendering.
-    buckets: [AtomicU64; BUCKETS.len()],
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BackendLabels {
+    backend: &'static str,
+}
+
+type Durations = Family<RequestLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
 /// The registry of series; shared by every worker.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    series: RwLock<HashMap<SeriesKey, Arc<Series>>>,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: Durations,
+    bootstraps: Family<OutcomeLabels, Counter>,
+    spends: Family<OutcomeLabels, Counter>,
+    pool_max: Family<BackendLabels, Gauge>,
+    pool_size: Family<BackendLabels, Gauge>,
+    pool_available: Family<BackendLabels, Gauge>,
+    pool_waiting: Family<BackendLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let metrics = Self {
+            registry: Registry::default(),
+            requests: Family::default(),
+            durations: Durations::new_with_constructor(latency_histogram),
+            bootstraps: Family::default(),
+            spends: Family::default(),
+            pool_max: Family::default(),
+            pool_size: Family::default(),
+            pool_available: Family::default(),
+            pool_waiting: Family::default(),
+        };
+        let mut registry = Registry::default();
+        // Counters are named without `_total`: the encoder appends it.
+        registry.register(
+            "agentry_http_requests",
+            "HTTP requests answered",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "agentry_http_request_duration_seconds",
+            "Time from request to response head",
+            metrics.durations.clone(),
+        );
+        registry.register(
+            "agentry_bootstrap",
+            "Agent bootstraps by outcome",
+            metrics.bootstraps.clone(),
+        );
+        registry.register(
+            "agentry_spend",
+            "Spend requests by outcome",
+            metrics.spends.clone(),
+        );
+        registry.register(
+            "agentry_db_pool_max",
+            "Most connections the pool opens",
+            metrics.pool_max.clone(),
+        );
+        registry.register(
+            "agentry_db_pool_size",
+            "Connections open now",
+            metrics.pool_size.clone(),
+        );
+        registry.register(
+            "agentry_db_pool_available",
+            "Open connections idle now",
+            metrics.pool_available.clone(),
+        );
+        registry.register(
+            "agentry_db_pool_waiting",
+            "Callers waiting for a connection",
+            metrics.pool_waiting.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
 }
 
 impl Metrics {
-    /// Counts one answered request.
-    pub fn observe(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
-        let key = SeriesKey {
-            route: route.to_owned(),
-            method: method.to_owned(),
+    /// Counts one answered request. `route` is the matched pattern or
+    /// `unmatched`; `method` may be anything a client sent.
+    pub fn observe(&self, route: String, method: &str, status: u16, elapsed: Duration) {
+        let method = method_label(method);
+        let outcome = match (method, route.as_str()) {
+            ("POST", "/v1/agent/bootstrap") => Some((&self.bootstraps, bootstrap_outcome(status))),
+            ("POST", "/v1/agent/spend") => Some((&self.spends, spend_outcome(status))),
+            _ => None,
+        };
+        if let Some((family, outcome)) = outcome {
+            family.get_or_create(&OutcomeLabels { outcome }).inc();
+        }
+        let labels = RequestLabels {
+            route,
+            method,
             status,
         };
-        let found = self
-            .series
-            .read()
-            .ok()
-            .and_then(|series| series.get(&key).cloned());
-        let series = match found {
-            Some(series) => series,
-            None => match self.series.write() {
-                Ok(mut all) => Arc::clone(all.entry(key).or_default()),
-                Err(_) => return,
-            },
-        };
-        let seconds = elapsed.as_secs_f64();
-        series.count.fetch_add(1, Ordering::Relaxed);
-        series.sum_micros.fetch_add(
-            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        if let Some(bucket) = BUCKETS.iter().position(|bound| seconds <= *bound) {
-            series.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        }
+        self.requests.get_or_create(&labels).inc();
+        self.durations
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Everything, in the Prometheus text exposition format 0.0.4.
-    pub fn render(&self, pool: PoolStatus, backend: &str) -> String {
-        let snapshot: Vec<(SeriesKey, Arc<Series>)> = self
-            .series
-            .read()
-            .map(|series| {
-                let mut all: Vec<_> = series
-                    .iter()
-                    .map(|(key, series)| (key.clone(), Arc::clone(series)))
-                    .collect();
-                all.sort_by(|a, b| a.0.cmp(&b.0));
-                all
-            })
-            .unwrap_or_default();
-        let mut out = String::new();
-        let labels = |key: &SeriesKey| {
-            format!(
-                "route=\"{}\",method=\"{}\",status=\"{}\"",
-                escape(&key.route),
-                escape(&key.method),
-                key.status
-            )
-        };
-        out.push_str("# HELP agentry_http_requests_total HTTP requests answered.\n");
-        out.push_str("# TYPE agentry_http_requests_total counter\n");
-        for (key, series) in &snapshot {
-            let _ = writeln!(
-                out,
-                "agentry_http_requests_total{{{}}} {}",
-                labels(key),
-                series.count.load(Ordering::Relaxed)
-            );
+    pub fn render(&self, pool: PoolStatus, backend: &'static str) -> String {
+        let labels = BackendLabels { backend };
+        for (gauge, value) in [
+            (&self.pool_max, pool.max_size),
+            (&self.pool_size, pool.size),
+            (&self.pool_available, pool.available),
+            (&self.pool_waiting, pool.waiting),
+        ] {
+            gauge
+                .get_or_create(&labels)
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
         }
-        out.push_str(
-            "# HELP agentry_http_request_duration_seconds Time from request to response head.\n",
-        );
-        out.push_str("# TYPE agentry_http_request_duration_seconds histogram\n");
-        for (key, series) in &snapshot {
-            let labels = labels(key);
-            let mut cumulative = 0;
-            for (bound, bucket) in BUCKETS.iter().zip(&series.buckets) {
-                cumulative += bucket.load(Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "agentry_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let count = series.count.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "agentry_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}"
-            );
-            let sum = series.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "agentry_http_request_duration_seconds_sum{{{labels}}} {sum}"
-            );
-            let _ = writeln!(
-                out,
-                "agentry_http_request_duration_seconds_count{{{labels}}} {count}"
-            );
+        let mut text = String::new();
+        // Writing into a String cannot fail, and every metric here is one
+        // the text format can carry.
+        if let Err(error) = prometheus_text::encode(&mut text, &self.registry) {
+            tracing::error!(%error, "cannot encode the metrics");
         }
-        outcomes(
-            &mut out,
-            &snapshot,
-            "agentry_bootstrap_total",
-            "Agent bootstraps by outcome.",
-            "/v1/agent/bootstrap",
-            bootstrap_outcome,
-        );
-        outcomes(
-            &mut out,
-            &snapshot,
-            "agentry_spend_total",
-            "Spend requests by outcome.",
-            "/v1/agent/spend",
-            spend_outcome,
-        );
-        let gauges = [
-            (
-                "agentry_db_pool_max",
-                "Most connections the pool opens.",
-                pool.max_size,
-            ),
-            ("agentry_db_pool_size", "Connections open now.", pool.size),
-            (
-                "agentry_db_pool_available",
-                "Open connections idle now.",
-                pool.available,
-            ),
-            (
-                "agentry_db_pool_waiting",
-                "Callers waiting for a connection.",
-                pool.waiting,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            let _ = writeln!(out, "{name}{{backend=\"{backend}\"}} {value}");
-        }
-        out
+        text
+    }
+}
+
+/// The method as a label: one of those the API serves, else `other`, so
+/// made-up methods cannot mint series.
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
     }
 }
 
@@ -198,36 +210,6 @@ fn spend_outcome(status: u16) -> &'static str {
     }
 }
 
-/// A counter by outcome, summed from the request series of one route.
-fn outcomes(
-    out: &mut String,
-    snapshot: &[(SeriesKey, Arc<Series>)],
-    name: &str,
-    help: &str,
-    route: &str,
-    outcome: fn(u16) -> &'static str,
-) {
-    let mut totals: std::collections::BTreeMap<&'static str, u64> = Default::default();
-    for (key, series) in snapshot {
-        if key.route == route && key.method == "POST" {
-            *totals.entry(outcome(key.status)).or_default() += series.count.load(Ordering::Relaxed);
-        }
-    }
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} counter");
-    for (outcome, count) in totals {
-        let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {count}");
-    }
-}
-
-/// Label values are escaped as the text format requires.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,65 +223,107 @@ mod tests {
         }
     }
 
+    fn value<'a>(text: &'a str, series: &str) -> &'a str {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    }
+
     #[test]
     fn counts_and_buckets_add_up() {
         let metrics = Metrics::default();
-        metrics.observe("/v1/agent/spend", "POST", 201, Duration::from_micros(300));
-        metrics.observe("/v1/agent/spend", "POST", 201, Duration::from_millis(20));
-        metrics.observe("/v1/agent/spend", "POST", 402, Duration::from_secs(30));
-        metrics.observe("/v1/agent/bootstrap", "POST", 200, Duration::from_millis(1));
+        let spend = || "/v1/agent/spend".to_owned();
+        metrics.observe(spend(), "POST", 201, Duration::from_micros(300));
+        metrics.observe(spend(), "POST", 201, Duration::from_millis(20));
+        metrics.observe(spend(), "POST", 402, Duration::from_secs(30));
+        metrics.observe(
+            "/v1/agent/bootstrap".into(),
+            "POST",
+            200,
+            Duration::from_millis(1),
+        );
         let text = metrics.render(pool(), "sqlite");
-        let line = |prefix: &str| {
-            text.lines()
-                .find(|line| line.starts_with(prefix))
-                .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
-                .rsplit(' ')
-                .next()
-                .unwrap()
-                .to_owned()
-        };
-        let spend = r#"route="/v1/agent/spend",method="POST",status="201""#;
+        assert!(text.contains("# TYPE agentry_http_requests_total counter\n"));
+        assert!(text.contains("# TYPE agentry_http_request_duration_seconds histogram\n"));
+        let ok = r#"route="/v1/agent/spend",method="POST",status="201""#;
         assert_eq!(
-            line(&format!("agentry_http_requests_total{{{spend}}}")),
+            value(&text, &format!("agentry_http_requests_total{{{ok}}}")),
             "2"
         );
+        let bucket = |labels: &str, le: &str| {
+            value(
+                &text,
+                &format!("agentry_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}}"),
+            )
+            .to_owned()
+        };
+        assert_eq!(bucket(ok, "0.0005"), "1");
+        assert_eq!(bucket(ok, "0.025"), "2");
         assert_eq!(
-            line(&format!(
-                "agentry_http_request_duration_seconds_bucket{{{spend},le=\"0.0005\"}}"
-            )),
-            "1"
-        );
-        assert_eq!(
-            line(&format!(
-                "agentry_http_request_duration_seconds_bucket{{{spend},le=\"0.025\"}}"
-            )),
+            value(
+                &text,
+                &format!("agentry_http_request_duration_seconds_count{{{ok}}}")
+            ),
             "2"
         );
         let slow = r#"route="/v1/agent/spend",method="POST",status="402""#;
         // Past the last bucket: only in +Inf.
+        assert_eq!(bucket(slow, "10"), "0");
+        assert_eq!(bucket(slow, "+Inf"), "1");
         assert_eq!(
-            line(&format!(
-                "agentry_http_request_duration_seconds_bucket{{{slow},le=\"10\"}}"
-            )),
-            "0"
+            value(&text, "agentry_spend_total{outcome=\"recorded\"}"),
+            "2"
         );
         assert_eq!(
-            line(&format!(
-                "agentry_http_request_duration_seconds_bucket{{{slow},le=\"+Inf\"}}"
-            )),
+            value(
+                &text,
+                "agentry_spend_total{outcome=\"insufficient_budget\"}"
+            ),
             "1"
         );
-        assert_eq!(line("agentry_spend_total{outcome=\"recorded\"}"), "2");
         assert_eq!(
-            line("agentry_spend_total{outcome=\"insufficient_budget\"}"),
+            value(&text, "agentry_bootstrap_total{outcome=\"existing\"}"),
             "1"
         );
-        assert_eq!(line("agentry_bootstrap_total{outcome=\"existing\"}"), "1");
-        assert_eq!(line("agentry_db_pool_size{backend=\"sqlite\"}"), "3");
+        assert_eq!(
+            value(&text, "agentry_db_pool_size{backend=\"sqlite\"}"),
+            "3"
+        );
+        assert_eq!(
+            value(&text, "agentry_db_pool_max{backend=\"sqlite\"}"),
+            "16"
+        );
+    }
+
+    #[test]
+    fn made_up_methods_all_count_as_other() {
+        let metrics = Metrics::default();
+        metrics.observe("/healthz".into(), "GET", 200, Duration::from_millis(1));
+        let before = metrics.render(pool(), "sqlite").len();
+        for i in 0..1_000 {
+            let method = format!("MADEUP{i}{}", "X".repeat(1_000));
+            metrics.observe("unmatched".into(), &method, 404, Duration::from_millis(1));
+        }
+        let text = metrics.render(pool(), "sqlite");
+        assert!(!text.contains("MADEUP"), "a made-up method became a label");
+        assert_eq!(
+            value(
+                &text,
+                r#"agentry_http_requests_total{route="unmatched",method="other",status="404"}"#
+            ),
+            "1000"
+        );
+        // One new series: a counter line and a histogram's 18 lines.
+        assert!(text.len() < before + 3_000, "{} bytes:\n{text}", text.len());
+        assert_eq!(method_label("get"), "other", "methods are case-sensitive");
+        assert_eq!(method_label("OPTIONS"), "OPTIONS");
     }
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let metrics = Metrics::default();
+        metrics.observe("a\"b\\c\nd".into(), "GET", 200, Duration::ZERO);
+        let text = metrics.render(pool(), "sqlite");
+        assert!(text.contains(r#"route="a\"b\\c\nd""#), "{text}");
     }
 }

@@ -31,13 +31,18 @@ pub const SERVER_CERT_LIFETIME: Duration = Duration::days(365);
 #[derive(Debug, Clone)]
 pub struct PeerCertificates(pub Arc<[CertificateDer<'static>]>);
 
-/// `HttpServer::on_connect` hook for the mTLS listener: keeps the client's
-/// certificates with the connection.
+/// Marks a connection that came in over the TLS listener (for HSTS).
+#[derive(Debug, Clone, Copy)]
+pub struct TlsConnection;
+
+/// `HttpServer::on_connect` hook for the mTLS listener: marks the
+/// connection as TLS and keeps the client's certificates with it.
 pub fn on_connect(connection: &dyn Any, data: &mut Extensions) {
     use actix_tls::accept::rustls_0_23::TlsStream;
     let Some(stream) = connection.downcast_ref::<TlsStream<actix_web::rt::net::TcpStream>>() else {
         return;
     };
+    data.insert(TlsConnection);
     let (_, session) = stream.get_ref();
     if let Some(certificates) = session.peer_certificates()
         && !certificates.is_empty()

@@ -11,6 +11,7 @@ mod bootstrap;
 mod budget;
 mod coverage;
 mod guard;
+mod headers;
 mod instance;
 mod keys;
 mod machines;
