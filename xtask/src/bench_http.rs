@@ -623,13 +623,18 @@ generator alike.
   agent per connection again and again; *limits/me* and *spend* (one cent)
   run as one agent per connection with its agent token; *registry list*
   reads the first page of 20 of 120 agents with the admin key; *hostile
-  input* sends bootstraps the server must refuse, one kind per
-  connection (a 10 MB body, JSON nested 30,000 deep, a body that is not
-  UTF-8, a `text/plain` body, a 256 KiB header), to measure the memory
-  it holds meanwhile (its requests/s is 0 by design). The agents
-  the load runs as get `maxRequestsPerMinute: 1000000` and a
-  $1,000,000 budget, so the rate limiter and budgets are not what is
-  measured.
+  input* sends requests the server must refuse, one kind per
+  connection (bootstraps with a 10 MB body, JSON nested 30,000 deep, a
+  body that is not UTF-8, a `text/plain` body, a 256 KiB header; a
+  made-up 60 KB method and a short one, to random paths; wrong
+  passwords for the account of a seed 002 workspace; bootstraps with
+  well-formed API keys never issued), to measure the memory it holds
+  meanwhile (its requests/s is 0 by design). The agents the load runs
+  as get `maxRequestsPerMinute: 1000000` and a $1,000,000 budget, and
+  the server runs with `AGENTRY_API_KEY_RPM=0`, so neither the rate
+  limiters nor budgets are what is measured. `cargo xtask hostile`
+  judges these attacks one by one (docs/security.md, "Hostile
+  callers").
 - Targets (2 cores): limits/me at least half the baseline; repeat
   bootstrap 5,000/s; new-agent bootstrap 2,000/s on PostgreSQL; idle RSS
   under 40 MB; under hostile input, peak RSS under 80 MB and every answer
