@@ -633,8 +633,8 @@ generator alike.
   as get `maxRequestsPerMinute: 1000000` and a $1,000,000 budget, and
   the server runs with `AGENTRY_API_KEY_RPM=0`, so neither the rate
   limiters nor budgets are what is measured. `cargo xtask hostile`
-  judges these attacks one by one (docs/security.md, "Hostile
-  callers").
+  judges these attacks one by one (docs/security.md, \"Hostile
+  callers\").
 - Targets (2 cores): limits/me at least half the baseline; repeat
   bootstrap 5,000/s; new-agent bootstrap 2,000/s on PostgreSQL; idle RSS
   under 40 MB; under hostile input, peak RSS under 80 MB and every answer
