@@ -60,7 +60,7 @@ const METRICS_LIMIT_BYTES: usize = 256 * 1024;
 /// A growth past which the flood stops early (the target is missed by
 /// then) and `/metrics` is not read: the unbounded registry the issue found
 /// renders gigabytes for it, on a machine others share.
-const RSS_RUNAWAY_KIB: u64 = 50_000_000 / 1024;
+const RSS_RUNAWAY_KIB: u64 = 20_000_000 / 1024;
 const LONG_METHOD_BYTES: usize = 60 * 1024;
 const FLOOD_THREADS: usize = 4;
 
