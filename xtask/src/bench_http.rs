@@ -308,50 +308,90 @@ fn start_agentryd(
     let dir = scratch
         .path()
         .join(format!("{}-{scenario}", database.backend));
-    fs::create_dir_all(&dir)?;
-    let mut command = Command::new(bins.join("agentryd"));
-    command
-        .current_dir(&dir)
-        .args(["--bind", "127.0.0.1:0", "--no-tls"])
-        .env("DATABASE_URL", database.url())
-        .env("AGENTRY_MASTER_KEY_FILE", dir.join("agentry.key"))
-        .env("AGENTRY_ARTIFACT_DIR", dir.join("artifacts"))
-        // Settings of the caller's shell must not leak into the run.
-        .env_remove("AGENTRY_MASTER_KEY")
-        .env_remove("AGENTRY_DB_MAX_CONNECTIONS")
-        .env_remove("AGENTRY_LOG")
-        .env_remove("AGENTRY_LOG_JSON");
     let log = scratch
         .path()
         .join(format!("agentryd-{}-{scenario}.log", database.backend));
+    // The per-key rate limit would throttle the scenarios' one admin key,
+    // and it is the server's work that is measured, not its refusals.
+    start_agentryd_in(
+        &bins.join("agentryd"),
+        &dir,
+        &log,
+        database,
+        &[("AGENTRY_API_KEY_RPM", "0".to_owned())],
+    )
+}
+
+/// Starts `binary` (an agentryd) on `database` with its files in `dir`
+/// (created) and its stderr in `log`, with `settings` as environment
+/// variables (so a binary older than a setting ignores it); returns it with
+/// its first admin key, from `--admin-key-file` when the binary writes one,
+/// else from its stderr.
+pub(crate) fn start_agentryd_in(
+    binary: &Path,
+    dir: &Path,
+    log: &Path,
+    database: &Database,
+    settings: &[(&str, String)],
+) -> Result<(Server, String)> {
+    fs::create_dir_all(dir)?;
+    let key_file = dir.join("admin.key");
+    let mut command = agentryd_command(binary, dir, database);
+    command
+        .args(["--bind", "127.0.0.1:0", "--no-tls"])
+        .env("AGENTRY_ADMIN_KEY_FILE", &key_file)
+        .envs(settings.iter().map(|(name, value)| (name, value)));
     let server = Server::start(
         &mut command,
-        &log,
+        log,
         "agentryd: listening on http ",
         "/healthz",
     )?;
-    let admin_key = fs::read_to_string(&log)?
-        .lines()
-        .map(str::trim)
-        .find(|line| line.starts_with("agy_admin_"))
-        .map(str::to_owned)
-        .context("agentryd printed no first admin key (is the database really new?)")?;
+    let first_admin_key = |text: String| {
+        text.lines()
+            .map(str::trim)
+            .find(|line| line.starts_with("agy_admin_"))
+            .map(str::to_owned)
+    };
+    let admin_key = fs::read_to_string(&key_file)
+        .ok()
+        .and_then(first_admin_key)
+        .or_else(|| first_admin_key(fs::read_to_string(log).ok()?))
+        .context("agentryd showed no first admin key (is the database really new?)")?;
     Ok((server, admin_key))
+}
+
+/// `binary` with the database, master key and artifacts of `dir`, and none
+/// of the caller's `AGENTRY_*` settings: those of the shell must not leak
+/// into a run.
+pub(crate) fn agentryd_command(binary: &Path, dir: &Path, database: &Database) -> Command {
+    let mut command = Command::new(binary);
+    for (name, _) in env::vars_os() {
+        if name.to_string_lossy().starts_with("AGENTRY_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .current_dir(dir)
+        .env("DATABASE_URL", database.url())
+        .env("AGENTRY_MASTER_KEY_FILE", dir.join("agentry.key"))
+        .env("AGENTRY_ARTIFACT_DIR", dir.join("artifacts"));
+    command
 }
 
 /// A server we started: stopped (killed) when dropped, so an error on the
 /// way out never leaves one running.
 #[derive(Debug)]
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    address: SocketAddr,
-    log: PathBuf,
+    pub(crate) address: SocketAddr,
+    pub(crate) log: PathBuf,
 }
 
 impl Server {
     /// Starts `command` with stderr to `log`, waits for the line that names
     /// its address, then for a 200 from `health_path`.
-    fn start(
+    pub(crate) fn start(
         command: &mut Command,
         log: &Path,
         listening: &str,
@@ -402,12 +442,12 @@ impl Server {
         Ok(server)
     }
 
-    fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 
     /// A memory figure of /proc/<pid>/status (`VmRSS`, `VmHWM`), in KiB.
-    fn memory(&self, field: &str) -> Result<u64> {
+    pub(crate) fn memory(&self, field: &str) -> Result<u64> {
         let path = format!("/proc/{}/status", self.child.id());
         let status = fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
         status
@@ -417,7 +457,12 @@ impl Server {
             .with_context(|| format!("no {field} in {path}"))
     }
 
-    fn stop(mut self) {
+    /// The process id, for reading /proc.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn stop(mut self) {
         self.kill();
     }
 
@@ -438,7 +483,7 @@ fn answers_ok(address: SocketAddr, path: &str) -> bool {
     crate::plain_get(address, path).is_ok_and(|answer| answer.starts_with("HTTP/1.1 200"))
 }
 
-fn postgres_available() -> Result<(), String> {
+pub(crate) fn postgres_available() -> Result<(), String> {
     let address: SocketAddr = POSTGRES.parse().map_err(|_| "bad address".to_owned())?;
     TcpStream::connect_timeout(&address, Duration::from_secs(1))
         .map_err(|error| format!("nothing listens on {POSTGRES}: {error}"))?;
@@ -474,14 +519,14 @@ fn psql(sql: &str) -> Result<()> {
 /// database that does not exist yet (`Store::ensure_database`); this drops
 /// it again, also when the run fails half way.
 #[derive(Debug)]
-struct Database {
-    backend: &'static str,
+pub(crate) struct Database {
+    pub(crate) backend: &'static str,
     sqlite_path: PathBuf,
     postgres_name: Option<String>,
 }
 
 impl Database {
-    fn create(backend: &'static str, scratch: &Scratch, scenario: &str) -> Result<Self> {
+    pub(crate) fn create(backend: &'static str, scratch: &Scratch, scenario: &str) -> Result<Self> {
         Ok(Database {
             backend,
             sqlite_path: scratch.path().join(format!("{scenario}.db")),
@@ -491,7 +536,7 @@ impl Database {
         })
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         match &self.postgres_name {
             Some(name) => format!("postgres://postgres@{POSTGRES}/{name}"),
             None => format!("sqlite://{}", self.sqlite_path.display()),
@@ -509,7 +554,7 @@ impl Drop for Database {
     }
 }
 
-fn random_hex() -> Result<String> {
+pub(crate) fn random_hex() -> Result<String> {
     let mut bytes = [0u8; 6];
     File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().fold(String::new(), |mut hex, byte| {
@@ -520,16 +565,20 @@ fn random_hex() -> Result<String> {
 
 /// A private directory for databases, keys and logs; removed when dropped.
 #[derive(Debug)]
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new() -> Result<Self> {
-        let path = env::temp_dir().join(format!("agentry-bench-http-{}", random_hex()?));
+    pub(crate) fn new() -> Result<Self> {
+        Self::named("agentry-bench-http")
+    }
+
+    pub(crate) fn named(prefix: &str) -> Result<Self> {
+        let path = env::temp_dir().join(format!("{prefix}-{}", random_hex()?));
         fs::create_dir(&path).with_context(|| format!("cannot create {}", path.display()))?;
         Ok(Scratch(path))
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -540,7 +589,7 @@ impl Drop for Scratch {
     }
 }
 
-fn tail(log: &Path) -> String {
+pub(crate) fn tail(log: &Path) -> String {
     let text = fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
@@ -574,13 +623,18 @@ generator alike.
   agent per connection again and again; *limits/me* and *spend* (one cent)
   run as one agent per connection with its agent token; *registry list*
   reads the first page of 20 of 120 agents with the admin key; *hostile
-  input* sends bootstraps the server must refuse, one kind per
-  connection (a 10 MB body, JSON nested 30,000 deep, a body that is not
-  UTF-8, a `text/plain` body, a 256 KiB header), to measure the memory
-  it holds meanwhile (its requests/s is 0 by design). The agents
-  the load runs as get `maxRequestsPerMinute: 1000000` and a
-  $1,000,000 budget, so the rate limiter and budgets are not what is
-  measured.
+  input* sends requests the server must refuse, one kind per
+  connection (bootstraps with a 10 MB body, JSON nested 30,000 deep, a
+  body that is not UTF-8, a `text/plain` body, a 256 KiB header; a
+  made-up 60 KB method and a short one, to random paths; wrong
+  passwords for the account of a seed 002 workspace; bootstraps with
+  well-formed API keys never issued), to measure the memory it holds
+  meanwhile (its requests/s is 0 by design). The agents the load runs
+  as get `maxRequestsPerMinute: 1000000` and a $1,000,000 budget, and
+  the server runs with `AGENTRY_API_KEY_RPM=0`, so neither the rate
+  limiters nor budgets are what is measured. `cargo xtask hostile`
+  judges these attacks one by one (docs/security.md, \"Hostile
+  callers\").
 - Targets (2 cores): limits/me at least half the baseline; repeat
   bootstrap 5,000/s; new-agent bootstrap 2,000/s on PostgreSQL; idle RSS
   under 40 MB; under hostile input, peak RSS under 80 MB and every answer

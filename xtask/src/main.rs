@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 
 mod bench_http;
 mod fuzz;
+mod hostile;
 mod status_coverage;
 
 const USAGE: &str = "\
@@ -20,7 +21,8 @@ usage: cargo xtask <task>
 
 tasks:
   test               everything CI runs: fmt check, clippy -D warnings, nextest on the workspace,
-                     the bounded fuzz-api
+                     the bounded fuzz-api, the quick hostile attacks (AGENTRY_SKIP_HOSTILE=1
+                     skips those)
   deny               cargo deny check licenses bans sources (installs cargo-deny if missing)
   migrate [--status] apply pending migrations to DATABASE_URL, or list applied and pending ones
   seed               create a demo tenant, keys (printed once) and agents; idempotent
@@ -30,6 +32,9 @@ tasks:
                      PostgreSQL (release build); appends to docs/benchmarks.md (--help: options)
   fuzz-api [--long]  schemathesis against agentryd's own OpenAPI document: no 5xx, every
                      response as documented (the bounded form runs in `test`)
+  hostile [--pg]     issue 15's attacks by callers without a credential against the release
+                     binary on SQLite (and PostgreSQL): figures, and a failure when a target
+                     is missed
   chaos [ROUNDS]     kill the release agentryd under load ROUNDS times (default 10) on
                      SQLite and PostgreSQL, then check nothing was lost or broken
 
@@ -49,6 +54,7 @@ fn main() -> Result<()> {
         Some("bench") => bench(&rest),
         Some("chaos") => chaos(&rest),
         Some("fuzz-api") => fuzz::fuzz_api(&rest),
+        Some("hostile") => hostile::hostile(&rest),
         Some("help" | "--help" | "-h") | None => {
             eprint!("{USAGE}");
             Ok(())
@@ -94,7 +100,9 @@ fn test(nextest_args: &[String]) -> Result<()> {
     // The bounded contract fuzz, against the binary the tests just built;
     // how much of the contract it reached is worth knowing, not a verdict.
     let seen = fuzz::fuzz_test_binary()?;
-    status_coverage::count(&seen, "the fuzz alone").map(drop)
+    status_coverage::count(&seen, "the fuzz alone")?;
+    // The quick attacks of `cargo xtask hostile`, against the same binary.
+    hostile::cheap()
 }
 
 /// The whole answer to one plain `GET path` on `address`, sent with

@@ -4,8 +4,8 @@
 //! `cargo xtask bench http`) and a readable summary on stderr.
 //!
 //! Each scenario prepares what it needs through the API itself (agents,
-//! their tokens, raised rate limits), so a fresh server and its first admin
-//! key are all it takes.
+//! their tokens, raised rate limits, a seed 002 workspace to guess the
+//! password of), so a fresh server and its first admin key are all it takes.
 
 mod http;
 mod stats;
@@ -14,12 +14,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agentry_auth::{ApiKey, ApiKeyKind};
+use agentry_domain::ApiKeyRole;
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, ValueEnum};
+use rand::Rng;
 use serde_json::{Value, json};
 
 use crate::http::{Connection, encode, encode_raw};
-use crate::stats::{Report, Tally};
+use crate::stats::{Probe, Report, Tally};
 
 /// Load generator for `cargo xtask bench http`.
 #[derive(Debug, Parser)]
@@ -47,6 +50,11 @@ struct Args {
     /// Seconds a request may take before it counts as a transport error.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
+    /// Also `GET` this path every 10 ms on a connection of its own and
+    /// report its latencies apart (`probe_*`): how the server answers an
+    /// innocent caller while the scenario's load runs.
+    #[arg(long)]
+    probe: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -65,8 +73,18 @@ enum Scenario {
     RegistryList,
     /// Requests the server must refuse, one kind per connection: a 10 MB
     /// JSON body, JSON nested 30,000 deep, a body that is not UTF-8, the
-    /// wrong content type, a 256 KiB header. Measures memory, not speed.
+    /// wrong content type, a 256 KiB header, a made-up 60 KB method, a
+    /// short made-up method, a wrong password for a real account, an
+    /// unknown API key. Measures memory, not speed.
     HostileInput,
+    /// `POST /api/v1/auth/login` with a wrong password for the account of
+    /// a seed 002 workspace the scenario sets up (no admin key needed).
+    LoginGuesses,
+    /// `POST /v1/agent/bootstrap` with a well-formed API key never issued,
+    /// a new one every time (no admin key needed).
+    UnknownApiKeys,
+    /// The same as `unknown-api-keys`, but each connection repeats one key.
+    RepeatedUnknownApiKey,
 }
 
 impl Scenario {
@@ -79,6 +97,9 @@ impl Scenario {
             Scenario::Spend => "spend",
             Scenario::RegistryList => "registry-list",
             Scenario::HostileInput => "hostile-input",
+            Scenario::LoginGuesses => "login-guesses",
+            Scenario::UnknownApiKeys => "unknown-api-keys",
+            Scenario::RepeatedUnknownApiKey => "repeated-unknown-api-key",
         }
     }
 }
@@ -91,26 +112,92 @@ const LARGE_BUDGET_USD: u32 = 1_000_000;
 /// Agents listed by the registry scenario: more than a page, as the issue asks.
 const LISTED_AGENTS: usize = 120;
 
-/// What each connection sends.
+/// The longest made-up method sent: what the issue saw actix accept.
+const LONG_METHOD_BYTES: usize = 60 * 1024;
+/// Characters a made-up method is drawn from: HTTP token characters, so
+/// the request is well-formed and reaches the application.
+const METHOD_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+
+/// What one connection sends: the same bytes every time, or a request made
+/// afresh for each send.
 #[derive(Debug)]
-enum Plan {
-    /// The same request over and over; one per connection, by index.
-    Fixed(Vec<Vec<u8>>),
-    /// A bootstrap of an agent never seen before, every time.
-    NewAgents { host: String, key: String },
+enum Source {
+    Fixed(Vec<u8>),
+    /// A bootstrap of an agent never seen before, with this key.
+    NewAgent {
+        key: String,
+    },
+    /// A request to a random path with a random method of this length.
+    MadeUpMethod {
+        length: usize,
+    },
+    /// A bootstrap with a well-formed API key that was never issued.
+    UnknownApiKey,
+    /// A login to this account with a password that is not its own.
+    WrongPassword {
+        email: String,
+    },
+}
+
+/// What each connection sends: `sources[connection % sources.len()]`.
+#[derive(Debug)]
+struct Plan {
+    host: String,
+    sources: Vec<Source>,
 }
 
 impl Plan {
+    fn fixed(host: &str, requests: Vec<Vec<u8>>) -> Self {
+        Plan {
+            host: host.to_owned(),
+            sources: requests.into_iter().map(Source::Fixed).collect(),
+        }
+    }
+
     fn request(&self, connection: usize, sequence: u64) -> std::borrow::Cow<'_, [u8]> {
-        match self {
-            Plan::Fixed(requests) => requests[connection % requests.len()].as_slice().into(),
-            Plan::NewAgents { host, key } => {
+        let host = &self.host;
+        match &self.sources[connection % self.sources.len()] {
+            Source::Fixed(request) => request.as_slice().into(),
+            Source::NewAgent { key } => {
                 let body =
                     format!(r#"{{"agent_id":"new-{connection}-{sequence}","budget_daily_usd":5}}"#);
                 encode("POST", host, "/v1/agent/bootstrap", Some(key), Some(&body)).into()
             }
+            Source::MadeUpMethod { length } => {
+                let method = random_token(*length);
+                let path = format!("/{}", random_token(12).to_ascii_lowercase());
+                encode(&method, host, &path, None, None).into()
+            }
+            Source::UnknownApiKey => {
+                let key = ApiKey::mint(ApiKeyKind::Tenant(ApiKeyRole::Provisioner));
+                let body = bootstrap_body("never-issued");
+                encode(
+                    "POST",
+                    host,
+                    "/v1/agent/bootstrap",
+                    Some(key.expose()),
+                    Some(&body),
+                )
+                .into()
+            }
+            Source::WrongPassword { email } => {
+                let body = json!({
+                    "email": email,
+                    "password": format!("guess-{connection}-{sequence}-{}", random_token(8)),
+                })
+                .to_string();
+                encode("POST", host, "/api/v1/auth/login", None, Some(&body)).into()
+            }
         }
     }
+}
+
+/// A random HTTP token of `length` characters.
+fn random_token(length: usize) -> String {
+    let mut rng = rand::rng();
+    (0..length)
+        .map(|_| char::from(METHOD_ALPHABET[rng.random_range(0..METHOD_ALPHABET.len())]))
+        .collect()
 }
 
 #[tokio::main]
@@ -148,6 +235,10 @@ async fn main() -> Result<()> {
             ))
         })
         .collect();
+    let probe = args
+        .probe
+        .clone()
+        .map(|path| tokio::spawn(probe(args.address, path, measure_from, stop_at, timeout)));
     let mut tally = Tally::default();
     let mut first_failure = None;
     for worker in workers {
@@ -155,7 +246,10 @@ async fn main() -> Result<()> {
         tally.merge(worker_tally);
         first_failure = first_failure.or(failure);
     }
-    let report = Report::new(args.scenario.name(), measured, tally);
+    let mut report = Report::new(args.scenario.name(), measured, tally);
+    if let Some(probe) = probe {
+        report.probe = Some(probe.await.context("the probe panicked")?);
+    }
     eprintln!(
         "loadgen: {}: {:.0} requests/s, p50 {} us, p99 {} us, {} non-2xx, {} transport errors",
         report.scenario,
@@ -165,6 +259,15 @@ async fn main() -> Result<()> {
         report.non_2xx(),
         report.transport_errors,
     );
+    if let Some(probe) = &report.probe {
+        eprintln!(
+            "loadgen: probe: {} answers, p50 {} us, p99 {} us, {} failed",
+            probe.count,
+            probe.p50_us.unwrap_or(0),
+            probe.p99_us.unwrap_or(0),
+            probe.failures,
+        );
+    }
     if let Some(failure) = first_failure {
         eprintln!("loadgen: first failure: {failure}");
     }
@@ -243,11 +346,87 @@ async fn drive(
     (tally, first_failure)
 }
 
+/// The innocent caller: one `GET path` every 10 ms on its own keep-alive
+/// connection; latencies of its 2xx answers in the measured window, and how
+/// many got anything else or nothing.
+async fn probe(
+    address: SocketAddr,
+    path: String,
+    measure_from: Instant,
+    stop_at: Instant,
+    timeout: Duration,
+) -> Probe {
+    let request = encode("GET", &address.to_string(), &path, None, None);
+    let mut tally = Tally::default();
+    let mut failures = 0;
+    let mut connection: Option<Connection> = None;
+    let mut ticks = tokio::time::interval(Duration::from_millis(10));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while Instant::now() < stop_at {
+        ticks.tick().await;
+        let sent = Instant::now();
+        let outcome = tokio::time::timeout(timeout, async {
+            let mut open = match connection.take() {
+                Some(open) if !open.is_closed() => open,
+                _ => Connection::open(address).await?,
+            };
+            let response = open.send(&request).await?;
+            connection = Some(open);
+            std::io::Result::Ok(response)
+        })
+        .await;
+        let done = Instant::now();
+        if done < measure_from || done > stop_at {
+            continue;
+        }
+        match outcome {
+            Ok(Ok(response)) if response.is_success() => tally.success(done - sent),
+            _ => failures += 1,
+        }
+    }
+    Probe::new(tally, failures)
+}
+
 /// Creates what the scenario needs and returns the requests to repeat.
 async fn prepare(args: &Args) -> Result<Plan> {
     let host = args.address.to_string();
-    if args.scenario == Scenario::Baseline {
-        return Ok(Plan::Fixed(vec![encode("GET", &host, "/", None, None)]));
+    match args.scenario {
+        Scenario::Baseline => {
+            return Ok(Plan::fixed(
+                &host,
+                vec![encode("GET", &host, "/", None, None)],
+            ));
+        }
+        Scenario::LoginGuesses => {
+            let email = create_workspace(args.address).await?;
+            return Ok(Plan {
+                host,
+                sources: vec![Source::WrongPassword { email }],
+            });
+        }
+        Scenario::UnknownApiKeys => {
+            return Ok(Plan {
+                host,
+                sources: vec![Source::UnknownApiKey],
+            });
+        }
+        Scenario::RepeatedUnknownApiKey => {
+            let requests = (0..args.concurrency)
+                .map(|_| {
+                    let key = ApiKey::mint(ApiKeyKind::Tenant(ApiKeyRole::Provisioner));
+                    let body = bootstrap_body("never-issued");
+                    encode(
+                        "POST",
+                        &host,
+                        "/v1/agent/bootstrap",
+                        Some(key.expose()),
+                        Some(&body),
+                    )
+                })
+                .collect();
+            return Ok(Plan::fixed(&host, requests));
+        }
+        _ => {}
     }
     let key = args
         .admin_key
@@ -266,8 +445,14 @@ async fn prepare(args: &Args) -> Result<Plan> {
             .collect()
     };
     let plan = match args.scenario {
-        Scenario::Baseline => unreachable!("answered above"),
-        Scenario::NewAgentBootstrap => Plan::NewAgents { host, key },
+        Scenario::Baseline
+        | Scenario::LoginGuesses
+        | Scenario::UnknownApiKeys
+        | Scenario::RepeatedUnknownApiKey => unreachable!("answered above"),
+        Scenario::NewAgentBootstrap => Plan {
+            host,
+            sources: vec![Source::NewAgent { key }],
+        },
         Scenario::RepeatBootstrap => {
             let agents = per_connection("repeat");
             let mut requests = Vec::new();
@@ -282,7 +467,7 @@ async fn prepare(args: &Args) -> Result<Plan> {
                 ));
             }
             setup.unlimit(&agents).await?;
-            Plan::Fixed(requests)
+            Plan::fixed(&host, requests)
         }
         Scenario::LimitsMe | Scenario::Spend => {
             let agents = per_connection(if args.scenario == Scenario::Spend {
@@ -311,20 +496,38 @@ async fn prepare(args: &Args) -> Result<Plan> {
                     }
                 })
                 .collect();
-            Plan::Fixed(requests)
+            Plan::fixed(&host, requests)
         }
-        Scenario::HostileInput => Plan::Fixed(hostile_requests(&host, &key)),
+        Scenario::HostileInput => {
+            let email = create_workspace(args.address).await?;
+            let mut sources: Vec<Source> = hostile_requests(&host, &key)
+                .into_iter()
+                .map(Source::Fixed)
+                .collect();
+            sources.extend([
+                Source::MadeUpMethod {
+                    length: LONG_METHOD_BYTES,
+                },
+                Source::MadeUpMethod { length: 8 },
+                Source::WrongPassword { email },
+                Source::UnknownApiKey,
+            ]);
+            Plan { host, sources }
+        }
         Scenario::RegistryList => {
             for index in 0..LISTED_AGENTS {
                 setup.bootstrap(&format!("listed-{index}")).await?;
             }
-            Plan::Fixed(vec![encode(
-                "GET",
+            Plan::fixed(
                 &host,
-                "/api/v1/agents?limit=20",
-                Some(&key),
-                None,
-            )])
+                vec![encode(
+                    "GET",
+                    &host,
+                    "/api/v1/agents?limit=20",
+                    Some(&key),
+                    None,
+                )],
+            )
         }
     };
     Ok(plan)
@@ -357,6 +560,78 @@ fn hostile_requests(host: &str, key: &str) -> Vec<Vec<u8>> {
         .iter()
         .map(|(headers, body)| encode_raw("POST", host, PATH, Some(key), headers, body))
         .collect()
+}
+
+/// Sets up a workspace with seed 002's `POST /api/v1/bootstrap` (no
+/// credential, on a fresh instance) and returns its account's e-mail.
+/// The seed's own example first; a server that refuses its dotless
+/// `admin@localhost` gets the same body with a dotted domain.
+async fn create_workspace(address: SocketAddr) -> Result<String> {
+    let host = address.to_string();
+    let mut connection = Connection::open(address)
+        .await
+        .with_context(|| format!("cannot connect to {address}"))?;
+    let mut last = String::new();
+    for email in ["admin@localhost", "admin@workspace.test"] {
+        let body = workspace_body(email);
+        let request = encode("POST", &host, "/api/v1/bootstrap", None, Some(&body));
+        if connection.is_closed() {
+            connection = Connection::open(address).await?;
+        }
+        let response = connection
+            .send(&request)
+            .await
+            .context("POST /api/v1/bootstrap")?;
+        if response.is_success() {
+            return Ok(email.to_owned());
+        }
+        last = format!("{} {}", response.status, response.body_excerpt());
+        if response.status != 400 && response.status != 422 {
+            break;
+        }
+    }
+    bail!(
+        "cannot set up a workspace to guess the password of: POST /api/v1/bootstrap answered {last}"
+    )
+}
+
+/// Seed 002's example request, with `email` for its primary agent.
+fn workspace_body(email: &str) -> String {
+    json!({
+        "primary_agent": {
+            "email": email,
+            "password": "secure-generated-password",
+            "agent_profile": {
+                "name": "research-coordinator",
+                "display_name": "Research Coordinator",
+                "description": "Main research coordination agent"
+            }
+        },
+        "agents": [
+            {
+                "name": "data-collector",
+                "display_name": "Data Collector",
+                "description": "Scrapes and aggregates data sources"
+            },
+            {
+                "name": "analyst",
+                "display_name": "Analysis Agent",
+                "description": "Performs statistical analysis"
+            }
+        ],
+        "humans": [
+            {
+                "email": "researcher@university.edu",
+                "display_name": "Dr. Smith",
+                "role": "observer"
+            }
+        ],
+        "default_channel": {
+            "name": "general",
+            "topic": "Research team coordination"
+        }
+    })
+    .to_string()
 }
 
 fn bootstrap_body(agent: &str) -> String {

@@ -47,6 +47,28 @@ pub(crate) fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
     sorted.get(rank.min(sorted.len()) - 1).copied()
 }
 
+/// The innocent caller's figures (`--probe`): latencies of its 2xx answers,
+/// and how many requests got anything else or nothing.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Probe {
+    pub(crate) count: u64,
+    pub(crate) p50_us: Option<u32>,
+    pub(crate) p99_us: Option<u32>,
+    pub(crate) failures: u64,
+}
+
+impl Probe {
+    pub(crate) fn new(mut tally: Tally, failures: u64) -> Self {
+        tally.latencies_us.sort_unstable();
+        Probe {
+            count: tally.latencies_us.len() as u64,
+            p50_us: percentile(&tally.latencies_us, 50.0),
+            p99_us: percentile(&tally.latencies_us, 99.0),
+            failures,
+        }
+    }
+}
+
 /// One scenario's figures, printed as one `key=value` line for xtask.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Report {
@@ -57,6 +79,7 @@ pub(crate) struct Report {
     pub(crate) p99_us: Option<u32>,
     pub(crate) failures: BTreeMap<u16, u64>,
     pub(crate) transport_errors: u64,
+    pub(crate) probe: Option<Probe>,
 }
 
 impl Report {
@@ -70,6 +93,7 @@ impl Report {
             p99_us: percentile(&tally.latencies_us, 99.0),
             failures: tally.failures,
             transport_errors: tally.transport_errors,
+            probe: None,
         }
     }
 
@@ -111,7 +135,18 @@ impl fmt::Display for Report {
             self.non_2xx(),
             statuses,
             self.transport_errors,
-        )
+        )?;
+        if let Some(probe) = &self.probe {
+            write!(
+                f,
+                " probe_count={} probe_p50_us={} probe_p99_us={} probe_failures={}",
+                probe.count,
+                micros(probe.p50_us),
+                micros(probe.p99_us),
+                probe.failures,
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -160,6 +195,13 @@ mod tests {
             "scenario=spend seconds=2.000 ok=4 rps=2.0 p50_us=200 p99_us=400 non_2xx=3 \
              statuses=429:2,503:1 transport_errors=2"
         );
+        let mut probed = Report::new("login-guesses", Duration::from_secs(1), Tally::default());
+        let mut innocent = Tally::default();
+        innocent.success(Duration::from_micros(900));
+        probed.probe = Some(Probe::new(innocent, 1));
+        assert!(probed.to_string().ends_with(
+            " transport_errors=0 probe_count=1 probe_p50_us=900 probe_p99_us=900 probe_failures=1"
+        ));
         let empty = Report::new("idle", Duration::ZERO, Tally::default());
         assert_eq!(empty.rps(), 0.0);
         assert!(
