@@ -167,13 +167,8 @@ pub(crate) fn hostile(args: &[String]) -> Result<()> {
 /// `cargo nextest` has just built: a shorter made-up-method flood (its
 /// `/metrics` bound; memory is the release task's figure), the half-sent
 /// head and the other slow clients, setup squatting and the provisioner
-/// takeover. `AGENTRY_SKIP_HOSTILE=1` skips them, for a branch the defences
-/// are not merged into yet.
+/// takeover.
 pub(crate) fn cheap() -> Result<()> {
-    if std::env::var_os("AGENTRY_SKIP_HOSTILE").is_some_and(|value| value == "1") {
-        eprintln!("xtask: hostile checks SKIPPED (AGENTRY_SKIP_HOSTILE=1)");
-        return Ok(());
-    }
     let scratch = Scratch::named("agentry-hostile")?;
     let mut run = Run {
         agentryd: target_dir().join("debug").join("agentryd"),

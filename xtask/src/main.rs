@@ -21,8 +21,7 @@ usage: cargo xtask <task>
 
 tasks:
   test               everything CI runs: fmt check, clippy -D warnings, nextest on the workspace,
-                     the bounded fuzz-api, the quick hostile attacks (AGENTRY_SKIP_HOSTILE=1
-                     skips those)
+                     the bounded fuzz-api, the quick hostile attacks
   deny               cargo deny check licenses bans sources (installs cargo-deny if missing)
   migrate [--status] apply pending migrations to DATABASE_URL, or list applied and pending ones
   seed               create a demo tenant, keys (printed once) and agents; idempotent

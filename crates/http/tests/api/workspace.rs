@@ -554,3 +554,56 @@ async fn a_provisioner_cannot_take_over_an_agent_no_bootstrap_made() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_password_change_is_judged_like_any_json_route_and_throttled_like_a_login() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let (_, _) = call(&app, Method::POST, "/api/v1/bootstrap", None, setup_request()).await;
+        let (_, session) = call(
+            &app,
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            login("admin@localhost.localdomain", "secure-generated-password"),
+        )
+        .await;
+        let session = session["jwt_token"].as_str().unwrap().to_owned();
+        let path = "/api/v1/auth/password";
+        let raw = |content_type: &str, body: Vec<u8>| {
+            actix_web::test::TestRequest::post()
+                .uri(path)
+                .insert_header(("content-type", content_type.to_owned()))
+                .set_payload(body)
+        };
+        let (status, problem) = crate::send(
+            &app,
+            raw("text/plain", b"current_password=x".to_vec()),
+            path,
+            Some(&session),
+        )
+        .await;
+        assert_eq!((status, problem["code"].as_str()), (415, Some("unsupported_media_type")));
+        let huge = format!(r#"{{"current_password":"{}","new_password":"x"}}"#, "a".repeat(70_000));
+        let (status, problem) =
+            crate::send(&app, raw("application/json", huge.into_bytes()), path, Some(&session)).await;
+        assert_eq!((status, problem["code"].as_str()), (413, Some("payload_too_large")));
+        // Wrong current passwords spend the account's budget (one went to
+        // the login above).
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            let (status, _) = call(
+                &app,
+                Method::POST,
+                path,
+                Some(&session),
+                json!({ "current_password": "a wrong guess at it", "new_password": "another long passphrase here" }),
+            )
+            .await;
+            statuses.push(status);
+        }
+        assert_eq!(statuses, [401, 401, 401, 401, 429]);
+    })
+    .await;
+}
