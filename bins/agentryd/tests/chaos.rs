@@ -457,10 +457,12 @@ fn chaos(dir: &Path, env: &[(&str, &str)], relay: Option<&Relay>) {
     let binary = binary();
     let mut random = Random::new();
     let port = free_port();
-    // Every invite is accepted and every account signed in from 127.0.0.1:
-    // more password attempts than one address may make in a minute.
+    // Every invite is accepted and every account signed in from 127.0.0.1,
+    // and an acceptance is retried through every outage: more password
+    // attempts than one address, or one invite, may make in a minute.
     let mut env = env.to_vec();
     env.push(("AGENTRY_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE", "0"));
+    env.push(("AGENTRY_LOGIN_ATTEMPTS_PER_MINUTE", "0"));
     let env = env.as_slice();
     let server = start_with(&binary, dir, port, &["--no-tls"], 1, env);
     let key = first_admin_key(&server).expect("a first run prints an admin key");
