@@ -23,7 +23,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=os.environ.get("AGENTRY_URL", "http://127.0.0.1:8080"))
     parser.add_argument("--out", default="instance-credentials.json")
-    parser.add_argument("--email", default="admin@agentry.example")
+    parser.add_argument("--email", default="admin@localhost")
     parser.add_argument("--human", default="human@example.com")
     args = parser.parse_args()
 

@@ -7,7 +7,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 ///
 /// The check is deliberately the practical one, not RFC 5322: one `@`, a
 /// non-empty local part of at most 64 characters without spaces, and a domain
-/// of dot-separated labels with at least one dot. Lowercasing the whole
+/// of one or more dot-separated host-name labels. A single label is an
+/// address (`admin@localhost`, seed 002's own example; RFC 5321 and a
+/// browser's `type=email` accept it too), so no dot is required. Lowercasing the whole
 /// address makes uniqueness case-insensitive, which is what users expect even
 /// though the RFC lets a local part be case-sensitive.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -23,7 +25,7 @@ pub enum EmailError {
     Shape,
     #[error("the part of the email before '@' must be 1 to 64 characters without spaces")]
     LocalPart,
-    #[error("the domain of the email must look like example.com")]
+    #[error("the domain of the email must be host-name labels, such as example.com or localhost")]
     Domain,
 }
 
@@ -47,8 +49,7 @@ impl Email {
             return Err(EmailError::LocalPart);
         }
         let labels: Vec<&str> = domain.split('.').collect();
-        let domain_ok = labels.len() >= 2
-            && labels.iter().all(|label| {
+        let domain_ok = labels.iter().all(|label| {
                 !label.is_empty()
                     && label.len() <= 63
                     && !label.starts_with('-')
@@ -100,6 +101,10 @@ mod tests {
         );
         assert!(Email::parse("a@b.co").is_ok());
         assert!(Email::parse("x@sub.domain-1.example").is_ok());
+        assert_eq!(
+            Email::parse("admin@localhost").unwrap().as_str(),
+            "admin@localhost"
+        );
     }
 
     #[test]
@@ -115,7 +120,9 @@ mod tests {
             Email::parse(&format!("{}@example.com", "a".repeat(65))),
             Err(EmailError::LocalPart)
         );
-        assert_eq!(Email::parse("alice@localhost"), Err(EmailError::Domain));
+        assert_eq!(Email::parse("alice@"), Err(EmailError::Domain));
+        assert_eq!(Email::parse("alice@example.com."), Err(EmailError::Domain));
+        assert_eq!(Email::parse("alice@exa_mple.com"), Err(EmailError::Domain));
         assert_eq!(Email::parse("alice@example..com"), Err(EmailError::Domain));
         assert_eq!(Email::parse("alice@-example.com"), Err(EmailError::Domain));
         assert_eq!(

@@ -11,7 +11,7 @@ use crate::{app, call, get, state_for};
 fn seed_request() -> Value {
     json!({
         "primary_agent": {
-            "email": "admin@localhost.localdomain",
+            "email": "admin@localhost",
             "password": "secure-generated-password",
             "agent_profile": {
                 "name": "research-coordinator",
@@ -54,7 +54,7 @@ async fn one_call_provisions_the_instance_and_humans_join_through_their_invites(
         .await;
         assert_eq!(status, 201, "{body}");
         let primary = &body["primary_agent"];
-        assert_eq!(primary["email"], "admin@localhost.localdomain");
+        assert_eq!(primary["email"], "admin@localhost");
         assert!(
             primary["api_key"]
                 .as_str()
@@ -165,7 +165,7 @@ async fn one_call_provisions_the_instance_and_humans_join_through_their_invites(
             Method::POST,
             "/api/v1/auth/login",
             None,
-            login("admin@localhost.localdomain", "secure-generated-password"),
+            login("admin@localhost", "secure-generated-password"),
         )
         .await;
         assert_eq!(status, 200, "{primary_login}");

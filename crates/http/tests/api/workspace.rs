@@ -16,7 +16,7 @@ use crate::{app, call, get, state_for, state_with, tenant, tenant_key};
 fn setup_request() -> Value {
     json!({
         "primary_agent": {
-            "email": "admin@localhost.localdomain",
+            "email": "admin@localhost",
             "password": "secure-generated-password",
             "agent_profile": { "name": "coordinator", "display_name": "Coordination Agent" }
         },
@@ -229,7 +229,7 @@ async fn guesses_at_one_account_are_throttled_before_they_are_judged() {
                 Method::POST,
                 "/api/v1/auth/login",
                 None,
-                login("admin@localhost.localdomain", "a wrong guess at it"),
+                login("admin@localhost", "a wrong guess at it"),
             )
             .await;
             match status {
@@ -249,7 +249,7 @@ async fn guesses_at_one_account_are_throttled_before_they_are_judged() {
             Method::POST,
             "/api/v1/auth/login",
             None,
-            login("admin@localhost.localdomain", "secure-generated-password"),
+            login("admin@localhost", "secure-generated-password"),
         )
         .await;
         assert_eq!(status, 429);
@@ -367,7 +367,7 @@ async fn logout_and_a_password_change_end_every_older_session() {
             "/api/v1/channels/{}",
             body["channel"]["channel_id"].as_str().unwrap()
         );
-        let email = "admin@localhost.localdomain";
+        let email = "admin@localhost";
         let sign_in = async |password: &str| {
             let (status, session) = call(
                 &app,
@@ -566,7 +566,7 @@ async fn a_password_change_is_judged_like_any_json_route_and_throttled_like_a_lo
             Method::POST,
             "/api/v1/auth/login",
             None,
-            login("admin@localhost.localdomain", "secure-generated-password"),
+            login("admin@localhost", "secure-generated-password"),
         )
         .await;
         let session = session["jwt_token"].as_str().unwrap().to_owned();
