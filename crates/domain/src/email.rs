@@ -50,12 +50,12 @@ impl Email {
         }
         let labels: Vec<&str> = domain.split('.').collect();
         let domain_ok = labels.iter().all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-                    && label.chars().all(|c| c.is_alphanumeric() || c == '-')
-            });
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+        });
         if !domain_ok {
             return Err(EmailError::Domain);
         }
