@@ -15,6 +15,7 @@
 mod email;
 mod id;
 mod money;
+mod name;
 mod origin;
 mod password;
 mod role;
@@ -26,6 +27,7 @@ mod trust;
 pub use email::{Email, EmailError};
 pub use id::{AgentId, IdError, TenantId, TypeId};
 pub use money::{Money, MoneyError};
+pub use name::{AgentName, NameError};
 pub use origin::{AgentOrigin, OriginError};
 pub use password::{PASSWORD_MIN_CHARS, Password, PasswordError};
 pub use role::{ApiKeyRole, Role, RoleError};

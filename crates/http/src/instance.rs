@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_auth::{ApiKey, ApiKeyKind, Audience, hash_secret, mint_invite_token};
-use agentry_domain::{AgentOrigin, AgentSlug, Email, LifecycleState, Password};
+use agentry_domain::{AgentName, AgentOrigin, Email, LifecycleState, Password};
 use agentry_store::{
     BootstrapAgent, BootstrapHuman, InstanceBootstrap, NewAgent, StoreError, TokenError,
     UserRecord, now,
@@ -23,7 +23,7 @@ use crate::passwords::check_password_strength;
 use crate::redact::debug_redacting;
 use crate::state::AppState;
 use crate::validate::Problems;
-use crate::wire::{AgentSlugSchema, TimestampSchema, timestamp};
+use crate::wire::{TimestampSchema, timestamp};
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config
@@ -53,8 +53,10 @@ pub(crate) struct Api;
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AgentProfileSpec {
-    /// The agent's `agent_id`, unique in the instance and in the request.
-    #[schema(value_type = AgentSlugSchema)]
+    /// Letters, digits and hyphens, 3 to 100, mixed case allowed; unique in
+    /// the workspace ignoring case. The agent's `agent_id` in seeds 000/001
+    /// is this name lowercased (docs/api.md: names and slugs).
+    #[schema(min_length = 3, max_length = 100, pattern = "^[A-Za-z0-9-]+$")]
     name: String,
     /// Required.
     #[schema(value_type = String, required = true, min_length = 1, max_length = 255)]
@@ -143,7 +145,7 @@ struct PrimaryAgentCreated {
 struct AgentCreated {
     /// The agent's internal id (`agent_...`).
     agent_id: String,
-    #[schema(value_type = AgentSlugSchema)]
+    /// As the request wrote it.
     name: String,
     display_name: Option<String>,
     /// The agent's own key (`agy_agent_...`); never shown again.
@@ -186,10 +188,16 @@ fn agent_spec(
     spec: &AgentProfileSpec,
     names: &mut BTreeSet<String>,
 ) -> Option<NewAgent> {
-    let slug = problems.check(AgentSlug::parse(&spec.name), &format!("{field}.name"));
-    if slug.is_some() && !names.insert(spec.name.clone()) {
+    let name = problems.check(
+        AgentName::parse_workspace(&spec.name),
+        &format!("{field}.name"),
+    );
+    // Compared by slug: names that differ only in case are one agent.
+    if let Some(name) = &name
+        && !names.insert(name.slug().into_string())
+    {
         problems.push(format!(
-            "{field}.name: {:?} appears more than once",
+            "{field}.name: {:?} appears more than once (names are compared ignoring case)",
             spec.name
         ));
     }
@@ -209,7 +217,7 @@ fn agent_spec(
         1,
         2048,
     );
-    let mut agent = NewAgent::named(slug?, LifecycleState::Active).made_by(AgentOrigin::Workspace);
+    let mut agent = NewAgent::called(name?, LifecycleState::Active).made_by(AgentOrigin::Workspace);
     agent.display_name = spec.display_name.clone();
     agent.description = spec.description.clone();
     let mut metadata = spec.metadata.clone().unwrap_or_default();
@@ -450,7 +458,7 @@ async fn bootstrap(
             .zip(&agent_keys)
             .map(|((agent, key_id), (key, _))| AgentCreated {
                 agent_id: agent.id.to_string(),
-                name: agent.slug.as_str().to_owned(),
+                name: agent.name.to_string(),
                 display_name: agent.display_name.clone(),
                 api_key: key.expose().to_owned(),
                 api_key_id: *key_id,

@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_auth::{ApiKey, ApiKeyKind, Permission};
 use agentry_domain::{
-    AgentId, AgentOrigin, AgentSlug, LifecycleState, Scope, TenantId, TrustLevel,
+    AgentId, AgentName, AgentOrigin, LifecycleState, Scope, TenantId, TrustLevel,
 };
 use agentry_lifecycle::TerminationReason;
 use agentry_store::{AgentPageQuery, AgentRecord, NewAgent, NewAuditEvent, now};
@@ -61,7 +61,10 @@ fn envelope<T: Serialize>(status: StatusCode, data: T) -> HttpResponse {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schema(as = RegisterAgentRequest)]
 struct Register {
-    /// The agent's `agent_id` in the other families: 3 to 64 of `a-z0-9-`.
+    /// 1 to 100 characters, no control characters, not padded with white
+    /// space; unique in the tenant ignoring case. The agent's `agent_id` in
+    /// seeds 000/001 is derived from it (docs/api.md: names and slugs).
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
     description: Option<String>,
     /// Up to 64 scopes, each 1 to 128 characters starting with a letter, of
@@ -168,7 +171,7 @@ fn status(agent: &AgentRecord) -> &'static str {
 fn detail(agent: &AgentRecord) -> AgentDetail {
     AgentDetail {
         agent_id: agent.id.to_type_id(),
-        name: agent.slug.to_string(),
+        name: agent.name.to_string(),
         description: agent.description.clone(),
         scopes: agent.scopes.clone(),
         trust_level: agent.trust_level.as_str(),
@@ -281,7 +284,7 @@ async fn register(
     check_tenant_header(&state, &request, &caller, true).await?;
     let body = body.read().await?.into_inner();
     let mut problems = Problems::default();
-    let slug = problems.check(AgentSlug::parse(&body.name), "name");
+    let name = problems.check(AgentName::parse(&body.name), "name");
     problems.length("description", body.description.as_deref(), 0, 1000);
     let scopes = problems.check(
         Scope::parse_list(body.scopes.iter().map(String::as_str)),
@@ -299,10 +302,10 @@ async fn register(
         problems.push("metadata: must be at most 16 KiB of JSON".into());
     }
     problems.finish()?;
-    let (Some(slug), Some(scopes), Some(trust_level)) = (slug, scopes, trust_level) else {
+    let (Some(name), Some(scopes), Some(trust_level)) = (name, scopes, trust_level) else {
         return Err(ApiError::bad_request("invalid_request", "invalid agent"));
     };
-    let mut new = NewAgent::named(slug, LifecycleState::Active).made_by(AgentOrigin::Registry);
+    let mut new = NewAgent::called(name, LifecycleState::Active).made_by(AgentOrigin::Registry);
     new.description = body.description;
     new.scopes = scopes.into_iter().map(Scope::into_string).collect();
     new.trust_level = trust_level;
@@ -318,7 +321,7 @@ async fn register(
         StatusCode::CREATED,
         Registered {
             agent_id: agent.id.to_type_id(),
-            name: agent.slug.to_string(),
+            name: agent.name.to_string(),
             api_key: key.expose().to_owned(),
             scopes: agent.scopes.clone(),
             trust_level: agent.trust_level.as_str(),
@@ -449,7 +452,7 @@ async fn list(
         .iter()
         .map(|agent| AgentSummary {
             agent_id: agent.id.to_type_id(),
-            name: agent.slug.to_string(),
+            name: agent.name.to_string(),
             trust_level: agent.trust_level.as_str(),
             status: status(agent),
             last_seen_at: agent.last_seen_at.map(timestamp),

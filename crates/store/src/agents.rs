@@ -2,7 +2,7 @@
 //! `/api/v1/agents` registry record, plus their lifecycle history.
 
 use agentry_domain::{
-    AgentId, AgentOrigin, AgentSlug, LifecycleState, Money, Role, TenantId, TrustLevel,
+    AgentId, AgentName, AgentOrigin, AgentSlug, LifecycleState, Money, Role, TenantId, TrustLevel,
 };
 use agentry_lifecycle::{Lifecycle, LifecycleError, LifecycleEvent, TransitionCause};
 use diesel::prelude::*;
@@ -22,6 +22,8 @@ pub struct AgentRecord {
     pub id: AgentId,
     pub tenant_id: TenantId,
     pub slug: AgentSlug,
+    /// The name as the client wrote it (seeds 002, 004); its slug is `slug`.
+    pub name: AgentName,
     pub display_name: Option<String>,
     pub description: Option<String>,
     pub owner_id: Option<String>,
@@ -59,6 +61,7 @@ impl AgentRecord {
             id,
             tenant_id: tenant,
             slug: new.slug,
+            name: new.name,
             display_name: new.display_name,
             description: new.description,
             owner_id: new.owner_id,
@@ -137,6 +140,8 @@ pub(crate) use persist_lifecycle;
 #[derive(Debug, Clone)]
 pub struct NewAgent {
     pub slug: AgentSlug,
+    /// Set with the slug by [`NewAgent::named`] or [`NewAgent::called`].
+    pub name: AgentName,
     pub display_name: Option<String>,
     pub description: Option<String>,
     pub owner_id: Option<String>,
@@ -157,6 +162,7 @@ impl NewAgent {
     /// A plain agent with defaults for everything but its slug and state.
     pub fn named(slug: AgentSlug, lifecycle_state: LifecycleState) -> Self {
         Self {
+            name: AgentName::of_slug(&slug),
             slug,
             display_name: None,
             description: None,
@@ -172,6 +178,14 @@ impl NewAgent {
             scopes: Vec::new(),
             trust_level: TrustLevel::Medium,
             origin: AgentOrigin::Api,
+        }
+    }
+
+    /// A plain agent called `name`, with the slug the name maps onto.
+    pub fn called(name: AgentName, lifecycle_state: LifecycleState) -> Self {
+        Self {
+            name: name.clone(),
+            ..Self::named(name.slug(), lifecycle_state)
         }
     }
 
@@ -207,6 +221,8 @@ pub(crate) struct AgentRow {
     created_at: DbTime,
     updated_at: DbTime,
     origin: String,
+    /// `NULL` when the name is the slug itself.
+    name: Option<String>,
 }
 
 fn corrupt(error: impl std::fmt::Display) -> StoreError {
@@ -220,10 +236,10 @@ fn money(micros: Option<i64>) -> Result<Option<Money>, StoreError> {
 impl TryFrom<AgentRow> for AgentRecord {
     type Error = StoreError;
     fn try_from(row: AgentRow) -> Result<Self, StoreError> {
+        let slug = AgentSlug::parse(&row.slug).map_err(corrupt)?;
         Ok(AgentRecord {
             id: AgentId::from_uuid(row.id.0),
             tenant_id: TenantId::from_uuid(row.tenant_id.0),
-            slug: AgentSlug::parse(&row.slug).map_err(corrupt)?,
             display_name: row.display_name,
             description: row.description,
             owner_id: row.owner_id,
@@ -244,6 +260,11 @@ impl TryFrom<AgentRow> for AgentRecord {
             created_at: row.created_at.get(),
             updated_at: row.updated_at.get(),
             origin: row.origin.parse().map_err(corrupt)?,
+            name: match row.name {
+                Some(name) => AgentName::parse(&name).map_err(corrupt)?,
+                None => AgentName::of_slug(&slug),
+            },
+            slug,
         })
     }
 }
@@ -274,6 +295,7 @@ impl From<&AgentRecord> for AgentRow {
             created_at: DbTime::new(agent.created_at),
             updated_at: DbTime::new(agent.updated_at),
             origin: agent.origin.as_str().to_owned(),
+            name: (agent.name.as_str() != agent.slug.as_str()).then(|| agent.name.to_string()),
         }
     }
 }

@@ -41,6 +41,7 @@ diesel::table! {
         created_at -> PortableTime,
         updated_at -> PortableTime,
         origin -> Text,
+        name -> Nullable<Text>,
     }
 }
 

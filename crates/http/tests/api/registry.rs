@@ -598,3 +598,104 @@ async fn bad_input_is_a_400_never_a_500() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn any_name_the_seed_accepts_is_one_agent_reachable_by_its_slug() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let tenant = tenant(&db.store, "acme").await;
+        let key = tenant_key(&db.store, tenant, ApiKeyRole::Admin).await;
+        let (key, tenant_id) = (key.expose(), tenant.to_string());
+        let mut body = seed_registration();
+        body["name"] = json!("Research Assistant #2");
+
+        let (status, created) = registry(
+            &app,
+            Method::POST,
+            "/api/v1/agents",
+            key,
+            Some(&tenant_id),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(created["data"]["name"], "Research Assistant #2");
+        let id = created["data"]["agentId"].as_str().unwrap().to_owned();
+        let (_, fetched) = registry(
+            &app,
+            Method::GET,
+            &format!("/api/v1/agents/{id}"),
+            key,
+            Some(&tenant_id),
+            None,
+        )
+        .await;
+        assert_eq!(
+            fetched["data"]["name"], "Research Assistant #2",
+            "{fetched}"
+        );
+
+        // Seeds 000/001 know it by its slug, which docs/api.md derives.
+        let slug = agentry_domain::AgentName::parse("Research Assistant #2")
+            .unwrap()
+            .slug();
+        assert!(slug.as_str().starts_with("research-assistant-2-"), "{slug}");
+        let (status, profile) = get(&app, &format!("/v1/agent/profiles/{slug}"), Some(key)).await;
+        assert_eq!(status, 200, "{profile}");
+        assert_eq!(profile["agent_id"], slug.as_str(), "{profile}");
+
+        // Case cannot make a second agent of the same name.
+        body["name"] = json!("research assistant #2");
+        let (status, refused) = registry(
+            &app,
+            Method::POST,
+            "/api/v1/agents",
+            key,
+            Some(&tenant_id),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(
+            (status, refused["code"].as_str()),
+            (409, Some("conflict")),
+            "{refused}"
+        );
+
+        // A name that is already a slug is its own slug.
+        body["name"] = json!("billing-bot");
+        let (status, _) = registry(
+            &app,
+            Method::POST,
+            "/api/v1/agents",
+            key,
+            Some(&tenant_id),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(status, 201);
+        let (status, _) = get(&app, "/v1/agent/profiles/billing-bot", Some(key)).await;
+        assert_eq!(status, 200);
+
+        // What cannot be a name is a 400.
+        for bad in [
+            json!(""),
+            json!(" padded"),
+            json!("tab\there"),
+            json!("x".repeat(101)),
+        ] {
+            body["name"] = bad.clone();
+            let (status, refused) = registry(
+                &app,
+                Method::POST,
+                "/api/v1/agents",
+                key,
+                Some(&tenant_id),
+                Some(body.clone()),
+            )
+            .await;
+            assert_eq!(status, 400, "{bad}: {refused}");
+        }
+    })
+    .await;
+}

@@ -607,3 +607,51 @@ async fn a_password_change_is_judged_like_any_json_route_and_throttled_like_a_lo
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workspace_names_keep_their_case_and_cannot_repeat_in_another_case() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let mut request = setup_request();
+        request["agents"] = json!([
+            { "name": "Worker-1", "display_name": "Worker Agent 1" },
+            { "name": "worker-1", "display_name": "Worker Agent 1 again" }
+        ]);
+        let (status, refused) = call(
+            &app,
+            Method::POST,
+            "/api/v1/bootstrap",
+            None,
+            request.clone(),
+        )
+        .await;
+        assert_eq!(status, 400, "{refused}");
+        assert!(
+            refused["detail"]
+                .as_str()
+                .unwrap()
+                .contains("ignoring case"),
+            "{refused}"
+        );
+        assert_eq!(db.count("agents").await, 0, "nothing was written");
+
+        request["primary_agent"]["agent_profile"]["name"] = json!("Coordinator");
+        request["agents"] = json!([{ "name": "Research-Bot-7", "display_name": "Research" }]);
+        let (status, body) = call(&app, Method::POST, "/api/v1/bootstrap", None, request).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["agents"][0]["name"], "Research-Bot-7", "{body}");
+        let primary_key = body["primary_agent"]["api_key"].as_str().unwrap();
+        // Seeds 000/001 reach the same agent by the name lowercased.
+        let (status, profile) =
+            get(&app, "/v1/agent/profiles/research-bot-7", Some(primary_key)).await;
+        assert_eq!(
+            (status, &profile["agent_id"]),
+            (200, &json!("research-bot-7")),
+            "{profile}"
+        );
+        let (status, _) = get(&app, "/v1/agent/profiles/coordinator", Some(primary_key)).await;
+        assert_eq!(status, 200);
+    })
+    .await;
+}

@@ -179,3 +179,39 @@ async fn rotation_retires_every_old_key_and_the_epoch_but_not_for_the_revoked() 
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_is_kept_as_written_and_unique_by_its_slug() {
+    on_both_backends(|db| async move {
+        let store = &db.store;
+        let acme = tenant(store, "acme").await;
+        let called = |name: &str| {
+            NewAgent::called(
+                agentry_domain::AgentName::parse(name).unwrap(),
+                LifecycleState::Active,
+            )
+        };
+        let agent = store
+            .create_agent(acme, called("Support Bot"), now())
+            .await
+            .unwrap();
+        let found = store.find_agent(acme, agent.id).await.unwrap().unwrap();
+        assert_eq!(found.name.as_str(), "Support Bot");
+        assert_eq!(found.slug, agent.slug);
+        let by_slug = store.find_agent_by_slug(acme, &agent.slug).await.unwrap();
+        assert_eq!(by_slug.map(|agent| agent.id), Some(agent.id));
+        // Another case of the same name is the same slug: taken.
+        assert!(matches!(
+            store.create_agent(acme, called("SUPPORT BOT"), now()).await,
+            Err(StoreError::Conflict("agent"))
+        ));
+        // A name that is its own slug is stored as the slug alone.
+        let plain = store
+            .create_agent(acme, called("support-bot"), now())
+            .await
+            .unwrap();
+        let found = store.find_agent(acme, plain.id).await.unwrap().unwrap();
+        assert_eq!(found.name.as_str(), "support-bot");
+    })
+    .await;
+}
