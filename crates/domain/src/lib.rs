@@ -23,6 +23,7 @@ mod scope;
 mod slug;
 mod state;
 mod trust;
+mod workspace;
 
 pub use email::{Email, EmailError};
 pub use id::{AgentId, IdError, TenantId, TypeId};
@@ -35,3 +36,4 @@ pub use scope::{Scope, ScopeError};
 pub use slug::{AgentSlug, SlugError};
 pub use state::{LifecycleState, StateError};
 pub use trust::{TrustLevel, TrustLevelError};
+pub use workspace::{CHANNEL_ROLES, WorkspaceAction, WorkspaceRole, WorkspaceRoleError};

@@ -28,7 +28,8 @@ pub struct ApiError {
     "title": "Payment Required",
     "status": 402,
     "detail": "insufficient budget: 0.5 USD requested, 0.25 USD available in the daily window",
-    "code": "insufficient_budget"
+    "code": "insufficient_budget",
+    "error": "insufficient budget: 0.5 USD requested, 0.25 USD available in the daily window"
 })))]
 pub(crate) struct Problem<'a> {
     /// `urn:agentry:problem:` followed by `code`.
@@ -46,6 +47,10 @@ pub(crate) struct Problem<'a> {
     /// `detail`.
     #[schema(value_type = String)]
     code: &'a str,
+    /// `detail` again, under the name Agent United's clients read an
+    /// error's message from (`{"error": "..."}`).
+    #[schema(value_type = String)]
+    error: &'a str,
 }
 
 impl ApiError {
@@ -124,6 +129,7 @@ impl ResponseError for ApiError {
             status: self.status.as_u16(),
             detail: &self.detail,
             code: self.code,
+            error: &self.detail,
         };
         let mut response = HttpResponse::build(self.status);
         response.insert_header((
@@ -246,7 +252,8 @@ mod tests {
                 "title": "Forbidden",
                 "status": 403,
                 "detail": "use an API key",
-                "code": "api_key_required"
+                "code": "api_key_required",
+                "error": "use an API key"
             })
         );
     }

@@ -18,7 +18,7 @@ use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use agentry_auth::{ApiKey, ApiKeyKind, Audience, Claims, JwtError, Permission, role_has};
-use agentry_domain::{AgentId, ApiKeyRole, TenantId};
+use agentry_domain::{AgentId, ApiKeyRole, TenantId, WorkspaceAction, WorkspaceRole};
 use agentry_lifecycle::{Access, Denial, RequestScope};
 use agentry_store::{AgentRecord, ApiKeyRecord, IssuedCertificateRecord, NewAuditEvent};
 use time::OffsetDateTime;
@@ -130,11 +130,13 @@ async fn lookup_api_key(state: &AppState, key: &ApiKey) -> Result<ApiKeyRecord, 
     usable_key(record)
 }
 
+/// A revoked or expired key reads exactly like an unknown one. Expiry is
+/// judged per request, so a cached key stops at its `expires_at`.
 fn usable_key(record: ApiKeyRecord) -> Result<ApiKeyRecord, ApiError> {
-    if record.revoked_at.is_some() {
-        Err(invalid_key())
-    } else {
+    if record.usable_at(agentry_store::now()) {
         Ok(record)
+    } else {
+        Err(invalid_key())
     }
 }
 
@@ -579,31 +581,144 @@ impl FromRequest for SessionPrincipal {
     }
 }
 
-/// A member of seed 002's instance: a human's session, or an agent (the
-/// primary agent reads its channels with its own credentials).
+/// A caller of seed 002's workspace API (Agent United's `/api/v1/agents`,
+/// `/api/v1/channels`): a human's or the primary agent's session, or a
+/// workspace agent's token or own key.
 #[derive(Debug, Clone)]
-pub enum MemberPrincipal {
-    Session(SessionPrincipal),
-    Agent(AgentPrincipal),
+pub struct WorkspacePrincipal {
+    pub tenant_id: TenantId,
+    /// The caller's account: a human's, or the primary agent's.
+    pub user_id: Option<uuid::Uuid>,
+    /// The agent calling, when it is one.
+    pub agent_id: Option<AgentId>,
+    pub role: WorkspaceRole,
 }
 
-impl FromRequest for MemberPrincipal {
+impl WorkspacePrincipal {
+    /// 403 `insufficient_role` unless the caller's role permits `action`.
+    pub fn require(&self, action: WorkspaceAction) -> Result<(), ApiError> {
+        if self.role.permits(action) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "insufficient_role",
+                format!(
+                    "a workspace {} may not do this (only the workspace admin manages agents and channels)",
+                    self.role
+                ),
+            ))
+        }
+    }
+
+    pub fn actor(&self) -> String {
+        match (self.agent_id, self.user_id) {
+            (Some(agent), _) => format!("agent:{agent}"),
+            (None, Some(user)) => format!("user:{user}"),
+            (None, None) => "workspace".into(),
+        }
+    }
+}
+
+/// Whether a request to a route both seed 002 and seed 004 serve
+/// (`/api/v1/agents...`) is seed 002's: a credential is presented, it is
+/// not a tenant API key, and no `X-Bulwark-Tenant` header names a tenant.
+/// Everything else (a tenant key, the header, no credential) is seed 004's
+/// registry, as before (docs/api.md).
+pub(crate) fn is_workspace_request(request: &actix_web::dev::RequestHead) -> bool {
+    if request.headers.contains_key("x-bulwark-tenant") {
+        return false;
+    }
+    let header = |name: &str| {
+        request
+            .headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+    };
+    let bearer = header("authorization").and_then(|value| {
+        value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+    });
+    match bearer.or_else(|| header("x-api-key")) {
+        None | Some("") => false,
+        Some(credential) if credential.starts_with("agy_") => {
+            ApiKey::parse(credential).is_ok_and(|key| key.kind() == ApiKeyKind::Agent)
+        }
+        Some(_) => true,
+    }
+}
+
+fn workspace_credentials_required() -> ApiError {
+    ApiError::forbidden(
+        "workspace_credentials_required",
+        "this endpoint takes a workspace session, or a token or key of an agent of the workspace",
+    )
+}
+
+async fn workspace_principal(request: HttpRequest) -> Result<WorkspacePrincipal, ApiError> {
+    let state = state(&request)?;
+    let instance = state
+        .store
+        .detached(async move |store| store.instance_tenant().await)
+        .await?;
+    let role_of = |user: &agentry_store::UserRecord| {
+        user.role
+            .parse::<WorkspaceRole>()
+            .map_err(|error| ApiError::internal(&error))
+    };
+    if let Ok(claims) = bearer_claims(&request, Audience::Session, missing) {
+        let session = live_session(&state, claims).await?;
+        let (tenant, id) = (session.tenant_id, session.user_id);
+        let user = state
+            .store
+            .detached(async move |store| store.user(tenant, id).await)
+            .await?
+            .ok_or_else(invalid_token)?;
+        if instance != Some(tenant) {
+            return Err(workspace_credentials_required());
+        }
+        return Ok(WorkspacePrincipal {
+            tenant_id: tenant,
+            user_id: Some(user.id),
+            agent_id: user.agent_id,
+            role: role_of(&user)?,
+        });
+    }
+    let agent = match agent_principal(request).await {
+        Ok(agent) => agent,
+        Err(error) if error.code == "agent_credentials_required" => {
+            return Err(workspace_credentials_required());
+        }
+        Err(error) => return Err(error),
+    };
+    agent.require_full_access()?;
+    let (tenant, id) = (agent.record().tenant_id, agent.record().id);
+    if instance != Some(tenant) {
+        return Err(workspace_credentials_required());
+    }
+    let user = state
+        .store
+        .detached(async move |store| store.user_of_agent(tenant, id).await)
+        .await?;
+    Ok(WorkspacePrincipal {
+        tenant_id: tenant,
+        user_id: user.as_ref().map(|user| user.id),
+        agent_id: Some(id),
+        role: match &user {
+            Some(user) => role_of(user)?,
+            None => WorkspaceRole::Member,
+        },
+    })
+}
+
+impl FromRequest for WorkspacePrincipal {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
-    /// A session token first; anything else is judged as an agent's
-    /// credential, so a suspended, terminated or rate-limited agent hears
-    /// 402, 403 or 429 rather than the session check's 401.
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let request = request.clone();
-        Box::pin(async move {
-            match bearer_claims(&request, Audience::Session, missing) {
-                Ok(claims) => live_session(&state(&request)?, claims)
-                    .await
-                    .map(MemberPrincipal::Session),
-                Err(_) => agent_principal(request).await.map(MemberPrincipal::Agent),
-            }
-        })
+        Box::pin(workspace_principal(request.clone()))
     }
 }
 

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
-use crate::guard::{MemberPrincipal, SessionPrincipal};
+use crate::guard::SessionPrincipal;
 use crate::passwords::check_password_strength;
 use crate::redact::debug_redacting;
 use crate::state::AppState;
@@ -33,7 +33,6 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
         .route("/api/v1/auth/login", web::post().to(login))
         .route("/api/v1/auth/logout", web::post().to(logout))
         .route("/api/v1/auth/password", web::post().to(change_password))
-        .route("/api/v1/channels/{channel_id}", web::get().to(channel))
         .route("/invite", web::get().to(invite_page));
 }
 
@@ -45,14 +44,13 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
     login,
     logout,
     change_password,
-    channel,
     invite_page
 ))]
 pub(crate) struct Api;
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AgentProfileSpec {
+pub(crate) struct AgentProfileSpec {
     /// Letters, digits and hyphens, 3 to 100, mixed case allowed; unique in
     /// the workspace ignoring case. The agent's `agent_id` in seeds 000/001
     /// is this name lowercased (docs/api.md: names and slugs).
@@ -182,41 +180,37 @@ debug_redacting!(HumanInvited { user_id, email; secret: invite_token, invite_url
 const MAX_AGENTS: usize = 100;
 const MAX_HUMANS: usize = 100;
 
-fn agent_spec(
+pub(crate) fn agent_spec(
     problems: &mut Problems,
     field: &str,
     spec: &AgentProfileSpec,
     names: &mut BTreeSet<String>,
 ) -> Option<NewAgent> {
-    let name = problems.check(
-        AgentName::parse_workspace(&spec.name),
-        &format!("{field}.name"),
-    );
+    // `field` is empty for a body that is the agent itself.
+    let at = |name: &str| {
+        if field.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{field}.{name}")
+        }
+    };
+    let name = problems.check(AgentName::parse_workspace(&spec.name), &at("name"));
     // Compared by slug: names that differ only in case are one agent.
     if let Some(name) = &name
         && !names.insert(name.slug().into_string())
     {
         problems.push(format!(
-            "{field}.name: {:?} appears more than once (names are compared ignoring case)",
+            "{}: {:?} appears more than once (names are compared ignoring case)",
+            at("name"),
             spec.name
         ));
     }
     match spec.display_name.as_deref() {
-        None => problems.push(format!("{field}.display_name: is required")),
-        Some(name) => problems.length(&format!("{field}.display_name"), Some(name), 1, 255),
+        None => problems.push(format!("{}: is required", at("display_name"))),
+        Some(name) => problems.length(&at("display_name"), Some(name), 1, 255),
     }
-    problems.length(
-        &format!("{field}.description"),
-        spec.description.as_deref(),
-        0,
-        2000,
-    );
-    problems.length(
-        &format!("{field}.avatar_url"),
-        spec.avatar_url.as_deref(),
-        1,
-        2048,
-    );
+    problems.length(&at("description"), spec.description.as_deref(), 0, 2000);
+    problems.length(&at("avatar_url"), spec.avatar_url.as_deref(), 1, 2048);
     let mut agent = NewAgent::called(name?, LifecycleState::Active).made_by(AgentOrigin::Workspace);
     agent.display_name = spec.display_name.clone();
     agent.description = spec.description.clone();
@@ -228,7 +222,7 @@ fn agent_spec(
     Some(agent)
 }
 
-fn channel_name_ok(name: &str) -> bool {
+pub(crate) fn channel_name_ok(name: &str) -> bool {
     let length = name.chars().count();
     (1..=100).contains(&length)
         && name
@@ -237,7 +231,7 @@ fn channel_name_ok(name: &str) -> bool {
 }
 
 /// A fresh agent key: the plaintext for the response, the hash for the store.
-fn agent_key() -> (ApiKey, [u8; 32]) {
+pub(crate) fn agent_key() -> (ApiKey, [u8; 32]) {
     let key = ApiKey::mint(ApiKeyKind::Agent);
     let hash = key.hash().0;
     (key, hash)
@@ -489,7 +483,7 @@ async fn bootstrap(
 /// bearer credential; without, setup is open to the first caller, as seed
 /// 002 has it (and the server warns at start when that caller could come
 /// from the network).
-fn require_setup_token(state: &AppState, request: &HttpRequest) -> Result<(), ApiError> {
+pub(crate) fn require_setup_token(state: &AppState, request: &HttpRequest) -> Result<(), ApiError> {
     let Some(expected) = &state.settings.setup_token else {
         return Ok(());
     };
@@ -514,7 +508,7 @@ fn require_setup_token(state: &AppState, request: &HttpRequest) -> Result<(), Ap
     }
 }
 
-fn already_bootstrapped() -> ApiError {
+pub(crate) fn already_bootstrapped() -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
         "already_bootstrapped",
@@ -575,11 +569,13 @@ struct Session {
     display_name: String,
     /// Session token for the `session_jwt` scheme.
     jwt_token: String,
+    /// The same token, under the name Agent United's clients read.
+    token: String,
     #[schema(value_type = TimestampSchema)]
     expires_at: String,
 }
 
-debug_redacting!(Session { user_id, email, display_name, expires_at; secret: jwt_token });
+debug_redacting!(Session { user_id, email, display_name, expires_at; secret: jwt_token, token });
 
 /// A session for `user`, as login and invite acceptance answer. The token
 /// carries the user's session epoch: ending the user's sessions moves the
@@ -599,6 +595,7 @@ fn session(state: &AppState, user: &UserRecord) -> Result<HttpResponse, ApiError
         user_id: user.id,
         email: user.email.clone(),
         display_name: user.display_name.clone(),
+        token: jwt.clone(),
         jwt_token: jwt,
         expires_at: timestamp(expires_at),
     }))
@@ -611,7 +608,7 @@ fn client_address(request: &HttpRequest) -> Option<std::net::IpAddr> {
 
 /// A new password that meets the policy: long enough and not easy to
 /// guess (`context`: what a guesser knows of the account).
-fn new_password(plaintext: String, context: &[&str]) -> Result<Password, ApiError> {
+pub(crate) fn new_password(plaintext: String, context: &[&str]) -> Result<Password, ApiError> {
     let password = Password::new(plaintext)
         .map_err(|error| ApiError::bad_request("invalid_password", error.to_string()))?;
     check_password_strength(&password, context)
@@ -873,79 +870,6 @@ async fn change_password(
         .detached(async move |store| store.end_sessions(tenant, user_id, Some(hash)).await)
         .await?;
     Ok(HttpResponse::NoContent().finish())
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-struct Channel {
-    channel_id: Uuid,
-    name: String,
-    topic: Option<String>,
-    /// User ids.
-    members: Vec<Uuid>,
-    #[schema(value_type = TimestampSchema)]
-    created_at: String,
-}
-
-/// A channel the caller is a member of.
-#[utoipa::path(
-    get,
-    operation_id = "read_channel",
-    path = "/api/v1/channels/{channel_id}",
-    tag = "instance",
-    security(("session_jwt" = []), ("agent_jwt" = []), ("api_key" = [])),
-    params(("channel_id" = Uuid, Path, description = "The channel's id.")),
-    responses(
-        (status = 200, description = "The channel.", body = Channel),
-        (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`: every \
-            credential that admits neither a session nor an agent.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 402, description = "`agent_suspended`: the calling agent is suspended.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`agent_terminated`, `agent_expired`, `agent_not_activated`, \
-            `agent_credentials_required` (a tenant key).",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`: no such channel, or the caller is not a member.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`: past the calling agent's requests per minute.",
-            body = Problem, content_type = "application/problem+json",
-            headers(("retry-after" = u64, description = "Seconds until the next request may pass."))),
-        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
-            body = Problem, content_type = "application/problem+json"),
-    ),
-)]
-async fn channel(
-    state: web::Data<AppState>,
-    caller: MemberPrincipal,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let id: uuid::Uuid = path.parse().map_err(|_| ApiError::not_found("channel"))?;
-    let (tenant, user) = match caller {
-        MemberPrincipal::Session(session) => (session.tenant_id, Some(session.user_id)),
-        MemberPrincipal::Agent(agent) => {
-            let (tenant, agent_id) = (agent.record().tenant_id, agent.record().id);
-            let user = state
-                .store
-                .detached(async move |store| store.user_of_agent(tenant, agent_id).await)
-                .await?;
-            (tenant, user.map(|user| user.id))
-        }
-    };
-    let found = state
-        .store
-        .detached(async move |store| store.channel(tenant, id).await)
-        .await?;
-    // Not a member reads the same as no such channel.
-    let channel = found
-        .filter(|channel| user.is_some_and(|user| channel.members.contains(&user)))
-        .ok_or_else(|| ApiError::not_found("channel"))?;
-    Ok(HttpResponse::Ok().json(Channel {
-        channel_id: channel.id,
-        name: channel.name,
-        topic: channel.topic,
-        members: channel.members,
-        created_at: timestamp(channel.created_at),
-    }))
 }
 
 /// The page an invite URL opens.

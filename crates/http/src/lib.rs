@@ -19,6 +19,7 @@
 
 mod agent_self;
 mod bootstrap;
+mod channels;
 mod deferred;
 mod delegation;
 mod edge;
@@ -38,6 +39,7 @@ pub mod state;
 pub mod tls;
 mod validate;
 mod wire;
+mod workspace;
 
 use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::error::InternalError;
@@ -277,7 +279,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .configure(spend::configure)
         .configure(delegation::configure)
         .configure(instance::configure)
+        .configure(channels::configure)
         .configure(machines::configure)
+        // Before the registry: seed 002's requests to the paths both serve
+        // are taken here, the rest fall through (workspace.rs).
+        .configure(workspace::configure)
         .configure(registry::configure);
 }
 

@@ -10,7 +10,10 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{agent_self, bootstrap, delegation, instance, machines, profiles, registry, spend};
+use crate::{
+    agent_self, bootstrap, channels, delegation, instance, machines, profiles, registry, spend,
+    workspace,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -218,8 +221,10 @@ fn document() -> utoipa::openapi::OpenApi {
         spend::Api::openapi(),
         delegation::Api::openapi(),
         instance::Api::openapi(),
+        channels::Api::openapi(),
         machines::Api::openapi(),
         registry::Api::openapi(),
+        workspace::Api::openapi(),
     ] {
         document.merge(part);
     }

@@ -61,7 +61,7 @@ fn slug(path: &str) -> Result<AgentSlug, ApiError> {
 }
 
 /// Distinguishes "absent" (leave as is) from `null` (clear) in a PATCH.
-fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+pub(crate) fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(deserializer).map(Some)
@@ -336,6 +336,7 @@ async fn update(
         budget_monthly: body.budget_monthly_usd,
         role,
         metadata: body.metadata.map(serde_json::Value::Object),
+        ..ProfilePatch::default()
     };
     let (tenant, slug) = (caller.tenant_id, slug(&path)?);
     let agent = state
@@ -385,7 +386,7 @@ struct ProfileDeleted {
             body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: no such agent in the tenant.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`refused`: the agent has sub-agents, or holds budget delegated by \
+        (status = 409, description = "`refused`: the agent has a live sub-agent, or holds budget delegated by \
             its parent.", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",

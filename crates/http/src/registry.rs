@@ -56,6 +56,42 @@ fn envelope<T: Serialize>(status: StatusCode, data: T) -> HttpResponse {
     HttpResponse::build(status).json(Envelope { data })
 }
 
+/// The body of `POST /api/v1/agents`: seed 004's with a tenant key, seed
+/// 002's with a workspace credential. For the OpenAPI document only.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[expect(dead_code, reason = "describes the two families' bodies; never built")]
+enum CreateAgentBody {
+    Registry(Register),
+    Workspace(crate::instance::AgentProfileSpec),
+}
+
+/// The answers of the routes seed 002 and seed 004 share, for the OpenAPI
+/// document only.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[expect(dead_code, reason = "describes the two families' answers; never built")]
+enum CreateAgentAnswer {
+    Registry(Envelope<Registered>),
+    Workspace(crate::workspace::WorkspaceAgent),
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[expect(dead_code, reason = "describes the two families' answers; never built")]
+enum ListAgentsAnswer {
+    Registry(AgentPage),
+    Workspace(crate::workspace::WorkspaceAgentList),
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[expect(dead_code, reason = "describes the two families' answers; never built")]
+enum GetAgentAnswer {
+    Registry(Envelope<AgentDetail>),
+    Workspace(crate::workspace::WorkspaceAgent),
+}
+
 /// Seed 004's registration body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -247,27 +283,37 @@ fn audit(state: &AppState, caller: &ApiKeyPrincipal, action: &str, agent: &Agent
 }
 
 /// Registers an agent with its own API key (shown once).
+///
+/// Also seed 002's route (Agent United's agents API): a request carrying a
+/// workspace session, or a workspace agent's token or own key, and no
+/// `X-Bulwark-Tenant` header, is seed 002's and gets seed 002's shapes (the
+/// second alternative of each body); a tenant API key, or any request with
+/// the header, is seed 004's (docs/api.md, "Two families on one path").
 #[utoipa::path(
     post,
     operation_id = "register_agent",
     path = "/api/v1/agents",
     tag = "registry",
-    security(("api_key" = [])),
-    params(("X-Bulwark-Tenant" = String, Header, description = "The caller's tenant: its id or its name.")),
-    request_body = Register,
+    security(("api_key" = []), ("session_jwt" = []), ("agent_jwt" = [])),
+    params(("X-Bulwark-Tenant" = Option<String>, Header, description = "The caller's tenant: its id or its name. \
+        Required with a tenant key (seed 004); sending it makes the request seed 004's.")),
+    request_body = CreateAgentBody,
     responses(
-        (status = 201, description = "Registered; `apiKey` is shown only now.", body = Envelope<Registered>),
+        (status = 201, description = "Seed 004: registered, `apiKey` shown only now. Seed 002: the agent \
+            (its keys come from `/api/v1/agents/{agent_id}/keys`).", body = CreateAgentAnswer),
         (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_request` \
             (a bad `name`, `scopes`, `trustLevel`, `description` or `metadata`), `tenant_header_required`.",
             body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
             body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`api_key_required` (an agent's credentials), `permission_denied` \
-            (the key's role lacks `agent.profile.write`).",
+            (the key's role lacks `agent.profile.write`); seed 002: `workspace_credentials_required`, \
+            `insufficient_role` (only the workspace admin creates agents).",
             body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: `X-Bulwark-Tenant` names another tenant.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`conflict`: an agent with this `name` exists in the tenant.",
+        (status = 409, description = "`conflict` (seed 004), `agent_exists` (seed 002): an agent with this \
+            `name` exists in the tenant, ignoring case.",
             body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
@@ -353,13 +399,20 @@ fn decode_cursor(cursor: &str) -> Option<AgentId> {
 ///
 /// Pages are keyset-paginated: an agent registered or revoked while a
 /// client pages through never makes it see another agent twice or miss one
-/// that existed throughout.
+/// that existed throughout. Seed 002's list is every agent of the
+/// workspace that is not deleted, in one answer (no query parameters).
+///
+/// Also seed 002's route (Agent United's agents API): a request carrying a
+/// workspace session, or a workspace agent's token or own key, and no
+/// `X-Bulwark-Tenant` header, is seed 002's and gets seed 002's shapes (the
+/// second alternative of each body); a tenant API key, or any request with
+/// the header, is seed 004's (docs/api.md, "Two families on one path").
 #[utoipa::path(
     get,
     operation_id = "list_agents",
     path = "/api/v1/agents",
     tag = "registry",
-    security(("api_key" = [])),
+    security(("api_key" = []), ("session_jwt" = []), ("agent_jwt" = [])),
     params(
         ("X-Bulwark-Tenant" = Option<String>, Header, description = "If sent, must name the caller's tenant."),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Results per page (default 20)."),
@@ -368,13 +421,14 @@ fn decode_cursor(cursor: &str) -> Option<AgentId> {
         ("status" = Option<String>, Query, description = "`active` or `revoked`."),
     ),
     responses(
-        (status = 200, description = "A page.", body = AgentPage),
+        (status = 200, description = "Seed 004: a page. Seed 002: `{agents}`.", body = ListAgentsAnswer),
         (status = 400, description = "`invalid_query`: `limit` outside 1-100 or not a number, an unknown \
             `trustLevel` or `status`, a `cursor` this service did not hand out.",
             body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`api_key_required`, `permission_denied` (needs `agent.profile.read`).",
+        (status = 403, description = "`api_key_required`, `permission_denied` (needs `agent.profile.read`); \
+            seed 002: `workspace_credentials_required`.",
             body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: `X-Bulwark-Tenant` names another tenant.",
             body = Problem, content_type = "application/problem+json"),
@@ -465,21 +519,29 @@ async fn list(
 }
 
 /// One agent's registry record.
+///
+/// Also seed 002's route (Agent United's agents API): a request carrying a
+/// workspace session, or a workspace agent's token or own key, and no
+/// `X-Bulwark-Tenant` header, is seed 002's and gets seed 002's shapes (the
+/// second alternative of each body); a tenant API key, or any request with
+/// the header, is seed 004's (docs/api.md, "Two families on one path").
 #[utoipa::path(
     get,
     operation_id = "get_agent",
     path = "/api/v1/agents/{agent_id}",
     tag = "registry",
-    security(("api_key" = [])),
+    security(("api_key" = []), ("session_jwt" = []), ("agent_jwt" = [])),
     params(
-        ("agent_id" = String, Path, description = "The agent's `agentId` (`agent_...`)."),
+        ("agent_id" = String, Path, description = "The agent's `agentId` (`agent_...`; seed 002 also takes \
+            its UUID)."),
         ("X-Bulwark-Tenant" = Option<String>, Header, description = "If sent, must name the caller's tenant."),
     ),
     responses(
-        (status = 200, description = "The agent.", body = Envelope<AgentDetail>),
+        (status = 200, description = "The agent.", body = GetAgentAnswer),
         (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`api_key_required`, `permission_denied` (needs `agent.profile.read`).",
+        (status = 403, description = "`api_key_required`, `permission_denied` (needs `agent.profile.read`); \
+            seed 002: `workspace_credentials_required`.",
             body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: no such agent in the tenant, or another tenant named.",
             body = Problem, content_type = "application/problem+json"),
@@ -502,22 +564,33 @@ async fn get_agent(
 
 /// Revokes an agent: terminates it (and its sub-agents, whose unspent
 /// budgets flow back up), so every key and token it holds stops working on
-/// the next request. Revoking again answers the same.
+/// the next request. Revoking again answers the same. Seed 002's delete
+/// does the same and answers 204; the agent is then gone from the
+/// workspace's answers (404).
+///
+/// Also seed 002's route (Agent United's agents API): a request carrying a
+/// workspace session, or a workspace agent's token or own key, and no
+/// `X-Bulwark-Tenant` header, is seed 002's and gets seed 002's shapes (the
+/// second alternative of each body); a tenant API key, or any request with
+/// the header, is seed 004's (docs/api.md, "Two families on one path").
 #[utoipa::path(
     delete,
     operation_id = "revoke_agent",
     path = "/api/v1/agents/{agent_id}",
     tag = "registry",
-    security(("api_key" = [])),
+    security(("api_key" = []), ("session_jwt" = []), ("agent_jwt" = [])),
     params(
-        ("agent_id" = String, Path, description = "The agent's `agentId` (`agent_...`)."),
+        ("agent_id" = String, Path, description = "The agent's `agentId` (`agent_...`; seed 002 also takes \
+            its UUID)."),
         ("X-Bulwark-Tenant" = Option<String>, Header, description = "If sent, must name the caller's tenant."),
     ),
     responses(
-        (status = 200, description = "Revoked (now or before).", body = Envelope<Revoked>),
+        (status = 200, description = "Seed 004: revoked (now or before).", body = Envelope<Revoked>),
+        (status = 204, description = "Seed 002: deleted."),
         (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`api_key_required`, `permission_denied` (needs `agent.lifecycle.manage`).",
+        (status = 403, description = "`api_key_required`, `permission_denied` (needs `agent.lifecycle.manage`); \
+            seed 002: `workspace_credentials_required`, `insufficient_role`.",
             body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: no such agent in the tenant, or another tenant named.",
             body = Problem, content_type = "application/problem+json"),

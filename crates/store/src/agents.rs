@@ -295,9 +295,14 @@ impl From<&AgentRecord> for AgentRow {
             created_at: DbTime::new(agent.created_at),
             updated_at: DbTime::new(agent.updated_at),
             origin: agent.origin.as_str().to_owned(),
-            name: (agent.name.as_str() != agent.slug.as_str()).then(|| agent.name.to_string()),
+            name: stored_name(agent),
         }
     }
+}
+
+/// What the `name` column holds: `NULL` when the name is the slug itself.
+fn stored_name(agent: &AgentRecord) -> Option<String> {
+    (agent.name.as_str() != agent.slug.as_str()).then(|| agent.name.to_string())
 }
 
 #[derive(Insertable)]
@@ -338,7 +343,11 @@ impl LifecycleEventRow {
 /// leaves a field as it is, `Some(None)` clears a nullable one.
 #[derive(Debug, Clone, Default)]
 pub struct ProfilePatch {
+    /// A new spelling of the name; it must map onto the agent's slug (the
+    /// slug never changes), else the update is `StoreError::Conflict("name")`.
+    pub name: Option<AgentName>,
     pub display_name: Option<Option<String>>,
+    pub description: Option<Option<String>>,
     pub owner_id: Option<Option<String>>,
     pub cost_center: Option<Option<String>>,
     pub budget_daily: Option<Option<Money>>,
@@ -447,8 +456,17 @@ impl Store {
                 .optional()?;
             let mut agent = AgentRecord::try_from(row.ok_or(StoreError::NotFound("agent"))?)?;
             let patch = patch.clone();
+            if let Some(name) = patch.name {
+                if name.slug() != agent.slug {
+                    return Err(StoreError::Conflict("name"));
+                }
+                agent.name = name;
+            }
             if let Some(value) = patch.display_name {
                 agent.display_name = value;
+            }
+            if let Some(value) = patch.description {
+                agent.description = value;
             }
             if let Some(value) = patch.owner_id {
                 agent.owner_id = value;
@@ -471,7 +489,9 @@ impl Store {
             agent.updated_at = DbTime::new(now).get();
             diesel::update(target)
                 .set((
+                    agents::name.eq(stored_name(&agent)),
                     agents::display_name.eq(&agent.display_name),
+                    agents::description.eq(&agent.description),
                     agents::owner_id.eq(&agent.owner_id),
                     agents::cost_center.eq(&agent.cost_center),
                     agents::budget_daily_micros.eq(agent.budget_daily.map(Money::micros)),
@@ -490,8 +510,9 @@ impl Store {
     }
 
     /// Hard-deletes an agent with its keys, ledger and history (seed 001's
-    /// DELETE). An agent that still has sub-agents is refused: they would be
-    /// orphaned with budget sliced from it.
+    /// DELETE), and its terminated sub-agents with it. An agent that still
+    /// has a live sub-agent is refused: it would be orphaned with budget
+    /// sliced from it.
     pub async fn delete_agent(
         &self,
         tenant: TenantId,
@@ -523,24 +544,43 @@ impl Store {
                     ));
                 }
             }
-            let children: i64 = agents::table
-                .filter(agents::parent_id.eq(id))
-                .count()
-                .get_result(conn)
-                .await?;
-            if children > 0 {
-                return Err(StoreError::Refused(
-                    "the agent has sub-agents; reclaim or delete them first",
-                ));
+            // Its sub-agents, every level down, parents before children. A
+            // live one refuses the delete (its slice is still out); the
+            // terminated ones have settled and go with it (seed 001 deletes
+            // a sub-agent, then its parent's profile).
+            let mut subtree: Vec<DbUuid> = Vec::new();
+            let mut frontier = vec![id];
+            while !frontier.is_empty() {
+                let children: Vec<(DbUuid, String)> = agents::table
+                    .filter(agents::parent_id.eq_any(frontier.clone()))
+                    .select((agents::id, agents::lifecycle_state))
+                    .load(conn)
+                    .await?;
+                if children
+                    .iter()
+                    .any(|(_, state)| state != LifecycleState::Terminated.as_str())
+                {
+                    return Err(StoreError::Refused(
+                        "the agent has live sub-agents; terminate or delete them first",
+                    ));
+                }
+                frontier = children.into_iter().map(|(child, _)| child).collect();
+                subtree.extend(frontier.iter().copied());
             }
-            diesel::delete(api_keys::table.filter(api_keys::agent_id.eq(id)))
-                .execute(conn)
-                .await?;
-            diesel::update(users::table.filter(users::agent_id.eq(id)))
-                .set(users::agent_id.eq(None::<DbUuid>))
-                .execute(conn)
-                .await?;
-            diesel::delete(agents::table.find(id)).execute(conn).await?;
+            // Children before their parents: a parent row is still referenced
+            // until its children are gone.
+            for doomed in subtree.into_iter().rev().chain(std::iter::once(id)) {
+                diesel::delete(api_keys::table.filter(api_keys::agent_id.eq(doomed)))
+                    .execute(conn)
+                    .await?;
+                diesel::update(users::table.filter(users::agent_id.eq(doomed)))
+                    .set(users::agent_id.eq(None::<DbUuid>))
+                    .execute(conn)
+                    .await?;
+                diesel::delete(agents::table.find(doomed))
+                    .execute(conn)
+                    .await?;
+            }
             let id = AgentId::from_uuid(id.0);
             conn.notify_change(Change::Agent(id)).await?;
             Ok::<_, StoreError>(id)

@@ -81,7 +81,7 @@ pub struct UserRecord {
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = users)]
-struct UserRow {
+pub(crate) struct UserRow {
     id: DbUuid,
     tenant_id: DbUuid,
     email: String,
@@ -139,6 +139,44 @@ fn injected_failure() -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Inside a write transaction on `$conn`: creates the workspace's tenant
+/// (a tenant of its own: an anonymous first call must never write into a
+/// tenant the operator's keys govern) and the instance row naming it.
+/// Evaluates to `(instance_id, tenant_id)`. A macro because its body is
+/// compiled once per backend's connection type, like the transaction's.
+macro_rules! open_workspace {
+    ($conn:ident, $now:expr, $created_at:expr) => {{
+        let instance_id = new_id();
+        let name_taken: i64 = tenants::table
+            .filter(tenants::name.eq(WORKSPACE_TENANT))
+            .count()
+            .get_result($conn)
+            .await?;
+        let name = if name_taken == 0 {
+            WORKSPACE_TENANT.to_owned()
+        } else {
+            format!("{WORKSPACE_TENANT}-{}", instance_id.simple())
+        };
+        let row = TenantRow::new(&name, $now);
+        diesel::insert_into(tenants::table)
+            .values(&row)
+            .execute($conn)
+            .await
+            .map_err(|error| crate::tenants::conflict_as(error, "instance"))?;
+        diesel::insert_into(instance::table)
+            .values((
+                instance::singleton.eq(1_i64),
+                instance::instance_id.eq(DbUuid(instance_id)),
+                instance::tenant_id.eq(row.id),
+                instance::bootstrapped_at.eq($created_at),
+            ))
+            .execute($conn)
+            .await
+            .map_err(|error| crate::tenants::conflict_as(error, "instance"))?;
+        (instance_id, row.id)
+    }};
+}
+
 impl Store {
     /// The workspace's tenant, where the instance's users live, once the
     /// instance is set up.
@@ -179,37 +217,8 @@ impl Store {
             if existing_users > 0 {
                 return Err(StoreError::Conflict("instance"));
             }
-            // The workspace is a tenant of its own: an anonymous first call
-            // must never write into a tenant the operator's keys govern.
-            let instance_id = new_id();
-            let name_taken: i64 = tenants::table
-                .filter(tenants::name.eq(WORKSPACE_TENANT))
-                .count()
-                .get_result(conn)
-                .await?;
-            let name = if name_taken == 0 {
-                WORKSPACE_TENANT.to_owned()
-            } else {
-                format!("{WORKSPACE_TENANT}-{}", instance_id.simple())
-            };
-            let row = TenantRow::new(&name, now);
-            diesel::insert_into(tenants::table)
-                .values(&row)
-                .execute(conn)
-                .await
-                .map_err(|error| crate::tenants::conflict_as(error, "instance"))?;
-            let tenant_id = row.id;
+            let (instance_id, tenant_id) = open_workspace!(conn, now, created_at);
             let tenant = TenantId::from_uuid(tenant_id.0);
-            diesel::insert_into(instance::table)
-                .values((
-                    instance::singleton.eq(1_i64),
-                    instance::instance_id.eq(DbUuid(instance_id)),
-                    instance::tenant_id.eq(tenant_id),
-                    instance::bootstrapped_at.eq(created_at),
-                ))
-                .execute(conn)
-                .await
-                .map_err(|error| crate::tenants::conflict_as(error, "instance"))?;
 
             let mut created_agents = Vec::new();
             for (index, entry) in std::iter::once(&spec.primary_agent)
@@ -363,6 +372,46 @@ impl Store {
                 channel_id,
                 members,
             })
+        })
+    }
+
+    /// Agent United's `POST /api/v1/auth/register` on a fresh instance: the
+    /// first account, a human administering a workspace of its own, under
+    /// the rule of the workspace setup (a conflict once any user exists,
+    /// also for the losers of concurrent first calls).
+    pub async fn register_first_user(
+        &self,
+        email: &Email,
+        display_name: &str,
+        password_hash: String,
+        now: OffsetDateTime,
+    ) -> Result<UserRecord, StoreError> {
+        let created_at = DbTime::new(now);
+        let (email, display_name) = (email.as_str().to_owned(), display_name.to_owned());
+        write_tx!(self, |conn| {
+            let existing_users: i64 = users::table.count().get_result(conn).await?;
+            if existing_users > 0 {
+                return Err(StoreError::Conflict("instance"));
+            }
+            let (_, tenant_id) = open_workspace!(conn, now, created_at);
+            let user = UserRow {
+                id: DbUuid(new_id()),
+                tenant_id,
+                email: email.clone(),
+                display_name: display_name.clone(),
+                kind: "human".into(),
+                role: "admin".into(),
+                agent_id: None,
+                password_hash: Some(password_hash.clone()),
+                created_at,
+                session_epoch: 0,
+            };
+            diesel::insert_into(users::table)
+                .values(&user)
+                .execute(conn)
+                .await
+                .map_err(|error| crate::tenants::conflict_as(error, "user"))?;
+            Ok::<_, StoreError>(UserRecord::from(user))
         })
     }
 

@@ -16,6 +16,7 @@
 mod agents;
 mod audit;
 mod changes;
+mod channels;
 mod db;
 mod delegation;
 mod error;
@@ -38,6 +39,7 @@ use uuid::Uuid;
 pub use agents::{AgentRecord, LifecycleChange, NewAgent, ProfilePatch};
 pub use audit::{AuditEvent, BrokenLink, NewAuditEvent};
 pub use changes::{Change, ChangeListener, KidDigest, SQLITE_POLL};
+pub use channels::{ChannelMember, ChannelPatch};
 pub use db::{Backend, DatabaseUrl, PoolOptions, redact_database_url};
 pub use delegation::{RECLAIM_ATTEMPTS, Reclaimed};
 pub use error::StoreError;

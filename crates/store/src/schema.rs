@@ -59,6 +59,7 @@ diesel::table! {
         created_at -> PortableTime,
         last_used_at -> Nullable<PortableTime>,
         revoked_at -> Nullable<PortableTime>,
+        expires_at -> Nullable<PortableTime>,
     }
 }
 

@@ -55,6 +55,16 @@ pub struct ApiKeyRecord {
     pub label: Option<String>,
     pub created_at: OffsetDateTime,
     pub revoked_at: Option<OffsetDateTime>,
+    /// When the key stops working by itself (seed 002's `expires_at`).
+    pub expires_at: Option<OffsetDateTime>,
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+impl ApiKeyRecord {
+    /// Whether the key may still authenticate at `now`.
+    pub fn usable_at(&self, now: OffsetDateTime) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|expires| now < expires)
+    }
 }
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -69,6 +79,7 @@ pub(crate) struct ApiKeyRow {
     pub(crate) created_at: DbTime,
     pub(crate) last_used_at: Option<DbTime>,
     pub(crate) revoked_at: Option<DbTime>,
+    pub(crate) expires_at: Option<DbTime>,
 }
 
 impl TenantRow {
@@ -93,6 +104,7 @@ impl ApiKeyRow {
             created_at: now.into(),
             last_used_at: None,
             revoked_at: None,
+            expires_at: None,
         }
     }
 }
@@ -113,6 +125,8 @@ impl TryFrom<ApiKeyRow> for ApiKeyRecord {
             label: row.label,
             created_at: row.created_at.get(),
             revoked_at: row.revoked_at.map(DbTime::get),
+            expires_at: row.expires_at.map(DbTime::get),
+            last_used_at: row.last_used_at.map(DbTime::get),
         })
     }
 }
@@ -273,6 +287,61 @@ impl Store {
         } else {
             Err(StoreError::NotFound("API key"))
         }
+    }
+}
+
+impl Store {
+    /// A further key of an agent of `tenant` (seed 002's
+    /// `/api/v1/agents/{id}/keys`), labelled `name`, working until
+    /// `expires_at` when one is given.
+    pub async fn insert_agent_key(
+        &self,
+        tenant: TenantId,
+        agent: AgentId,
+        key_hash: [u8; 32],
+        name: String,
+        expires_at: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> Result<ApiKeyRecord, StoreError> {
+        let mut row = ApiKeyRow::new(
+            DbUuid(tenant.as_uuid()),
+            NewApiKey {
+                role: None,
+                agent_id: Some(agent),
+                key_hash,
+                label: Some(name),
+            },
+            now,
+        );
+        row.expires_at = expires_at.map(DbTime::new);
+        read!(self, |conn| {
+            diesel::insert_into(api_keys::table)
+                .values(&row)
+                .execute(conn)
+                .await
+                .map_err(|error| conflict_as(error, "API key"))
+        })?;
+        row.try_into()
+    }
+
+    /// The keys an agent of `tenant` holds and has not revoked, oldest
+    /// first (expired ones included: the client sees they expired).
+    pub async fn agent_keys(
+        &self,
+        tenant: TenantId,
+        agent: AgentId,
+    ) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows: Vec<ApiKeyRow> = read!(self, |conn| {
+            api_keys::table
+                .filter(api_keys::tenant_id.eq(DbUuid(tenant.as_uuid())))
+                .filter(api_keys::agent_id.eq(DbUuid(agent.as_uuid())))
+                .filter(api_keys::revoked_at.is_null())
+                .order(api_keys::id.asc())
+                .select(ApiKeyRow::as_select())
+                .load(conn)
+                .await
+        })?;
+        rows.into_iter().map(ApiKeyRecord::try_from).collect()
     }
 }
 

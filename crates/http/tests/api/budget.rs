@@ -460,6 +460,8 @@ async fn delegation_slices_budget_and_reclaiming_returns_exactly_the_unspent_par
         let admin = tenant_key(&db.store, acme, ApiKeyRole::Admin).await;
         let (status, body) = call(&app, Method::DELETE, "/v1/agent/profiles/child-worker-01", Some(admin.expose()), json!({})).await;
         assert_eq!((status, body["code"].as_str()), (409, Some("refused")));
+        let (status, body) = call(&app, Method::DELETE, "/v1/agent/profiles/parent", Some(admin.expose()), json!({})).await;
+        assert_eq!((status, body["code"].as_str()), (409, Some("refused")), "a live sub-agent holds its parent");
         let (status, body) = call(&app, Method::POST, "/v1/agent/bootstrap", Some(provisioner.expose()), json!({ "agent_id": "child-worker-01" })).await;
         assert_eq!((status, body["code"].as_str()), (403, Some("agent_not_bootstrappable")));
         let (status, listed) = get(&app, "/v1/agent/sub-agents", Some(&parent)).await;
@@ -479,6 +481,12 @@ async fn delegation_slices_budget_and_reclaiming_returns_exactly_the_unspent_par
         let (status, body) = get(&app, "/v1/agent/status", Some(&child_token)).await;
         assert_eq!((status, body["code"].as_str()), (403, Some("agent_terminated")));
         assert_eq!(get(&app, "/v1/agent/sub-agents", Some(&parent)).await.1["total"], 0);
+        // Seed 001's order: the sub-agent deleted, then the parent's
+        // profile, which takes its terminated sub-agent with it.
+        let (status, body) = call(&app, Method::DELETE, "/v1/agent/profiles/parent", Some(admin.expose()), json!({})).await;
+        assert_eq!((status, body), (200, json!({ "ok": true, "agentId": "parent" })));
+        let (status, _) = get(&app, "/v1/agent/profiles/child-worker-01", Some(admin.expose())).await;
+        assert_eq!(status, 404, "the terminated sub-agent went with its parent");
     })
     .await;
 }

@@ -21,6 +21,7 @@ const SOME_ID: &str = "0190e0a0-0000-7000-8000-000000000001";
 struct Operation {
     method: Method,
     path: String,
+    tag: String,
     schemes: Vec<String>,
     statuses: Vec<String>,
     json_body: bool,
@@ -61,6 +62,7 @@ fn operations() -> Vec<Operation> {
             operations.push(Operation {
                 method: method.to_uppercase().parse().unwrap(),
                 path: filled,
+                tag: operation["tags"][0].as_str().unwrap_or_default().to_owned(),
                 schemes,
                 statuses,
                 json_body,
@@ -110,6 +112,34 @@ impl Operation {
     }
 }
 
+/// A session of the admin of a fresh workspace (seed 002's bootstrap).
+async fn workspace_admin_session<S>(app: &S) -> String
+where
+    S: actix_web::dev::Service<
+            actix_http::Request,
+            Response = actix_web::dev::ServiceResponse,
+            Error = actix_web::Error,
+        >,
+{
+    let setup = serde_json::json!({
+        "primary_agent": {
+            "email": "admin@localhost",
+            "password": "secure-generated-password",
+            "agent_profile": { "name": "coordinator", "display_name": "Coordination Agent" }
+        },
+        "agents": [],
+        "humans": [],
+        "default_channel": { "name": "team-chat" }
+    });
+    let (status, body) = crate::call(app, Method::POST, "/api/v1/bootstrap", None, setup).await;
+    assert_eq!(status, 201, "{body}");
+    let login =
+        serde_json::json!({ "email": "admin@localhost", "password": "secure-generated-password" });
+    let (status, session) = crate::call(app, Method::POST, "/api/v1/auth/login", None, login).await;
+    assert_eq!(status, 200, "{session}");
+    session["token"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_documented_guard_and_body_status_is_answered() {
     on_both_backends(|db| async move {
@@ -117,6 +147,7 @@ async fn every_documented_guard_and_body_status_is_answered() {
         let app = app(&state).await;
         let acme = tenant(&db.store, "acme").await;
         let admin = tenant_key(&db.store, acme, ApiKeyRole::Admin).await;
+        let workspace_session = workspace_admin_session(&app).await;
         let mut checked = 0;
         for (n, operation) in operations().iter().enumerate() {
             let name = format!("{} {}", operation.method, operation.path);
@@ -178,7 +209,10 @@ async fn every_documented_guard_and_body_status_is_answered() {
             if operation.json_body && (operation.documents("413") || operation.documents("415")) {
                 // Routes that take an agent token take the agent's own key
                 // as `api_key` too; tenant keys are for the others.
-                let credential = if operation.takes("agent_jwt") {
+                let credential = if operation.takes("session_jwt") && operation.tag != "registry" {
+                    // Seed 002's workspace routes: its admin's session.
+                    Some(workspace_session.clone())
+                } else if operation.takes("agent_jwt") && operation.tag != "registry" {
                     // One that may delegate, so the delegate route gets as
                     // far as its body.
                     let mut sender = NewAgent::named(

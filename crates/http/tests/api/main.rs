@@ -20,6 +20,7 @@ mod profiles;
 mod registry;
 mod secrets_in_logs;
 mod service;
+mod united;
 mod workspace;
 
 use actix_web::dev::{Service, ServiceResponse};
