@@ -76,6 +76,7 @@ fn test(nextest_args: &[String]) -> Result<()> {
         "warnings",
     ]))?;
     ensure_cargo_tool("nextest", "cargo-nextest")?;
+    let seed_python = seed_python(&target_dir())?;
     let status_log = target_dir().join(format!("status-log-{}", std::process::id()));
     std::fs::create_dir_all(&status_log).context("cannot create the status log")?;
     let tested = run(cargo()
@@ -87,7 +88,8 @@ fn test(nextest_args: &[String]) -> Result<()> {
             "--no-fail-fast",
         ])
         .args(nextest_args)
-        .env("AGENTRY_STATUS_LOG", &status_log));
+        .env("AGENTRY_STATUS_LOG", &status_log)
+        .env("AGENTRY_SEED_PYTHON", &seed_python));
     let logged = status_coverage::logged(&status_log);
     let _ = std::fs::remove_dir_all(&status_log);
     tested?;
@@ -102,6 +104,30 @@ fn test(nextest_args: &[String]) -> Result<()> {
     status_coverage::count(&seen, "the fuzz alone")?;
     // The quick attacks of `cargo xtask hostile`, against the same binary.
     hostile::cheap()
+}
+
+/// The `requests` seed 002's `provision.py` imports, pinned.
+const REQUESTS: &str = "requests==2.34.2";
+
+/// The Python that runs seed 002's script in the seeds tests
+/// (`bins/agentryd/tests/seeds`): a virtualenv under the target directory
+/// with [`REQUESTS`], installed only when missing.
+fn seed_python(target: &Path) -> Result<PathBuf> {
+    let venv = target.join("seed-venv");
+    let python = venv.join("bin").join("python");
+    let pinned = venv.join(REQUESTS);
+    if python.exists() && pinned.exists() {
+        return Ok(python);
+    }
+    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    run(Command::new(venv.join("bin").join("pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        REQUESTS,
+    ]))?;
+    std::fs::write(&pinned, b"").context("cannot mark the virtualenv")?;
+    Ok(python)
 }
 
 /// The whole answer to one plain `GET path` on `address`, sent with
