@@ -536,7 +536,7 @@ async fn bad_input_is_a_400_never_a_500() {
             json!({ "name": "ok-name", "scopes": ["read customers"] }),
             json!({ "name": "ok-name", "scopes": ["a", "a"] }),
             json!({ "name": "ok-name", "scopes": [1, 2] }),
-            json!({ "name": "Not A Slug" }),
+            json!({ "name": " padded " }),
             json!({ "name": "ok-name", "metadata": [1] }),
             json!({ "name": "ok-name", "surprise": true }),
             json!({ "description": "no name" }),
@@ -643,7 +643,7 @@ async fn any_name_the_seed_accepts_is_one_agent_reachable_by_its_slug() {
         assert!(slug.as_str().starts_with("research-assistant-2-"), "{slug}");
         let (status, profile) = get(&app, &format!("/v1/agent/profiles/{slug}"), Some(key)).await;
         assert_eq!(status, 200, "{profile}");
-        assert_eq!(profile["agent_id"], slug.as_str(), "{profile}");
+        assert_eq!(profile["profile"]["agentId"], slug.as_str(), "{profile}");
 
         // Case cannot make a second agent of the same name.
         body["name"] = json!("research assistant #2");

@@ -646,7 +646,7 @@ async fn workspace_names_keep_their_case_and_cannot_repeat_in_another_case() {
         let (status, profile) =
             get(&app, "/v1/agent/profiles/research-bot-7", Some(primary_key)).await;
         assert_eq!(
-            (status, &profile["agent_id"]),
+            (status, &profile["profile"]["agentId"]),
             (200, &json!("research-bot-7")),
             "{profile}"
         );
