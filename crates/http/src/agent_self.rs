@@ -17,6 +17,9 @@ use crate::wire::{
 };
 
 const RECENT_EVENTS: i64 = 20;
+/// The outcomes of audit events that signal trouble: refusals and
+/// failures, not the agent's routine successes.
+const ANOMALY_OUTCOMES: &[&str] = &["denied", "failed"];
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config
@@ -86,16 +89,15 @@ async fn limits(
     })
 }
 
-/// Audit events about `agent` that signal trouble: refusals and failures,
-/// not its routine successes.
+/// The most recent audit events about `agent` that signal trouble (see
+/// [`ANOMALY_OUTCOMES`]), newest first: the store filters, then limits.
 async fn anomalies(store: &Store, agent: &AgentRecord) -> Result<Vec<AnomalyEvent>, StoreError> {
     let target = format!("agent:{}", agent.slug);
     let events = store
-        .audit_events_for(agent.tenant_id, &target, RECENT_EVENTS)
+        .audit_events_with_outcome(agent.tenant_id, &target, ANOMALY_OUTCOMES, RECENT_EVENTS)
         .await?;
     Ok(events
         .into_iter()
-        .filter(|event| matches!(event.outcome.as_str(), "denied" | "failed"))
         .map(|event| AnomalyEvent {
             id: event.id.to_string(),
             action: event.action,
@@ -206,7 +208,8 @@ async fn limits_me(
     tag = "agent",
     security(("agent_jwt" = []), ("api_key" = []), ("mtls" = [])),
     responses(
-        (status = 200, description = "Up to 20 recent events, newest first.", body = AnomaliesResponse),
+        (status = 200, description = "The caller's 20 most recent refusals and failures (however many \
+            other events came after them), newest first.", body = AnomaliesResponse),
         (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`, \
             `invalid_client_certificate`.",
             body = Problem, content_type = "application/problem+json"),

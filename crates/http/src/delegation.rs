@@ -60,7 +60,8 @@ struct DelegateRequest {
     /// The child is terminated and reclaimed once this runs out.
     #[schema(minimum = 1, maximum = 31_536_000)]
     ttl_seconds: Option<i64>,
-    /// The child's metadata; `parentAgentId` is added.
+    /// The child's metadata; `parentAgentId` (the caller's `agent_id`, as
+    /// in the child's profile) is added, replacing any sent.
     #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }

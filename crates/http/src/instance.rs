@@ -128,7 +128,9 @@ struct InstanceBootstrapResponse {
 #[derive(Serialize, ToSchema)]
 struct PrimaryAgentCreated {
     user_id: Uuid,
-    /// The agent's internal id (`agent_...`).
+    /// The agent's id, a UUID (seed 004's `agentId` is the same id as
+    /// `agent_` and 26 base32 characters).
+    #[schema(format = Uuid)]
     agent_id: String,
     /// Lowercased.
     email: String,
@@ -141,7 +143,9 @@ struct PrimaryAgentCreated {
 
 #[derive(Serialize, ToSchema)]
 struct AgentCreated {
-    /// The agent's internal id (`agent_...`).
+    /// The agent's id, a UUID (seed 004's `agentId` is the same id as
+    /// `agent_` and 26 base32 characters).
+    #[schema(format = Uuid)]
     agent_id: String,
     /// As the request wrote it.
     name: String,

@@ -295,7 +295,8 @@ struct CreatedInstance {
 #[schema(as = ProvisioningInstanceFields)]
 struct InstanceFields {
     instance_id: Uuid,
-    /// The tenant's internal id (`tenant_...`).
+    /// The tenant's id, a UUID.
+    #[schema(format = Uuid)]
     tenant_id: String,
     name: String,
     /// The agent the machine is bound to.

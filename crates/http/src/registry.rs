@@ -1,6 +1,7 @@
 //! Seed 004: the agent registry at `/api/v1/agents*`, over the same agents
 //! as `/v1/agent/*`. `agentId` is the TypeID form of the agent's id, `name`
-//! its `agent_id`; every answer is wrapped in `{ "data": ... }`.
+//! the name as registered (its slug is the agent's `agent_id` in seeds
+//! 000/001); every answer is wrapped in `{ "data": ... }`.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -21,7 +22,7 @@ use crate::guard::ApiKeyPrincipal;
 use crate::redact::debug_redacting;
 use crate::state::AppState;
 use crate::validate::Problems;
-use crate::wire::{TimestampSchema, timestamp};
+use crate::wire::{AgentTypeIdSchema, TimestampSchema, timestamp};
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config
@@ -116,6 +117,7 @@ struct Register {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Registered {
+    #[schema(value_type = AgentTypeIdSchema)]
     agent_id: String,
     name: String,
     /// The agent's own API key: shown once.
@@ -129,6 +131,7 @@ struct Registered {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct AgentSummary {
+    #[schema(value_type = AgentTypeIdSchema)]
     agent_id: String,
     name: String,
     trust_level: &'static str,
@@ -141,6 +144,7 @@ struct AgentSummary {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct AgentDetail {
+    #[schema(value_type = AgentTypeIdSchema)]
     agent_id: String,
     name: String,
     description: Option<String>,
@@ -155,6 +159,9 @@ struct AgentDetail {
     created_at: String,
     #[schema(value_type = Option<TimestampSchema>)]
     last_seen_at: Option<String>,
+    /// When the agent was terminated, by whatever route (a revoke here,
+    /// seed 001's lifecycle move, its parent's reclaim, an ancestor's
+    /// termination, its TTL); `null` while it is not.
     #[schema(value_type = Option<TimestampSchema>)]
     revoked_at: Option<String>,
 }
@@ -176,6 +183,7 @@ struct AgentPage {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Revoked {
+    #[schema(value_type = AgentTypeIdSchema)]
     agent_id: String,
     status: &'static str,
     #[schema(value_type = TimestampSchema)]
@@ -185,6 +193,7 @@ struct Revoked {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Rotated {
+    #[schema(value_type = AgentTypeIdSchema)]
     agent_id: String,
     /// The new key: shown once. The previous one stops working now.
     api_key: String,
@@ -415,14 +424,15 @@ fn decode_cursor(cursor: &str) -> Option<AgentId> {
     security(("api_key" = []), ("session_jwt" = []), ("agent_jwt" = [])),
     params(
         ("X-Bulwark-Tenant" = Option<String>, Header, description = "If sent, must name the caller's tenant."),
-        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Results per page (default 20)."),
+        ("limit" = Option<i64>, Query, minimum = 1, description = "Results per page (default 20, max 100): a larger \
+            `limit` is answered with 100; 0, a negative number or anything but a whole number is a 400."),
         ("cursor" = Option<String>, Query, description = "`pagination.cursor` of the previous page."),
         ("trustLevel" = Option<String>, Query, description = "`low`, `medium`, `high` or `critical`."),
         ("status" = Option<String>, Query, description = "`active` or `revoked`."),
     ),
     responses(
         (status = 200, description = "Seed 004: a page. Seed 002: `{agents}`.", body = ListAgentsAnswer),
-        (status = 400, description = "`invalid_query`: `limit` outside 1-100 or not a number, an unknown \
+        (status = 400, description = "`invalid_query`: `limit` below 1 or not a whole number, an unknown \
             `trustLevel` or `status`, a `cursor` this service did not hand out.",
             body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`missing_credentials`, `invalid_api_key`.",
@@ -447,13 +457,12 @@ async fn list(
     check_tenant_header(&state, &request, &caller, false).await?;
     let query = query.into_inner();
     let mut problems = Problems::default();
+    // Seed 004's "max: 100": a larger page is clamped to it, not refused.
     let limit = match query.limit.as_deref().map(str::parse::<i64>) {
         None => DEFAULT_PAGE,
-        Some(Ok(limit)) if (1..=MAX_PAGE).contains(&limit) => limit,
+        Some(Ok(limit)) if limit >= 1 => limit.min(MAX_PAGE),
         Some(_) => {
-            problems.push(format!(
-                "limit: must be a whole number from 1 to {MAX_PAGE}"
-            ));
+            problems.push("limit: must be a whole number of at least 1".into());
             DEFAULT_PAGE
         }
     };
@@ -532,8 +541,8 @@ async fn list(
     tag = "registry",
     security(("api_key" = []), ("session_jwt" = []), ("agent_jwt" = [])),
     params(
-        ("agent_id" = String, Path, description = "The agent's `agentId` (`agent_...`; seed 002 also takes \
-            its UUID)."),
+        ("agent_id" = String, Path, description = "The agent's `agentId` (`agent_` and 26 base32 characters; \
+            seed 002 also takes its UUID); anything else is a 404."),
         ("X-Bulwark-Tenant" = Option<String>, Header, description = "If sent, must name the caller's tenant."),
     ),
     responses(
@@ -580,8 +589,8 @@ async fn get_agent(
     tag = "registry",
     security(("api_key" = []), ("session_jwt" = []), ("agent_jwt" = [])),
     params(
-        ("agent_id" = String, Path, description = "The agent's `agentId` (`agent_...`; seed 002 also takes \
-            its UUID)."),
+        ("agent_id" = String, Path, description = "The agent's `agentId` (`agent_` and 26 base32 characters; \
+            seed 002 also takes its UUID); anything else is a 404."),
         ("X-Bulwark-Tenant" = Option<String>, Header, description = "If sent, must name the caller's tenant."),
     ),
     responses(
@@ -631,7 +640,12 @@ async fn revoke(
         Revoked {
             agent_id: agent.id.to_type_id(),
             status: status(&agent),
-            revoked_at: timestamp(agent.revoked_at.unwrap_or(agent.updated_at)),
+            revoked_at: agent.revoked_at.map(timestamp).ok_or_else(|| {
+                ApiError::internal(&format_args!(
+                    "agent {} is terminated without revoked_at",
+                    agent.id
+                ))
+            })?,
         },
     ))
 }
@@ -645,7 +659,7 @@ async fn revoke(
     tag = "registry",
     security(("api_key" = [])),
     params(
-        ("agent_id" = String, Path, description = "The agent's `agentId` (`agent_...`)."),
+        ("agent_id" = String, Path, description = "The agent's `agentId` (`agent_` and 26 base32 characters); anything else is a 404."),
         ("X-Bulwark-Tenant" = Option<String>, Header, description = "If sent, must name the caller's tenant."),
     ),
     responses(

@@ -61,6 +61,33 @@ fn money() -> ObjectBuilder {
         .examples([serde_json::json!(5.0)])
 }
 
+/// Schema of an [`AgentId`](agentry_domain::AgentId) in its TypeID form:
+/// seed 004's `agentId`.
+pub(crate) enum AgentTypeIdSchema {}
+
+impl PartialSchema for AgentTypeIdSchema {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(32))
+            .max_length(Some(32))
+            .pattern(Some("^agent_[0-7][0-9a-hjkmnp-tv-z]{25}$"))
+            .description(Some(
+                "An agent's id as a TypeID: `agent_` and 26 base32 characters. The same id \
+                 is the UUID `id` of the agent's seed 001 profile and the `agent_id` of \
+                 seed 002's answer; seeds 000/001 name the agent by its slug instead.",
+            ))
+            .examples([serde_json::json!("agent_01jq3v6f0ze8r2kd5mxw9ty4bc")])
+            .into()
+    }
+}
+
+impl ToSchema for AgentTypeIdSchema {
+    fn name() -> Cow<'static, str> {
+        "AgentTypeId".into()
+    }
+}
+
 /// Schema of [`AgentSlug`]: the `agent_id` of the seeds.
 pub(crate) enum AgentSlugSchema {}
 
@@ -253,10 +280,14 @@ impl From<agentry_auth::Jwks> for Jwks {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct AgentProfile {
-    /// The agent's internal id (`agent_...`).
+    /// The agent's internal id, a UUID (seed 004's `agentId` is the same id
+    /// as `agent_` and its 26-character base32 TypeID form).
+    #[schema(format = Uuid)]
     pub(crate) id: String,
-    /// The tenant's internal id (`tenant_...`).
+    /// The tenant's id, a UUID.
+    #[schema(format = Uuid)]
     pub(crate) tenant_id: String,
+    /// The agent's slug, which every `/v1/agent/*` path names it by.
     #[schema(value_type = AgentSlugSchema)]
     pub(crate) agent_id: String,
     pub(crate) display_name: Option<String>,
@@ -271,7 +302,9 @@ pub(crate) struct AgentProfile {
     #[schema(value_type = LifecycleStateSchema)]
     pub(crate) lifecycle_state: &'static str,
     pub(crate) manifest_id: Option<String>,
-    /// The parent's internal id, for an agent created by delegation.
+    /// The parent's `agent_id` (its slug), for an agent created by
+    /// delegation: the value the child's metadata holds as `parentAgentId`.
+    #[schema(value_type = Option<AgentSlugSchema>)]
     pub(crate) parent_agent_id: Option<String>,
     /// When a delegated agent's TTL runs out.
     #[schema(value_type = Option<TimestampSchema>)]
@@ -313,7 +346,7 @@ impl From<&AgentRecord> for AgentProfile {
             role: agent.role.as_str(),
             lifecycle_state: agent.lifecycle_state.as_str(),
             manifest_id: agent.manifest_id.clone(),
-            parent_agent_id: agent.parent_id.map(|id| id.to_string()),
+            parent_agent_id: agent.parent_slug.as_ref().map(|slug| slug.to_string()),
             expires_at: agent.expires_at.map(timestamp),
             metadata: agent.metadata.clone(),
             created_at: timestamp(agent.created_at),
@@ -346,6 +379,8 @@ pub(crate) struct Limits {
 /// One entry of `anomaly.recent_events` / `events`.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AnomalyEvent {
+    /// The audit event's id, a UUID.
+    #[schema(format = Uuid)]
     pub(crate) id: String,
     /// What was attempted, e.g. `auth.refused` or `budget.spend`.
     pub(crate) action: String,

@@ -68,9 +68,13 @@ impl LifecycleEvent {
         self.to == Terminated
     }
 
-    /// Whether this change is a revocation (seed 004), to be recorded as such.
-    pub fn is_revocation(&self) -> bool {
-        self.cause == TransitionCause::Forced(TerminationReason::Revoked)
+    /// When this change revokes the agent in seed 004's terms (its
+    /// `revokedAt`): at every termination, whatever the cause (a registry
+    /// revoke, an operator's move, a reclaim by a parent or an ancestor, an
+    /// expiry), since the registry's `status` is `revoked` exactly when the
+    /// agent is terminated.
+    pub fn revoked_at(&self) -> Option<OffsetDateTime> {
+        (self.to == Terminated).then_some(self.at)
     }
 }
 
@@ -284,17 +288,28 @@ mod tests {
     }
 
     #[test]
-    fn terminations_retire_credentials_and_only_revocations_count_as_such() {
+    fn every_termination_retires_credentials_and_revokes() {
         let (_, revoked) = at(Active)
             .terminate(TerminationReason::Revoked, NOW)
             .unwrap();
-        assert!(revoked.retires_credentials() && revoked.is_revocation());
-        let (_, reclaimed) = at(Active)
-            .terminate(TerminationReason::ReclaimedByParent, NOW)
-            .unwrap();
-        assert!(reclaimed.retires_credentials() && !reclaimed.is_revocation());
+        assert!(revoked.retires_credentials());
+        assert_eq!(revoked.revoked_at(), Some(NOW));
+        for reason in [
+            TerminationReason::ReclaimedByParent,
+            TerminationReason::Expired,
+            TerminationReason::Operator,
+        ] {
+            let (_, terminated) = at(Active).terminate(reason, NOW).unwrap();
+            assert!(terminated.retires_credentials(), "{reason:?}");
+            assert_eq!(terminated.revoked_at(), Some(NOW), "{reason:?}");
+        }
+        let (_, requested) = at(Suspended).request(Terminated, NOW).unwrap();
+        assert_eq!(requested.revoked_at(), Some(NOW));
+        let (_, reaped) = Lifecycle::new(Active, Some(NOW)).reap(NOW).unwrap();
+        assert_eq!(reaped.revoked_at(), Some(NOW));
         let (_, suspended) = at(Active).request(Suspended, NOW).unwrap();
-        assert!(!suspended.retires_credentials() && !suspended.is_revocation());
+        assert!(!suspended.retires_credentials());
+        assert_eq!(suspended.revoked_at(), None);
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct AgentRecord {
     pub lifecycle_state: LifecycleState,
     pub manifest_id: Option<String>,
     pub parent_id: Option<AgentId>,
+    /// The parent's slug (its `agent_id`), for an agent created by
+    /// delegation: written with the child, since slugs never change.
+    pub parent_slug: Option<AgentSlug>,
     pub expires_at: Option<OffsetDateTime>,
     pub metadata: serde_json::Value,
     pub scopes: Vec<String>,
@@ -72,13 +75,15 @@ impl AgentRecord {
             lifecycle_state: new.lifecycle_state,
             manifest_id: None,
             parent_id: new.parent_id,
+            parent_slug: None,
             expires_at: new.expires_at.map(|at| DbTime::new(at).get()),
             metadata: new.metadata,
             scopes: new.scopes,
             trust_level: new.trust_level,
             credential_epoch: 0,
             last_seen_at: None,
-            revoked_at: None,
+            // Revoked exactly when terminated, even for one created so.
+            revoked_at: (new.lifecycle_state == LifecycleState::Terminated).then_some(now),
             created_at: now,
             updated_at: now,
             origin: new.origin,
@@ -87,15 +92,17 @@ impl AgentRecord {
 
     /// Takes on the state a lifecycle decision produced, with the effects
     /// `agentry-lifecycle` attaches to it: a new credential epoch (retiring
-    /// every earlier token) and the revocation time.
+    /// every earlier token) and the revocation time, which every
+    /// termination sets (`revoked_at` is the one source of seed 004's
+    /// `revokedAt`).
     pub(crate) fn apply_lifecycle(&mut self, next: &Lifecycle, event: &LifecycleEvent) {
         self.lifecycle_state = next.state;
         self.updated_at = DbTime::new(event.at).get();
         if event.retires_credentials() {
             self.credential_epoch += 1;
         }
-        if event.is_revocation() {
-            self.revoked_at = Some(self.updated_at);
+        if let Some(at) = event.revoked_at() {
+            self.revoked_at = Some(DbTime::new(at).get());
         }
     }
 }
@@ -223,6 +230,7 @@ pub(crate) struct AgentRow {
     origin: String,
     /// `NULL` when the name is the slug itself.
     name: Option<String>,
+    parent_slug: Option<String>,
 }
 
 fn corrupt(error: impl std::fmt::Display) -> StoreError {
@@ -250,6 +258,12 @@ impl TryFrom<AgentRow> for AgentRecord {
             lifecycle_state: row.lifecycle_state.parse().map_err(corrupt)?,
             manifest_id: row.manifest_id,
             parent_id: row.parent_id.map(|id| AgentId::from_uuid(id.0)),
+            parent_slug: row
+                .parent_slug
+                .as_deref()
+                .map(AgentSlug::parse)
+                .transpose()
+                .map_err(corrupt)?,
             expires_at: row.expires_at.map(DbTime::get),
             metadata: serde_json::from_str(&row.metadata).map_err(corrupt)?,
             scopes: serde_json::from_str(&row.scopes).map_err(corrupt)?,
@@ -296,6 +310,10 @@ impl From<&AgentRecord> for AgentRow {
             updated_at: DbTime::new(agent.updated_at),
             origin: agent.origin.as_str().to_owned(),
             name: stored_name(agent),
+            parent_slug: agent
+                .parent_slug
+                .as_ref()
+                .map(|slug| slug.as_str().to_owned()),
         }
     }
 }

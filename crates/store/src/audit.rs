@@ -232,6 +232,30 @@ impl Store {
         rows.into_iter().map(AuditRow::into_event).collect()
     }
 
+    /// The newest events about `target` whose outcome is one of
+    /// `outcomes`, newest first: filtered in the query, then limited, so
+    /// any number of other events after them hides none of them.
+    pub async fn audit_events_with_outcome(
+        &self,
+        tenant: TenantId,
+        target: &str,
+        outcomes: &[&str],
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows: Vec<AuditRow> = read!(self, |conn| {
+            audit_events::table
+                .filter(audit_events::tenant_id.eq(DbUuid(tenant.as_uuid())))
+                .filter(audit_events::target.eq(target))
+                .filter(audit_events::outcome.eq_any(outcomes))
+                .order(audit_events::seq.desc())
+                .limit(limit)
+                .select(AuditRow::as_select())
+                .load(conn)
+                .await
+        })?;
+        rows.into_iter().map(AuditRow::into_event).collect()
+    }
+
     /// Walks the tenant's chain from the start; `Ok(Err(link))` names the
     /// first event whose hash, predecessor or sequence does not hold.
     pub async fn verify_audit_chain(

@@ -85,8 +85,7 @@ impl Store {
     {
         child.parent_id = Some(parent);
         let record = AgentRecord::new(tenant, AgentId::from_uuid(new_id()), child, now);
-        let row = AgentRow::from(&record);
-        write_tx!(self, |conn| {
+        let (touched, record) = write_tx!(self, |conn| {
             let (accounts, mut next_seq) = load_accounts!(conn, self.accounts, tenant, [parent]);
             let agents = load_agents!(conn, tenant, [parent]);
             let limits = load_limits!(
@@ -100,8 +99,10 @@ impl Store {
                 limits,
             };
             let (slice, allocation) = decide(&view, record.id)?;
+            let mut record = record.clone();
+            record.parent_slug = Some(view.agent(parent)?.slug.clone());
             diesel::insert_into(agents::table)
-                .values(&row)
+                .values(&AgentRow::from(&record))
                 .execute(conn)
                 .await
                 .map_err(|error| crate::tenants::conflict_as(error, "agent"))?;
@@ -113,9 +114,9 @@ impl Store {
                 [(parent, slice), (record.id, allocation)],
                 None
             );
-            Ok::<_, StoreError>(touched)
-        })
-        .map(|touched| self.publish_ledger_changes(&touched))?;
+            Ok::<_, StoreError>((touched, record))
+        })?;
+        self.publish_ledger_changes(&touched);
         Ok(record)
     }
 

@@ -29,7 +29,8 @@ pub struct IntegrityReport {
 impl Store {
     /// Checks, per tenant: every agent bootstrap activated and that is still
     /// active has its agent-limits entry (seed 000's "profile + limits, or
-    /// nothing usable"); every agent's ledger replays and every transfer
+    /// nothing usable"); an agent has a `revoked_at` exactly when it is
+    /// terminated (seed 004's `revokedAt`); every agent's ledger replays and every transfer
     /// between parent and child is written on both sides; no account has
     /// committed more than its enforced caps at `now`; every consumed
     /// one-time token took effect (an invite's user has a password, a
@@ -72,6 +73,14 @@ impl Store {
                     report.violations.push(format!(
                         "{name}: active after bootstrap, but no agent-limits entry"
                     ));
+                }
+                let terminated = agent.lifecycle_state == LifecycleState::Terminated;
+                if terminated != agent.revoked_at.is_some() {
+                    report.violations.push(if terminated {
+                        format!("{name}: terminated, but without its revoked_at")
+                    } else {
+                        format!("{name}: a revoked_at, but not terminated")
+                    });
                 }
                 let own = entries.remove(&agent.id).unwrap_or_default();
                 match Account::replay(own) {

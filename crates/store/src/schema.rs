@@ -42,6 +42,7 @@ diesel::table! {
         updated_at -> PortableTime,
         origin -> Text,
         name -> Nullable<Text>,
+        parent_slug -> Nullable<Text>,
     }
 }
 

@@ -441,8 +441,19 @@ async fn delegation_slices_budget_and_reclaiming_returns_exactly_the_unspent_par
 
         let (status, child) = call(&app, Method::POST, path, Some(&parent), request.clone()).await;
         assert_eq!(status, 201, "{child}");
-        assert!(child["profile"]["parentAgentId"].is_string(), "{child}");
+        // parentAgentId is the parent's agent_id, in the profile as in the
+        // metadata, on every route that shows the child's profile.
+        assert_eq!(child["profile"]["parentAgentId"], "parent", "{child}");
         assert_eq!(child["profile"]["metadata"]["parentAgentId"], "parent");
+        let (_, read) = get(&app, "/v1/agent/profiles/child-worker-01", Some(operator.expose())).await;
+        assert_eq!(read["profile"]["parentAgentId"], "parent", "{read}");
+        assert_eq!(read["profile"]["metadata"]["parentAgentId"], "parent");
+        let (_, me) = get(&app, "/v1/agent/profiles/me", child["jwt"].as_str()).await;
+        assert_eq!(me["profile"]["parentAgentId"], "parent", "{me}");
+        let (_, listed) = get(&app, "/v1/agent/profiles", Some(operator.expose())).await;
+        let profiles = listed["profiles"].as_array().unwrap();
+        let of = |slug: &str| profiles.iter().find(|profile| profile["agentId"] == slug).unwrap()["parentAgentId"].clone();
+        assert_eq!((of("child-worker-01"), of("parent")), (json!("parent"), Value::Null));
         assert_eq!(child["budget"]["profile_daily_usd"], 1.0);
         assert!(child["profile"]["expiresAt"].is_string());
         let (status, again) = call(&app, Method::POST, path, Some(&parent), request).await;

@@ -429,3 +429,61 @@ async fn api_key_routes_refuse_tokens_and_agent_keys_and_check_permissions() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anomaly_me_shows_the_latest_anomalies_however_many_other_events_follow() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let acme = tenant(&db.store, "acme").await;
+        let worker = agent(&db.store, acme, "busy", LifecycleState::Active).await;
+        let event = |outcome: &str, n: usize| agentry_store::NewAuditEvent {
+            actor: "agent:busy".into(),
+            action: "budget.spend".into(),
+            target: Some("agent:busy".into()),
+            outcome: outcome.into(),
+            detail: serde_json::json!({ "reason": format!("reason-{n}") }),
+        };
+        // An old refusal, then far more routine events than one page holds.
+        db.store
+            .append_audit(acme, event("denied", 0), now())
+            .await
+            .unwrap();
+        let routine = (0..45).map(|n| event("success", n)).collect();
+        db.store
+            .append_audit_batch(acme, routine, now())
+            .await
+            .unwrap();
+        let (token, _) = state.mint_agent_token(&worker, now()).unwrap();
+        let (status, body) = get(&app, "/v1/agent/anomaly/me", Some(&token)).await;
+        assert_eq!(status, 200, "{body}");
+        let reasons = |events: &serde_json::Value| -> Vec<String> {
+            events
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|event| event["reason"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(reasons(&body["events"]), ["reason-0"], "{body}");
+        let (_, status_body) = get(&app, "/v1/agent/status", Some(&token)).await;
+        assert_eq!(
+            reasons(&status_body["anomaly"]["recent_events"]),
+            ["reason-0"]
+        );
+
+        // Many anomalies: the 20 most recent, newest first.
+        let failures = (1..=25)
+            .map(|n| event(if n % 2 == 0 { "failed" } else { "denied" }, n))
+            .chain((0..30).map(|n| event("ok", n)))
+            .collect();
+        db.store
+            .append_audit_batch(acme, failures, now())
+            .await
+            .unwrap();
+        let (_, body) = get(&app, "/v1/agent/anomaly/me", Some(&token)).await;
+        let expected: Vec<String> = (6..=25).rev().map(|n| format!("reason-{n}")).collect();
+        assert_eq!(reasons(&body["events"]), expected);
+    })
+    .await;
+}

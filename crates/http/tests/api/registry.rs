@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::test;
-use agentry_domain::{AgentSlug, ApiKeyRole, LifecycleState, TenantId, TrustLevel};
+use agentry_domain::{AgentId, AgentSlug, ApiKeyRole, LifecycleState, TenantId, TrustLevel};
 use agentry_store::{NewAgent, Store, now};
 use agentry_testkit::on_both_backends;
 use serde_json::{Value, json};
 
-use crate::{app, get, send, state_for, tenant, tenant_key};
+use crate::{app, call, get, send, state_for, tenant, tenant_key};
 
 /// `method path` with the tenant header, a bearer key and an optional body.
 async fn registry<S>(
@@ -394,6 +394,129 @@ async fn revoke_and_rotate_cut_credentials_off_on_the_next_request() {
     .await;
 }
 
+/// The registry's `agentId` of a seed 001 profile (whose `id` is the UUID).
+fn registry_id(profile: &Value) -> String {
+    profile["id"]
+        .as_str()
+        .unwrap()
+        .parse::<AgentId>()
+        .unwrap()
+        .to_type_id()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoked_at_is_set_however_the_agent_was_terminated() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let tenant = tenant(&db.store, "acme").await;
+        let admin = tenant_key(&db.store, tenant, ApiKeyRole::Admin).await;
+        let key = admin.expose();
+        let record = async |id: &str| {
+            let path = format!("/api/v1/agents/{id}");
+            let (status, body) = registry(&app, Method::GET, &path, key, None, None).await;
+            assert_eq!(status, 200, "{body}");
+            body["data"].clone()
+        };
+        let assert_revoked = async |id: &str, route: &str| -> String {
+            let data = record(id).await;
+            assert_eq!(data["status"], "revoked", "{route}: {data}");
+            assert_eq!(data["lifecycleState"], "terminated", "{route}: {data}");
+            let at = data["revokedAt"].as_str();
+            assert!(at.is_some_and(|at| at.ends_with('Z')), "{route}: {data}");
+            at.unwrap().to_owned()
+        };
+        let bootstrap = async |slug: &str| -> (String, String) {
+            let body = json!({
+                "agent_id": slug, "budget_daily_usd": 5.0, "metadata": { "can_delegate": true }
+            });
+            let (status, body) =
+                call(&app, Method::POST, "/v1/agent/bootstrap", Some(key), body).await;
+            assert_eq!(status, 201, "{body}");
+            (
+                body["jwt"].as_str().unwrap().to_owned(),
+                registry_id(&body["profile"]),
+            )
+        };
+        let delegate = async |jwt: &str, child: &str, ttl: Option<i64>| -> String {
+            let mut body = json!({ "agent_id": child, "budget_allocation_usd": 1.0 });
+            if let Some(ttl) = ttl {
+                body["ttl_seconds"] = json!(ttl);
+            }
+            let (status, created) =
+                call(&app, Method::POST, "/v1/agent/delegate", Some(jwt), body).await;
+            assert_eq!(status, 201, "{created}");
+            registry_id(&created["profile"])
+        };
+
+        // Seed 004's revoke.
+        let (_, revoked) = bootstrap("by-registry").await;
+        let path = format!("/api/v1/agents/{revoked}");
+        let (status, answer) = registry(&app, Method::DELETE, &path, key, None, None).await;
+        assert_eq!(status, 200, "{answer}");
+        let at = assert_revoked(&revoked, "registry revoke").await;
+        assert_eq!(answer["data"]["revokedAt"], at.as_str());
+
+        // Seed 001's lifecycle move to terminated, and its cascade to the
+        // agent's sub-agent.
+        let (jwt, stopped) = bootstrap("by-lifecycle").await;
+        let kid = delegate(&jwt, "lifecycle-kid", None).await;
+        assert!(record(&kid).await["revokedAt"].is_null());
+        for to in ["suspended", "terminated"] {
+            let (status, body) = call(
+                &app,
+                Method::PATCH,
+                "/v1/agent/profiles/lifecycle/by-lifecycle",
+                Some(key),
+                json!({ "state": to }),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            if to == "suspended" {
+                assert!(
+                    record(&stopped).await["revokedAt"].is_null(),
+                    "suspended is not revoked"
+                );
+            }
+        }
+        let at = assert_revoked(&stopped, "lifecycle PATCH").await;
+        assert_eq!(assert_revoked(&kid, "cascade").await, at);
+        // A revoke of an agent terminated another way answers the same time.
+        let path = format!("/api/v1/agents/{kid}");
+        let (status, answer) = registry(&app, Method::DELETE, &path, key, None, None).await;
+        assert_eq!(
+            (status, answer["data"]["revokedAt"].as_str()),
+            (200, Some(at.as_str()))
+        );
+
+        // A parent's reclaim of its sub-agent; the parent stays unrevoked.
+        let (jwt, parent) = bootstrap("by-parent").await;
+        let reclaimed = delegate(&jwt, "reclaimed-kid", None).await;
+        let (status, body) = call(
+            &app,
+            Method::DELETE,
+            "/v1/agent/sub-agents/reclaimed-kid",
+            Some(&jwt),
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_revoked(&reclaimed, "sub-agent reclaim").await;
+        let parent_record = record(&parent).await;
+        assert_eq!(
+            (&parent_record["status"], &parent_record["revokedAt"]),
+            (&json!("active"), &Value::Null)
+        );
+
+        // The reaper, once a delegated agent's TTL has run out.
+        let short = delegate(&jwt, "short-kid", Some(1)).await;
+        assert!(record(&short).await["revokedAt"].is_null());
+        assert!(state.reap_expired(now() + time::Duration::seconds(5)).await >= 1);
+        assert_revoked(&short, "expiry").await;
+    })
+    .await;
+}
+
 async fn insert_agents(store: &Store, tenant: TenantId, prefix: &str, count: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..count {
@@ -521,6 +644,54 @@ async fn pages_return_every_existing_agent_once_while_others_come_and_go() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_limit_past_100_is_clamped_to_100() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let tenant = tenant(&db.store, "acme").await;
+        let key = tenant_key(&db.store, tenant, ApiKeyRole::Operator).await;
+        let key = key.expose();
+        insert_agents(&db.store, tenant, "many", 105).await;
+
+        let (status, page) = registry(
+            &app,
+            Method::GET,
+            "/api/v1/agents?limit=500",
+            key,
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["data"].as_array().unwrap().len(), 100);
+        assert_eq!(page["pagination"]["hasMore"], true);
+        let cursor = page["pagination"]["cursor"].as_str().unwrap();
+        let (status, rest) = registry(
+            &app,
+            Method::GET,
+            &format!("/api/v1/agents?limit=101&cursor={cursor}"),
+            key,
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{rest}");
+        assert_eq!(rest["data"].as_array().unwrap().len(), 5);
+        assert_eq!(rest["pagination"]["hasMore"], false);
+        for query in ["limit=0", "limit=-5", "limit=many"] {
+            let path = format!("/api/v1/agents?{query}");
+            let (status, problem) = registry(&app, Method::GET, &path, key, None, None).await;
+            assert_eq!(
+                (status, problem["code"].as_str()),
+                (400, Some("invalid_query")),
+                "{query}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn bad_input_is_a_400_never_a_500() {
     on_both_backends(|db| async move {
         let state = state_for(&db).await;
@@ -556,7 +727,6 @@ async fn bad_input_is_a_400_never_a_500() {
         }
         for query in [
             "limit=0",
-            "limit=101",
             "limit=abc",
             "limit=-1",
             "limit=1.5",

@@ -3,6 +3,7 @@
 
 use agentry_domain::{Email, LifecycleState, Money};
 use agentry_ledger::EnforcedLimits;
+use agentry_lifecycle::TerminationReason;
 use agentry_store::{
     Appends, BootstrapAgent, BootstrapHuman, InstanceBootstrap, NewAgent, NewAuditEvent,
     ProfilePatch, now,
@@ -52,6 +53,15 @@ async fn a_sound_database_passes_and_each_kind_of_damage_is_named() {
         assert_eq!(report.violations, Vec::<String>::new());
         assert_eq!((report.tenants, report.agents, report.ledger_entries, report.audit_events), (1, 1, 3, 2));
 
+        // A terminated agent whose revocation time was lost.
+        let ended = NewAgent::named(slug("ended"), LifecycleState::Active);
+        let ended = store.create_agent(acme, ended, now()).await.unwrap();
+        store
+            .reclaim_agent(acme, ended.id, TerminationReason::Operator, now())
+            .await
+            .unwrap();
+        assert_eq!(store.check_integrity(now()).await.unwrap().violations, Vec::<String>::new());
+        db.execute_raw("UPDATE agents SET revoked_at = NULL WHERE slug = 'ended'").await;
         // A cap lowered under what was committed.
         let patch = ProfilePatch {
             budget_daily: Some(Some(Money::from_usd(5))),
@@ -110,7 +120,8 @@ async fn a_sound_database_passes_and_each_kind_of_damage_is_named() {
         assert_eq!(report.consumed_tokens, 3);
         assert!(all.contains("invite token") && all.contains("did not take effect"), "{all}");
         assert!(all.contains("provisioning token"), "{all}");
-        assert_eq!(report.violations.len(), 5, "{all}");
+        assert_eq!(report.violations.len(), 6, "{all}");
+        assert!(all.contains("agent ended: terminated, but without its revoked_at"), "{all}");
         assert!(all.contains("above its cap"), "{all}");
         assert!(all.contains("no agent-limits entry"), "{all}");
         assert!(all.contains("audit event 2 breaks the chain"), "{all}");

@@ -9,6 +9,7 @@ mod integrity;
 mod limits;
 mod provisioning;
 mod registry;
+mod revocation;
 mod schema;
 mod workspace;
 use agentry_testkit as support;
