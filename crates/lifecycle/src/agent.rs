@@ -5,11 +5,14 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 /// The transitions an operator may request (DESIGN.md §2, seed 001's table
-/// plus `provisioned`). Anything not listed is refused with
+/// plus `provisioned`). A provisioned agent may also be quarantined or
+/// suspended before its first bootstrap: seed 001's table has no
+/// `provisioned`, so a client that creates a profile and then quarantines
+/// it (the seed's lifecycle example) must not be refused. Anything not listed is refused with
 /// [`LifecycleError::InvalidTransition`], including a move to the current
 /// state: a request that changes nothing is a client mistake worth telling.
 const REQUESTABLE: &[(LifecycleState, &[LifecycleState])] = &[
-    (Provisioned, &[Active, Terminated]),
+    (Provisioned, &[Active, Quarantined, Suspended, Terminated]),
     (Active, &[Quarantined, Suspended]),
     (Quarantined, &[Active, Suspended]),
     (Suspended, &[Active, Terminated]),
@@ -213,7 +216,10 @@ mod tests {
     #[test]
     fn the_table_of_seed_001_and_design_holds() {
         let expected = [
-            (Provisioned, vec![Active, Terminated]),
+            (
+                Provisioned,
+                vec![Active, Quarantined, Suspended, Terminated],
+            ),
             (Active, vec![Quarantined, Suspended]),
             (Quarantined, vec![Active, Suspended]),
             (Suspended, vec![Active, Terminated]),
@@ -335,6 +341,8 @@ mod tests {
     /// DESIGN.md §2 written out independently of `REQUESTABLE`.
     const REFERENCE: &[(LifecycleState, LifecycleState)] = &[
         (Provisioned, Active),
+        (Provisioned, Quarantined),
+        (Provisioned, Suspended),
         (Provisioned, Terminated),
         (Active, Quarantined),
         (Active, Suspended),

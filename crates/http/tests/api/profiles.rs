@@ -359,3 +359,59 @@ async fn the_agent_limits_map_is_read_replaced_and_merged_with_versions() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_created_profile_takes_the_seeds_lifecycle_example_before_its_first_bootstrap() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let acme = tenant(&db.store, "acme").await;
+        let admin = tenant_key(&db.store, acme, ApiKeyRole::Admin).await;
+        let (status, body) = call(
+            &app,
+            Method::POST,
+            "/v1/agent/profiles",
+            Some(admin.expose()),
+            json!({ "agentId": "my-agent-01", "displayName": "Sales Assistant" }),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        // Seed 001's lifecycle body, as printed, on the fresh profile.
+        let (status, body) = call(
+            &app,
+            Method::PATCH,
+            "/v1/agent/profiles/lifecycle/my-agent-01",
+            Some(admin.expose()),
+            json!({ "state": "quarantined" }),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["profile"]["lifecycleState"], "quarantined");
+        // Quarantine keeps it out of service: a bootstrap gives a token that
+        // only reads its own state.
+        let (status, body) = call(
+            &app,
+            Method::POST,
+            "/v1/agent/bootstrap",
+            Some(admin.expose()),
+            json!({ "agent_id": "my-agent-01" }),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["profile"]["lifecycleState"], "quarantined", "{body}");
+        let token = body["jwt"].as_str().unwrap();
+        let (status, refused) = call(
+            &app,
+            Method::POST,
+            "/v1/agent/spend",
+            Some(token),
+            json!({ "amount_usd": 0.01 }),
+        )
+        .await;
+        assert_eq!(
+            (status, refused["code"].as_str()),
+            (403, Some("agent_quarantined"))
+        );
+    })
+    .await;
+}

@@ -646,6 +646,15 @@ async fn agent_keys_are_shown_once_listed_without_secrets_and_stop_when_deleted(
         )
         .await;
         assert_eq!(status, 404);
+        let (status, _) = call(
+            &app,
+            Method::POST,
+            "/api/v1/agents/agent_unknown/keys",
+            Some(&ws.admin_session),
+            json!({ "name": "nobody's" }),
+        )
+        .await;
+        assert_eq!(status, 404);
 
         // A key past its `expires_at` reads as unknown.
         let tenant = db.store.instance_tenant().await.unwrap().unwrap();
