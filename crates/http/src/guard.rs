@@ -33,10 +33,11 @@ enum Presented {
     Jwt(String),
 }
 
-fn presented(request: &HttpRequest) -> Option<Presented> {
+/// The credential text a request carries: the bearer token, else
+/// `X-API-Key`; `None` when absent or empty.
+fn credential_text(headers: &actix_web::http::header::HeaderMap) -> Option<&str> {
     let header = |name: &str| {
-        request
-            .headers()
+        headers
             .get(name)
             .and_then(|value| value.to_str().ok())
             .map(str::trim)
@@ -47,10 +48,13 @@ fn presented(request: &HttpRequest) -> Option<Presented> {
             .or_else(|| value.strip_prefix("bearer "))
             .map(str::trim)
     });
-    let credential = bearer.or_else(|| header("x-api-key"))?;
-    if credential.is_empty() {
-        return None;
-    }
+    bearer
+        .or_else(|| header("x-api-key"))
+        .filter(|credential| !credential.is_empty())
+}
+
+fn presented(request: &HttpRequest) -> Option<Presented> {
+    let credential = credential_text(request.headers())?;
     Some(if credential.starts_with("agy_") {
         Presented::ApiKey(credential.to_owned())
     } else {
@@ -551,6 +555,19 @@ fn bearer_claims(
 /// replica at once, since it is read from the database). Sessions are
 /// human-paced, so the read costs nothing that matters.
 async fn live_session(state: &AppState, claims: Claims) -> Result<SessionPrincipal, ApiError> {
+    let user = live_user(state, claims).await?;
+    Ok(SessionPrincipal {
+        user_id: user.id,
+        tenant_id: user.tenant_id,
+    })
+}
+
+/// The user behind a session, if the session is live: one read that the
+/// session check and the caller's role both use.
+async fn live_user(
+    state: &AppState,
+    claims: Claims,
+) -> Result<agentry_store::UserRecord, ApiError> {
     let tenant = TenantId::from_uuid(claims.tid);
     let user_id = claims.sub;
     let user = state
@@ -558,10 +575,7 @@ async fn live_session(state: &AppState, claims: Claims) -> Result<SessionPrincip
         .detached(async move |store| store.user(tenant, user_id).await)
         .await?;
     match user {
-        Some(user) if user.session_epoch == claims.epoch => Ok(SessionPrincipal {
-            user_id,
-            tenant_id: tenant,
-        }),
+        Some(user) if user.session_epoch == claims.epoch => Ok(user),
         _ => Err(invalid_token()),
     }
 }
@@ -628,21 +642,8 @@ pub(crate) fn is_workspace_request(request: &actix_web::dev::RequestHead) -> boo
     if request.headers.contains_key("x-bulwark-tenant") {
         return false;
     }
-    let header = |name: &str| {
-        request
-            .headers
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .map(str::trim)
-    };
-    let bearer = header("authorization").and_then(|value| {
-        value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-    });
-    match bearer.or_else(|| header("x-api-key")) {
-        None | Some("") => false,
+    match credential_text(&request.headers) {
+        None => false,
         Some(credential) if credential.starts_with("agy_") => {
             ApiKey::parse(credential).is_ok_and(|key| key.kind() == ApiKeyKind::Agent)
         }
@@ -669,13 +670,8 @@ async fn workspace_principal(request: HttpRequest) -> Result<WorkspacePrincipal,
             .map_err(|error| ApiError::internal(&error))
     };
     if let Ok(claims) = bearer_claims(&request, Audience::Session, missing) {
-        let session = live_session(&state, claims).await?;
-        let (tenant, id) = (session.tenant_id, session.user_id);
-        let user = state
-            .store
-            .detached(async move |store| store.user(tenant, id).await)
-            .await?
-            .ok_or_else(invalid_token)?;
+        let user = live_user(&state, claims).await?;
+        let tenant = user.tenant_id;
         if instance != Some(tenant) {
             return Err(workspace_credentials_required());
         }
