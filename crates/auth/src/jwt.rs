@@ -58,6 +58,12 @@ pub struct Claims {
     /// or rotating the subject's credentials bumps its epoch, and a token
     /// from an older epoch is refused from the next request on.
     pub epoch: i64,
+    /// A session's user, under the names Agent United's web client decodes
+    /// (`user_id` is `sub` again). Never set on agent or callback tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
 impl Claims {
@@ -308,6 +314,8 @@ impl JwtIssuer {
             exp: (now + lifetime).unix_timestamp(),
             jti,
             epoch,
+            user_id: None,
+            email: None,
         }
     }
 

@@ -21,6 +21,7 @@ use crate::state::AppState;
 use crate::validate::Problems;
 use crate::wire::{TimestampSchema, timestamp};
 
+/// Under `/api/v1`, and under `/v1` as Agent United serves them too.
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config
         .route("/api/v1/channels", web::post().to(create_channel))
@@ -45,6 +46,26 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
         .route(
             "/api/v1/channels/{channel_id}/members/{user_id}",
             web::delete().to(remove_member),
+        )
+        .route("/v1/channels", web::post().to(create_channel))
+        .route("/v1/channels", web::get().to(list_channels))
+        .route("/v1/channels/{channel_id}", web::get().to(read_channel))
+        .route("/v1/channels/{channel_id}", web::patch().to(update_channel))
+        .route(
+            "/v1/channels/{channel_id}",
+            web::delete().to(delete_channel),
+        )
+        .route(
+            "/v1/channels/{channel_id}/members",
+            web::get().to(list_members),
+        )
+        .route(
+            "/v1/channels/{channel_id}/members",
+            web::post().to(add_member),
+        )
+        .route(
+            "/v1/channels/{channel_id}/members/{user_id}",
+            web::delete().to(remove_member),
         );
 }
 
@@ -67,6 +88,11 @@ struct Channel {
     id: Uuid,
     /// `id` again, as the bootstrap's answer names it.
     channel_id: Uuid,
+    /// Always `channel` (Agent United tells channels from direct messages,
+    /// which are not part of the seeds).
+    #[serde(rename = "type")]
+    #[schema(example = "channel")]
+    kind: &'static str,
     name: String,
     topic: Option<String>,
     /// User ids, in the order they joined.
@@ -76,11 +102,14 @@ struct Channel {
     created_at: String,
 }
 
+const CHANNEL_KIND: &str = "channel";
+
 impl From<ChannelRecord> for Channel {
     fn from(channel: ChannelRecord) -> Self {
         Channel {
             id: channel.id,
             channel_id: channel.id,
+            kind: CHANNEL_KIND,
             name: channel.name,
             topic: channel.topic,
             member_count: channel.members.len(),
@@ -90,22 +119,79 @@ impl From<ChannelRecord> for Channel {
     }
 }
 
-/// One channel: Agent United's clients read it under `channel`; its fields
-/// are repeated at the top level, as this route answered before.
+/// A member as a channel's own answer lists it.
+#[derive(Debug, Serialize, ToSchema)]
+struct ChannelMemberSummary {
+    /// The user's id.
+    id: Uuid,
+    email: String,
+    display_name: String,
+    /// The member's role in this channel.
+    role: String,
+}
+
+/// A channel as Agent United's clients read it under `channel`: its
+/// members as objects.
+#[derive(Debug, Serialize, ToSchema)]
+struct ChannelDetail {
+    id: Uuid,
+    /// `id` again, as the bootstrap's answer names it.
+    channel_id: Uuid,
+    /// Always `channel`.
+    #[serde(rename = "type")]
+    #[schema(example = "channel")]
+    kind: &'static str,
+    name: String,
+    topic: Option<String>,
+    /// In the order they joined.
+    members: Vec<ChannelMemberSummary>,
+    member_count: usize,
+    #[schema(value_type = TimestampSchema)]
+    created_at: String,
+}
+
+/// One channel: Agent United's clients read it under `channel`; the same
+/// fields are repeated at the top level (there `members` are user ids),
+/// as this route answered before.
 #[derive(Debug, Serialize, ToSchema)]
 struct OneChannel {
-    channel: Channel,
+    channel: ChannelDetail,
     #[serde(flatten)]
     #[schema(inline)]
     fields: Channel,
 }
 
-fn one_channel(status: StatusCode, channel: ChannelRecord) -> HttpResponse {
-    let channel = Channel::from(channel);
-    HttpResponse::build(status).json(OneChannel {
-        fields: channel.clone(),
-        channel,
-    })
+/// The answer for `channel`, its members read with it.
+async fn one_channel(
+    state: &AppState,
+    status: StatusCode,
+    channel: ChannelRecord,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, id) = (channel.tenant_id, channel.id);
+    let members = state
+        .store
+        .detached(async move |store| store.channel_members(tenant, id).await)
+        .await?;
+    let fields = Channel::from(channel);
+    let channel = ChannelDetail {
+        id: fields.id,
+        channel_id: fields.id,
+        kind: CHANNEL_KIND,
+        name: fields.name.clone(),
+        topic: fields.topic.clone(),
+        member_count: members.len(),
+        members: members
+            .into_iter()
+            .map(|member| ChannelMemberSummary {
+                id: member.user.id,
+                email: member.user.email,
+                display_name: member.user.display_name,
+                role: member.role,
+            })
+            .collect(),
+        created_at: fields.created_at.clone(),
+    };
+    Ok(HttpResponse::build(status).json(OneChannel { channel, fields }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -218,7 +304,6 @@ fn channel_store_error(error: StoreError) -> ApiError {
 const NAME_RULE: &str = "must be 1 to 100 letters, digits, spaces and hyphens";
 
 #[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 struct NewChannel {
     #[schema(min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9 -]+$")]
     name: String,
@@ -278,7 +363,7 @@ async fn create_channel(
         .await
         .map_err(channel_store_error)?;
     audit(&state, &caller, "workspace.channel.create", channel.id);
-    Ok(one_channel(StatusCode::CREATED, channel))
+    one_channel(&state, StatusCode::CREATED, channel).await
 }
 
 /// The channels the caller may see: every channel for the workspace admin,
@@ -359,11 +444,10 @@ async fn read_channel(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let channel = visible_channel(&state, &caller, &path).await?;
-    Ok(one_channel(StatusCode::OK, channel))
+    one_channel(&state, StatusCode::OK, channel).await
 }
 
 #[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 struct ChannelUpdate {
     #[schema(min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9 -]+$")]
     name: Option<String>,
@@ -436,7 +520,7 @@ async fn update_channel(
         .await
         .map_err(channel_store_error)?;
     audit(&state, &caller, "workspace.channel.update", id);
-    Ok(one_channel(StatusCode::OK, updated))
+    one_channel(&state, StatusCode::OK, updated).await
 }
 
 /// Deletes a channel and its memberships.
@@ -519,7 +603,6 @@ async fn list_members(
 }
 
 #[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 struct NewMember {
     /// A user of the workspace.
     user_id: Uuid,

@@ -29,6 +29,7 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config
         .route("/api/v1/bootstrap", web::post().to(bootstrap))
         .route("/api/v1/bootstrap/status", web::get().to(status))
+        .route("/api/v1/invite", web::get().to(read_invite))
         .route("/api/v1/invite/accept", web::post().to(accept_invite))
         .route("/api/v1/auth/login", web::post().to(login))
         .route("/api/v1/auth/logout", web::post().to(logout))
@@ -40,6 +41,7 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
 #[openapi(paths(
     bootstrap,
     status,
+    read_invite,
     accept_invite,
     login,
     logout,
@@ -66,6 +68,38 @@ pub(crate) struct AgentProfileSpec {
     avatar_url: Option<String>,
     #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Seed 002's body of `POST /api/v1/agents`: the bootstrap's agent, but
+/// the display name may be left out and fields other clients send along
+/// are ignored, as Agent United does.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub(crate) struct NewWorkspaceAgent {
+    /// Letters, digits and hyphens, 3 to 100, mixed case allowed; unique in
+    /// the workspace ignoring case (docs/api.md: names and slugs).
+    #[schema(min_length = 3, max_length = 100, pattern = "^[A-Za-z0-9-]+$")]
+    name: String,
+    #[schema(min_length = 1, max_length = 255)]
+    display_name: Option<String>,
+    #[schema(max_length = 2000)]
+    description: Option<String>,
+    /// Kept in the agent's metadata as `avatar_url`.
+    #[schema(min_length = 1, max_length = 2048)]
+    avatar_url: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl From<NewWorkspaceAgent> for AgentProfileSpec {
+    fn from(agent: NewWorkspaceAgent) -> Self {
+        AgentProfileSpec {
+            name: agent.name,
+            display_name: agent.display_name,
+            description: agent.description,
+            avatar_url: agent.avatar_url,
+            metadata: agent.metadata,
+        }
+    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -184,6 +218,21 @@ debug_redacting!(HumanInvited { user_id, email; secret: invite_token, invite_url
 const MAX_AGENTS: usize = 100;
 const MAX_HUMANS: usize = 100;
 
+/// An agent of the bootstrap, whose display name seed 002 requires.
+fn bootstrap_agent_spec(
+    problems: &mut Problems,
+    field: &str,
+    spec: &AgentProfileSpec,
+    names: &mut BTreeSet<String>,
+) -> Option<NewAgent> {
+    if spec.display_name.is_none() {
+        problems.push(format!("{field}.display_name: is required"));
+    }
+    agent_spec(problems, field, spec, names)
+}
+
+/// The agent `spec` describes, its problems pushed to `problems`; `names`
+/// holds the slugs taken earlier in the same request.
 pub(crate) fn agent_spec(
     problems: &mut Problems,
     field: &str,
@@ -209,10 +258,7 @@ pub(crate) fn agent_spec(
             spec.name
         ));
     }
-    match spec.display_name.as_deref() {
-        None => problems.push(format!("{}: is required", at("display_name"))),
-        Some(name) => problems.length(&at("display_name"), Some(name), 1, 255),
-    }
+    problems.length(&at("display_name"), spec.display_name.as_deref(), 1, 255);
     problems.length(&at("description"), spec.description.as_deref(), 0, 2000);
     problems.length(&at("avatar_url"), spec.avatar_url.as_deref(), 1, 2048);
     let mut agent = NewAgent::called(name?, LifecycleState::Active).made_by(AgentOrigin::Workspace);
@@ -302,7 +348,7 @@ async fn bootstrap(
             let strong = check_password_strength(password, &[&body.primary_agent.email]);
             problems.check(strong, "primary_agent.password").is_some()
         });
-    let primary_agent = agent_spec(
+    let primary_agent = bootstrap_agent_spec(
         &mut problems,
         "primary_agent.agent_profile",
         &body.primary_agent.agent_profile,
@@ -318,7 +364,7 @@ async fn bootstrap(
         .iter()
         .enumerate()
         .map(|(index, spec)| {
-            agent_spec(&mut problems, &format!("agents[{index}]"), spec, &mut names)
+            bootstrap_agent_spec(&mut problems, &format!("agents[{index}]"), spec, &mut names)
         })
         .collect();
     let mut emails: BTreeSet<String> = primary_email
@@ -586,14 +632,7 @@ debug_redacting!(Session { user_id, email, display_name, expires_at; secret: jwt
 /// epoch on and retires it.
 fn session(state: &AppState, user: &UserRecord) -> Result<HttpResponse, ApiError> {
     let (jwt, expires_at) = state
-        .mint(
-            Audience::Session,
-            user.id,
-            user.tenant_id,
-            user.session_epoch,
-            now(),
-            state.settings.session_token_ttl,
-        )
+        .mint_session(user, now())
         .ok_or_else(|| ApiError::unavailable("no signing key is loaded"))?;
     Ok(HttpResponse::Ok().json(Session {
         user_id: user.id,
@@ -620,17 +659,20 @@ pub(crate) fn new_password(plaintext: String, context: &[&str]) -> Result<Passwo
     Ok(password)
 }
 
+/// Fields other clients send along are ignored, as Agent United does.
 #[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 struct AcceptInvite {
     /// The `inv_...` token of the invite URL.
     token: String,
     /// The new password.
     #[schema(min_length = 12, format = Password)]
     password: String,
+    /// The name the human goes by; absent, the one the invite was made with.
+    #[schema(min_length = 1, max_length = 255)]
+    display_name: Option<String>,
 }
 
-debug_redacting!(AcceptInvite { ; secret: token, password });
+debug_redacting!(AcceptInvite { display_name; secret: token, password });
 
 fn invite_error(error: StoreError) -> ApiError {
     match error {
@@ -651,6 +693,80 @@ fn invite_error(error: StoreError) -> ApiError {
     }
 }
 
+#[derive(Deserialize)]
+struct InviteQuery {
+    token: String,
+}
+
+debug_redacting!(InviteQuery { ; secret: token });
+
+/// What an invite page shows before the human chooses a password.
+#[derive(Debug, Serialize, ToSchema)]
+struct InviteState {
+    /// The address the invite was sent to.
+    email: String,
+    /// `pending` (it can be accepted), `accepted`, or `expired` (too late,
+    /// or too many tries).
+    #[schema(example = "pending")]
+    status: &'static str,
+    #[schema(value_type = TimestampSchema)]
+    expires_at: String,
+}
+
+/// Reads an invite by its token, as Agent United's invite page does.
+///
+/// Throttled like acceptance, per token and per address.
+#[utoipa::path(
+    get,
+    operation_id = "read_invite",
+    path = "/api/v1/invite",
+    tag = "instance",
+    params(("token" = String, Query, description = "The `inv_...` token of the invite URL.")),
+    responses(
+        (status = 200, description = "The invite's address and state.", body = InviteState),
+        (status = 400, description = "`invalid_query`: no `token`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`invite_not_found`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_attempts`: too many tries for this invite or from this \
+            address.", body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until the next attempt may pass."))),
+        (status = 500, description = "`internal`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry shortly.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn read_invite(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    query: web::Query<InviteQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let token_hash = hash_secret(&query.token).0;
+    // Reads are counted apart from acceptances: opening the page spends
+    // none of the password tries.
+    state.logins.admit(
+        &format!("invite-read:{}", agentry_auth::hex(&token_hash)),
+        client_address(&request),
+    )?;
+    let (user, token) = state
+        .store
+        .detached(async move |store| store.invite(&token_hash).await)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "invite_not_found", "no such invite")
+        })?;
+    let status = match token.usable(now()) {
+        Ok(()) => "pending",
+        Err(TokenError::Consumed) => "accepted",
+        Err(_) => "expired",
+    };
+    Ok(HttpResponse::Ok().json(InviteState {
+        email: user.email,
+        status,
+        expires_at: timestamp(token.expires_at),
+    }))
+}
+
 /// Sets an invited human's password and signs them in.
 ///
 /// The token is looked up before the password is judged or hashed, and the
@@ -663,8 +779,9 @@ fn invite_error(error: StoreError) -> ApiError {
     request_body = AcceptInvite,
     responses(
         (status = 200, description = "The invite is spent; a session for the human.", body = Session),
-        (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_password` \
-            (too short, or too easy to guess; the invite is not spent).",
+        (status = 400, description = "`invalid_json` (not JSON, or not this shape), `invalid_request` \
+            (`display_name` empty or longer than 255), `invalid_password` (too short, or too easy to \
+            guess; the invite is not spent).",
             body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`invite_not_found`.",
             body = Problem, content_type = "application/problem+json"),
@@ -695,18 +812,33 @@ async fn accept_invite(
         .detached(async move |store| store.invited_user(&token_hash, now()).await)
         .await
         .map_err(invite_error)?;
-    let password = new_password(body.password, &[&invited.email, &invited.display_name])?;
+    let mut problems = Problems::default();
+    problems.length("display_name", body.display_name.as_deref(), 1, 255);
+    problems.finish()?;
+    let display_name = body.display_name;
+    let password = new_password(
+        body.password,
+        &[
+            &invited.email,
+            &invited.display_name,
+            display_name.as_deref().unwrap_or_default(),
+        ],
+    )?;
     let password_hash = state.passwords.hash(password).await?;
     let user = state
         .store
-        .detached(async move |store| store.accept_invite(&token_hash, password_hash, now()).await)
+        .detached(async move |store| {
+            store
+                .accept_invite(&token_hash, password_hash, display_name, now())
+                .await
+        })
         .await
         .map_err(invite_error)?;
     session(&state, &user)
 }
 
+/// Fields other clients send along are ignored, as Agent United does.
 #[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 struct Login {
     email: String,
     #[schema(format = Password)]

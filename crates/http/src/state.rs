@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use agentry_auth::{Audience, Claims, JwtIssuer};
 use agentry_domain::{AgentId, AgentSlug, TenantId};
 use agentry_ledger::{Account, EnforcedLimits, RateLimited, RateWindow};
-use agentry_store::{AgentRecord, ApiKeyRecord, Change, Store, StoreError};
+use agentry_store::{AgentRecord, ApiKeyRecord, Change, Store, StoreError, UserRecord};
 use time::{Duration, OffsetDateTime};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -601,6 +601,29 @@ impl AppState {
             now,
             self.settings.agent_token_ttl,
         )
+    }
+
+    /// Mints a session token for `user`: besides the standard claims it
+    /// names the user (`user_id`, `email`), as Agent United's web client
+    /// reads them from the token. `None` only if no signing key is loaded.
+    pub fn mint_session(
+        &self,
+        user: &UserRecord,
+        now: OffsetDateTime,
+    ) -> Option<(String, OffsetDateTime)> {
+        let key = self.keys.current()?;
+        let mut claims = self.issuer.claims(
+            Audience::Session,
+            user.id,
+            user.tenant_id.as_uuid(),
+            user.session_epoch,
+            now,
+            self.settings.session_token_ttl,
+            uuid::Uuid::now_v7(),
+        );
+        claims.user_id = Some(user.id);
+        claims.email = Some(user.email.clone());
+        Some((key.sign(&claims), claims.expires_at()))
     }
 
     /// Mints a token for `audience`; `None` only if no signing key is loaded.

@@ -11,7 +11,7 @@
 use actix_web::guard::{self, GuardContext};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use agentry_auth::{ApiKey, ApiKeyKind, Audience};
+use agentry_auth::{ApiKey, ApiKeyKind};
 use agentry_domain::{AgentId, Email, LifecycleState, WorkspaceAction};
 use agentry_lifecycle::TerminationReason;
 use agentry_store::{AgentRecord, ApiKeyRecord, NewAuditEvent, ProfilePatch, StoreError, now};
@@ -26,7 +26,9 @@ use uuid::Uuid;
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
 use crate::guard::{WorkspacePrincipal, is_workspace_request};
-use crate::instance::{AgentProfileSpec, agent_spec, new_password, require_setup_token};
+use crate::instance::{
+    AgentProfileSpec, NewWorkspaceAgent, agent_spec, new_password, require_setup_token,
+};
 use crate::profiles::nullable;
 use crate::redact::debug_redacting;
 use crate::state::AppState;
@@ -40,7 +42,9 @@ fn workspace_family(context: &GuardContext<'_>) -> bool {
 /// Mounted before `registry::configure`: each `.route` is a resource of
 /// its own whose guards (method and family) must all match, so seed 002's
 /// requests are taken here and every other request to the same paths
-/// falls through to the registry's routes.
+/// falls through to the registry's routes. Agent United serves the same
+/// routes under `/v1` as well, where nothing else lives: there they are
+/// unguarded, so a caller outside the workspace hears why (401, 403).
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
     let workspace = || guard::fn_guard(workspace_family);
     config
@@ -68,6 +72,17 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
         .route("/api/v1/agents/{agent_id}/keys", web::get().to(list_keys))
         .route(
             "/api/v1/agents/{agent_id}/keys/{key_id}",
+            web::delete().to(delete_key),
+        )
+        .route("/v1/agents", web::post().to(create_agent))
+        .route("/v1/agents", web::get().to(list_agents))
+        .route("/v1/agents/{agent_id}", web::get().to(get_agent))
+        .route("/v1/agents/{agent_id}", web::delete().to(delete_agent))
+        .route("/v1/agents/{agent_id}", web::patch().to(update_agent))
+        .route("/v1/agents/{agent_id}/keys", web::post().to(create_key))
+        .route("/v1/agents/{agent_id}/keys", web::get().to(list_keys))
+        .route(
+            "/v1/agents/{agent_id}/keys/{key_id}",
             web::delete().to(delete_key),
         );
 }
@@ -213,14 +228,7 @@ async fn register(
         },
     );
     let (jwt, expires_at) = state
-        .mint(
-            Audience::Session,
-            user.id,
-            user.tenant_id,
-            user.session_epoch,
-            created_at,
-            state.settings.session_token_ttl,
-        )
+        .mint_session(&user, created_at)
         .ok_or_else(|| ApiError::unavailable("no signing key is loaded"))?;
     Ok(HttpResponse::Created().json(Registered {
         user: RegisteredUser {
@@ -338,10 +346,10 @@ fn audit(state: &AppState, caller: &WorkspacePrincipal, action: &str, target: St
 pub(crate) async fn create_agent(
     state: web::Data<AppState>,
     caller: WorkspacePrincipal,
-    body: Deferred<web::Json<AgentProfileSpec>>,
+    body: Deferred<web::Json<NewWorkspaceAgent>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(WorkspaceAction::ManageAgents)?;
-    let body = body.read().await?.into_inner();
+    let body = AgentProfileSpec::from(body.read().await?.into_inner());
     let mut problems = Problems::default();
     let agent = agent_spec(&mut problems, "", &body, &mut BTreeSet::new());
     problems.finish()?;
@@ -401,9 +409,8 @@ pub(crate) async fn get_agent(
 }
 
 /// Seed 002's agent fields to change; absent fields stay, `null` clears an
-/// optional one.
+/// optional one, and fields other clients send along are ignored.
 #[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 struct AgentUpdate {
     /// Another spelling of the same name (case only): the agent's slug,
     /// by which seeds 000/001 know it, never changes.
@@ -578,7 +585,6 @@ async fn is_primary(state: &AppState, agent: &AgentRecord) -> Result<bool, ApiEr
 // --- keys -----------------------------------------------------------------
 
 #[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 struct NewKey {
     /// What the key is for.
     #[schema(min_length = 1, max_length = 255)]
@@ -592,8 +598,11 @@ struct NewKey {
 #[derive(Serialize, ToSchema)]
 struct KeySummary {
     id: Uuid,
+    /// The agent that holds the key (`agent_...`).
+    agent_id: String,
     name: String,
-    /// The key's first 10 characters and `...`, to tell keys apart.
+    /// The key's first 16 characters (its kind, `agy_agent_`, and six of
+    /// the secret) and `...`, to tell keys apart.
     key_prefix: String,
     #[schema(value_type = Option<TimestampSchema>)]
     expires_at: Option<String>,
@@ -606,6 +615,8 @@ struct KeySummary {
 #[derive(Serialize, ToSchema)]
 struct CreatedKey {
     id: Uuid,
+    /// The agent that holds the key (`agent_...`).
+    agent_id: String,
     name: String,
     key_prefix: String,
     /// The key itself (`agy_agent_...`), shown only now.
@@ -616,18 +627,19 @@ struct CreatedKey {
     created_at: String,
 }
 
-debug_redacting!(CreatedKey { id, name, key_prefix, expires_at, created_at; secret: plaintext_key });
+debug_redacting!(CreatedKey { id, agent_id, name, key_prefix, expires_at, created_at; secret: plaintext_key });
 
 #[derive(Serialize, ToSchema)]
 struct KeyList {
     keys: Vec<KeySummary>,
 }
 
-/// The prefix a key's listing shows. Only the first 10 characters of the
-/// secret are stored for it, in the label's place: the hash is all that
-/// identifies a key.
+/// The prefix a key's listing shows, stored in the label's place: six
+/// characters of the secret past its kind, too few to help a guesser (the
+/// hash is all that identifies a key). Keys made before showed 10
+/// characters, the kind alone; they keep their stored prefix.
 fn key_prefix(key: &str) -> String {
-    format!("{}...", key.chars().take(10).collect::<String>())
+    format!("{}...", key.chars().take(16).collect::<String>())
 }
 
 /// The label a workspace key is stored with: its name and its prefix.
@@ -635,7 +647,7 @@ fn key_label(name: &str, prefix: &str) -> String {
     format!("{prefix} {name}")
 }
 
-fn key_summary(record: &ApiKeyRecord) -> KeySummary {
+fn key_summary(agent: &AgentRecord, record: &ApiKeyRecord) -> KeySummary {
     let label = record.label.clone().unwrap_or_default();
     let (key_prefix, name) = match label.split_once(' ') {
         Some((prefix, name)) if prefix.ends_with("...") => (prefix.to_owned(), name.to_owned()),
@@ -643,6 +655,7 @@ fn key_summary(record: &ApiKeyRecord) -> KeySummary {
     };
     KeySummary {
         id: record.id,
+        agent_id: agent.id.to_type_id(),
         name,
         key_prefix,
         expires_at: record.expires_at.map(timestamp),
@@ -729,6 +742,7 @@ async fn create_key(
     );
     Ok(HttpResponse::Created().json(CreatedKey {
         id: record.id,
+        agent_id: agent.id.to_type_id(),
         name: body.name,
         key_prefix: prefix,
         plaintext_key: key.expose().to_owned(),
@@ -773,7 +787,7 @@ async fn list_keys(
         .detached(async move |store| store.agent_keys(tenant, id).await)
         .await?;
     Ok(HttpResponse::Ok().json(KeyList {
-        keys: keys.iter().map(key_summary).collect(),
+        keys: keys.iter().map(|key| key_summary(&agent, key)).collect(),
     }))
 }
 

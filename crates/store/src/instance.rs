@@ -533,13 +533,44 @@ impl Store {
         })
     }
 
+    /// An invite and the user it was sent to, whatever its state (for the
+    /// invite's own page); `None` for a token never issued.
+    pub async fn invite(
+        &self,
+        token_hash: &[u8; 32],
+    ) -> Result<Option<(UserRecord, crate::tokens::TokenRecord)>, StoreError> {
+        let hash = *token_hash;
+        read!(self, |conn| {
+            let token: Option<TokenRow> = one_time_tokens::table
+                .filter(one_time_tokens::token_hash.eq(hash.as_slice()))
+                .filter(one_time_tokens::purpose.eq(TokenPurpose::Invite.as_str()))
+                .select(TokenRow::as_select())
+                .first(conn)
+                .await
+                .optional()?;
+            let Some(token) = token else {
+                return Ok(None);
+            };
+            let user: UserRow = users::table
+                .find(token.subject_id)
+                .select(UserRow::as_select())
+                .first(conn)
+                .await?;
+            Ok::<_, StoreError>(Some((
+                UserRecord::from(user),
+                crate::tokens::TokenRecord::from(token),
+            )))
+        })
+    }
+
     /// Accepts an invite: in one transaction, consumes the token (unused,
-    /// unexpired) and sets the invited user's password. A refused token
-    /// changes nothing.
+    /// unexpired) and sets the invited user's password, and their display
+    /// name when `display_name` is given. A refused token changes nothing.
     pub async fn accept_invite(
         &self,
         token_hash: &[u8; 32],
         password_hash: String,
+        display_name: Option<String>,
         now: OffsetDateTime,
     ) -> Result<UserRecord, StoreError> {
         let db_now = DbTime::new(now);
@@ -572,6 +603,12 @@ impl Store {
                 .set(users::password_hash.eq(Some(password_hash.clone())))
                 .execute(conn)
                 .await?;
+            if let Some(display_name) = &display_name {
+                diesel::update(users::table.find(user_id))
+                    .set(users::display_name.eq(display_name))
+                    .execute(conn)
+                    .await?;
+            }
             let user: UserRow = users::table
                 .find(user_id)
                 .select(UserRow::as_select())

@@ -186,7 +186,11 @@ async fn register_opens_a_fresh_instance_once_and_its_account_administers_it() {
         )
         .await;
         assert_eq!(status, 201, "{channel}");
-        assert_eq!(channel["channel"]["members"], json!([registered["user"]["id"]]));
+        assert_eq!(channel["members"], json!([registered["user"]["id"]]));
+        assert_eq!(
+            channel["channel"]["members"][0]["id"],
+            registered["user"]["id"]
+        );
 
         // The account signs in like any other.
         let (status, login) = call(
@@ -576,7 +580,12 @@ async fn agent_keys_are_shown_once_listed_without_secrets_and_stop_when_deleted(
         assert_eq!(status, 201, "{created}");
         let secret = created["plaintext_key"].as_str().unwrap().to_owned();
         assert!(secret.starts_with("agy_agent_"), "{created}");
-        assert_eq!(created["key_prefix"], format!("{}...", &secret[..10]));
+        // The kind and six characters of the secret, to tell keys apart.
+        assert_eq!(created["key_prefix"], format!("{}...", &secret[..16]));
+        assert!(
+            created["agent_id"].as_str().unwrap().starts_with("agent_"),
+            "{created}"
+        );
         assert_eq!(created["expires_at"], "2999-01-01T00:00:00.000Z");
         let (status, _) = get(&app, "/v1/agent/status", Some(&secret)).await;
         assert_eq!(status, 200, "the new key works");
@@ -585,7 +594,7 @@ async fn agent_keys_are_shown_once_listed_without_secrets_and_stop_when_deleted(
         assert_eq!(status, 200, "{listed}");
         let text = listed.to_string();
         assert!(
-            !text.contains(&secret[10..]),
+            !text.contains(&secret[16..]),
             "no secret in a listing: {text}"
         );
         let listed = listed["keys"].as_array().unwrap();
@@ -595,8 +604,12 @@ async fn agent_keys_are_shown_once_listed_without_secrets_and_stop_when_deleted(
             .find(|key| key["id"] == created["id"])
             .unwrap();
         assert_eq!(
-            (&new["name"], &new["key_prefix"]),
-            (&json!("ci runner"), &created["key_prefix"])
+            (&new["name"], &new["key_prefix"], &new["agent_id"]),
+            (
+                &json!("ci runner"),
+                &created["key_prefix"],
+                &created["agent_id"]
+            )
         );
 
         for bad in [
@@ -835,7 +848,17 @@ async fn channels_and_their_members_round_trip() {
         .await;
         assert_eq!(status, 201, "{created}");
         assert_eq!(created["channel"]["topic"], "findings");
+        assert_eq!(created["channel"]["type"], "channel");
         assert_eq!(created["channel"]["member_count"], 1);
+        // Under `channel` the members are objects, as Agent United's
+        // clients read them; at the top level they stay user ids.
+        let owner = &created["channel"]["members"][0];
+        assert_eq!(
+            (&owner["email"], &owner["role"]),
+            (&json!(PRIMARY_EMAIL), &json!("owner")),
+            "{created}"
+        );
+        assert_eq!(created["members"], json!([owner["id"]]), "{created}");
         let channel = format!(
             "/api/v1/channels/{}",
             created["channel"]["id"].as_str().unwrap()
@@ -964,6 +987,231 @@ async fn channels_and_their_members_round_trip() {
         assert_eq!(status, 404);
         let (status, _) = get(&app, "/api/v1/channels/not-a-uuid", admin).await;
         assert_eq!(status, 404);
+    })
+    .await;
+}
+
+/// The claims of a JWT, read without verifying it, as a web client does.
+fn claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invites_are_read_then_accepted_with_a_display_name_as_agent_united_does() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let (status, bootstrap) = call(
+            &app,
+            Method::POST,
+            "/api/v1/bootstrap",
+            None,
+            setup_request(),
+        )
+        .await;
+        assert_eq!(status, 201, "{bootstrap}");
+        let token = bootstrap["humans"][0]["invite_token"].as_str().unwrap();
+        let invite = format!("/api/v1/invite?token={token}");
+
+        let (status, read) = get(&app, &invite, None).await;
+        assert_eq!(status, 200, "{read}");
+        assert_eq!(
+            (&read["email"], &read["status"]),
+            (&json!("human@example.com"), &json!("pending"))
+        );
+        assert!(read["expires_at"].is_string(), "{read}");
+        let (status, refused) = get(&app, "/api/v1/invite?token=inv_unknown", None).await;
+        assert_eq!(
+            (status, refused["code"].as_str()),
+            (404, Some("invite_not_found"))
+        );
+        let (status, refused) = get(&app, "/api/v1/invite", None).await;
+        assert_eq!(
+            (status, refused["code"].as_str()),
+            (400, Some("invalid_query"))
+        );
+
+        // A display name out of bounds spends nothing.
+        let (status, refused) = call(
+            &app,
+            Method::POST,
+            "/api/v1/invite/accept",
+            None,
+            json!({ "token": token, "password": HUMAN_PASSWORD, "display_name": "" }),
+        )
+        .await;
+        assert_eq!(status, 400, "{refused}");
+        // Agent United's body, with a field we do not know besides.
+        let (status, accepted) = call(
+            &app,
+            Method::POST,
+            "/api/v1/invite/accept",
+            None,
+            json!({
+                "token": token,
+                "password": HUMAN_PASSWORD,
+                "display_name": "Ada Observer",
+                "timezone": "Europe/Paris"
+            }),
+        )
+        .await;
+        assert_eq!(status, 200, "{accepted}");
+        assert_eq!(accepted["display_name"], "Ada Observer");
+        let (status, read) = get(&app, &invite, None).await;
+        assert_eq!((status, &read["status"]), (200, &json!("accepted")));
+
+        // The session names its user, as Agent United's web client reads it.
+        let session = claims(accepted["token"].as_str().unwrap());
+        assert_eq!(
+            (&session["user_id"], &session["email"]),
+            (&accepted["user_id"], &json!("human@example.com")),
+            "{session}"
+        );
+        assert_eq!(session["sub"], accepted["user_id"]);
+        let (status, login) = call(
+            &app,
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            json!({ "email": "human@example.com", "password": HUMAN_PASSWORD, "remember": true }),
+        )
+        .await;
+        assert_eq!(status, 200, "{login}");
+        assert_eq!(login["display_name"], "Ada Observer");
+        assert_eq!(
+            claims(login["token"].as_str().unwrap())["email"],
+            "human@example.com"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_united_routes_answer_under_v1_too_and_take_its_bodies() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let ws = workspace(&app).await;
+
+        // No display name, and a field we do not know: as Agent United takes it.
+        let (status, created) = call(
+            &app,
+            Method::POST,
+            "/v1/agents",
+            Some(&ws.primary_key),
+            json!({ "name": "Bare-Agent", "capabilities": ["search"] }),
+        )
+        .await;
+        assert_eq!(status, 201, "{created}");
+        assert!(created.get("display_name").is_none(), "{created}");
+        let agent = format!("/v1/agents/{}", created["id"].as_str().unwrap());
+        let (status, read) = get(&app, &agent, Some(&ws.admin_session)).await;
+        assert_eq!((status, &read["name"]), (200, &json!("Bare-Agent")));
+        let (status, changed) = call(
+            &app,
+            Method::PATCH,
+            &agent,
+            Some(&ws.admin_session),
+            json!({ "display_name": "Bare", "status": "ignored" }),
+        )
+        .await;
+        assert_eq!((status, &changed["display_name"]), (200, &json!("Bare")));
+        let (status, key) = call(
+            &app,
+            Method::POST,
+            &format!("{agent}/keys"),
+            Some(&ws.admin_session),
+            json!({ "name": "v1" }),
+        )
+        .await;
+        assert_eq!(status, 201, "{key}");
+        let (status, listed) = get(&app, &format!("{agent}/keys"), Some(&ws.admin_session)).await;
+        assert_eq!(
+            (status, listed["keys"].as_array().map(Vec::len)),
+            (200, Some(1))
+        );
+        let (status, listed) = get(&app, "/v1/agents", Some(&ws.observer_session)).await;
+        assert_eq!(status, 200, "{listed}");
+        assert!(listed["agents"].as_array().unwrap().len() >= 3, "{listed}");
+
+        let (status, channels) = get(&app, "/v1/channels", Some(&ws.admin_session)).await;
+        assert_eq!(status, 200, "{channels}");
+        assert_eq!(channels["channels"][0]["type"], "channel");
+        let (status, members) = get(
+            &app,
+            &format!("/v1/channels/{}/members", ws.channel_id),
+            Some(&ws.observer_session),
+        )
+        .await;
+        assert_eq!(status, 200, "{members}");
+
+        // Outside the workspace, /v1 answers why rather than 404.
+        let workspace = db.store.instance_tenant().await.unwrap().unwrap();
+        let operator = tenant_key(&db.store, workspace, ApiKeyRole::Admin).await;
+        let (status, refused) = get(&app, "/v1/agents", Some(operator.expose())).await;
+        assert_eq!(
+            (status, refused["code"].as_str()),
+            (403, Some("workspace_credentials_required")),
+            "{refused}"
+        );
+        let (status, _) = get(&app, "/v1/agents", None).await;
+        assert_eq!(status, 401);
+        let (status, _) = call(
+            &app,
+            Method::DELETE,
+            &agent,
+            Some(&ws.admin_session),
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, 204);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reading_an_invite_is_throttled_apart_from_accepting_it() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let app = app(&state).await;
+        let (status, bootstrap) = call(
+            &app,
+            Method::POST,
+            "/api/v1/bootstrap",
+            None,
+            setup_request(),
+        )
+        .await;
+        assert_eq!(status, 201, "{bootstrap}");
+        let token = bootstrap["humans"][0]["invite_token"].as_str().unwrap();
+        let invite = format!("/api/v1/invite?token={token}");
+        let mut read = 0;
+        let throttled = loop {
+            let (status, body) = get(&app, &invite, None).await;
+            match status {
+                200 => read += 1,
+                429 => break body,
+                other => panic!("{other}: {body}"),
+            }
+            assert!(read < 50, "reads are never throttled");
+        };
+        assert!(read >= 1, "the first read passes");
+        assert_eq!(throttled["code"], "too_many_attempts");
+        // Acceptance has tries of its own left.
+        let (status, accepted) = call(
+            &app,
+            Method::POST,
+            "/api/v1/invite/accept",
+            None,
+            json!({ "token": token, "password": HUMAN_PASSWORD }),
+        )
+        .await;
+        assert_eq!(status, 200, "{accepted}");
     })
     .await;
 }

@@ -104,7 +104,7 @@ async fn a_sound_database_passes_and_each_kind_of_damage_is_named() {
             )
             .await
             .unwrap();
-        store.accept_invite(&[1; 32], "hash".into(), now()).await.unwrap();
+        store.accept_invite(&[1; 32], "hash".into(), None, now()).await.unwrap();
         // And a machine whose bootstrap token is used up with no session
         // completed.
         store

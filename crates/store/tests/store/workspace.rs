@@ -207,10 +207,12 @@ async fn an_invite_is_read_without_being_spent() {
         assert_eq!(invited.password_hash, None);
         // Reading it twice spends nothing.
         store.invited_user(&[1; 32], now()).await.unwrap();
-        store
-            .accept_invite(&[1; 32], "hash".into(), now())
+        let accepted = store
+            .accept_invite(&[1; 32], "hash".into(), Some("Human One".into()), now())
             .await
             .unwrap();
+        assert_eq!(accepted.display_name, "Human One");
+        assert_eq!(accepted.password_hash.as_deref(), Some("hash"));
         for (hash, expected) in [
             ([1; 32], TokenError::Consumed),
             ([2; 32], TokenError::Expired),
