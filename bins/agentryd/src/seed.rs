@@ -1,17 +1,19 @@
 //! `agentryd seed`: a demo tenant to try the API against.
 
 use agentry_auth::{ApiKey, ApiKeyKind};
-use agentry_domain::{AgentSlug, ApiKeyRole, LifecycleState, Money};
+use agentry_domain::{AgentOrigin, AgentSlug, ApiKeyRole, Money};
 use agentry_store::{NewAgent, NewApiKey, Store, StoreError, now};
 use anyhow::Context;
 
 const TENANT: &str = "demo";
 
-/// Demo agents: slug, state, daily budget in USD.
-const AGENTS: &[(&str, LifecycleState, u32)] = &[
-    ("demo-summarizer", LifecycleState::Active, 5),
-    ("demo-researcher", LifecycleState::Active, 10),
-    ("demo-reviewer", LifecycleState::Provisioned, 2),
+/// Demo agents: slug, how each was made (which decides its state: the
+/// registry's act at once, a profile waits for its bootstrap), daily budget
+/// in USD.
+const AGENTS: &[(&str, AgentOrigin, u32)] = &[
+    ("demo-summarizer", AgentOrigin::Registry, 5),
+    ("demo-researcher", AgentOrigin::Registry, 10),
+    ("demo-reviewer", AgentOrigin::Api, 2),
 ];
 
 pub(crate) async fn run(store: &Store) -> anyhow::Result<()> {
@@ -41,8 +43,8 @@ pub(crate) async fn run(store: &Store) -> anyhow::Result<()> {
             tenant
         }
     };
-    for (slug, state, budget) in AGENTS {
-        let mut agent = NewAgent::named(AgentSlug::parse(slug)?, *state);
+    for (slug, origin, budget) in AGENTS {
+        let mut agent = NewAgent::named(AgentSlug::parse(slug)?, *origin);
         agent.display_name = Some(format!("Demo {}", slug.trim_start_matches("demo-")));
         agent.budget_daily = Some(Money::from_usd(*budget));
         match store.create_agent(tenant.id, agent, now()).await {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use agentry_auth::Permission;
-use agentry_domain::{AgentOrigin, AgentSlug, ApiKeyRole, LifecycleState, Money, TenantId};
+use agentry_domain::{AgentOrigin, AgentSlug, ApiKeyRole, Money, TenantId};
 use agentry_ledger::{DEFAULT_RPM, EnforcedLimits};
 use agentry_lifecycle::LifecycleError;
 use agentry_store::{
@@ -115,7 +115,7 @@ impl BootstrapRequest {
         problems.finish()?;
         let slug =
             slug.ok_or_else(|| ApiError::bad_request("invalid_request", "agent_id is invalid"))?;
-        let mut agent = NewAgent::named(slug, LifecycleState::Provisioned);
+        let mut agent = NewAgent::named(slug, AgentOrigin::Bootstrap);
         agent.display_name = self.display_name;
         agent.cost_center = self.cost_center;
         agent.budget_daily = self.budget_daily_usd;

@@ -153,8 +153,7 @@ async fn delegate(
     }
     let mut metadata = body.metadata.unwrap_or_default();
     metadata.insert("parentAgentId".into(), json!(parent.slug.as_str()));
-    let mut child =
-        NewAgent::named(slug.clone(), LifecycleState::Active).made_by(AgentOrigin::Delegation);
+    let mut child = NewAgent::named(slug.clone(), AgentOrigin::Delegation);
     child.display_name = body.requested_name;
     child.role = role;
     child.budget_daily = Some(allocation);

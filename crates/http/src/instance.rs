@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_auth::{ApiKey, ApiKeyKind, Audience, hash_secret, mint_invite_token};
-use agentry_domain::{AgentName, AgentOrigin, Email, LifecycleState, Password};
+use agentry_domain::{AgentName, AgentOrigin, Email, Password};
 use agentry_store::{
     BootstrapAgent, BootstrapHuman, InstanceBootstrap, NewAgent, StoreError, TokenError,
     UserRecord, now,
@@ -261,7 +261,7 @@ pub(crate) fn agent_spec(
     problems.length(&at("display_name"), spec.display_name.as_deref(), 1, 255);
     problems.length(&at("description"), spec.description.as_deref(), 0, 2000);
     problems.length(&at("avatar_url"), spec.avatar_url.as_deref(), 1, 2048);
-    let mut agent = NewAgent::called(name?, LifecycleState::Active).made_by(AgentOrigin::Workspace);
+    let mut agent = NewAgent::called(name?, AgentOrigin::Workspace);
     agent.display_name = spec.display_name.clone();
     agent.description = spec.description.clone();
     let mut metadata = spec.metadata.clone().unwrap_or_default();

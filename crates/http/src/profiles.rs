@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use agentry_auth::Permission;
-use agentry_domain::{AgentSlug, LifecycleState, Money, Role};
+use agentry_domain::{AgentOrigin, AgentSlug, LifecycleState, Money, Role};
 use agentry_store::{AgentLimitEntry, AgentLimits, NewAgent, NewAuditEvent, ProfilePatch, now};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
@@ -183,7 +183,7 @@ async fn create(
     let (Some(slug), Some(role)) = (slug, role) else {
         return Err(ApiError::bad_request("invalid_request", "invalid profile"));
     };
-    let mut new = NewAgent::named(slug, LifecycleState::Provisioned);
+    let mut new = NewAgent::named(slug, AgentOrigin::Api);
     new.display_name = body.display_name;
     new.owner_id = body.owner_id;
     new.cost_center = body.cost_center;

@@ -360,7 +360,7 @@ async fn register(
     let (Some(name), Some(scopes), Some(trust_level)) = (name, scopes, trust_level) else {
         return Err(ApiError::bad_request("invalid_request", "invalid agent"));
     };
-    let mut new = NewAgent::called(name, LifecycleState::Active).made_by(AgentOrigin::Registry);
+    let mut new = NewAgent::called(name, AgentOrigin::Registry);
     new.description = body.description;
     new.scopes = scopes.into_iter().map(Scope::into_string).collect();
     new.trust_level = trust_level;

@@ -49,10 +49,10 @@ impl Access {
     /// over the stored state, so an agent past its TTL is cut off before the
     /// reaper has run.
     pub fn for_agent(lifecycle: &Lifecycle, now: OffsetDateTime) -> Access {
-        if lifecycle.is_expired(now) && lifecycle.state != LifecycleState::Terminated {
+        if lifecycle.is_expired(now) && lifecycle.state() != LifecycleState::Terminated {
             return Access::Denied(Denial::Expired);
         }
-        match lifecycle.state {
+        match lifecycle.state() {
             LifecycleState::Active => Access::Full,
             LifecycleState::Quarantined => Access::OwnStateOnly,
             LifecycleState::Suspended => Access::Denied(Denial::Suspended),
@@ -74,13 +74,14 @@ impl Access {
 mod tests {
     use super::*;
     use LifecycleState::*;
+    use agentry_domain::AgentOrigin;
     use time::Duration;
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-03-10 12:00 UTC);
 
     fn decide(state: LifecycleState, scope: RequestScope) -> Result<(), Denial> {
-        Access::for_agent(&Lifecycle::new(state, None), NOW).permits(scope)
+        Access::for_agent(&Lifecycle::restored(state, None), NOW).permits(scope)
     }
 
     #[test]
@@ -113,13 +114,13 @@ mod tests {
     #[test]
     fn expiry_cuts_off_an_active_agent_at_its_deadline() {
         let expires_at = NOW + Duration::minutes(5);
-        let child = Lifecycle::new(Active, Some(expires_at));
+        let child = Lifecycle::born(AgentOrigin::Delegation, Some(expires_at));
         assert_eq!(Access::for_agent(&child, NOW), Access::Full);
         assert_eq!(
             Access::for_agent(&child, expires_at),
             Access::Denied(Denial::Expired)
         );
-        let reaped = Lifecycle::new(Terminated, Some(expires_at));
+        let reaped = Lifecycle::restored(Terminated, Some(expires_at));
         assert_eq!(
             Access::for_agent(&reaped, expires_at),
             Access::Denied(Denial::Terminated)

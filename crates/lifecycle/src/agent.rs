@@ -1,3 +1,4 @@
+use agentry_domain::AgentOrigin;
 use agentry_domain::LifecycleState::{
     self, Active, Provisioned, Quarantined, Suspended, Terminated,
 };
@@ -108,16 +109,54 @@ fn list(states: &[LifecycleState]) -> String {
         .join(", ")
 }
 
+/// The state an agent starts in, by the route that made it. A bootstrap's
+/// agent and a profile made through seed 001's API wait `provisioned` until
+/// a bootstrap activates them (a bootstrap does so in the same call, and
+/// only once the agent's limits entry is written); an agent the registry,
+/// a delegation, a workspace or a machine makes acts at once, because its
+/// maker answers it with working credentials.
+pub const fn birth_state(origin: AgentOrigin) -> LifecycleState {
+    match origin {
+        AgentOrigin::Bootstrap | AgentOrigin::Api => Provisioned,
+        AgentOrigin::Delegation
+        | AgentOrigin::Registry
+        | AgentOrigin::Workspace
+        | AgentOrigin::Machine => Active,
+    }
+}
+
 /// An agent's lifecycle: its state and, for delegated agents, when it expires.
+///
+/// Made only by [`Lifecycle::born`] (a new agent) or [`Lifecycle::restored`]
+/// (one read back from storage); every later state comes from a decision
+/// of this type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifecycle {
-    pub state: LifecycleState,
-    pub expires_at: Option<OffsetDateTime>,
+    state: LifecycleState,
+    expires_at: Option<OffsetDateTime>,
 }
 
 impl Lifecycle {
-    pub fn new(state: LifecycleState, expires_at: Option<OffsetDateTime>) -> Self {
+    /// A new agent's lifecycle: [`birth_state`] of its origin.
+    pub const fn born(origin: AgentOrigin, expires_at: Option<OffsetDateTime>) -> Self {
+        Self {
+            state: birth_state(origin),
+            expires_at,
+        }
+    }
+
+    /// The lifecycle of a stored agent, as the decisions of this type left
+    /// it. Not a way to start an agent in a chosen state.
+    pub const fn restored(state: LifecycleState, expires_at: Option<OffsetDateTime>) -> Self {
         Self { state, expires_at }
+    }
+
+    pub const fn state(&self) -> LifecycleState {
+        self.state
+    }
+
+    pub const fn expires_at(&self) -> Option<OffsetDateTime> {
+        self.expires_at
     }
 
     /// Past its expiry; expired agents are treated as terminated even before
@@ -210,7 +249,22 @@ mod tests {
     const NOW: OffsetDateTime = datetime!(2026-03-10 12:00 UTC);
 
     fn at(state: LifecycleState) -> Lifecycle {
-        Lifecycle::new(state, None)
+        Lifecycle::restored(state, None)
+    }
+
+    #[test]
+    fn only_agents_a_bootstrap_will_activate_are_born_provisioned() {
+        for origin in AgentOrigin::ALL {
+            let born = Lifecycle::born(origin, None);
+            let waits = matches!(origin, AgentOrigin::Bootstrap | AgentOrigin::Api);
+            assert_eq!(
+                born.state(),
+                if waits { Provisioned } else { Active },
+                "{origin}"
+            );
+            // Every birth state is live, and a bootstrap may follow it.
+            assert!(born.bootstrap(NOW).is_ok(), "{origin}");
+        }
     }
 
     #[test]
@@ -270,7 +324,7 @@ mod tests {
             at(Terminated).bootstrap(NOW),
             Err(LifecycleError::CannotBootstrap(Terminated))
         );
-        let expired = Lifecycle::new(Active, Some(NOW));
+        let expired = Lifecycle::restored(Active, Some(NOW));
         assert_eq!(
             expired.bootstrap(NOW),
             Err(LifecycleError::CannotBootstrap(Terminated))
@@ -311,7 +365,7 @@ mod tests {
         }
         let (_, requested) = at(Suspended).request(Terminated, NOW).unwrap();
         assert_eq!(requested.revoked_at(), Some(NOW));
-        let (_, reaped) = Lifecycle::new(Active, Some(NOW)).reap(NOW).unwrap();
+        let (_, reaped) = Lifecycle::restored(Active, Some(NOW)).reap(NOW).unwrap();
         assert_eq!(reaped.revoked_at(), Some(NOW));
         let (_, suspended) = at(Active).request(Suspended, NOW).unwrap();
         assert!(!suspended.retires_credentials());
@@ -321,7 +375,7 @@ mod tests {
     #[test]
     fn the_reaper_takes_expired_live_agents_only() {
         let expires_at = NOW + Duration::hours(1);
-        let child = Lifecycle::new(Active, Some(expires_at));
+        let child = Lifecycle::born(AgentOrigin::Delegation, Some(expires_at));
         assert!(child.reap(NOW).is_none());
         assert!(child.reap(expires_at - Duration::nanoseconds(1)).is_none());
         let (next, event) = child.reap(expires_at).unwrap();
@@ -379,7 +433,7 @@ mod tests {
             ttl in proptest::option::of(0i64..3600),
             steps in proptest::collection::vec(any_step(), 0..40),
         ) {
-            let mut lifecycle = Lifecycle::new(start, ttl.map(|s| NOW + Duration::seconds(s)));
+            let mut lifecycle = Lifecycle::restored(start, ttl.map(|s| NOW + Duration::seconds(s)));
             for step in steps {
                 let before = lifecycle;
                 let outcome = match step {

@@ -16,5 +16,6 @@ mod callback;
 pub use access::{Access, Denial, RequestScope};
 pub use agent::{
     Lifecycle, LifecycleError, LifecycleEvent, TerminationReason, TransitionCause, allowed_targets,
+    birth_state,
 };
 pub use callback::{CallbackError, CallbackSequence, CallbackStage};

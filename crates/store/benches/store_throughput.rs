@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentry_domain::{AgentId, AgentSlug, LifecycleState, Money, TenantId};
+use agentry_domain::{AgentId, AgentOrigin, AgentSlug, LifecycleState, Money, TenantId};
 use agentry_ledger::EnforcedLimits;
 use agentry_store::{Appends, DatabaseUrl, NewAgent, PoolOptions, Store, now};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
@@ -66,7 +66,11 @@ async fn bench(label: &str, store: Store) {
             async move {
                 let slug = AgentSlug::parse(&format!("bench-{worker}-{n}")).expect("slug");
                 store
-                    .create_agent(tenant, NewAgent::named(slug, LifecycleState::Active), now())
+                    .create_agent(
+                        tenant,
+                        NewAgent::named(slug, AgentOrigin::Api).starting_in(LifecycleState::Active),
+                        now(),
+                    )
                     .await
                     .expect("create agent");
             }
@@ -78,7 +82,11 @@ async fn bench(label: &str, store: Store) {
     for worker in 0..CONCURRENCY {
         let slug = AgentSlug::parse(&format!("spender-{worker}")).expect("slug");
         let agent = store
-            .create_agent(tenant, NewAgent::named(slug, LifecycleState::Active), now())
+            .create_agent(
+                tenant,
+                NewAgent::named(slug, AgentOrigin::Api).starting_in(LifecycleState::Active),
+                now(),
+            )
             .await
             .expect("spender");
         agents.push(agent.id);

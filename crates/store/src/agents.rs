@@ -54,12 +54,13 @@ pub struct AgentRecord {
 
 impl AgentRecord {
     pub fn lifecycle(&self) -> Lifecycle {
-        Lifecycle::new(self.lifecycle_state, self.expires_at)
+        Lifecycle::restored(self.lifecycle_state, self.expires_at)
     }
 
     /// The record a new agent starts as.
     pub(crate) fn new(tenant: TenantId, id: AgentId, new: NewAgent, now: OffsetDateTime) -> Self {
         let now = DbTime::new(now).get();
+        let lifecycle_state = new.birth_state();
         AgentRecord {
             id,
             tenant_id: tenant,
@@ -72,7 +73,7 @@ impl AgentRecord {
             budget_daily: new.budget_daily,
             budget_monthly: new.budget_monthly,
             role: new.role,
-            lifecycle_state: new.lifecycle_state,
+            lifecycle_state,
             manifest_id: None,
             parent_id: new.parent_id,
             parent_slug: None,
@@ -83,7 +84,7 @@ impl AgentRecord {
             credential_epoch: 0,
             last_seen_at: None,
             // Revoked exactly when terminated, even for one created so.
-            revoked_at: (new.lifecycle_state == LifecycleState::Terminated).then_some(now),
+            revoked_at: (lifecycle_state == LifecycleState::Terminated).then_some(now),
             created_at: now,
             updated_at: now,
             origin: new.origin,
@@ -96,7 +97,7 @@ impl AgentRecord {
     /// termination sets (`revoked_at` is the one source of seed 004's
     /// `revokedAt`).
     pub(crate) fn apply_lifecycle(&mut self, next: &Lifecycle, event: &LifecycleEvent) {
-        self.lifecycle_state = next.state;
+        self.lifecycle_state = next.state();
         self.updated_at = DbTime::new(event.at).get();
         if event.retires_credentials() {
             self.credential_epoch += 1;
@@ -143,7 +144,9 @@ macro_rules! persist_lifecycle {
 
 pub(crate) use persist_lifecycle;
 
-/// What it takes to create an agent.
+/// What it takes to create an agent. Its first lifecycle state is not
+/// chosen here: `agentry-lifecycle` derives it from the origin
+/// ([`agentry_lifecycle::birth_state`]).
 #[derive(Debug, Clone)]
 pub struct NewAgent {
     pub slug: AgentSlug,
@@ -156,18 +159,23 @@ pub struct NewAgent {
     pub budget_daily: Option<Money>,
     pub budget_monthly: Option<Money>,
     pub role: Role,
-    pub lifecycle_state: LifecycleState,
     pub parent_id: Option<AgentId>,
     pub expires_at: Option<OffsetDateTime>,
     pub metadata: serde_json::Value,
     pub scopes: Vec<String>,
     pub trust_level: TrustLevel,
-    pub origin: AgentOrigin,
+    /// The route that creates it; read-only, so the birth state cannot be
+    /// changed apart from it.
+    origin: AgentOrigin,
+    /// A state for a test to start an agent in, skipping its history.
+    #[cfg(feature = "test-hooks")]
+    starting_state: Option<LifecycleState>,
 }
 
 impl NewAgent {
-    /// A plain agent with defaults for everything but its slug and state.
-    pub fn named(slug: AgentSlug, lifecycle_state: LifecycleState) -> Self {
+    /// A plain agent made by `origin`, with defaults for everything but its
+    /// slug.
+    pub fn named(slug: AgentSlug, origin: AgentOrigin) -> Self {
         Self {
             name: AgentName::of_slug(&slug),
             slug,
@@ -178,27 +186,50 @@ impl NewAgent {
             budget_daily: None,
             budget_monthly: None,
             role: Role::Agent,
-            lifecycle_state,
             parent_id: None,
             expires_at: None,
             metadata: serde_json::Value::Object(serde_json::Map::new()),
             scopes: Vec::new(),
             trust_level: TrustLevel::Medium,
-            origin: AgentOrigin::Api,
+            origin,
+            #[cfg(feature = "test-hooks")]
+            starting_state: None,
         }
     }
 
     /// A plain agent called `name`, with the slug the name maps onto.
-    pub fn called(name: AgentName, lifecycle_state: LifecycleState) -> Self {
+    pub fn called(name: AgentName, origin: AgentOrigin) -> Self {
         Self {
             name: name.clone(),
-            ..Self::named(name.slug(), lifecycle_state)
+            ..Self::named(name.slug(), origin)
         }
     }
 
-    /// The same agent, filed as made by `origin`.
-    pub fn made_by(self, origin: AgentOrigin) -> Self {
+    pub fn origin(&self) -> AgentOrigin {
+        self.origin
+    }
+
+    /// The same agent, made by the command that creates it as `origin`.
+    pub(crate) fn made_by(self, origin: AgentOrigin) -> Self {
         Self { origin, ..self }
+    }
+
+    /// For tests only: the agent starts in `state` instead of its birth
+    /// state, as if its history had taken it there.
+    #[cfg(feature = "test-hooks")]
+    pub fn starting_in(self, state: LifecycleState) -> Self {
+        Self {
+            starting_state: Some(state),
+            ..self
+        }
+    }
+
+    fn birth_state(&self) -> LifecycleState {
+        #[cfg(feature = "test-hooks")]
+        if let Some(state) = self.starting_state {
+            return state;
+        }
+        Lifecycle::born(self.origin, self.expires_at).state()
     }
 }
 

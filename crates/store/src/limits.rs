@@ -445,6 +445,8 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<Result<(AgentRecord, AgentLimitEntry), LifecycleError>, StoreError> {
         self.refuse_limits_write_if_told()?;
+        // Whatever the caller filed it as, this command's agent is a
+        // bootstrap's, and is born as one.
         let new = new.made_by(AgentOrigin::Bootstrap);
         let mut agent = AgentRecord::new(tenant, AgentId::from_uuid(new_id()), new, now);
         let (next, event) = match agent.lifecycle().bootstrap(now) {

@@ -6,7 +6,7 @@
 use actix_web::http::Method;
 use actix_web::test::TestRequest;
 use agentry_auth::Audience;
-use agentry_domain::{AgentSlug, ApiKeyRole, LifecycleState};
+use agentry_domain::{AgentOrigin, AgentSlug, ApiKeyRole, LifecycleState};
 use agentry_store::{AgentLimitEntry, NewAgent, now};
 use agentry_testkit::on_both_backends;
 use serde_json::Value;
@@ -217,8 +217,9 @@ async fn every_documented_guard_and_body_status_is_answered() {
                     // far as its body.
                     let mut sender = NewAgent::named(
                         AgentSlug::parse(&format!("sender-{n}")).unwrap(),
-                        LifecycleState::Active,
-                    );
+                        AgentOrigin::Api,
+                    )
+                    .starting_in(LifecycleState::Active);
                     sender.metadata = serde_json::json!({ "can_delegate": true });
                     let sender = db.store.create_agent(acme, sender, now()).await.unwrap();
                     Some(token_of(&sender))

@@ -26,7 +26,7 @@ mod workspace;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::test;
 use agentry_auth::{ApiKey, ApiKeyKind, MasterKey};
-use agentry_domain::{AgentSlug, LifecycleState, Money, TenantId};
+use agentry_domain::{AgentOrigin, AgentSlug, LifecycleState, Money, TenantId};
 use agentry_http::{AppState, Keys, Settings};
 use agentry_store::{AgentRecord, NewAgent, NewApiKey, Store, now};
 use agentry_testkit::TestDb;
@@ -120,7 +120,8 @@ pub(crate) async fn agent(
     slug: &str,
     state: LifecycleState,
 ) -> AgentRecord {
-    let mut new = NewAgent::named(AgentSlug::parse(slug).unwrap(), state);
+    let mut new =
+        NewAgent::named(AgentSlug::parse(slug).unwrap(), AgentOrigin::Api).starting_in(state);
     new.budget_daily = Some(Money::from_usd(5));
     store.create_agent(tenant, new, now()).await.unwrap()
 }

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::test;
-use agentry_domain::{AgentId, AgentSlug, ApiKeyRole, LifecycleState, TenantId, TrustLevel};
+use agentry_domain::{
+    AgentId, AgentOrigin, AgentSlug, ApiKeyRole, LifecycleState, TenantId, TrustLevel,
+};
 use agentry_store::{NewAgent, Store, now};
 use agentry_testkit::on_both_backends;
 use serde_json::{Value, json};
@@ -522,8 +524,9 @@ async fn insert_agents(store: &Store, tenant: TenantId, prefix: &str, count: usi
     for i in 0..count {
         let mut new = NewAgent::named(
             AgentSlug::parse(&format!("{prefix}-{i:04}")).unwrap(),
-            LifecycleState::Active,
-        );
+            AgentOrigin::Api,
+        )
+        .starting_in(LifecycleState::Active);
         new.trust_level = TrustLevel::ALL[i % 4];
         ids.push(
             store

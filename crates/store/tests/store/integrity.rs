@@ -1,7 +1,7 @@
 //! `Store::check_integrity`: silent on a sound database, and it names each
 //! kind of damage it looks for.
 
-use agentry_domain::{Email, LifecycleState, Money};
+use agentry_domain::{AgentOrigin, Email, LifecycleState, Money};
 use agentry_ledger::EnforcedLimits;
 use agentry_lifecycle::TerminationReason;
 use agentry_store::{
@@ -17,7 +17,7 @@ async fn a_sound_database_passes_and_each_kind_of_damage_is_named() {
     on_both_backends(|db| async move {
         let store = &db.store;
         let acme = tenant(store, "acme").await;
-        let mut new = NewAgent::named(slug("spender"), LifecycleState::Active);
+        let mut new = NewAgent::named(slug("spender"), AgentOrigin::Api).starting_in(LifecycleState::Active);
         new.budget_daily = Some(Money::from_usd(10));
         let agent = store.create_agent(acme, new, now()).await.unwrap();
         let limits = EnforcedLimits::enforce(Some(Money::from_usd(10)), None, None, None);
@@ -54,7 +54,7 @@ async fn a_sound_database_passes_and_each_kind_of_damage_is_named() {
         assert_eq!((report.tenants, report.agents, report.ledger_entries, report.audit_events), (1, 1, 3, 2));
 
         // A terminated agent whose revocation time was lost.
-        let ended = NewAgent::named(slug("ended"), LifecycleState::Active);
+        let ended = NewAgent::named(slug("ended"), AgentOrigin::Api).starting_in(LifecycleState::Active);
         let ended = store.create_agent(acme, ended, now()).await.unwrap();
         store
             .reclaim_agent(acme, ended.id, TerminationReason::Operator, now())
@@ -92,7 +92,7 @@ async fn a_sound_database_passes_and_each_kind_of_damage_is_named() {
                     primary_email: Email::parse("primary@example.com").unwrap(),
                     primary_password_hash: "hash".into(),
                     primary_agent: BootstrapAgent {
-                        agent: NewAgent::named(slug("primary"), LifecycleState::Active),
+                        agent: NewAgent::named(slug("primary"), AgentOrigin::Api).starting_in(LifecycleState::Active),
                         key_hash: [9; 32],
                     },
                     agents: Vec::new(),

@@ -16,7 +16,7 @@ use agentry_testkit as support;
 
 use std::sync::Arc;
 
-use agentry_domain::{AgentId, AgentSlug, LifecycleState, Money, TenantId};
+use agentry_domain::{AgentId, AgentOrigin, AgentSlug, LifecycleState, Money, TenantId};
 use agentry_ledger::{EnforcedLimits, EntryKind, LedgerError, verify_transfers};
 use agentry_lifecycle::{LifecycleError, TerminationReason};
 use agentry_store::{
@@ -61,7 +61,8 @@ async fn a_duplicate_agent_is_a_typed_conflict_within_a_tenant_only() {
     on_both_backends(|db| async move {
         let store = &db.store;
         let (acme, globex) = (tenant(store, "acme").await, tenant(store, "globex").await);
-        let mut new = NewAgent::named(slug("summarizer-v1"), LifecycleState::Active);
+        let mut new = NewAgent::named(slug("summarizer-v1"), AgentOrigin::Api)
+            .starting_in(LifecycleState::Active);
         new.budget_daily = Some(Money::parse_usd("5").unwrap());
         new.metadata = serde_json::json!({ "can_delegate": true });
         new.scopes = vec!["read:docs".into()];
@@ -105,7 +106,8 @@ async fn lifecycle_changes_are_checked_recorded_and_bump_the_epoch_on_terminatio
         let agent = store
             .create_agent(
                 acme,
-                NewAgent::named(slug("worker-1"), LifecycleState::Active),
+                NewAgent::named(slug("worker-1"), AgentOrigin::Api)
+                    .starting_in(LifecycleState::Active),
                 now(),
             )
             .await
@@ -267,7 +269,7 @@ async fn spender(store: &Store, tenant: TenantId, name: &str) -> AgentId {
     store
         .create_agent(
             tenant,
-            NewAgent::named(slug(name), LifecycleState::Active),
+            NewAgent::named(slug(name), AgentOrigin::Api).starting_in(LifecycleState::Active),
             now(),
         )
         .await
@@ -328,7 +330,8 @@ async fn delegation_writes_both_sides_and_a_repeated_idempotency_key_is_refused(
         let parent = store
             .create_agent(
                 acme,
-                NewAgent::named(slug("parent"), LifecycleState::Active),
+                NewAgent::named(slug("parent"), AgentOrigin::Api)
+                    .starting_in(LifecycleState::Active),
                 now(),
             )
             .await
@@ -337,7 +340,8 @@ async fn delegation_writes_both_sides_and_a_repeated_idempotency_key_is_refused(
         let child = store
             .create_agent(
                 acme,
-                NewAgent::named(slug("child"), LifecycleState::Active),
+                NewAgent::named(slug("child"), AgentOrigin::Api)
+                    .starting_in(LifecycleState::Active),
                 now(),
             )
             .await
@@ -806,7 +810,7 @@ async fn last_seen_only_moves_forward() {
         let agent = store
             .create_agent(
                 acme,
-                NewAgent::named(slug("seen"), LifecycleState::Active),
+                NewAgent::named(slug("seen"), AgentOrigin::Api).starting_in(LifecycleState::Active),
                 now(),
             )
             .await
@@ -839,7 +843,8 @@ async fn a_spend_and_a_revocation_reach_another_replica_through_the_change_feed(
         let agent = store
             .create_agent(
                 acme,
-                NewAgent::named(slug("revoked"), LifecycleState::Active),
+                NewAgent::named(slug("revoked"), AgentOrigin::Api)
+                    .starting_in(LifecycleState::Active),
                 now(),
             )
             .await
@@ -906,14 +911,16 @@ async fn reclaiming_a_child_returns_exactly_its_unspent_budget_through_the_tree(
         let parent = store
             .create_agent(
                 acme,
-                NewAgent::named(slug("parent"), LifecycleState::Active),
+                NewAgent::named(slug("parent"), AgentOrigin::Api)
+                    .starting_in(LifecycleState::Active),
                 now(),
             )
             .await
             .unwrap();
         let limits = |daily: &str| EnforcedLimits::enforce(Some(usd(daily)), None, None, None);
         let delegate = async |from: AgentId, name: &str, amount: &str, daily: &str| {
-            let mut child = NewAgent::named(slug(name), LifecycleState::Active);
+            let mut child =
+                NewAgent::named(slug(name), AgentOrigin::Api).starting_in(LifecycleState::Active);
             child.budget_daily = Some(usd(amount));
             let (amount, limits) = (usd(amount), limits(daily));
             store
@@ -1004,13 +1011,15 @@ async fn expired_children_are_found_for_the_reaper() {
     on_both_backends(|db| async move {
         let store = &db.store;
         let acme = tenant(store, "acme").await;
-        let mut short = NewAgent::named(slug("short-lived"), LifecycleState::Active);
+        let mut short = NewAgent::named(slug("short-lived"), AgentOrigin::Api)
+            .starting_in(LifecycleState::Active);
         short.expires_at = Some(now() + Duration::seconds(30));
         let short = store.create_agent(acme, short, now()).await.unwrap();
         store
             .create_agent(
                 acme,
-                NewAgent::named(slug("forever"), LifecycleState::Active),
+                NewAgent::named(slug("forever"), AgentOrigin::Api)
+                    .starting_in(LifecycleState::Active),
                 now(),
             )
             .await

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use agentry_domain::{AgentSlug, LifecycleState, TenantId};
+use agentry_domain::{AgentOrigin, AgentSlug, LifecycleState, TenantId};
 use agentry_lifecycle::{CallbackError, CallbackSequence, CallbackStage};
 use agentry_store::{
     ArtifactKind, ArtifactRecord, CaRecord, CallbackState, MachineInstance, MachineInstancePatch,
@@ -120,10 +120,8 @@ async fn creating_a_machine_instance_stores_its_bootstrap_token_and_an_empty_cal
         let agent = store
             .create_agent(
                 acme,
-                NewAgent::named(
-                    AgentSlug::parse("edge-agent").unwrap(),
-                    LifecycleState::Active,
-                ),
+                NewAgent::named(AgentSlug::parse("edge-agent").unwrap(), AgentOrigin::Api)
+                    .starting_in(LifecycleState::Active),
                 now(),
             )
             .await

@@ -1,7 +1,7 @@
 //! Seed 004's repository: registration with its key, keyset pages, key
 //! rotation.
 
-use agentry_domain::{LifecycleState, TrustLevel};
+use agentry_domain::{AgentOrigin, LifecycleState, TrustLevel};
 use agentry_lifecycle::TerminationReason;
 use agentry_store::{AgentPageQuery, NewAgent, StoreError, now};
 
@@ -13,7 +13,9 @@ async fn registering_creates_the_agent_and_its_key_or_neither() {
     on_both_backends(|db| async move {
         let store = &db.store;
         let acme = tenant(store, "acme").await;
-        let new = || NewAgent::named(slug("assistant"), LifecycleState::Active);
+        let new = || {
+            NewAgent::named(slug("assistant"), AgentOrigin::Api).starting_in(LifecycleState::Active)
+        };
         let (agent, key) = store
             .register_agent(acme, new(), [1; 32], now())
             .await
@@ -45,7 +47,8 @@ async fn pages_follow_ids_and_filters() {
         let (acme, globex) = (tenant(store, "acme").await, tenant(store, "globex").await);
         let mut ids = Vec::new();
         for i in 0..7 {
-            let mut new = NewAgent::named(slug(&format!("agent-{i}")), LifecycleState::Active);
+            let mut new = NewAgent::named(slug(&format!("agent-{i}")), AgentOrigin::Api)
+                .starting_in(LifecycleState::Active);
             new.trust_level = if i % 2 == 0 {
                 TrustLevel::Low
             } else {
@@ -56,7 +59,8 @@ async fn pages_follow_ids_and_filters() {
         store
             .create_agent(
                 globex,
-                NewAgent::named(slug("elsewhere"), LifecycleState::Active),
+                NewAgent::named(slug("elsewhere"), AgentOrigin::Api)
+                    .starting_in(LifecycleState::Active),
                 now(),
             )
             .await
@@ -121,7 +125,8 @@ async fn rotation_retires_every_old_key_and_the_epoch_but_not_for_the_revoked() 
         let (agent, _) = store
             .register_agent(
                 acme,
-                NewAgent::named(slug("rotating"), LifecycleState::Active),
+                NewAgent::named(slug("rotating"), AgentOrigin::Api)
+                    .starting_in(LifecycleState::Active),
                 [1; 32],
                 now(),
             )
@@ -188,8 +193,9 @@ async fn a_name_is_kept_as_written_and_unique_by_its_slug() {
         let called = |name: &str| {
             NewAgent::called(
                 agentry_domain::AgentName::parse(name).unwrap(),
-                LifecycleState::Active,
+                AgentOrigin::Api,
             )
+            .starting_in(LifecycleState::Active)
         };
         let agent = store
             .create_agent(acme, called("Support Bot"), now())

@@ -3,7 +3,7 @@
 //! migration that made it so backfills agents terminated before. And a
 //! delegated agent keeps its parent's slug.
 
-use agentry_domain::{AgentId, AgentSlug, LifecycleState, Money, TenantId};
+use agentry_domain::{AgentId, AgentOrigin, AgentSlug, LifecycleState, Money, TenantId};
 use agentry_ledger::EnforcedLimits;
 use agentry_lifecycle::TerminationReason;
 use agentry_store::{
@@ -25,7 +25,11 @@ async fn agent(store: &Store, tenant: TenantId, id: AgentId) -> AgentRecord {
 
 async fn create(store: &Store, tenant: TenantId, name: &str, state: LifecycleState) -> AgentRecord {
     store
-        .create_agent(tenant, NewAgent::named(slug(name), state), now())
+        .create_agent(
+            tenant,
+            NewAgent::named(slug(name), AgentOrigin::Api).starting_in(state),
+            now(),
+        )
         .await
         .unwrap()
 }
@@ -41,7 +45,8 @@ async fn delegate(
 ) -> AgentRecord {
     let delegated = agent(store, tenant, parent).await.parent_id.is_some();
     let slice = Money::parse_usd(if delegated { "0.5" } else { "1" }).unwrap();
-    let mut child = NewAgent::named(slug(name), LifecycleState::Active);
+    let mut child =
+        NewAgent::named(slug(name), AgentOrigin::Api).starting_in(LifecycleState::Active);
     child.budget_daily = Some(slice);
     child.expires_at = expires_at;
     let limits = EnforcedLimits::enforce(Some(Money::from_usd(5)), None, None, None);

@@ -16,13 +16,11 @@ fn workspace(humans: Vec<BootstrapHuman>) -> InstanceBootstrap {
         primary_email: Email::parse("primary@example.com").unwrap(),
         primary_password_hash: "first hash".into(),
         primary_agent: BootstrapAgent {
-            agent: NewAgent::named(slug("primary"), LifecycleState::Active)
-                .made_by(AgentOrigin::Workspace),
+            agent: NewAgent::named(slug("primary"), AgentOrigin::Workspace),
             key_hash: [9; 32],
         },
         agents: vec![BootstrapAgent {
-            agent: NewAgent::named(slug("worker"), LifecycleState::Active)
-                .made_by(AgentOrigin::Workspace),
+            agent: NewAgent::named(slug("worker"), AgentOrigin::Workspace),
             key_hash: [8; 32],
         }],
         humans,
@@ -117,7 +115,7 @@ async fn agents_remember_the_route_that_made_them() {
         let (bootstrapped, _) = store
             .create_bootstrapped_agent(
                 acme,
-                NewAgent::named(slug("booted"), LifecycleState::Provisioned),
+                NewAgent::named(slug("booted"), AgentOrigin::Api),
                 entry,
                 now(),
             )
@@ -128,8 +126,7 @@ async fn agents_remember_the_route_that_made_them() {
         let registered = store
             .create_agent(
                 acme,
-                NewAgent::named(slug("listed"), LifecycleState::Active)
-                    .made_by(AgentOrigin::Registry),
+                NewAgent::named(slug("listed"), AgentOrigin::Registry),
                 now(),
             )
             .await
@@ -137,7 +134,7 @@ async fn agents_remember_the_route_that_made_them() {
         let plain = store
             .create_agent(
                 acme,
-                NewAgent::named(slug("plain"), LifecycleState::Provisioned),
+                NewAgent::named(slug("plain"), AgentOrigin::Api),
                 now(),
             )
             .await
@@ -146,6 +143,19 @@ async fn agents_remember_the_route_that_made_them() {
         assert_eq!(read(bootstrapped.id).await, AgentOrigin::Bootstrap);
         assert_eq!(read(registered.id).await, AgentOrigin::Registry);
         assert_eq!(read(plain.id).await, AgentOrigin::Api);
+        // The origin alone decides the state an agent is born in.
+        assert_eq!(
+            (
+                bootstrapped.lifecycle_state,
+                registered.lifecycle_state,
+                plain.lifecycle_state
+            ),
+            (
+                LifecycleState::Active,
+                LifecycleState::Active,
+                LifecycleState::Provisioned
+            )
+        );
     })
     .await;
 }
