@@ -21,7 +21,8 @@ usage: cargo xtask <task>
 
 tasks:
   test               everything CI runs: fmt check, clippy -D warnings, nextest on the workspace,
-                     the bounded fuzz-api, the quick hostile attacks
+                     the pure crates' doctests and examples, the bounded fuzz-api, the quick
+                     hostile attacks
   deny               cargo deny check licenses bans sources (installs cargo-deny if missing)
   migrate [--status] apply pending migrations to DATABASE_URL, or list applied and pending ones
   seed               create a demo tenant, keys (printed once) and agents; idempotent
@@ -95,6 +96,31 @@ fn test(nextest_args: &[String]) -> Result<()> {
     tested?;
     if !nextest_args.is_empty() {
         return Ok(());
+    }
+    // nextest runs no doctests, and the examples are how another service
+    // learns to embed the pure crates: both must keep working.
+    run(cargo().args([
+        "test",
+        "--doc",
+        "--locked",
+        "--package",
+        "agentry-ledger",
+        "--package",
+        "agentry-lifecycle",
+    ]))?;
+    for (package, example) in [
+        ("agentry-ledger", "budget_gate"),
+        ("agentry-lifecycle", "lifecycle_tour"),
+    ] {
+        run(cargo().args([
+            "run",
+            "--quiet",
+            "--locked",
+            "--package",
+            package,
+            "--example",
+            example,
+        ]))?;
     }
     // Every status the OpenAPI document promises is answered by some test.
     status_coverage::require(&logged?, "the tests")?;

@@ -15,6 +15,29 @@
 //!
 //! It must never depend on tokio, diesel, actix or anything that does I/O,
 //! never reads the clock, and never does `f64` arithmetic on money.
+//!
+//! A spend past the daily limit is refused, and nothing is written:
+//!
+//! ```rust
+//! use agentry_domain::Money;
+//! use agentry_ledger::{Account, EnforcedLimits, LedgerError, Window};
+//! use time::macros::datetime;
+//!
+//! let limits = EnforcedLimits::enforce(Some(Money::from_usd(5)), None, None, None);
+//! let now = datetime!(2026-03-10 12:00 UTC);
+//! let mut account = Account::new();
+//! let spend = account.spend(Money::from_usd(4), &limits, now).unwrap();
+//! account.record(&spend).unwrap();
+//!
+//! assert_eq!(
+//!     account.spend(Money::from_usd(2), &limits, now),
+//!     Err(LedgerError::InsufficientBudget {
+//!         window: Window::Day,
+//!         requested: Money::from_usd(2),
+//!         available: Money::from_usd(1),
+//!     })
+//! );
+//! ```
 
 mod account;
 mod entry;

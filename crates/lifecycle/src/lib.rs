@@ -8,6 +8,21 @@
 //!
 //! It must never depend on tokio, diesel, actix or anything that does I/O,
 //! and it never reads the clock: `now` is always a parameter.
+//!
+//! A move the table does not allow is refused with the moves that are:
+//!
+//! ```rust
+//! use agentry_domain::LifecycleState::{Active, Terminated};
+//! use agentry_lifecycle::{Lifecycle, LifecycleError};
+//! use time::macros::datetime;
+//!
+//! let agent = Lifecycle::new(Active, None);
+//! let refused = agent.request(Terminated, datetime!(2026-03-10 12:00 UTC));
+//! assert_eq!(
+//!     refused,
+//!     Err(LifecycleError::InvalidTransition { from: Active, to: Terminated })
+//! );
+//! ```
 
 mod access;
 mod agent;
