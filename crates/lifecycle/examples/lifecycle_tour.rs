@@ -5,6 +5,7 @@
 
 use std::error::Error;
 
+use agentry_domain::AgentOrigin;
 use agentry_domain::LifecycleState::{
     self, Active, Provisioned, Quarantined, Suspended, Terminated,
 };
@@ -15,10 +16,10 @@ use agentry_lifecycle::{
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
-/// Every lifecycle in this tour is made here, so a change in how the crate
-/// constructs them is a one-line change.
+/// An agent as an embedder's storage holds it, in `state`. A new agent is
+/// never made this way: its state comes from its origin (`Lifecycle::born`).
 fn lifecycle(state: LifecycleState, expires_at: Option<OffsetDateTime>) -> Lifecycle {
-    Lifecycle::new(state, expires_at)
+    Lifecycle::restored(state, expires_at)
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -33,7 +34,9 @@ fn main() -> Result<(), Box<dyn Error>> {
 /// with an error that names the moves that are.
 fn transitions() -> Result<(), Box<dyn Error>> {
     let now = datetime!(2026-03-10 09:00 UTC);
-    let agent = lifecycle(Provisioned, None);
+    // A profile made through the API waits for its first bootstrap.
+    let agent = Lifecycle::born(AgentOrigin::Api, None);
+    assert_eq!(agent.state(), Provisioned);
 
     let (agent, event) = agent
         .bootstrap(now)?
@@ -84,7 +87,7 @@ fn forced_terminations() -> Result<(), Box<dyn Error>> {
 
     let (revoked, event) =
         lifecycle(Quarantined, None).terminate(TerminationReason::Revoked, now)?;
-    assert_eq!(revoked.state, Terminated);
+    assert_eq!(revoked.state(), Terminated);
     assert_eq!(
         event.cause,
         TransitionCause::Forced(TerminationReason::Revoked)
@@ -105,7 +108,7 @@ fn forced_terminations() -> Result<(), Box<dyn Error>> {
     let (reaped, event) = child
         .reap(expires_at)
         .expect("an expired live agent is reaped");
-    assert_eq!(reaped.state, Terminated);
+    assert_eq!(reaped.state(), Terminated);
     assert_eq!(
         event.cause,
         TransitionCause::Forced(TerminationReason::Expired)

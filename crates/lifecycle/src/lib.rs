@@ -12,11 +12,14 @@
 //! A move the table does not allow is refused with the moves that are:
 //!
 //! ```rust
+//! use agentry_domain::AgentOrigin;
 //! use agentry_domain::LifecycleState::{Active, Terminated};
 //! use agentry_lifecycle::{Lifecycle, LifecycleError};
 //! use time::macros::datetime;
 //!
-//! let agent = Lifecycle::new(Active, None);
+//! // A registered agent acts at once.
+//! let agent = Lifecycle::born(AgentOrigin::Registry, None);
+//! assert_eq!(agent.state(), Active);
 //! let refused = agent.request(Terminated, datetime!(2026-03-10 12:00 UTC));
 //! assert_eq!(
 //!     refused,
