@@ -6,6 +6,7 @@
 
 mod admin;
 mod config;
+mod jobs;
 mod master_key;
 mod secret_file;
 mod seed;
@@ -218,7 +219,7 @@ async fn serve(config: &Config, url: &DatabaseUrl, store: Store) -> anyhow::Resu
     };
     warn_if_setup_is_open(&store, &settings, config.bind).await?;
     let state = AppState::new(store.clone(), keys, settings);
-    state.spawn_background_tasks();
+    jobs::spawn(&state);
     let stopping = state.clone();
     let edge = Edge {
         body_timeout: std::time::Duration::from_secs(config.body_timeout),

@@ -7,6 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use agentry_ledger::LedgerError;
+use agentry_lifecycle::Denial;
 use agentry_store::{StoreError, TokenError};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -148,7 +149,7 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::Refused(why) => ApiError::new(StatusCode::CONFLICT, "refused", why),
-            StoreError::Denied(denial) => crate::guard::denial_error(denial),
+            StoreError::Denied(denial) => denial.into(),
             StoreError::Replayed(_) => ApiError::new(
                 StatusCode::CONFLICT,
                 "idempotency_mismatch",
@@ -228,6 +229,26 @@ pub fn json_error(error: actix_web::error::JsonPayloadError) -> actix_web::Error
 /// into problem+json 400s instead of its plain-text defaults.
 pub fn extractor_error(error: impl fmt::Display, code: &'static str) -> actix_web::Error {
     ApiError::bad_request(code, error.to_string()).into()
+}
+
+/// An agent its lifecycle stops: 402 while suspended (seed 000: the budget
+/// owner must act), 403 otherwise, with a code per state.
+impl From<Denial> for ApiError {
+    fn from(denial: Denial) -> Self {
+        let status = if denial.is_payment_required() {
+            StatusCode::PAYMENT_REQUIRED
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        let code = match denial {
+            Denial::NotActivated => "agent_not_activated",
+            Denial::Quarantined => "agent_quarantined",
+            Denial::Suspended => "agent_suspended",
+            Denial::Terminated => "agent_terminated",
+            Denial::Expired => "agent_expired",
+        };
+        ApiError::new(status, code, denial.to_string())
+    }
 }
 
 #[cfg(test)]

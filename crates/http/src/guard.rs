@@ -15,11 +15,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use actix_web::dev::Payload;
-use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use agentry_auth::{ApiKey, ApiKeyKind, Audience, Claims, JwtError, Permission, role_has};
 use agentry_domain::{AgentId, ApiKeyRole, TenantId, WorkspaceAction, WorkspaceRole};
-use agentry_lifecycle::{Access, Denial, RequestScope};
+use agentry_lifecycle::{Access, RequestScope};
 use agentry_store::{AgentRecord, ApiKeyRecord, IssuedCertificateRecord, NewAuditEvent};
 use time::OffsetDateTime;
 
@@ -211,7 +210,7 @@ async fn api_key_principal(request: HttpRequest) -> Result<ApiKeyPrincipal, ApiE
             .ok_or_else(invalid_key)?;
         Access::for_agent(&agent.record.lifecycle(), agentry_store::now())
             .permits(RequestScope::Other)
-            .map_err(denial_error)?;
+            .map_err(ApiError::from)?;
     }
     // After the lookup: only keys that exist get a budget, so made-up keys
     // cannot grow the limiter's map.
@@ -277,24 +276,8 @@ impl AgentPrincipal {
         }
         self.access
             .permits(RequestScope::Other)
-            .map_err(denial_error)
+            .map_err(ApiError::from)
     }
-}
-
-pub(crate) fn denial_error(denial: Denial) -> ApiError {
-    let status = if denial.is_payment_required() {
-        StatusCode::PAYMENT_REQUIRED
-    } else {
-        StatusCode::FORBIDDEN
-    };
-    let code = match denial {
-        Denial::NotActivated => "agent_not_activated",
-        Denial::Quarantined => "agent_quarantined",
-        Denial::Suspended => "agent_suspended",
-        Denial::Terminated => "agent_terminated",
-        Denial::Expired => "agent_expired",
-    };
-    ApiError::new(status, code, denial.to_string())
 }
 
 /// What a verified token is remembered by: its signature segment. Hashing
@@ -456,7 +439,7 @@ fn admit(
     // suspended one 402 (seed 000), whatever its token.
     let access = Access::for_agent(&record.lifecycle(), now);
     if let Err(denial) = access.permits(RequestScope::OwnState) {
-        let refusal = denial_error(denial);
+        let refusal = ApiError::from(denial);
         audit_refusal(state, record, refusal.code);
         return Err(refusal);
     }

@@ -17,7 +17,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
-use crate::guard::{Principal, denial_error};
+use crate::guard::Principal;
 use crate::state::AppState;
 use crate::wire::{AgentSlugSchema, MoneySchema, PositiveMoneySchema, TimestampSchema, timestamp};
 
@@ -77,7 +77,7 @@ async fn account_holder(
                 .ok_or_else(|| ApiError::not_found("agent"))?;
             Access::for_agent(&agent.lifecycle(), now())
                 .permits(RequestScope::Other)
-                .map_err(denial_error)?;
+                .map_err(ApiError::from)?;
             Ok(agent)
         }
     }

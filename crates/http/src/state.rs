@@ -9,7 +9,6 @@ use agentry_domain::{AgentId, AgentSlug, TenantId};
 use agentry_ledger::{Account, EnforcedLimits, RateLimited, RateWindow};
 use agentry_store::{AgentRecord, ApiKeyRecord, Change, Store, StoreError, UserRecord};
 use time::{Duration, OffsetDateTime};
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::keys::Keys;
 
@@ -523,7 +522,11 @@ async fn write_audit_trail(store: Store, mut queue: tokio::sync::mpsc::Receiver<
 /// How often expired delegated agents are looked for. Until the reaper
 /// gets to one, the guard already refuses it (expiry is checked on every
 /// request); the reaper terminates it and returns its budget.
-const REAPER_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+pub const REAPER_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often the binary writes batched last-seen times.
+pub const SIGHTINGS_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often the binary drops quiet API keys' request windows.
+pub const QUIET_KEYS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Everything a handler needs, shared by all workers.
 #[derive(Debug, Clone)]
@@ -755,55 +758,39 @@ impl AppState {
         reaped
     }
 
-    /// Reloads the signing keys when a rotation is announced, reaps expired
-    /// agents, and writes
-    /// batched sightings; runs until the process ends.
-    pub fn spawn_background_tasks(&self) {
-        let state = self.clone();
-        tokio::spawn(async move {
-            let mut changes = state.store.subscribe_changes();
-            loop {
-                let reload = match changes.recv().await {
-                    Ok(change) => matches!(
-                        change,
-                        Change::SigningKeys | Change::SigningKeyRevoked(_) | Change::Resync
-                    ),
-                    Err(RecvError::Lagged(_)) => true,
-                    Err(RecvError::Closed) => break,
-                };
-                if reload
-                    && let Err(error) = state.keys.reload(&state.store, agentry_store::now()).await
-                {
-                    tracing::error!(%error, "cannot reload signing keys");
-                }
-            }
-        });
-        let state = self.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(REAPER_INTERVAL);
-            loop {
-                every.tick().await;
-                state.reap_expired(agentry_store::now()).await;
-            }
-        });
-        let state = self.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
-            loop {
-                every.tick().await;
-                state.api_key_rate.shrink();
-            }
-        });
-        let state = self.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
-            loop {
-                every.tick().await;
-                let batch = state.sightings.take();
-                if let Err(error) = state.store.record_last_seen(batch).await {
-                    tracing::warn!(%error, "cannot record last-seen times");
-                }
-            }
-        });
+    /// Reloads the signing keys from the store (after a rotation was
+    /// announced, or when changes may have been missed); a failure is
+    /// logged and the keys in hand stay.
+    pub async fn reload_signing_keys(&self) {
+        if let Err(error) = self.keys.reload(&self.store, agentry_store::now()).await {
+            tracing::error!(%error, "cannot reload signing keys");
+        }
+    }
+
+    /// Writes the batched last-seen times of agents; a failure is logged
+    /// and the batch is dropped (the next request sights the agent again).
+    pub async fn flush_sightings(&self) {
+        let batch = self.sightings.take();
+        if let Err(error) = self.store.record_last_seen(batch).await {
+            tracing::warn!(%error, "cannot record last-seen times");
+        }
+    }
+
+    /// Drops the request windows of API keys that have gone quiet, so the
+    /// limiter's memory follows the keys in use.
+    pub fn forget_quiet_api_keys(&self) {
+        self.api_key_rate.shrink();
+    }
+}
+
+/// Whether `change` (or a lagged receiver, `None`) means the signing keys
+/// may have changed.
+pub fn may_rotate_signing_keys(change: Option<&Change>) -> bool {
+    match change {
+        None => true,
+        Some(change) => matches!(
+            change,
+            Change::SigningKeys | Change::SigningKeyRevoked(_) | Change::Resync
+        ),
     }
 }

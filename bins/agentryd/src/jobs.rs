@@ -1,0 +1,54 @@
+//! The background jobs a serving process runs beside its listeners, each
+//! a loop around one step `agentry_http::AppState` offers: following key
+//! rotations, reaping expired agents, forgetting quiet API keys and writing
+//! last-seen times. The change feed they rely on is started in `main`
+//! (`Store::start_change_listener`).
+
+use agentry_http::AppState;
+use agentry_http::state::{
+    QUIET_KEYS_INTERVAL, REAPER_INTERVAL, SIGHTINGS_FLUSH_INTERVAL, may_rotate_signing_keys,
+};
+use tokio::sync::broadcast::error::RecvError;
+
+/// Starts every job on the current runtime; they run until the process ends.
+pub(crate) fn spawn(state: &AppState) {
+    let keys = state.clone();
+    tokio::spawn(async move {
+        let mut changes = keys.store.subscribe_changes();
+        loop {
+            let change = match changes.recv().await {
+                Ok(change) => Some(change),
+                // A receiver that fell behind may have missed a rotation.
+                Err(RecvError::Lagged(_)) => None,
+                Err(RecvError::Closed) => break,
+            };
+            if may_rotate_signing_keys(change.as_ref()) {
+                keys.reload_signing_keys().await;
+            }
+        }
+    });
+    let reaper = state.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(REAPER_INTERVAL);
+        loop {
+            every.tick().await;
+            reaper.reap_expired(agentry_store::now()).await;
+        }
+    });
+    let limiter = state.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(QUIET_KEYS_INTERVAL);
+        loop {
+            every.tick().await;
+            limiter.forget_quiet_api_keys();
+        }
+    });
+    let sightings = state.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(SIGHTINGS_FLUSH_INTERVAL);
+        loop {
+            every.tick().await;
+            sightings.flush_sightings().await;
+        }
+    });
+}
