@@ -7,12 +7,14 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use agentry_auth::Permission;
 use agentry_domain::{AgentSlug, Money};
-use agentry_ledger::{Account, EnforcedLimits, Entry, EntryKind, HoldId, LedgerError, Window};
+use agentry_ledger::{
+    Account, EnforcedLimits, EntryKind, HoldId, LedgerError, Movement, Window, hold_expiry,
+    released_by_capture,
+};
 use agentry_lifecycle::{Access, RequestScope};
-use agentry_store::{AgentRecord, Appends, StoreError, now};
+use agentry_store::{AgentRecord, StoreError, now};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use time::Duration;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::deferred::Deferred;
@@ -32,10 +34,6 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
 #[derive(OpenApi)]
 #[openapi(paths(spend, hold, capture, release))]
 pub(crate) struct Api;
-
-/// Longest a hold may live.
-const MAX_HOLD_SECONDS: i64 = 86_400;
-const DEFAULT_HOLD_SECONDS: i64 = 300;
 
 /// What a caller must be to move money at all, judged before its body is
 /// read: an agent with its full credentials, or a key that may record
@@ -83,42 +81,17 @@ async fn account_holder(
     }
 }
 
-/// Appends the one entry `decide` (a ledger operation) makes on `agent`'s
-/// account. Inside the agent's ledger transaction, under its lock, the
-/// lifecycle is checked again and the limits are read: a suspension or a
-/// lowered limit committed a moment ago always counts. Returns the account
-/// as it is afterwards and the limits that applied.
-async fn move_money<F>(
+/// Runs the store's one command for moving `agent`'s own money.
+async fn move_money(
     state: &AppState,
     agent: &AgentRecord,
+    movement: Movement,
     key: Option<String>,
-    decide: F,
-) -> Result<(Account, EnforcedLimits), StoreError>
-where
-    F: FnOnce(&Account, &EnforcedLimits) -> Result<Entry, LedgerError> + Send + 'static,
-{
-    let (tenant, id) = (agent.tenant_id, agent.id);
+) -> Result<(Account, EnforcedLimits), StoreError> {
+    let (tenant, id, now) = (agent.tenant_id, agent.id, now());
     state
         .store
-        .detached(async move |store| {
-            let replay = key.clone().map(|key| (id, key));
-            let (_, outcome) = store
-                .ledger_decision(tenant, &[id], replay, |view| {
-                    let record = view.agent(id)?;
-                    Access::for_agent(&record.lifecycle(), now()).permits(RequestScope::Other)?;
-                    let limits = view.enforced(id)?;
-                    let mut account = view.account(id)?.clone();
-                    let entry = decide(&account, &limits)?;
-                    account.record(&entry)?;
-                    let appends = Appends {
-                        entries: vec![(id, entry)],
-                        idempotency_key: key,
-                    };
-                    Ok((appends, (account, limits)))
-                })
-                .await?;
-            Ok(outcome)
-        })
+        .detached(async move |store| store.move_money(tenant, id, movement, key, now).await)
         .await
 }
 
@@ -265,21 +238,15 @@ async fn spend(
     }
     let agent = account_holder(&state, &caller, body.agent_id.as_deref()).await?;
     let amount = body.amount_usd;
-    let recorded = move_money(
-        &state,
-        &agent,
-        body.idempotency_key,
-        move |account, limits| account.spend(amount, limits, now()),
-    )
-    .await;
+    let movement = Movement::Spend { amount };
+    let recorded = move_money(&state, &agent, movement, body.idempotency_key).await;
     let (replay, (account, limits)) = match recorded {
         Ok(moved) => (false, moved),
         // The same idempotency key again: already recorded once. The
         // same request gets the figures as they are now; a different one
         // under the same key is a client bug worth telling.
         Err(StoreError::Replayed(earlier)) => {
-            if !matches!(earlier.kind, EntryKind::Spend { amount: recorded } if recorded == amount)
-            {
+            if !movement.is_replayed_by(&earlier) {
                 return Err(idempotency_mismatch());
             }
             (true, current_figures(&state, &agent).await?)
@@ -395,32 +362,23 @@ async fn hold(
     require_money_access(&caller)?;
     let body = body.read().await?.into_inner();
     check_key(body.idempotency_key.as_deref())?;
-    let ttl = body.ttl_seconds.unwrap_or(DEFAULT_HOLD_SECONDS);
-    if !(1..=MAX_HOLD_SECONDS).contains(&ttl) {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            format!("ttl_seconds must be 1 to {MAX_HOLD_SECONDS}"),
-        ));
-    }
-    let agent = account_holder(&state, &caller, body.agent_id.as_deref()).await?;
     let (amount, hold) = (body.amount_usd, HoldId(uuid::Uuid::now_v7()));
-    let expires_at = now() + Duration::seconds(ttl);
-    let held = move_money(
-        &state,
-        &agent,
-        body.idempotency_key,
-        move |account, limits| account.hold(hold, amount, expires_at, limits, now()),
-    )
-    .await;
+    let expires_at = hold_expiry(body.ttl_seconds, now())
+        .map_err(|error| ApiError::bad_request("invalid_request", error.to_string()))?;
+    let movement = Movement::Hold {
+        hold,
+        amount,
+        expires_at,
+    };
+    let agent = account_holder(&state, &caller, body.agent_id.as_deref()).await?;
+    let held = move_money(&state, &agent, movement, body.idempotency_key).await;
     let (status, hold, expires_at, (account, limits)) = match held {
         Ok(moved) => (StatusCode::CREATED, hold, expires_at, moved),
         // A retried hold answers with the hold it already made.
         Err(StoreError::Replayed(earlier)) => match earlier.kind {
             EntryKind::Hold {
-                hold,
-                amount: recorded,
-                expires_at,
-            } if recorded == amount => (
+                hold, expires_at, ..
+            } if movement.is_replayed_by(&earlier) => (
                 StatusCode::OK,
                 hold,
                 expires_at,
@@ -532,16 +490,13 @@ async fn capture(
     let body = body.read().await?;
     let (agent, hold) = held_by(&state, &caller, &path).await?;
     let amount = body.amount_usd;
-    let (account, limits) = move_money(&state, &agent, None, move |account, _| {
-        account.capture(hold, amount, now())
-    })
-    .await?;
-    let held = account.held(hold).unwrap_or(Money::ZERO);
+    let capture = Movement::Capture { hold, amount };
+    let (account, limits) = move_money(&state, &agent, capture, None).await?;
     Ok(HttpResponse::Ok().json(CaptureResponse {
         figures: figures(&agent, &account, &limits),
         hold_id: hold.0.to_string(),
         captured_usd: amount,
-        released_usd: held.saturating_sub(amount),
+        released_usd: released_by_capture(&account, hold, amount),
     }))
 }
 
@@ -591,10 +546,7 @@ async fn release(
 ) -> Result<HttpResponse, ApiError> {
     require_money_access(&caller)?;
     let (agent, hold) = held_by(&state, &caller, &path).await?;
-    let (account, limits) = move_money(&state, &agent, None, move |account, _| {
-        account.release(hold, now())
-    })
-    .await?;
+    let (account, limits) = move_money(&state, &agent, Movement::Release { hold }, None).await?;
     Ok(HttpResponse::Ok().json(ReleaseResponse {
         figures: figures(&agent, &account, &limits),
         hold_id: hold.0.to_string(),

@@ -42,12 +42,17 @@
 mod account;
 mod entry;
 mod limits;
+mod movement;
 mod rate;
 mod window;
 
 pub use account::{Account, LedgerError, Settlement};
 pub use entry::{Entry, EntryKind, HoldId, TransferImbalance, verify_transfers};
 pub use limits::{DEFAULT_RPM, EnforcedLimits};
+pub use movement::{
+    DEFAULT_HOLD_SECONDS, HoldLifetimeError, MAX_HOLD_SECONDS, Movement, hold_expiry,
+    released_by_capture,
+};
 pub use rate::{RateLimited, RateWindow};
 pub use window::Window;
 

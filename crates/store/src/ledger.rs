@@ -4,12 +4,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use agentry_domain::{AgentId, Money, TenantId};
-use agentry_ledger::{Account, EnforcedLimits, Entry, EntryKind, HoldId, LedgerError};
+use agentry_ledger::{Account, EnforcedLimits, Entry, EntryKind, HoldId, LedgerError, Movement};
+use agentry_lifecycle::{Access, RequestScope};
 
 use crate::agents::AgentRecord;
 use crate::limits::{AgentLimits, load_limits};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use time::OffsetDateTime;
 
 use crate::db::write_tx;
 use crate::schema::ledger_entries;
@@ -456,6 +458,40 @@ impl Store {
         })
         .await
         .map(|(appends, ())| appends)
+    }
+
+    /// Moves `agent`'s own money: under the agent's ledger lock, its
+    /// lifecycle is checked again (a suspension committed a moment ago
+    /// counts), its enforced limits are read, and the ledger decides
+    /// `movement`; the entry is appended with `idempotency_key`. Returns
+    /// the account as it is afterwards and the limits that applied. A key
+    /// used before is `StoreError::Replayed` with the entry it recorded
+    /// ([`Movement::is_replayed_by`] tells whether it was this request).
+    pub async fn move_money(
+        &self,
+        tenant: TenantId,
+        agent: AgentId,
+        movement: Movement,
+        idempotency_key: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<(Account, EnforcedLimits), StoreError> {
+        let replay = idempotency_key.clone().map(|key| (agent, key));
+        let (_, outcome) = self
+            .ledger_decision(tenant, &[agent], replay, |view| {
+                let record = view.agent(agent)?;
+                Access::for_agent(&record.lifecycle(), now).permits(RequestScope::Other)?;
+                let limits = view.enforced(agent)?;
+                let mut account = view.account(agent)?.clone();
+                let entry = movement.decide(&account, &limits, now)?;
+                account.record(&entry)?;
+                let appends = Appends {
+                    entries: vec![(agent, entry)],
+                    idempotency_key,
+                };
+                Ok((appends, (account, limits)))
+            })
+            .await?;
+        Ok(outcome)
     }
 
     /// Like [`Store::ledger_transaction`], but the decision also sees the

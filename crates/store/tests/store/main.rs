@@ -1033,3 +1033,63 @@ async fn expired_children_are_found_for_the_reaper() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn money_moves_by_one_command_that_rechecks_the_agent_and_remembers_its_key() {
+    on_both_backends(|db| async move {
+        let store = &db.store;
+        let acme = tenant(store, "acme").await;
+        let mut new = NewAgent::named(slug("spender"), AgentOrigin::Registry);
+        new.budget_daily = Some(Money::from_usd(5));
+        let agent = store.create_agent(acme, new, now()).await.unwrap();
+        let spend = |usd| agentry_ledger::Movement::Spend {
+            amount: Money::from_usd(usd),
+        };
+
+        let (account, limits) = store
+            .move_money(acme, agent.id, spend(3), Some("k-1".into()), now())
+            .await
+            .unwrap();
+        assert_eq!(limits.daily, Some(Money::from_usd(5)));
+        assert_eq!(
+            account.spent(agentry_ledger::Window::Day, now()),
+            Money::from_usd(3)
+        );
+        // The key again: nothing is recorded, the earlier entry comes back.
+        match store
+            .move_money(acme, agent.id, spend(3), Some("k-1".into()), now())
+            .await
+        {
+            Err(StoreError::Replayed(earlier)) => assert!(spend(3).is_replayed_by(&earlier)),
+            other => panic!("{other:?}"),
+        }
+        // Past the limit: refused, nothing written.
+        match store
+            .move_money(acme, agent.id, spend(3), None, now())
+            .await
+        {
+            Err(StoreError::Ledger(LedgerError::InsufficientBudget { .. })) => {}
+            other => panic!("{other:?}"),
+        }
+        // A suspension committed a moment ago counts.
+        store
+            .change_lifecycle(acme, agent.id, |lifecycle| {
+                lifecycle
+                    .request(LifecycleState::Suspended, now())
+                    .map(Some)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        match store
+            .move_money(acme, agent.id, spend(1), None, now())
+            .await
+        {
+            Err(StoreError::Denied(denial)) => assert!(denial.is_payment_required()),
+            other => panic!("{other:?}"),
+        }
+        let entries = store.ledger_entries(acme, agent.id).await.unwrap();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+    })
+    .await;
+}
