@@ -9,7 +9,7 @@ use actix_web::{HttpResponse, web};
 use agentry_auth::Permission;
 use agentry_domain::{AgentOrigin, AgentSlug, ApiKeyRole, Money, TenantId};
 use agentry_ledger::{DEFAULT_RPM, EnforcedLimits};
-use agentry_lifecycle::LifecycleError;
+use agentry_lifecycle::{LifecycleCommand, LifecycleError};
 use agentry_store::{
     AgentLimitEntry, AgentRecord, NewAgent, NewAuditEvent, StoreError, enforced_limits, now,
 };
@@ -363,9 +363,12 @@ async fn complete(
         None => agent,
         Some(_) => {
             store
-                .change_lifecycle(agent.tenant_id, agent.id, |lifecycle| {
-                    lifecycle.bootstrap(now())
-                })
+                .transition(
+                    agent.tenant_id,
+                    agent.id,
+                    LifecycleCommand::Bootstrap,
+                    now(),
+                )
                 .await?
                 .map_err(refused)?
                 .0

@@ -8,6 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use agentry_auth::Permission;
 use agentry_domain::{AgentOrigin, AgentSlug, LifecycleState, Money, Role};
+use agentry_lifecycle::LifecycleCommand;
 use agentry_store::{AgentLimitEntry, AgentLimits, NewAgent, NewAuditEvent, ProfilePatch, now};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
@@ -485,9 +486,7 @@ async fn transition(
                 .ok_or(agentry_store::StoreError::NotFound("agent"))?;
             if to != LifecycleState::Terminated {
                 return store
-                    .change_lifecycle(tenant, agent.id, |lifecycle| {
-                        lifecycle.request(to, now()).map(Some)
-                    })
+                    .transition(tenant, agent.id, LifecycleCommand::Request(to), now())
                     .await;
             }
             // Termination takes the agent's sub-agents with it and settles

@@ -125,6 +125,17 @@ pub const fn birth_state(origin: AgentOrigin) -> LifecycleState {
     }
 }
 
+/// A change of lifecycle someone asks for; [`Lifecycle::apply`] judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifecycleCommand {
+    /// An operator's move, checked against the table.
+    Request(LifecycleState),
+    /// A bootstrap's activation of a provisioned agent.
+    Bootstrap,
+    /// A termination that does not walk the table (revoke, reclaim, expiry).
+    Terminate(TerminationReason),
+}
+
 /// An agent's lifecycle: its state and, for delegated agents, when it expires.
 ///
 /// Made only by [`Lifecycle::born`] (a new agent) or [`Lifecycle::restored`]
@@ -163,6 +174,21 @@ impl Lifecycle {
     /// the reaper has written it down.
     pub fn is_expired(&self, now: OffsetDateTime) -> bool {
         self.expires_at.is_some_and(|expires_at| expires_at <= now)
+    }
+
+    /// What `command` does to this lifecycle at `now`: the new lifecycle
+    /// and its event, `None` when there is nothing to record (a bootstrap
+    /// of an agent already active), or the refusal.
+    pub fn apply(
+        &self,
+        command: LifecycleCommand,
+        now: OffsetDateTime,
+    ) -> Result<Option<(Lifecycle, LifecycleEvent)>, LifecycleError> {
+        match command {
+            LifecycleCommand::Request(to) => self.request(to, now).map(Some),
+            LifecycleCommand::Bootstrap => self.bootstrap(now),
+            LifecycleCommand::Terminate(reason) => self.terminate(reason, now).map(Some),
+        }
     }
 
     /// An operator's request to move to `to`, checked against the table.
@@ -250,6 +276,31 @@ mod tests {
 
     fn at(state: LifecycleState) -> Lifecycle {
         Lifecycle::restored(state, None)
+    }
+
+    #[test]
+    fn a_command_is_the_decision_it_names() {
+        let provisioned = at(Provisioned);
+        assert_eq!(
+            provisioned.apply(LifecycleCommand::Bootstrap, NOW),
+            provisioned.bootstrap(NOW)
+        );
+        assert_eq!(
+            provisioned.apply(LifecycleCommand::Request(Suspended), NOW),
+            provisioned.request(Suspended, NOW).map(Some)
+        );
+        let revoke = LifecycleCommand::Terminate(TerminationReason::Revoked);
+        assert_eq!(
+            at(Active).apply(revoke, NOW),
+            at(Active)
+                .terminate(TerminationReason::Revoked, NOW)
+                .map(Some)
+        );
+        assert_eq!(
+            at(Terminated).apply(revoke, NOW),
+            Err(LifecycleError::AlreadyTerminated)
+        );
+        assert_eq!(at(Active).apply(LifecycleCommand::Bootstrap, NOW), Ok(None));
     }
 
     #[test]

@@ -33,7 +33,7 @@ mod callback;
 
 pub use access::{Access, Denial, RequestScope};
 pub use agent::{
-    Lifecycle, LifecycleError, LifecycleEvent, TerminationReason, TransitionCause, allowed_targets,
-    birth_state,
+    Lifecycle, LifecycleCommand, LifecycleError, LifecycleEvent, TerminationReason,
+    TransitionCause, allowed_targets, birth_state,
 };
 pub use callback::{CallbackError, CallbackSequence, CallbackStage};

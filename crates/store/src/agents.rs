@@ -4,7 +4,9 @@
 use agentry_domain::{
     AgentId, AgentName, AgentOrigin, AgentSlug, LifecycleState, Money, Role, TenantId, TrustLevel,
 };
-use agentry_lifecycle::{Lifecycle, LifecycleError, LifecycleEvent, TransitionCause};
+use agentry_lifecycle::{
+    Lifecycle, LifecycleCommand, LifecycleError, LifecycleEvent, TransitionCause,
+};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use time::OffsetDateTime;
@@ -669,11 +671,26 @@ impl Store {
         })
     }
 
+    /// Changes an agent's lifecycle as `command` asks: reads the agent under
+    /// a write lock, lets `agentry-lifecycle` judge the command at `now`,
+    /// and writes the new state, its history row and a new credential epoch
+    /// when the agent is terminated. A refusal writes nothing.
+    pub async fn transition(
+        &self,
+        tenant: TenantId,
+        id: AgentId,
+        command: LifecycleCommand,
+        now: OffsetDateTime,
+    ) -> Result<Result<LifecycleChange, LifecycleError>, StoreError> {
+        self.change_lifecycle(tenant, id, |lifecycle| lifecycle.apply(command, now))
+            .await
+    }
+
     /// Applies a lifecycle decision atomically: reads the agent under a write
     /// lock, lets `decide` (a function of `agentry-lifecycle`) judge, and
     /// writes the new state, its history row and a new credential epoch when
     /// the agent is terminated.
-    pub async fn change_lifecycle<F>(
+    pub(crate) async fn change_lifecycle<F>(
         &self,
         tenant: TenantId,
         id: AgentId,

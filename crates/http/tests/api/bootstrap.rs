@@ -6,7 +6,7 @@ use actix_web::http::Method;
 use agentry_auth::Audience;
 use agentry_domain::{ApiKeyRole, LifecycleState, TenantId};
 use agentry_http::AppState;
-use agentry_lifecycle::TerminationReason;
+use agentry_lifecycle::{LifecycleCommand, TerminationReason};
 use agentry_store::now;
 use agentry_testkit::on_both_backends;
 use serde_json::json;
@@ -266,11 +266,12 @@ async fn suspended_and_terminated_agents_cannot_bootstrap() {
         let suspended = agent(&db.store, acme, "paused", LifecycleState::Suspended).await;
         let terminated = agent(&db.store, acme, "gone", LifecycleState::Active).await;
         db.store
-            .change_lifecycle(acme, terminated.id, |lifecycle| {
-                lifecycle
-                    .terminate(TerminationReason::Revoked, now())
-                    .map(Some)
-            })
+            .transition(
+                acme,
+                terminated.id,
+                LifecycleCommand::Terminate(TerminationReason::Revoked),
+                now(),
+            )
             .await
             .unwrap()
             .unwrap();

@@ -6,7 +6,7 @@ use agentry_auth::{ApiKeyKind, Audience, JwtIssuer, JwtSigningKey, Permission};
 use agentry_domain::{ApiKeyRole, LifecycleState, Money};
 use agentry_http::guard::ApiKeyPrincipal;
 use agentry_http::new_signing_key;
-use agentry_lifecycle::TerminationReason;
+use agentry_lifecycle::{LifecycleCommand, TerminationReason};
 use agentry_store::{AgentLimitEntry, now};
 use agentry_testkit::on_both_backends;
 use base64::Engine;
@@ -280,11 +280,12 @@ async fn revocation_takes_effect_on_the_next_request() {
         );
 
         db.store
-            .change_lifecycle(acme, worker.id, |lifecycle| {
-                lifecycle
-                    .terminate(TerminationReason::Revoked, now())
-                    .map(Some)
-            })
+            .transition(
+                acme,
+                worker.id,
+                LifecycleCommand::Terminate(TerminationReason::Revoked),
+                now(),
+            )
             .await
             .unwrap()
             .unwrap();

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use agentry_domain::{AgentId, AgentOrigin, AgentSlug, LifecycleState, Money, TenantId};
 use agentry_ledger::{EnforcedLimits, EntryKind, LedgerError, verify_transfers};
-use agentry_lifecycle::{LifecycleError, TerminationReason};
+use agentry_lifecycle::{LifecycleCommand, LifecycleError, TerminationReason};
 use agentry_store::{
     AgentLimitEntry, Appends, NewAgent, NewAuditEvent, NewToken, Store, StoreError, TokenError,
     TokenPurpose, now,
@@ -113,11 +113,12 @@ async fn lifecycle_changes_are_checked_recorded_and_bump_the_epoch_on_terminatio
             .await
             .unwrap();
         let refused = store
-            .change_lifecycle(acme, agent.id, |lifecycle| {
-                lifecycle
-                    .request(LifecycleState::Terminated, now())
-                    .map(Some)
-            })
+            .transition(
+                acme,
+                agent.id,
+                LifecycleCommand::Request(LifecycleState::Terminated),
+                now(),
+            )
             .await
             .unwrap();
         assert!(matches!(
@@ -126,11 +127,12 @@ async fn lifecycle_changes_are_checked_recorded_and_bump_the_epoch_on_terminatio
         ));
 
         let (suspended, event) = store
-            .change_lifecycle(acme, agent.id, |lifecycle| {
-                lifecycle
-                    .request(LifecycleState::Suspended, now())
-                    .map(Some)
-            })
+            .transition(
+                acme,
+                agent.id,
+                LifecycleCommand::Request(LifecycleState::Suspended),
+                now(),
+            )
             .await
             .unwrap()
             .unwrap();
@@ -139,11 +141,12 @@ async fn lifecycle_changes_are_checked_recorded_and_bump_the_epoch_on_terminatio
         assert_eq!(suspended.credential_epoch, 0);
 
         let (revoked, _) = store
-            .change_lifecycle(acme, agent.id, |lifecycle| {
-                lifecycle
-                    .terminate(TerminationReason::Revoked, now())
-                    .map(Some)
-            })
+            .transition(
+                acme,
+                agent.id,
+                LifecycleCommand::Terminate(TerminationReason::Revoked),
+                now(),
+            )
             .await
             .unwrap()
             .unwrap();
@@ -155,11 +158,12 @@ async fn lifecycle_changes_are_checked_recorded_and_bump_the_epoch_on_terminatio
 
         let other = tenant(store, "globex").await;
         let missing = store
-            .change_lifecycle(other, agent.id, |lifecycle| {
-                lifecycle
-                    .terminate(TerminationReason::Revoked, now())
-                    .map(Some)
-            })
+            .transition(
+                other,
+                agent.id,
+                LifecycleCommand::Terminate(TerminationReason::Revoked),
+                now(),
+            )
             .await;
         assert!(matches!(missing, Err(StoreError::NotFound("agent"))));
     })
@@ -881,11 +885,12 @@ async fn a_spend_and_a_revocation_reach_another_replica_through_the_change_feed(
             agentry_store::Change::Ledger(agent)
         );
         store
-            .change_lifecycle(acme, agent, |lifecycle| {
-                lifecycle
-                    .terminate(TerminationReason::Revoked, now())
-                    .map(Some)
-            })
+            .transition(
+                acme,
+                agent,
+                LifecycleCommand::Terminate(TerminationReason::Revoked),
+                now(),
+            )
             .await
             .unwrap()
             .unwrap();
@@ -1073,11 +1078,12 @@ async fn money_moves_by_one_command_that_rechecks_the_agent_and_remembers_its_ke
         }
         // A suspension committed a moment ago counts.
         store
-            .change_lifecycle(acme, agent.id, |lifecycle| {
-                lifecycle
-                    .request(LifecycleState::Suspended, now())
-                    .map(Some)
-            })
+            .transition(
+                acme,
+                agent.id,
+                LifecycleCommand::Request(LifecycleState::Suspended),
+                now(),
+            )
             .await
             .unwrap()
             .unwrap();

@@ -5,7 +5,7 @@
 
 use agentry_domain::{AgentId, AgentOrigin, AgentSlug, LifecycleState, Money, TenantId};
 use agentry_ledger::EnforcedLimits;
-use agentry_lifecycle::TerminationReason;
+use agentry_lifecycle::{LifecycleCommand, TerminationReason};
 use agentry_store::{
     AgentRecord, Backend, DatabaseUrl, NewAgent, POSTGRES_MIGRATIONS, ProfilePatch,
     SQLITE_MIGRATIONS, Store, now,
@@ -139,13 +139,16 @@ async fn every_termination_route_sets_revoked_at_in_its_transaction() {
             .unwrap();
         assert_revoked_at(store, acme, short.id, t).await;
 
-        // A lifecycle decision that terminates through change_lifecycle.
+        // A lifecycle decision that terminates through transition.
         let unused = create(store, acme, "unused", LifecycleState::Provisioned).await;
         let t = at(6);
         let (changed, event) = store
-            .change_lifecycle(acme, unused.id, |lifecycle| {
-                lifecycle.request(LifecycleState::Terminated, t).map(Some)
-            })
+            .transition(
+                acme,
+                unused.id,
+                LifecycleCommand::Request(LifecycleState::Terminated),
+                t,
+            )
             .await
             .unwrap()
             .unwrap();
@@ -155,11 +158,12 @@ async fn every_termination_route_sets_revoked_at_in_its_transaction() {
 
         // Moves short of termination revoke nothing.
         let (suspended, _) = store
-            .change_lifecycle(acme, parent.id, |lifecycle| {
-                lifecycle
-                    .request(LifecycleState::Suspended, at(7))
-                    .map(Some)
-            })
+            .transition(
+                acme,
+                parent.id,
+                LifecycleCommand::Request(LifecycleState::Suspended),
+                at(7),
+            )
             .await
             .unwrap()
             .unwrap();
