@@ -8,6 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use agentry_auth::Permission;
 use agentry_domain::{AgentOrigin, AgentSlug, LifecycleState, Money, Role};
+use agentry_ledger::LimitsEdit;
 use agentry_lifecycle::LifecycleCommand;
 use agentry_store::{AgentLimitEntry, AgentLimits, NewAgent, NewAuditEvent, ProfilePatch, now};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -599,29 +600,6 @@ impl ToSchema for LimitsPatchSchema {
     }
 }
 
-/// The most requests per minute an entry may allow; a guard against typos
-/// that would switch rate limiting off in practice.
-const MAX_RPM: u32 = 1_000_000;
-
-fn validate_entries<'a>(
-    entries: impl IntoIterator<Item = (&'a String, Option<&'a LimitEntry>)>,
-) -> Result<(), ApiError> {
-    let mut problems = Problems::default();
-    for (key, entry) in entries {
-        if key.is_empty() || key.len() > 200 {
-            problems.push(format!("{key:?}: keys must be 1 to 200 characters"));
-        }
-        if let Some(rpm) = entry.and_then(|entry| entry.max_requests_per_minute)
-            && !(1..=MAX_RPM).contains(&rpm)
-        {
-            problems.push(format!(
-                "{key}: maxRequestsPerMinute must be 1 to {MAX_RPM}"
-            ));
-        }
-    }
-    problems.finish()
-}
-
 /// The tenant's agent-limits map with its version.
 #[derive(Debug, Serialize, ToSchema)]
 struct AgentLimitsMap {
@@ -708,14 +686,13 @@ async fn replace_limits(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::AgentLimitsManage)?;
     let replacement = body.read().await?.into_inner();
-    validate_entries(replacement.iter().map(|(key, entry)| (key, Some(entry))))?;
-    write_limits(&state, &caller, move |entries| {
-        *entries = replacement
+    let edit = LimitsEdit::Replace(
+        replacement
             .iter()
             .map(|(key, entry)| (key.clone(), to_store(entry)))
-            .collect();
-    })
-    .await
+            .collect(),
+    );
+    write_limits(&state, &caller, edit).await
 }
 
 /// Merges entries into the agent-limits map, field by field.
@@ -751,27 +728,13 @@ async fn merge_limits(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::AgentLimitsManage)?;
     let patch = body.read().await?.into_inner();
-    validate_entries(patch.iter().map(|(key, entry)| (key, entry.as_ref())))?;
-    write_limits(&state, &caller, move |entries| {
-        for (key, entry) in &patch {
-            match entry {
-                // A partial entry merges into the existing one.
-                Some(entry) => {
-                    let merged = entries.entry(key.clone()).or_default();
-                    if entry.max_budget_usd.is_some() {
-                        merged.max_budget = entry.max_budget_usd;
-                    }
-                    if entry.max_requests_per_minute.is_some() {
-                        merged.max_requests_per_minute = entry.max_requests_per_minute;
-                    }
-                }
-                None => {
-                    entries.remove(key);
-                }
-            }
-        }
-    })
-    .await
+    let edit = LimitsEdit::Merge(
+        patch
+            .iter()
+            .map(|(key, entry)| (key.clone(), entry.as_ref().map(to_store)))
+            .collect(),
+    );
+    write_limits(&state, &caller, edit).await
 }
 
 fn to_store(entry: &LimitEntry) -> AgentLimitEntry {
@@ -784,23 +747,21 @@ fn to_store(entry: &LimitEntry) -> AgentLimitEntry {
 async fn write_limits(
     state: &AppState,
     caller: &ApiKeyPrincipal,
-    edit: impl Fn(&mut BTreeMap<String, AgentLimitEntry>) + Send + Sync + 'static,
+    edit: LimitsEdit,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = caller.tenant_id;
     let written = state
         .store
-        .detached(async move |store| {
-            store
-                .update_agent_limits(tenant, now(), |entries| {
-                    edit(entries);
-                    Ok::<_, ()>(())
-                })
-                .await
-        })
+        .detached(async move |store| store.edit_agent_limits(tenant, &edit, now()).await)
         .await;
     let limits = match written {
         Ok(Ok(limits)) => limits,
-        Ok(Err(())) => return Err(ApiError::internal(&"a limits edit refused itself")),
+        Ok(Err(problems)) => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                problems.to_string(),
+            ));
+        }
         Err(error) if error.is_unavailable() => {
             return Err(ApiError::unavailable(
                 "the limits changed concurrently; nothing was written, retry",

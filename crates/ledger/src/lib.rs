@@ -48,7 +48,10 @@ mod window;
 
 pub use account::{Account, LedgerError, Settlement};
 pub use entry::{Entry, EntryKind, HoldId, TransferImbalance, verify_transfers};
-pub use limits::{DEFAULT_RPM, EnforcedLimits};
+pub use limits::{
+    DEFAULT_RPM, EnforcedLimits, LimitEntry, LimitsEdit, LimitsEditError, MAX_LIMIT_KEY_LEN,
+    MAX_RPM,
+};
 pub use movement::{
     DEFAULT_HOLD_SECONDS, HoldLifetimeError, MAX_HOLD_SECONDS, Movement, hold_expiry,
     released_by_capture,

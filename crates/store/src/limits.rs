@@ -12,11 +12,11 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use agentry_domain::{AgentId, AgentOrigin, AgentSlug, Money, TenantId};
+use agentry_ledger::{LimitsEdit, LimitsEditError};
 use agentry_lifecycle::LifecycleError;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::agents::{AgentRow, LifecycleEventRow};
@@ -32,14 +32,8 @@ use crate::{AgentRecord, NewAgent, Store, StoreError, new_id};
 /// failure a test forces.
 pub const LIMITS_ATTEMPTS: u32 = 3;
 
-/// One entry of the map, e.g. under `agent:my-agent-01`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct AgentLimitEntry {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_budget: Option<Money>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_requests_per_minute: Option<u32>,
-}
+/// One entry of the map, e.g. under `agent:my-agent-01`: the ledger's.
+pub use agentry_ledger::LimitEntry as AgentLimitEntry;
 
 /// The whole map (or, inside a ledger decision, the entries of the agents
 /// it locked) with its version. Version 0 means "never written".
@@ -475,12 +469,33 @@ impl Store {
         Ok(Ok((agent, entry)))
     }
 
+    /// Edits the tenant's agent-limits map as `edit` says, if the ledger
+    /// finds the edit valid (every problem listed otherwise, nothing
+    /// written). Under the map's lock, so concurrent edits of different
+    /// keys all land; an edit that changes nothing writes nothing and keeps
+    /// the version.
+    pub async fn edit_agent_limits(
+        &self,
+        tenant: TenantId,
+        edit: &LimitsEdit,
+        now: OffsetDateTime,
+    ) -> Result<Result<AgentLimits, LimitsEditError>, StoreError> {
+        if let Err(problems) = edit.check() {
+            return Ok(Err(problems));
+        }
+        self.update_agent_limits(tenant, now, |entries| {
+            *entries = edit.apply(entries);
+            Ok(())
+        })
+        .await
+    }
+
     /// Reads the map, lets `change` edit it, and writes back what changed,
     /// under the tenant's header row lock. `change` may run twice (once on
     /// an unlocked read, to find edits that change nothing), so it must be
     /// a pure edit; returning `Err` from it writes nothing and hands the
     /// error back as `Ok(Err(..))`.
-    pub async fn update_agent_limits<E, F>(
+    async fn update_agent_limits<E, F>(
         &self,
         tenant: TenantId,
         now: OffsetDateTime,

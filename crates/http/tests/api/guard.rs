@@ -6,6 +6,7 @@ use agentry_auth::{ApiKeyKind, Audience, JwtIssuer, JwtSigningKey, Permission};
 use agentry_domain::{ApiKeyRole, LifecycleState, Money};
 use agentry_http::guard::ApiKeyPrincipal;
 use agentry_http::new_signing_key;
+use agentry_ledger::LimitsEdit;
 use agentry_lifecycle::{LifecycleCommand, TerminationReason};
 use agentry_store::{AgentLimitEntry, now};
 use agentry_testkit::on_both_backends;
@@ -340,16 +341,17 @@ async fn past_the_enforced_rpm_the_agent_gets_429_and_sees_it_in_its_anomalies()
         let acme = tenant(&db.store, "acme").await;
         let worker = agent(&db.store, acme, "chatty", LifecycleState::Active).await;
         db.store
-            .update_agent_limits(acme, now(), |entries| {
-                entries.insert(
-                    "agent:chatty".into(),
-                    AgentLimitEntry {
+            .edit_agent_limits(
+                acme,
+                &LimitsEdit::Merge(std::collections::BTreeMap::from([(
+                    "agent:chatty".to_owned(),
+                    Some(AgentLimitEntry {
                         max_budget: Some(Money::from_usd(3)),
                         max_requests_per_minute: Some(2),
-                    },
-                );
-                Ok::<_, ()>(())
-            })
+                    }),
+                )])),
+                now(),
+            )
             .await
             .unwrap()
             .unwrap();

@@ -1,9 +1,11 @@
 //! The agent-limits map as rows: a bootstrap's entry, whole-map edits, the
 //! version, and the move from the one-document form.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use agentry_domain::{AgentId, Money};
+use agentry_ledger::LimitsEdit;
 use agentry_store::{
     AgentLimitEntry, Backend, DatabaseUrl, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, now,
 };
@@ -59,11 +61,14 @@ async fn an_ensured_entry_is_added_once_and_an_existing_entry_wins() {
 
         // An operator's edit and a later bootstrap each move the version on.
         let edited = store
-            .update_agent_limits(acme, now(), |entries| {
-                entries.remove("agent:a");
-                entries.insert("agent:b".into(), entry(1, 10));
-                Ok::<_, ()>(())
-            })
+            .edit_agent_limits(
+                acme,
+                &LimitsEdit::Merge(BTreeMap::from([
+                    ("agent:a".to_owned(), None),
+                    ("agent:b".to_owned(), Some(entry(1, 10))),
+                ])),
+                now(),
+            )
             .await
             .unwrap()
             .unwrap();
@@ -99,15 +104,20 @@ async fn concurrent_bootstraps_and_edits_lose_no_entry() {
         let store = Arc::new(db.store.clone());
         let acme = tenant(&store, "acme").await;
         let mut tasks = Vec::new();
-        for n in 0..24_u32 {
+        // From 1: an edit's rate of 0 is refused by the ledger.
+        for n in 1..=24_u32 {
             let store = Arc::clone(&store);
             tasks.push(tokio::spawn(async move {
                 if n % 3 == 0 {
                     store
-                        .update_agent_limits(acme, now(), |entries| {
-                            entries.insert(format!("agent:edited-{n}"), entry(1, n));
-                            Ok::<_, ()>(())
-                        })
+                        .edit_agent_limits(
+                            acme,
+                            &LimitsEdit::Merge(BTreeMap::from([(
+                                format!("agent:edited-{n}"),
+                                Some(entry(1, n)),
+                            )])),
+                            now(),
+                        )
                         .await
                         .unwrap()
                         .unwrap();

@@ -17,7 +17,7 @@ use agentry_testkit as support;
 use std::sync::Arc;
 
 use agentry_domain::{AgentId, AgentOrigin, AgentSlug, LifecycleState, Money, TenantId};
-use agentry_ledger::{EnforcedLimits, EntryKind, LedgerError, verify_transfers};
+use agentry_ledger::{EnforcedLimits, EntryKind, LedgerError, LimitsEdit, verify_transfers};
 use agentry_lifecycle::{LifecycleCommand, LifecycleError, TerminationReason};
 use agentry_store::{
     AgentLimitEntry, Appends, NewAgent, NewAuditEvent, NewToken, Store, StoreError, TokenError,
@@ -170,6 +170,17 @@ async fn lifecycle_changes_are_checked_recorded_and_bump_the_epoch_on_terminatio
     .await;
 }
 
+/// A merge of one entry, `agent:worker-{n}`.
+fn merge(n: u32) -> LimitsEdit {
+    LimitsEdit::Merge(std::collections::BTreeMap::from([(
+        format!("agent:worker-{n}"),
+        Some(AgentLimitEntry {
+            max_budget: Some(Money::from_usd(n)),
+            max_requests_per_minute: Some(30 + n),
+        }),
+    )]))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_limit_patches_lose_no_update() {
     on_both_backends(|db| async move {
@@ -178,20 +189,7 @@ async fn concurrent_limit_patches_lose_no_update() {
         let tasks: Vec<_> = (0..16)
             .map(|n| {
                 let store = Arc::clone(&store);
-                tokio::spawn(async move {
-                    store
-                        .update_agent_limits(acme, now(), |entries| {
-                            entries.insert(
-                                format!("agent:worker-{n}"),
-                                AgentLimitEntry {
-                                    max_budget: Some(Money::from_usd(n)),
-                                    max_requests_per_minute: Some(30 + n),
-                                },
-                            );
-                            Ok::<_, ()>(())
-                        })
-                        .await
-                })
+                tokio::spawn(async move { store.edit_agent_limits(acme, &merge(n), now()).await })
             })
             .collect();
         for task in tasks {
@@ -219,14 +217,13 @@ async fn a_refused_limits_edit_writes_nothing() {
     on_both_backends(|db| async move {
         let store = &db.store;
         let acme = tenant(store, "acme").await;
-        let refused = store
-            .update_agent_limits(acme, now(), |entries| {
-                entries.insert("agent:a".into(), AgentLimitEntry::default());
-                Err::<(), _>("no")
-            })
-            .await
-            .unwrap();
-        assert_eq!(refused, Err("no"));
+        // One good entry beside a bad one: the ledger refuses the edit.
+        let edit = LimitsEdit::Replace(std::collections::BTreeMap::from([
+            ("agent:a".to_owned(), AgentLimitEntry::default()),
+            (String::new(), AgentLimitEntry::default()),
+        ]));
+        let refused = store.edit_agent_limits(acme, &edit, now()).await.unwrap();
+        assert!(refused.is_err(), "{refused:?}");
         let limits = store.agent_limits(acme).await.unwrap();
         assert!(limits.entries.is_empty());
         assert_eq!(limits.version, 0);
