@@ -12,9 +12,15 @@
 mod access;
 mod agent;
 mod callback;
+mod provisioning;
 
 pub use access::{Access, Denial, RequestScope};
 pub use agent::{
     Lifecycle, LifecycleError, LifecycleEvent, TerminationReason, TransitionCause, allowed_targets,
 };
 pub use callback::{CallbackError, CallbackSequence, CallbackStage};
+pub use provisioning::{
+    ArtifactKind, BootstrapSession, Completion, DownloadGrant, OneTimeToken, OpenRefusal,
+    ProvisionLogFull, ProvisioningPolicy, Readiness, SessionRefusal, SessionStatus, SessionTerms,
+    TokenRefusal, TokenUse, TtlOutOfRange,
+};
