@@ -30,6 +30,7 @@
 mod access;
 mod agent;
 mod callback;
+mod provisioning;
 
 pub use access::{Access, Denial, RequestScope};
 pub use agent::{
@@ -37,3 +38,8 @@ pub use agent::{
     TransitionCause, allowed_targets, birth_state,
 };
 pub use callback::{CallbackError, CallbackSequence, CallbackStage};
+pub use provisioning::{
+    ArtifactKind, BootstrapSession, Completion, DownloadGrant, OneTimeToken, OpenRefusal,
+    ProvisionLogFull, ProvisioningPolicy, Readiness, SessionRefusal, SessionStatus, SessionTerms,
+    TokenRefusal, TokenUse, TtlOutOfRange,
+};

@@ -587,8 +587,7 @@ impl Store {
             let consumed = diesel::update(
                 one_time_tokens::table
                     .find(token.id)
-                    .filter(one_time_tokens::consumed_at.is_null())
-                    .filter(one_time_tokens::expires_at.gt(db_now)),
+                    .filter(crate::tokens::admits_consume(db_now)),
             )
             .set(one_time_tokens::consumed_at.eq(db_now))
             .execute(conn)

@@ -56,7 +56,8 @@ pub use migrations::{MigrationStatus, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 pub use provisioning::{
     ArtifactKind, ArtifactRecord, CaRecord, CallbackState, IssuedCertificateRecord,
     MachineInstance, MachineInstancePatch, MachineSession, NewIssuedCertificate,
-    NewMachineInstance, NewMachineSession, ProvisionLog, SessionError,
+    NewMachineInstance, NewMachineSession, OpenSessionError, OpenedSession, ProvisionLog,
+    SessionError,
 };
 pub use registry::AgentPageQuery;
 pub use signing_keys::{SigningKeyRecord, SigningKeyRevocation};

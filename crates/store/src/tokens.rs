@@ -1,8 +1,12 @@
 //! One-time tokens (invites, provisioning bootstrap tokens, artifact
 //! download tokens): stored as SHA-256, expiring, consumed at most once, with
-//! an attempt counter that stops at its limit.
+//! an attempt counter that stops at its limit. Whether a token may be used
+//! is `agentry_lifecycle::OneTimeToken::admits`; the single statements that
+//! must decide and write at once filter with its SQL twins below.
 
 use agentry_domain::TenantId;
+use agentry_lifecycle::{OneTimeToken, TokenRefusal, TokenUse};
+use diesel::dsl;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use time::OffsetDateTime;
@@ -42,6 +46,16 @@ pub enum TokenError {
     Consumed,
     #[error("the token has been tried too many times")]
     TooManyAttempts,
+}
+
+impl From<TokenRefusal> for TokenError {
+    fn from(refusal: TokenRefusal) -> Self {
+        match refusal {
+            TokenRefusal::Consumed => TokenError::Consumed,
+            TokenRefusal::Expired => TokenError::Expired,
+            TokenRefusal::TooManyAttempts => TokenError::TooManyAttempts,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -112,19 +126,46 @@ impl From<TokenRow> for TokenRecord {
 }
 
 impl TokenRecord {
-    /// Whether the token may still be used at `now`, and if not, why.
-    pub fn usable(&self, now: OffsetDateTime) -> Result<(), TokenError> {
-        if self.consumed_at.is_some() {
-            Err(TokenError::Consumed)
-        } else if self.expires_at <= now {
-            Err(TokenError::Expired)
-        } else if self.attempts >= self.max_attempts {
-            Err(TokenError::TooManyAttempts)
-        } else {
-            Ok(())
+    /// What decides whether the token may be used.
+    pub fn one_time_token(&self) -> OneTimeToken {
+        OneTimeToken {
+            attempts: self.attempts,
+            max_attempts: self.max_attempts,
+            expires_at: self.expires_at,
+            consumed_at: self.consumed_at,
         }
     }
+
+    /// Whether a try of the token may begin at `now`, and if not, why.
+    pub fn usable(&self, now: OffsetDateTime) -> Result<(), TokenError> {
+        Ok(self.one_time_token().admits(TokenUse::Try, now)?)
+    }
 }
+
+/// The rows `OneTimeToken::admits(TokenUse::Consume, now)` accepts, as SQL:
+/// unused and unexpired. It mirrors that function so that one UPDATE can
+/// decide and write at once (of concurrent consumers exactly one wins);
+/// `one_time_token_sql_agrees_with_the_rule` in the store's tests holds the
+/// two together on both backends. Change both or neither.
+pub(crate) fn admits_consume(now: DbTime) -> AdmitsConsume {
+    one_time_tokens::consumed_at
+        .is_null()
+        .and(one_time_tokens::expires_at.gt(now))
+}
+
+/// The rows `OneTimeToken::admits(TokenUse::Try, now)` accepts, as SQL:
+/// those [`admits_consume`] accepts that have a try left. Its mirror, as
+/// that one is.
+pub(crate) fn admits_try(now: DbTime) -> AdmitsTry {
+    admits_consume(now).and(one_time_tokens::attempts.lt(one_time_tokens::max_attempts))
+}
+
+pub(crate) type AdmitsConsume = dsl::And<
+    dsl::IsNull<one_time_tokens::consumed_at>,
+    dsl::Gt<one_time_tokens::expires_at, DbTime>,
+>;
+pub(crate) type AdmitsTry =
+    dsl::And<AdmitsConsume, dsl::Lt<one_time_tokens::attempts, one_time_tokens::max_attempts>>;
 
 impl Store {
     pub async fn insert_token(
@@ -178,8 +219,7 @@ impl Store {
                 one_time_tokens::table
                     .filter(one_time_tokens::token_hash.eq(token_hash.as_slice()))
                     .filter(one_time_tokens::purpose.eq(purpose.as_str()))
-                    .filter(one_time_tokens::consumed_at.is_null())
-                    .filter(one_time_tokens::expires_at.gt(now)),
+                    .filter(admits_consume(now)),
             )
             .set(one_time_tokens::consumed_at.eq(now))
             .returning(TokenRow::as_returning())
@@ -190,7 +230,8 @@ impl Store {
         if let Some(row) = won {
             return Ok(row.into());
         }
-        self.explain_refusal(purpose, token_hash, now.get()).await
+        self.explain_refusal(purpose, token_hash, TokenUse::Consume, now.get())
+            .await
     }
 
     /// Counts one attempt at using the token (a download try, say) if any
@@ -207,9 +248,7 @@ impl Store {
                 one_time_tokens::table
                     .filter(one_time_tokens::token_hash.eq(token_hash.as_slice()))
                     .filter(one_time_tokens::purpose.eq(purpose.as_str()))
-                    .filter(one_time_tokens::consumed_at.is_null())
-                    .filter(one_time_tokens::expires_at.gt(db_now))
-                    .filter(one_time_tokens::attempts.lt(one_time_tokens::max_attempts)),
+                    .filter(admits_try(db_now)),
             )
             .set(one_time_tokens::attempts.eq(one_time_tokens::attempts + 1))
             .returning(TokenRow::as_returning())
@@ -219,7 +258,10 @@ impl Store {
         })?;
         match counted {
             Some(row) => Ok(row.into()),
-            None => self.explain_refusal(purpose, token_hash, now).await,
+            None => {
+                self.explain_refusal(purpose, token_hash, TokenUse::Try, now)
+                    .await
+            }
         }
     }
 
@@ -227,12 +269,16 @@ impl Store {
         &self,
         purpose: TokenPurpose,
         token_hash: &[u8; 32],
+        intent: TokenUse,
         now: OffsetDateTime,
     ) -> Result<TokenRecord, StoreError> {
         let Some(token) = self.find_token(purpose, token_hash).await? else {
             return Err(TokenError::Unknown.into());
         };
-        token.usable(now)?;
+        token
+            .one_time_token()
+            .admits(intent, now)
+            .map_err(TokenError::from)?;
         // Usable now but refused a moment ago: it expired or was used in
         // between; report it as used, the state it is in for everyone else.
         Err(TokenError::Consumed.into())

@@ -3,7 +3,7 @@
 //! agrees with what the real app answers.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use actix_web::http::Method;
 use actix_web::test::{TestRequest, call_service, read_body};
@@ -83,8 +83,7 @@ fn the_document_is_openapi_3_1_with_unique_operations() {
 fn mounted_routes() -> BTreeSet<(String, String)> {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut routes = BTreeSet::new();
-    for file in std::fs::read_dir(&source).unwrap() {
-        let file = file.unwrap().path();
+    for file in source_files(&source) {
         let text = std::fs::read_to_string(&file).unwrap();
         for other in [".service(", "web::resource(", "web::scope("] {
             assert!(
@@ -112,6 +111,24 @@ fn mounted_routes() -> BTreeSet<(String, String)> {
         }
     }
     routes
+}
+
+/// Every `.rs` file under `dir`, in folders too: a family split into a
+/// module folder must not hide its routes from the check.
+fn source_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|extension| extension == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    files
 }
 
 /// Agent United's routes that are also served under `/v1`; the document

@@ -8,6 +8,7 @@
 mod integrity;
 mod limits;
 mod provisioning;
+mod provisioning_rules;
 mod registry;
 mod revocation;
 mod schema;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use agentry_domain::{AgentOrigin, AgentSlug, LifecycleState, TenantId};
-use agentry_lifecycle::{CallbackError, CallbackSequence, CallbackStage};
+use agentry_lifecycle::{CallbackError, CallbackStage, ProvisioningPolicy};
 use agentry_store::{
     ArtifactKind, ArtifactRecord, CaRecord, CallbackState, MachineInstance, MachineInstancePatch,
     NewAgent, NewIssuedCertificate, NewMachineInstance, NewMachineSession, NewToken, SessionError,
@@ -16,6 +16,8 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use super::tenant;
+
+const POLICY: ProvisioningPolicy = ProvisioningPolicy::SEED_003;
 
 fn bootstrap_token(hash: [u8; 32]) -> NewToken {
     NewToken {
@@ -97,17 +99,6 @@ async fn warm_up(store: &Arc<Store>, connections: usize) {
         .collect();
     for task in tasks {
         task.await.unwrap().unwrap();
-    }
-}
-
-/// The decision the HTTP layer makes: the lifecycle's sequence rules.
-fn accept(
-    seq: i64,
-    stage: CallbackStage,
-) -> impl FnOnce(Option<(u8, CallbackStage)>) -> Result<(u8, CallbackStage), CallbackError> + Send {
-    move |last| {
-        let next = CallbackSequence::resume(last).accept(seq, stage)?;
-        Ok(next.last().expect("an accepted callback is the last one"))
     }
 }
 
@@ -679,7 +670,8 @@ async fn callbacks_are_accepted_in_order_and_a_replay_writes_nothing() {
                 .record_callback(
                     instance.id,
                     at,
-                    accept(seq, stage),
+                    seq,
+                    stage,
                     message.map(str::to_owned),
                     "info",
                 )
@@ -706,7 +698,8 @@ async fn callbacks_are_accepted_in_order_and_a_replay_writes_nothing() {
             .record_callback(
                 instance.id,
                 now() + Duration::minutes(1),
-                accept(2, CallbackStage::Configuring),
+                2,
+                CallbackStage::Configuring,
                 Some("again".into()),
                 "info",
             )
@@ -723,7 +716,8 @@ async fn callbacks_are_accepted_in_order_and_a_replay_writes_nothing() {
             .record_callback(
                 instance.id,
                 now() + Duration::minutes(2),
-                accept(4, CallbackStage::Ready),
+                4,
+                CallbackStage::Ready,
                 Some("done".into()),
                 "info",
             )
@@ -735,7 +729,8 @@ async fn callbacks_are_accepted_in_order_and_a_replay_writes_nothing() {
             .record_callback(
                 instance.id,
                 now() + Duration::minutes(3),
-                accept(4, CallbackStage::Ready),
+                4,
+                CallbackStage::Ready,
                 None,
                 "info",
             )
@@ -766,7 +761,8 @@ async fn callbacks_are_accepted_in_order_and_a_replay_writes_nothing() {
             .record_callback(
                 Uuid::now_v7(),
                 now(),
-                accept(1, CallbackStage::Installing),
+                1,
+                CallbackStage::Installing,
                 None,
                 "info",
             )
@@ -797,7 +793,8 @@ async fn concurrent_callbacks_are_judged_one_after_the_other() {
                         .record_callback(
                             instance.id,
                             now(),
-                            accept(1, CallbackStage::Installing),
+                            1,
+                            CallbackStage::Installing,
                             None,
                             "info",
                         )
@@ -837,13 +834,24 @@ async fn provision_logs_come_back_oldest_first() {
                     "info",
                     message,
                     start + Duration::seconds(offset),
+                    &POLICY,
                 )
                 .await
+                .unwrap()
                 .unwrap();
         }
         store
-            .append_provision_log(acme, other.id, "installing", "warn", "elsewhere", start)
+            .append_provision_log(
+                acme,
+                other.id,
+                "installing",
+                "warn",
+                "elsewhere",
+                start,
+                &POLICY,
+            )
             .await
+            .unwrap()
             .unwrap();
         let messages = |(logs, _): (Vec<agentry_store::ProvisionLog>, i64)| {
             logs.into_iter()
@@ -869,8 +877,9 @@ async fn provision_logs_come_back_oldest_first() {
         // Same instant: insertion order.
         for message in ["tie-a", "tie-b", "tie-c"] {
             store
-                .append_provision_log(acme, other.id, "securing", "info", message, start)
+                .append_provision_log(acme, other.id, "securing", "info", message, start, &POLICY)
                 .await
+                .unwrap()
                 .unwrap();
         }
         let (other_logs, _) = store.provision_logs(other.id, 10).await.unwrap();
@@ -884,7 +893,15 @@ async fn provision_logs_come_back_oldest_first() {
         assert_eq!(other_logs[0].level, "warn");
 
         let foreign = store
-            .append_provision_log(globex, instance.id, "installing", "info", "no", now())
+            .append_provision_log(
+                globex,
+                instance.id,
+                "installing",
+                "info",
+                "no",
+                now(),
+                &POLICY,
+            )
             .await;
         assert!(
             matches!(foreign, Err(StoreError::NotFound("provisioning instance"))),
