@@ -4,12 +4,14 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use agentry_domain::{AgentOrigin, AgentSlug, LifecycleState, Money, Role};
-use agentry_lifecycle::{Access, RequestScope, TerminationReason};
+use agentry_domain::{AgentOrigin, AgentSlug, Money, Role};
+use agentry_lifecycle::{
+    Access, DelegatingParent, DelegationAsk, DelegationError, RequestScope, TerminationReason,
+    child_expiry, is_repeat_delegation,
+};
 use agentry_store::{NewAgent, NewAuditEvent, StoreError, now};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use time::Duration;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::bootstrap::{BootstrapResponse, respond};
@@ -22,6 +24,21 @@ use crate::wire::{
     AgentSlugSchema, LifecycleStateSchema, MoneySchema, PositiveMoneySchema, RoleSchema,
     TimestampSchema, timestamp,
 };
+
+/// A delegation `agentry-lifecycle` refuses, as a problem.
+fn refusal(error: DelegationError) -> ApiError {
+    match error {
+        DelegationError::NotAllowed => {
+            ApiError::forbidden("delegation_not_allowed", error.to_string())
+        }
+        DelegationError::RoleEscalation { .. } => {
+            ApiError::forbidden("role_escalation", error.to_string())
+        }
+        DelegationError::Lifetime | DelegationError::NoBudget => {
+            ApiError::bad_request("invalid_request", error.to_string())
+        }
+    }
+}
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config
@@ -36,9 +53,6 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
 #[derive(OpenApi)]
 #[openapi(paths(delegate, list, reclaim))]
 pub(crate) struct Api;
-
-/// A year: delegated agents are meant to be short-lived.
-const MAX_TTL_SECONDS: i64 = 365 * 86_400;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -110,13 +124,16 @@ async fn delegate(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_full_access()?;
     let parent = caller.record().clone();
-    if parent.metadata.get("can_delegate") != Some(&serde_json::Value::Bool(true)) {
-        return Err(ApiError::forbidden(
-            "delegation_not_allowed",
-            "this agent's metadata does not allow delegation (can_delegate)",
-        ));
-    }
+    let delegating = DelegatingParent {
+        id: parent.id,
+        role: parent.role,
+        can_delegate: parent.metadata.get("can_delegate") == Some(&serde_json::Value::Bool(true)),
+        trust_level: parent.trust_level,
+        scopes: parent.scopes.clone(),
+    };
+    delegating.permits_delegation().map_err(refusal)?;
     let body = body.read().await?.into_inner();
+    let now = now();
     let mut problems = Problems::default();
     let slug = problems.check(AgentSlug::parse(&body.agent_id), "agent_id");
     let role = problems.check(
@@ -127,60 +144,52 @@ async fn delegate(
         "requested_role",
     );
     problems.length("requested_name", body.requested_name.as_deref(), 1, 255);
-    if let Some(ttl) = body.ttl_seconds
-        && !(1..=MAX_TTL_SECONDS).contains(&ttl)
-    {
-        problems.push(format!("ttl_seconds: must be 1 to {MAX_TTL_SECONDS}"));
+    // Listed with the body's other problems; `plan` judges them again.
+    if let Err(error) = child_expiry(body.ttl_seconds, now) {
+        problems.push(error.to_string());
     }
-    let allocation = body
-        .budget_allocation_usd
-        .filter(|amount| !amount.is_zero());
-    if allocation.is_none() {
-        problems.push("budget_allocation_usd: a positive budget is required".to_owned());
+    let allocation = body.budget_allocation_usd.unwrap_or(Money::ZERO);
+    if allocation.is_zero() {
+        problems.push(DelegationError::NoBudget.to_string());
     }
     problems.finish()?;
-    let (Some(slug), Some(role), Some(allocation)) = (slug, role, allocation) else {
+    let (Some(slug), Some(role)) = (slug, role) else {
         return Err(ApiError::bad_request(
             "invalid_request",
             "invalid delegation",
         ));
     };
-    if !parent.role.may_grant(role) {
-        return Err(ApiError::forbidden(
-            "role_escalation",
-            format!("a {} may not create a {}", parent.role, role),
-        ));
-    }
+    let ask = DelegationAsk {
+        role,
+        allocation,
+        ttl_seconds: body.ttl_seconds,
+    };
+    let terms = delegating.plan(&ask, now).map_err(refusal)?;
     let mut metadata = body.metadata.unwrap_or_default();
     metadata.insert("parentAgentId".into(), json!(parent.slug.as_str()));
     let mut child = NewAgent::named(slug.clone(), AgentOrigin::Delegation);
     child.display_name = body.requested_name;
-    child.role = role;
-    child.budget_daily = Some(allocation);
-    child.expires_at = body.ttl_seconds.map(|ttl| now() + Duration::seconds(ttl));
+    child.role = terms.role;
+    child.budget_daily = Some(terms.budget_daily);
+    child.expires_at = terms.expires_at;
     child.metadata = serde_json::Value::Object(metadata);
-    // A child never starts more trusted, or with more scopes, than its parent.
-    child.trust_level = parent.trust_level;
-    child.scopes = parent.scopes.clone();
+    child.trust_level = terms.trust_level;
+    child.scopes = terms.scopes;
 
     let (tenant, parent_id) = (parent.tenant_id, parent.id);
     let created = state
         .store
         .detached(async move |store| {
             store
-                .create_delegated_agent(tenant, parent_id, child, now(), |view, child| {
+                .create_delegated_agent(tenant, parent_id, child, now, |view, child| {
                     // Judged again under the parent's lock: a parent
                     // suspended or terminated a moment ago cannot delegate.
                     let parent = view.agent(parent_id)?;
-                    Access::for_agent(&parent.lifecycle(), now()).permits(RequestScope::Other)?;
+                    Access::for_agent(&parent.lifecycle(), now).permits(RequestScope::Other)?;
                     let limits = view.enforced(parent_id)?;
-                    Ok(view.account(parent_id)?.delegate(
-                        parent_id,
-                        child,
-                        allocation,
-                        &limits,
-                        now(),
-                    )?)
+                    Ok(view
+                        .account(parent_id)?
+                        .delegate(parent_id, child, allocation, &limits, now)?)
                 })
                 .await
         })
@@ -196,8 +205,7 @@ async fn delegate(
                 .await?;
             match existing {
                 Some(child)
-                    if child.parent_id == Some(parent_id)
-                        && child.lifecycle_state != LifecycleState::Terminated =>
+                    if is_repeat_delegation(parent_id, child.parent_id, child.lifecycle_state) =>
                 {
                     Ok((StatusCode::OK, child))
                 }

@@ -30,6 +30,7 @@
 mod access;
 mod agent;
 mod callback;
+mod delegation;
 mod provisioning;
 
 pub use access::{Access, Denial, RequestScope};
@@ -38,6 +39,10 @@ pub use agent::{
     TransitionCause, allowed_targets, birth_state,
 };
 pub use callback::{CallbackError, CallbackSequence, CallbackStage};
+pub use delegation::{
+    ChildTerms, DelegatingParent, DelegationAsk, DelegationError, MAX_DELEGATION_TTL_SECONDS,
+    child_expiry, is_repeat_delegation,
+};
 pub use provisioning::{
     ArtifactKind, BootstrapSession, Completion, DownloadGrant, OneTimeToken, OpenRefusal,
     ProvisionLogFull, ProvisioningPolicy, Readiness, SessionRefusal, SessionStatus, SessionTerms,
