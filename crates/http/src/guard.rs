@@ -18,7 +18,7 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use agentry_auth::{ApiKey, ApiKeyKind, Audience, Claims, JwtError, Permission, role_has};
 use agentry_domain::{AgentId, ApiKeyRole, TenantId, WorkspaceAction, WorkspaceRole};
-use agentry_lifecycle::{Access, RequestScope};
+use agentry_lifecycle::{Access, AdmissionError, RequestScope};
 use agentry_store::{AgentRecord, ApiKeyRecord, IssuedCertificateRecord, NewAuditEvent};
 use time::OffsetDateTime;
 
@@ -239,16 +239,8 @@ impl FromRequest for ApiKeyPrincipal {
     }
 }
 
-/// How an agent proved who it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AgentCredential {
-    /// A token, with the credential epoch it was issued in.
-    Jwt(i64),
-    ApiKey,
-    /// A client certificate of the provisioning instance the agent is bound
-    /// to: good for reading its own state only.
-    Certificate,
-}
+/// How an agent proved who it is (`agentry-lifecycle` judges it).
+pub use agentry_lifecycle::AgentCredential;
 
 /// A caller that is an agent, admitted by its lifecycle state and its rate
 /// limit. Admission covers reading its own state; anything more calls
@@ -266,17 +258,13 @@ impl AgentPrincipal {
         &self.agent.record
     }
 
-    /// Quarantined agents may only read their own state (DESIGN.md §2).
+    /// Quarantined agents may only read their own state (DESIGN.md §2),
+    /// and a machine certificate only ever does.
     pub fn require_full_access(&self) -> Result<(), ApiError> {
-        if self.credential == AgentCredential::Certificate {
-            return Err(ApiError::forbidden(
-                "certificate_not_enough",
-                "a machine certificate only reads the agent's own state; use its token",
-            ));
-        }
-        self.access
-            .permits(RequestScope::Other)
-            .map_err(ApiError::from)
+        agentry_lifecycle::full_access(self.access, self.credential).map_err(|error| match error {
+            AdmissionError::Denied(denial) => ApiError::from(denial),
+            other => ApiError::forbidden("certificate_not_enough", other.to_string()),
+        })
     }
 }
 
@@ -435,22 +423,23 @@ fn admit(
     now: OffsetDateTime,
 ) -> Result<AgentPrincipal, ApiError> {
     let record = &agent.record;
-    // The lifecycle speaks first, so a terminated agent hears 403 and a
-    // suspended one 402 (seed 000), whatever its token.
-    let access = Access::for_agent(&record.lifecycle(), now);
-    if let Err(denial) = access.permits(RequestScope::OwnState) {
-        let refusal = ApiError::from(denial);
-        audit_refusal(state, record, refusal.code);
-        return Err(refusal);
-    }
-    // Then the token's epoch: a rotation or revocation of the agent's
-    // credentials retires every token issued before it.
-    if let AgentCredential::Jwt(epoch) = credential
-        && epoch != record.credential_epoch
-    {
-        audit_refusal(state, record, "revoked_token");
-        return Err(invalid_token());
-    }
+    let access = match agentry_lifecycle::admit(
+        &record.lifecycle(),
+        record.credential_epoch,
+        credential,
+        now,
+    ) {
+        Ok(access) => access,
+        Err(AdmissionError::Denied(denial)) => {
+            let refusal = ApiError::from(denial);
+            audit_refusal(state, record, refusal.code);
+            return Err(refusal);
+        }
+        Err(_) => {
+            audit_refusal(state, record, "revoked_token");
+            return Err(invalid_token());
+        }
+    };
     let requests_this_minute = match state.rate.admit(record.id, agent.enforced.rpm, now) {
         Ok(count) => count,
         Err(limited) => {
@@ -558,7 +547,9 @@ async fn live_user(
         .detached(async move |store| store.user(tenant, user_id).await)
         .await?;
     match user {
-        Some(user) if user.session_epoch == claims.epoch => Ok(user),
+        Some(user) if agentry_lifecycle::token_is_current(claims.epoch, user.session_epoch) => {
+            Ok(user)
+        }
         _ => Err(invalid_token()),
     }
 }

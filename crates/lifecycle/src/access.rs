@@ -70,6 +70,68 @@ impl Access {
     }
 }
 
+/// How an agent proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentCredential {
+    /// A token, with the credential epoch it was issued in.
+    Jwt(i64),
+    ApiKey,
+    /// A client certificate of the provisioning instance the agent is bound
+    /// to: good for reading its own state only.
+    Certificate,
+}
+
+/// Why an agent's credential is not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AdmissionError {
+    /// The lifecycle stops the agent, whatever its credential.
+    #[error(transparent)]
+    Denied(#[from] Denial),
+    /// A token from before the agent's credentials were rotated or
+    /// revoked.
+    #[error("the token was issued before the agent's credentials were last retired")]
+    RetiredToken,
+    /// A machine certificate asked for more than the agent's own state.
+    #[error("a machine certificate only reads the agent's own state; use its token")]
+    CertificateNotEnough,
+}
+
+/// Whether a token issued in `token_epoch` still speaks for a subject
+/// whose credentials are in `current_epoch`: only if nothing retired them
+/// since (a rotation, a revocation, a logout moves the epoch on).
+pub fn token_is_current(token_epoch: i64, current_epoch: i64) -> bool {
+    token_epoch == current_epoch
+}
+
+/// Admits an agent's credential at `now`: the lifecycle speaks first (so a
+/// terminated agent hears 403 and a suspended one 402 whatever its token),
+/// then a token's epoch. Admission covers reading the agent's own state;
+/// [`full_access`] decides anything more.
+pub fn admit(
+    lifecycle: &Lifecycle,
+    current_epoch: i64,
+    credential: AgentCredential,
+    now: OffsetDateTime,
+) -> Result<Access, AdmissionError> {
+    let access = Access::for_agent(lifecycle, now);
+    access.permits(RequestScope::OwnState)?;
+    if let AgentCredential::Jwt(epoch) = credential
+        && !token_is_current(epoch, current_epoch)
+    {
+        return Err(AdmissionError::RetiredToken);
+    }
+    Ok(access)
+}
+
+/// Whether an admitted agent may act beyond reading its own state: not
+/// with a machine certificate, and not while its lifecycle limits it.
+pub fn full_access(access: Access, credential: AgentCredential) -> Result<(), AdmissionError> {
+    if credential == AgentCredential::Certificate {
+        return Err(AdmissionError::CertificateNotEnough);
+    }
+    Ok(access.permits(RequestScope::Other)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +158,45 @@ mod tests {
             assert_eq!(decide(Terminated, scope), Err(Denial::Terminated));
             assert_eq!(decide(Provisioned, scope), Err(Denial::NotActivated));
         }
+    }
+
+    #[test]
+    fn the_lifecycle_speaks_before_the_token_and_a_retired_token_is_refused() {
+        let active = Lifecycle::restored(Active, None);
+        assert_eq!(
+            admit(&active, 3, AgentCredential::Jwt(3), NOW),
+            Ok(Access::Full)
+        );
+        assert_eq!(
+            admit(&active, 3, AgentCredential::Jwt(2), NOW),
+            Err(AdmissionError::RetiredToken)
+        );
+        let suspended = Lifecycle::restored(Suspended, None);
+        assert_eq!(
+            admit(&suspended, 3, AgentCredential::Jwt(2), NOW),
+            Err(AdmissionError::Denied(Denial::Suspended)),
+            "402 before the stale token"
+        );
+        assert_eq!(
+            admit(&active, 3, AgentCredential::ApiKey, NOW),
+            Ok(Access::Full)
+        );
+    }
+
+    #[test]
+    fn a_certificate_reads_its_agent_and_does_nothing_more() {
+        let quarantined = Lifecycle::restored(Quarantined, None);
+        let access = admit(&quarantined, 0, AgentCredential::Certificate, NOW).unwrap();
+        assert_eq!(access, Access::OwnStateOnly);
+        assert_eq!(
+            full_access(Access::Full, AgentCredential::Certificate),
+            Err(AdmissionError::CertificateNotEnough)
+        );
+        assert_eq!(
+            full_access(access, AgentCredential::ApiKey),
+            Err(AdmissionError::Denied(Denial::Quarantined))
+        );
+        assert_eq!(full_access(Access::Full, AgentCredential::Jwt(0)), Ok(()));
     }
 
     #[test]

@@ -33,7 +33,10 @@ mod callback;
 mod delegation;
 mod provisioning;
 
-pub use access::{Access, Denial, RequestScope};
+pub use access::{
+    Access, AdmissionError, AgentCredential, Denial, RequestScope, admit, full_access,
+    token_is_current,
+};
 pub use agent::{
     Lifecycle, LifecycleCommand, LifecycleError, LifecycleEvent, TerminationReason,
     TransitionCause, allowed_targets, birth_state,
