@@ -8,8 +8,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use agentry_auth::Permission;
 use agentry_domain::{AgentOrigin, AgentSlug, ApiKeyRole, Money, TenantId};
-use agentry_ledger::{DEFAULT_RPM, EnforcedLimits};
-use agentry_lifecycle::{LifecycleCommand, LifecycleError};
+use agentry_ledger::EnforcedLimits;
+use agentry_lifecycle::{BootstrapRefusal, LifecycleCommand, may_take_over, repeat_bootstrap};
 use agentry_store::{
     AgentLimitEntry, AgentRecord, NewAgent, NewAuditEvent, StoreError, enforced_limits, now,
 };
@@ -175,9 +175,9 @@ async fn bootstrap(
     let tenant = caller.tenant_id;
     let role = caller.role;
     let outcome = match ready_again(&state, tenant, &new.slug) {
-        Some(snapshot) => {
-            may_bootstrap(role, &snapshot.record).map(|()| Outcome::Existing(snapshot))
-        }
+        Some(snapshot) => may_take_over(snapshot.record.origin, role)
+            .map_err(|refusal| refused(&snapshot.record.slug, refusal))
+            .map(|()| Outcome::Existing(snapshot)),
         None => {
             let worker = state.get_ref().clone();
             state
@@ -260,7 +260,7 @@ async fn run(
     // A new agent is created, activated and given its limits entry in one
     // transaction: never active without enforced limits (seed 000), and
     // nothing left behind when that fails.
-    let entry = new_limits_entry(budget_daily);
+    let entry = AgentLimitEntry::for_bootstrap(budget_daily);
     match store
         .create_bootstrapped_agent(tenant, new, entry, now())
         .await
@@ -271,7 +271,7 @@ async fn run(
                 state, generation, agent, enforced,
             )))
         }
-        Ok(Err(refusal)) => Err(refused(refusal)),
+        Ok(Err(refusal)) => Err(refused(&slug, refusal.into())),
         // Two first bootstraps racing meet at the unique index; the loser
         // answers for the winner's agent.
         Err(StoreError::Conflict(_)) => {
@@ -294,31 +294,19 @@ async fn run(
     }
 }
 
-/// Seed 000: the provisioner's key "grants provisioning authority, not
-/// runtime access". A repeat bootstrap hands it a fresh token only for an
-/// agent a bootstrap made; an agent registered, set up in a workspace,
-/// delegated or created through the profiles API belongs to whoever made
-/// it. Admin and operator keys may still bootstrap (activate) those.
-fn may_bootstrap(role: ApiKeyRole, agent: &AgentRecord) -> Result<(), ApiError> {
-    if role == ApiKeyRole::Provisioner && agent.origin != AgentOrigin::Bootstrap {
-        return Err(ApiError::new(
+/// A refused bootstrap of the agent `slug` names, as a problem.
+fn refused(slug: &AgentSlug, refusal: BootstrapRefusal) -> ApiError {
+    match refusal {
+        BootstrapRefusal::NotMadeByBootstrap(origin) => ApiError::new(
             StatusCode::CONFLICT,
             "agent_not_bootstrapped",
             format!(
                 "agent {} exists and was not created by a bootstrap (it came from the {} route); \
                  a provisioner key may not take it over",
-                agent.slug, agent.origin
+                slug, origin
             ),
-        ));
-    }
-    Ok(())
-}
-
-/// The entry bootstrap gives an agent that has none.
-fn new_limits_entry(budget_daily: Option<Money>) -> AgentLimitEntry {
-    AgentLimitEntry {
-        max_budget: budget_daily,
-        max_requests_per_minute: Some(DEFAULT_RPM),
+        ),
+        other => ApiError::forbidden("agent_not_bootstrappable", other.to_string()),
     }
 }
 
@@ -334,18 +322,14 @@ async fn complete(
     budget_daily: Option<Money>,
 ) -> Result<(AgentRecord, EnforcedLimits), ApiError> {
     let store = &state.store;
-    let activation = agent.lifecycle().bootstrap(now()).map_err(refused)?;
-    // A delegated child belongs to its parent: a provisioner key must not
-    // mint tokens for it.
-    if agent.parent_id.is_some() {
-        return Err(ApiError::forbidden(
-            "agent_not_bootstrappable",
-            "the agent was created by delegation; its parent holds its credentials",
-        ));
-    }
-    // After the lifecycle (seed 000: a suspended or terminated agent hears
-    // 403 whoever made it).
-    may_bootstrap(role, &agent)?;
+    let activation = repeat_bootstrap(
+        &agent.lifecycle(),
+        agent.parent_id.is_some(),
+        agent.origin,
+        role,
+        now(),
+    )
+    .map_err(|refusal| refused(&agent.slug, refusal))?;
     let entry = match entry {
         Some(entry) => entry,
         None => store
@@ -353,7 +337,7 @@ async fn complete(
                 agent.tenant_id,
                 agent.id,
                 &agent.slug.limits_key(),
-                new_limits_entry(budget_daily),
+                AgentLimitEntry::for_bootstrap(budget_daily),
             )
             .await
             .map_err(limits_error)?,
@@ -370,16 +354,12 @@ async fn complete(
                     now(),
                 )
                 .await?
-                .map_err(refused)?
+                .map_err(|refusal| refused(&agent.slug, refusal.into()))?
                 .0
         }
     };
     let enforced = enforced_limits(&agent, Some(&entry));
     Ok((agent, enforced))
-}
-
-fn refused(refusal: LifecycleError) -> ApiError {
-    ApiError::forbidden("agent_not_bootstrappable", refusal.to_string())
 }
 
 /// A limits write that failed: 503, and no token is issued.

@@ -42,6 +42,18 @@ pub struct LimitEntry {
     pub max_requests_per_minute: Option<u32>,
 }
 
+impl LimitEntry {
+    /// The entry a bootstrap writes for its agent when the map has none:
+    /// the agent's daily budget and the default rate (seed 001's
+    /// `enforced_rpm: 30`). An operator's entry, written first, wins.
+    pub const fn for_bootstrap(budget_daily: Option<Money>) -> Self {
+        Self {
+            max_budget: budget_daily,
+            max_requests_per_minute: Some(DEFAULT_RPM),
+        }
+    }
+}
+
 /// The most requests per minute an entry may allow; a guard against typos
 /// that would switch rate limiting off in practice.
 pub const MAX_RPM: u32 = 1_000_000;

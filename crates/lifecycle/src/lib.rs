@@ -29,6 +29,7 @@
 
 mod access;
 mod agent;
+mod bootstrap;
 mod callback;
 mod delegation;
 mod provisioning;
@@ -41,6 +42,7 @@ pub use agent::{
     Lifecycle, LifecycleCommand, LifecycleError, LifecycleEvent, TerminationReason,
     TransitionCause, allowed_targets, birth_state,
 };
+pub use bootstrap::{BootstrapRefusal, may_take_over, repeat_bootstrap};
 pub use callback::{CallbackError, CallbackSequence, CallbackStage};
 pub use delegation::{
     ChildTerms, DelegatingParent, DelegationAsk, DelegationError, MAX_DELEGATION_TTL_SECONDS,
