@@ -2,7 +2,7 @@
 //!
 //! This crate owns everything that knows about HTTP and JSON: the routes of
 //! the API families (`agent_self`, `bootstrap`, `profiles`, `spend`,
-//! `delegation`, `instance` of seed 002, `machines` of seed 003, `registry`
+//! `delegation`, `workspace` of seed 002, `machines` of seed 003, `registry`
 //! of seed 004), the request guard
 //! (`guard`: extractors for API keys and agents, with their caches in
 //! `state`), the signing keys and machine CA in use (`keys`), the mTLS
@@ -19,13 +19,11 @@
 
 mod agent_self;
 mod bootstrap;
-mod channels;
 mod deferred;
 mod delegation;
 mod edge;
 pub mod error;
 pub mod guard;
-mod instance;
 pub mod keys;
 mod machines;
 pub mod metrics;
@@ -278,11 +276,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .configure(profiles::configure)
         .configure(spend::configure)
         .configure(delegation::configure)
-        .configure(instance::configure)
-        .configure(channels::configure)
         .configure(machines::configure)
         // Before the registry: seed 002's requests to the paths both serve
-        // are taken here, the rest fall through (workspace.rs).
+        // are taken here, the rest fall through (workspace/mod.rs).
         .configure(workspace::configure)
         .configure(registry::configure);
 }

@@ -10,10 +10,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{
-    agent_self, bootstrap, channels, delegation, instance, machines, profiles, registry, spend,
-    workspace,
-};
+use crate::{agent_self, bootstrap, delegation, machines, profiles, registry, spend, workspace};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -220,11 +217,11 @@ fn document() -> utoipa::openapi::OpenApi {
         profiles::Api::openapi(),
         spend::Api::openapi(),
         delegation::Api::openapi(),
-        instance::Api::openapi(),
-        channels::Api::openapi(),
+        workspace::InstanceApi::openapi(),
+        workspace::ChannelsApi::openapi(),
         machines::Api::openapi(),
         registry::Api::openapi(),
-        workspace::Api::openapi(),
+        workspace::AgentsApi::openapi(),
     ] {
         document.merge(part);
     }

@@ -64,7 +64,7 @@ fn envelope<T: Serialize>(status: StatusCode, data: T) -> HttpResponse {
 #[expect(dead_code, reason = "describes the two families' bodies; never built")]
 enum CreateAgentBody {
     Registry(Register),
-    Workspace(crate::instance::NewWorkspaceAgent),
+    Workspace(crate::workspace::NewWorkspaceAgent),
 }
 
 /// The answers of the routes seed 002 and seed 004 share, for the OpenAPI
