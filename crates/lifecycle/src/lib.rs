@@ -1,10 +1,13 @@
 //! The state machines of Agentry, as pure functions.
 //!
-//! This crate owns two machines: the agent lifecycle of DESIGN.md §2 (which
-//! transitions exist, which are forced, and what an agent in each state may
-//! do) and the provisioning callback sequence of seed 003. Each decision is a
-//! function of its inputs, the current time included, so another service can
-//! embed the rules and every rule is tested without a database.
+//! This crate owns the agent lifecycle of DESIGN.md §2 (the state an agent
+//! is born in, which transitions exist, which are forced, and what an agent
+//! in each state may do with which credential), the rules that create or
+//! wake agents (a delegation's plan, who may bootstrap an existing agent),
+//! and seed 003's provisioning workflow (its callback sequence, sessions,
+//! one-time tokens and lifetimes). Each decision is a function of its
+//! inputs, the current time included, so another service can embed the
+//! rules and every rule is tested without a database.
 //!
 //! It must never depend on tokio, diesel, actix or anything that does I/O,
 //! and it never reads the clock: `now` is always a parameter.
