@@ -6,8 +6,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use agentry_domain::{AgentOrigin, AgentSlug, Money, Role};
 use agentry_lifecycle::{
-    Access, DelegatingParent, DelegationAsk, DelegationError, RequestScope, TerminationReason,
-    child_expiry, is_repeat_delegation,
+    DelegatingParent, DelegationAsk, DelegationError, TerminationReason, child_expiry,
+    is_repeat_delegation,
 };
 use agentry_store::{NewAgent, NewAuditEvent, StoreError, now};
 use serde::{Deserialize, Serialize};
@@ -181,16 +181,7 @@ async fn delegate(
         .store
         .detached(async move |store| {
             store
-                .create_delegated_agent(tenant, parent_id, child, now, |view, child| {
-                    // Judged again under the parent's lock: a parent
-                    // suspended or terminated a moment ago cannot delegate.
-                    let parent = view.agent(parent_id)?;
-                    Access::for_agent(&parent.lifecycle(), now).permits(RequestScope::Other)?;
-                    let limits = view.enforced(parent_id)?;
-                    Ok(view
-                        .account(parent_id)?
-                        .delegate(parent_id, child, allocation, &limits, now)?)
-                })
+                .delegate(tenant, parent_id, child, allocation, now)
                 .await
         })
         .await;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use agentry_domain::{AgentId, LifecycleState, Money, TenantId};
 use agentry_ledger::Entry;
-use agentry_lifecycle::TerminationReason;
+use agentry_lifecycle::{Access, RequestScope, TerminationReason};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use time::OffsetDateTime;
@@ -66,8 +66,35 @@ pub const RECLAIM_ATTEMPTS: u32 = 3;
 const SUBTREE_CHANGED: &str = "the agent's sub-agents changed while reclaiming; retry";
 
 impl Store {
-    /// Creates `child` under `parent` and slices its budget from the parent
-    /// in one transaction: `decide` sees the parent's account, record and
+    /// Seed 001's delegation as one command: creates `child` under `parent`
+    /// with `allocation` sliced from the parent's budget, after judging
+    /// again, under the parent's lock, that its lifecycle lets it act (a
+    /// parent suspended a moment ago cannot delegate) and letting the
+    /// ledger decide the slice against the parent's enforced limits. A
+    /// taken slug is `Conflict("agent")`.
+    pub async fn delegate(
+        &self,
+        tenant: TenantId,
+        parent: AgentId,
+        child: NewAgent,
+        allocation: Money,
+        now: OffsetDateTime,
+    ) -> Result<AgentRecord, StoreError> {
+        self.create_delegated_agent(tenant, parent, child, now, |view, child| {
+            let record = view.agent(parent)?;
+            Access::for_agent(&record.lifecycle(), now).permits(RequestScope::Other)?;
+            let limits = view.enforced(parent)?;
+            Ok(view
+                .account(parent)?
+                .delegate(parent, child, allocation, &limits, now)?)
+        })
+        .await
+    }
+
+    /// The transaction under [`Store::delegate`], with the decision left to
+    /// the caller (tests give it limits of their own). Creates `child` under
+    /// `parent` and slices its budget from the parent in one transaction:
+    /// `decide` sees the parent's account, record and
     /// limits as they are under its lock, and the child's new id; it checks
     /// the parent may delegate and returns the ledger's transfer. Either both
     /// the agent and the transfer are written or neither is. A taken slug is

@@ -1097,3 +1097,61 @@ async fn money_moves_by_one_command_that_rechecks_the_agent_and_remembers_its_ke
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delegation_is_one_command_that_rechecks_the_parent_and_slices_its_budget() {
+    on_both_backends(|db| async move {
+        let store = &db.store;
+        let acme = tenant(store, "acme").await;
+        let mut new = NewAgent::named(slug("parent"), AgentOrigin::Registry);
+        new.budget_daily = Some(Money::from_usd(5));
+        let parent = store.create_agent(acme, new, now()).await.unwrap();
+        let child = |name: &str| NewAgent::named(slug(name), AgentOrigin::Delegation);
+
+        let made = store
+            .delegate(acme, parent.id, child("child"), Money::from_usd(2), now())
+            .await
+            .unwrap();
+        assert_eq!(made.parent_id, Some(parent.id));
+        assert_eq!(made.lifecycle_state, LifecycleState::Active);
+        let account = store.account(acme, parent.id).await.unwrap();
+        assert_eq!(
+            account.committed(agentry_ledger::Window::Day, now()),
+            Money::from_usd(2),
+            "the slice counts against the parent"
+        );
+        // More than the parent has left: the ledger refuses, nothing is made.
+        match store
+            .delegate(acme, parent.id, child("greedy"), Money::from_usd(4), now())
+            .await
+        {
+            Err(StoreError::Ledger(LedgerError::InsufficientBudget { .. })) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            store
+                .find_agent_by_slug(acme, &slug("greedy"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        store
+            .transition(
+                acme,
+                parent.id,
+                LifecycleCommand::Request(LifecycleState::Suspended),
+                now(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        match store
+            .delegate(acme, parent.id, child("late"), Money::from_usd(1), now())
+            .await
+        {
+            Err(StoreError::Denied(denial)) => assert!(denial.is_payment_required()),
+            other => panic!("{other:?}"),
+        }
+    })
+    .await;
+}
