@@ -618,23 +618,23 @@ async fn revoke(
     caller.require(Permission::AgentLifecycleManage)?;
     check_tenant_header(&state, &request, &caller, false).await?;
     let tenant = caller.tenant_id;
-    let agent = tenant_agent(&state, tenant, parse_agent_id(&path)?).await?;
-    let agent = if agent.lifecycle_state == LifecycleState::Terminated {
-        agent
-    } else {
-        let id = agent.id;
-        state
-            .store
-            .detached(async move |store| {
-                store
-                    .reclaim_agent(tenant, id, TerminationReason::Revoked, now())
-                    .await
-            })
-            .await?;
-        let revoked = tenant_agent(&state, tenant, id).await?;
-        audit(&state, &caller, "registry.revoke", &revoked);
-        revoked
-    };
+    let id = tenant_agent(&state, tenant, parse_agent_id(&path)?)
+        .await?
+        .id;
+    // The store's reclaim is idempotent: an agent terminated before is
+    // answered as it is, with its first `revokedAt`.
+    let reclaimed = state
+        .store
+        .detached(async move |store| {
+            store
+                .reclaim_agent(tenant, id, TerminationReason::Revoked, now())
+                .await
+        })
+        .await?;
+    let agent = tenant_agent(&state, tenant, id).await?;
+    if !reclaimed.already_terminated {
+        audit(&state, &caller, "registry.revoke", &agent);
+    }
     Ok(envelope(
         StatusCode::OK,
         Revoked {
