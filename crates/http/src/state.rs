@@ -614,7 +614,6 @@ impl AppState {
         user: &UserRecord,
         now: OffsetDateTime,
     ) -> Option<(String, OffsetDateTime)> {
-        let key = self.keys.current()?;
         let mut claims = self.issuer.claims(
             Audience::Session,
             user.id,
@@ -626,7 +625,13 @@ impl AppState {
         );
         claims.user_id = Some(user.id);
         claims.email = Some(user.email.clone());
-        Some((key.sign(&claims), claims.expires_at()))
+        self.sign(&claims)
+    }
+
+    /// `claims` signed with the current key, and when they expire.
+    fn sign(&self, claims: &Claims) -> Option<(String, OffsetDateTime)> {
+        let key = self.keys.current()?;
+        Some((key.sign(claims), claims.expires_at()))
     }
 
     /// Mints a token for `audience`; `None` only if no signing key is loaded.
@@ -639,7 +644,6 @@ impl AppState {
         now: OffsetDateTime,
         lifetime: Duration,
     ) -> Option<(String, OffsetDateTime)> {
-        let key = self.keys.current()?;
         let claims = self.issuer.claims(
             audience,
             subject,
@@ -649,7 +653,7 @@ impl AppState {
             lifetime,
             uuid::Uuid::now_v7(),
         );
-        Some((key.sign(&claims), claims.expires_at()))
+        self.sign(&claims)
     }
 
     /// Queues `event` for the tenant's audit trail without delaying the

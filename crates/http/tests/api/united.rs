@@ -65,6 +65,23 @@ where
     send(app, request, path, Some(credential)).await
 }
 
+/// The workspace's first-run setup with `setup_request`; its answer.
+async fn set_up<S>(app: &S) -> Value
+where
+    S: Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
+{
+    let (status, bootstrap) = call(
+        app,
+        Method::POST,
+        "/api/v1/bootstrap",
+        None,
+        setup_request(),
+    )
+    .await;
+    assert_eq!(status, 201, "{bootstrap}");
+    bootstrap
+}
+
 struct Workspace {
     bootstrap: Value,
     /// The primary agent's account's session.
@@ -81,15 +98,7 @@ async fn workspace<S>(app: &S) -> Workspace
 where
     S: Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
 {
-    let (status, bootstrap) = call(
-        app,
-        Method::POST,
-        "/api/v1/bootstrap",
-        None,
-        setup_request(),
-    )
-    .await;
-    assert_eq!(status, 201, "{bootstrap}");
+    let bootstrap = set_up(app).await;
     let (status, login) = call(
         app,
         Method::POST,
@@ -1006,15 +1015,7 @@ async fn invites_are_read_then_accepted_with_a_display_name_as_agent_united_does
     on_both_backends(|db| async move {
         let state = state_for(&db).await;
         let app = app(&state).await;
-        let (status, bootstrap) = call(
-            &app,
-            Method::POST,
-            "/api/v1/bootstrap",
-            None,
-            setup_request(),
-        )
-        .await;
-        assert_eq!(status, 201, "{bootstrap}");
+        let bootstrap = set_up(&app).await;
         let token = bootstrap["humans"][0]["invite_token"].as_str().unwrap();
         let invite = format!("/api/v1/invite?token={token}");
 
@@ -1179,15 +1180,7 @@ async fn reading_an_invite_is_throttled_apart_from_accepting_it() {
     on_both_backends(|db| async move {
         let state = state_for(&db).await;
         let app = app(&state).await;
-        let (status, bootstrap) = call(
-            &app,
-            Method::POST,
-            "/api/v1/bootstrap",
-            None,
-            setup_request(),
-        )
-        .await;
-        assert_eq!(status, 201, "{bootstrap}");
+        let bootstrap = set_up(&app).await;
         let token = bootstrap["humans"][0]["invite_token"].as_str().unwrap();
         let invite = format!("/api/v1/invite?token={token}");
         let mut read = 0;
