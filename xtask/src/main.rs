@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 mod bench_http;
 mod fuzz;
 mod hostile;
+mod layout;
 mod status_coverage;
 
 const USAGE: &str = "\
@@ -67,6 +68,7 @@ fn main() -> Result<()> {
 /// first. Extra arguments go to nextest (e.g. a test name filter).
 fn test(nextest_args: &[String]) -> Result<()> {
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    layout::check(&workspace_root())?;
     run(cargo().args([
         "clippy",
         "--workspace",

@@ -1,6 +1,7 @@
 //! Agentry's vocabulary: the value types every other crate speaks in.
 //!
-//! This crate owns the types that carry a rule with them, such as an agent
+//! It holds the entities, an agent and its API keys ([`AgentRecord`],
+//! [`ApiKeyRecord`]), and the value types that carry a rule with them, such as an agent
 //! slug, an amount of money, a role, a lifecycle state, an e-mail address, a
 //! password that meets the policy, and the identifiers with their text forms.
 //! Each one is checked when it is built, so a value of the type is always
@@ -12,6 +13,7 @@
 //! serde impls here are the canonical, wire-agnostic ones (a slug is a string,
 //! money is a USD number).
 
+mod agent;
 mod email;
 mod id;
 mod money;
@@ -25,6 +27,7 @@ mod state;
 mod trust;
 mod workspace;
 
+pub use agent::{AgentRecord, ApiKeyRecord};
 pub use email::{Email, EmailError};
 pub use id::{AgentId, IdError, TenantId, TypeId};
 pub use money::{Money, MoneyError};

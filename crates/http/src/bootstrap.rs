@@ -216,7 +216,11 @@ async fn bootstrap(
 /// delegated child.
 fn ready_again(state: &AppState, tenant: TenantId, slug: &AgentSlug) -> Option<Arc<AgentSnapshot>> {
     let snapshot = state.guard.ready_agent(tenant, slug)?;
-    matches!(snapshot.record.lifecycle().bootstrap(now()), Ok(None)).then_some(snapshot)
+    matches!(
+        agentry_lifecycle::Lifecycle::of(&snapshot.record).bootstrap(now()),
+        Ok(None)
+    )
+    .then_some(snapshot)
 }
 
 /// Files an agent a bootstrap has just answered for, for [`ready_again`].
@@ -323,7 +327,7 @@ async fn complete(
 ) -> Result<(AgentRecord, EnforcedLimits), ApiError> {
     let store = &state.store;
     let activation = repeat_bootstrap(
-        &agent.lifecycle(),
+        &agentry_lifecycle::Lifecycle::of(&agent),
         agent.parent_id.is_some(),
         agent.origin,
         role,

@@ -73,7 +73,7 @@ async fn account_holder(
                 .detached(async move |store| store.find_agent_by_slug(tenant, &slug).await)
                 .await?
                 .ok_or_else(|| ApiError::not_found("agent"))?;
-            Access::for_agent(&agent.lifecycle(), now())
+            Access::for_agent(&agentry_lifecycle::Lifecycle::of(&agent), now())
                 .permits(RequestScope::Other)
                 .map_err(ApiError::from)?;
             Ok(agent)

@@ -1,7 +1,7 @@
-use agentry_domain::AgentOrigin;
 use agentry_domain::LifecycleState::{
     self, Active, Provisioned, Quarantined, Suspended, Terminated,
 };
+use agentry_domain::{AgentOrigin, AgentRecord};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -160,6 +160,11 @@ impl Lifecycle {
     /// it. Not a way to start an agent in a chosen state.
     pub const fn restored(state: LifecycleState, expires_at: Option<OffsetDateTime>) -> Self {
         Self { state, expires_at }
+    }
+
+    /// The lifecycle of `agent` as it is stored.
+    pub const fn of(agent: &AgentRecord) -> Self {
+        Self::restored(agent.lifecycle_state, agent.expires_at)
     }
 
     pub const fn state(&self) -> LifecycleState {

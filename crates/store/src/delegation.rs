@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 
 use agentry_domain::{AgentId, LifecycleState, Money, TenantId};
 use agentry_ledger::Entry;
-use agentry_lifecycle::{Access, RequestScope, TerminationReason};
+use agentry_lifecycle::{Access, Lifecycle, RequestScope, TerminationReason};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use time::OffsetDateTime;
 
-use crate::agents::{AgentRecord, AgentRow, NewAgent, persist_lifecycle};
+use crate::AgentRecord;
+use crate::agents::{AgentRow, NewAgent, apply_lifecycle, new_agent, persist_lifecycle};
 use crate::changes::Change;
 use crate::db::{read, write_tx};
 use crate::ledger::{LedgerView, append_entries, load_accounts, load_agents};
@@ -82,7 +83,7 @@ impl Store {
     ) -> Result<AgentRecord, StoreError> {
         self.create_delegated_agent(tenant, parent, child, now, |view, child| {
             let record = view.agent(parent)?;
-            Access::for_agent(&record.lifecycle(), now).permits(RequestScope::Other)?;
+            Access::for_agent(&Lifecycle::of(record), now).permits(RequestScope::Other)?;
             let limits = view.enforced(parent)?;
             Ok(view
                 .account(parent)?
@@ -111,7 +112,7 @@ impl Store {
         F: FnOnce(&LedgerView, AgentId) -> Result<(Entry, Entry), StoreError> + Send,
     {
         child.parent_id = Some(parent);
-        let record = AgentRecord::new(tenant, AgentId::from_uuid(new_id()), child, now);
+        let record = new_agent(tenant, AgentId::from_uuid(new_id()), child, now);
         let (touched, record) = write_tx!(self, |conn| {
             let (accounts, mut next_seq) = load_accounts!(conn, self.accounts, tenant, [parent]);
             let agents = load_agents!(conn, tenant, [parent]);
@@ -279,11 +280,10 @@ impl Store {
                     } else {
                         TerminationReason::ReclaimedByParent
                     };
-                    let (next, event) = agent
-                        .lifecycle()
+                    let (next, event) = Lifecycle::of(agent)
                         .terminate(cause, now)
                         .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-                    agent.apply_lifecycle(&next, &event);
+                    apply_lifecycle(agent, &next, &event);
                     persist_lifecycle!(conn, tenant, &*agent, &event);
                     terminated.push(id);
                 }

@@ -36,7 +36,9 @@ mod types;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-pub use agents::{AgentRecord, LifecycleChange, NewAgent, ProfilePatch};
+/// The entities the store keeps, defined in `agentry-domain`.
+pub use agentry_domain::{AgentRecord, ApiKeyRecord};
+pub use agents::{LifecycleChange, NewAgent, ProfilePatch};
 pub use audit::{AuditEvent, BrokenLink, NewAuditEvent};
 pub use changes::{Change, ChangeListener, KidDigest, SQLITE_POLL};
 pub use channels::{ChannelMember, ChannelPatch};
@@ -61,7 +63,7 @@ pub use provisioning::{
 };
 pub use registry::AgentPageQuery;
 pub use signing_keys::{SigningKeyRecord, SigningKeyRevocation};
-pub use tenants::{ApiKeyRecord, NewApiKey, Tenant};
+pub use tenants::{NewApiKey, Tenant};
 pub use tokens::{NewToken, TokenError, TokenPurpose, TokenRecord};
 
 /// How the connection pool stands: its bound, the connections open, the

@@ -7,11 +7,13 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use time::OffsetDateTime;
 
-use crate::agents::{AgentRecord, AgentRow, NewAgent};
+use crate::AgentRecord;
+use crate::ApiKeyRecord;
+use crate::agents::{AgentRow, NewAgent, new_agent};
 use crate::changes::{Change, NotifyChange};
 use crate::db::{read, write_tx};
 use crate::schema::{agents, api_keys};
-use crate::tenants::{ApiKeyRecord, ApiKeyRow, NewApiKey, conflict_as};
+use crate::tenants::{ApiKeyRow, NewApiKey, conflict_as};
 use crate::types::{DbTime, DbUuid};
 use crate::{Store, StoreError, new_id};
 
@@ -39,7 +41,7 @@ impl Store {
         key_hash: [u8; 32],
         now: OffsetDateTime,
     ) -> Result<(AgentRecord, ApiKeyRecord), StoreError> {
-        let record = AgentRecord::new(tenant, AgentId::from_uuid(new_id()), new, now);
+        let record = new_agent(tenant, AgentId::from_uuid(new_id()), new, now);
         let row = AgentRow::from(&record);
         let key = ApiKeyRow::new(
             DbUuid(tenant.as_uuid()),

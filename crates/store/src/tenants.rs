@@ -9,7 +9,7 @@ use crate::changes::{Change, NotifyChange};
 use crate::db::{read, write_tx};
 use crate::schema::{api_keys, tenants};
 use crate::types::{DbTime, DbUuid};
-use crate::{Store, StoreError, new_id};
+use crate::{ApiKeyRecord, Store, StoreError, new_id};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
@@ -44,27 +44,6 @@ pub struct NewApiKey {
     pub agent_id: Option<AgentId>,
     pub key_hash: [u8; 32],
     pub label: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKeyRecord {
-    pub id: uuid::Uuid,
-    pub tenant_id: TenantId,
-    pub role: Option<ApiKeyRole>,
-    pub agent_id: Option<AgentId>,
-    pub label: Option<String>,
-    pub created_at: OffsetDateTime,
-    pub revoked_at: Option<OffsetDateTime>,
-    /// When the key stops working by itself (seed 002's `expires_at`).
-    pub expires_at: Option<OffsetDateTime>,
-    pub last_used_at: Option<OffsetDateTime>,
-}
-
-impl ApiKeyRecord {
-    /// Whether the key may still authenticate at `now`.
-    pub fn usable_at(&self, now: OffsetDateTime) -> bool {
-        self.revoked_at.is_none() && self.expires_at.is_none_or(|expires| now < expires)
-    }
 }
 
 #[derive(Queryable, Selectable, Insertable)]

@@ -1,112 +1,78 @@
 //! Agents: one row behind both the `/v1/agent/*` profile and the
 //! `/api/v1/agents` registry record, plus their lifecycle history.
 
+mod rows;
+
 use agentry_domain::{
     AgentId, AgentName, AgentOrigin, AgentSlug, LifecycleState, Money, Role, TenantId, TrustLevel,
 };
-use agentry_lifecycle::{
-    Lifecycle, LifecycleCommand, LifecycleError, LifecycleEvent, TransitionCause,
-};
+use agentry_lifecycle::{Lifecycle, LifecycleCommand, LifecycleError, LifecycleEvent};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use rows::stored_name;
+pub(crate) use rows::{AgentRow, LifecycleEventRow};
 use time::OffsetDateTime;
 
+use crate::AgentRecord;
 use crate::changes::{Change, NotifyChange};
 use crate::db::{read, write_tx};
-use crate::schema::{agents, api_keys, lifecycle_events, users};
+use crate::schema::{agents, api_keys, users};
 use crate::tenants::conflict_as;
 use crate::types::{DbTime, DbUuid};
 use crate::{Store, StoreError, new_id};
 
-/// An agent as the rest of the service sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AgentRecord {
-    pub id: AgentId,
-    pub tenant_id: TenantId,
-    pub slug: AgentSlug,
-    /// The name as the client wrote it (seeds 002, 004); its slug is `slug`.
-    pub name: AgentName,
-    pub display_name: Option<String>,
-    pub description: Option<String>,
-    pub owner_id: Option<String>,
-    pub cost_center: Option<String>,
-    pub budget_daily: Option<Money>,
-    pub budget_monthly: Option<Money>,
-    pub role: Role,
-    pub lifecycle_state: LifecycleState,
-    pub manifest_id: Option<String>,
-    pub parent_id: Option<AgentId>,
-    /// The parent's slug (its `agent_id`), for an agent created by
-    /// delegation: written with the child, since slugs never change.
-    pub parent_slug: Option<AgentSlug>,
-    pub expires_at: Option<OffsetDateTime>,
-    pub metadata: serde_json::Value,
-    pub scopes: Vec<String>,
-    pub trust_level: TrustLevel,
-    /// Bumped whenever the agent's credentials must stop working (revoke,
-    /// rotate, termination), so caches keyed on it go stale at once.
-    pub credential_epoch: i64,
-    pub last_seen_at: Option<OffsetDateTime>,
-    pub revoked_at: Option<OffsetDateTime>,
-    pub created_at: OffsetDateTime,
-    pub updated_at: OffsetDateTime,
-    /// The route that created it.
-    pub origin: AgentOrigin,
+/// The record a new agent starts as.
+pub(crate) fn new_agent(
+    tenant: TenantId,
+    id: AgentId,
+    new: NewAgent,
+    now: OffsetDateTime,
+) -> AgentRecord {
+    let now = DbTime::new(now).get();
+    let lifecycle_state = new.birth_state();
+    AgentRecord {
+        id,
+        tenant_id: tenant,
+        slug: new.slug,
+        name: new.name,
+        display_name: new.display_name,
+        description: new.description,
+        owner_id: new.owner_id,
+        cost_center: new.cost_center,
+        budget_daily: new.budget_daily,
+        budget_monthly: new.budget_monthly,
+        role: new.role,
+        lifecycle_state,
+        manifest_id: None,
+        parent_id: new.parent_id,
+        parent_slug: None,
+        expires_at: new.expires_at.map(|at| DbTime::new(at).get()),
+        metadata: new.metadata,
+        scopes: new.scopes,
+        trust_level: new.trust_level,
+        credential_epoch: 0,
+        last_seen_at: None,
+        // Revoked exactly when terminated, even for one created so.
+        revoked_at: (lifecycle_state == LifecycleState::Terminated).then_some(now),
+        created_at: now,
+        updated_at: now,
+        origin: new.origin,
+    }
 }
 
-impl AgentRecord {
-    pub fn lifecycle(&self) -> Lifecycle {
-        Lifecycle::restored(self.lifecycle_state, self.expires_at)
+/// Takes on the state a lifecycle decision produced, with the effects
+/// `agentry-lifecycle` attaches to it: a new credential epoch (retiring
+/// every earlier token) and the revocation time, which every
+/// termination sets (`revoked_at` is the one source of seed 004's
+/// `revokedAt`).
+pub(crate) fn apply_lifecycle(agent: &mut AgentRecord, next: &Lifecycle, event: &LifecycleEvent) {
+    agent.lifecycle_state = next.state();
+    agent.updated_at = DbTime::new(event.at).get();
+    if event.retires_credentials() {
+        agent.credential_epoch += 1;
     }
-
-    /// The record a new agent starts as.
-    pub(crate) fn new(tenant: TenantId, id: AgentId, new: NewAgent, now: OffsetDateTime) -> Self {
-        let now = DbTime::new(now).get();
-        let lifecycle_state = new.birth_state();
-        AgentRecord {
-            id,
-            tenant_id: tenant,
-            slug: new.slug,
-            name: new.name,
-            display_name: new.display_name,
-            description: new.description,
-            owner_id: new.owner_id,
-            cost_center: new.cost_center,
-            budget_daily: new.budget_daily,
-            budget_monthly: new.budget_monthly,
-            role: new.role,
-            lifecycle_state,
-            manifest_id: None,
-            parent_id: new.parent_id,
-            parent_slug: None,
-            expires_at: new.expires_at.map(|at| DbTime::new(at).get()),
-            metadata: new.metadata,
-            scopes: new.scopes,
-            trust_level: new.trust_level,
-            credential_epoch: 0,
-            last_seen_at: None,
-            // Revoked exactly when terminated, even for one created so.
-            revoked_at: (lifecycle_state == LifecycleState::Terminated).then_some(now),
-            created_at: now,
-            updated_at: now,
-            origin: new.origin,
-        }
-    }
-
-    /// Takes on the state a lifecycle decision produced, with the effects
-    /// `agentry-lifecycle` attaches to it: a new credential epoch (retiring
-    /// every earlier token) and the revocation time, which every
-    /// termination sets (`revoked_at` is the one source of seed 004's
-    /// `revokedAt`).
-    pub(crate) fn apply_lifecycle(&mut self, next: &Lifecycle, event: &LifecycleEvent) {
-        self.lifecycle_state = next.state();
-        self.updated_at = DbTime::new(event.at).get();
-        if event.retires_credentials() {
-            self.credential_epoch += 1;
-        }
-        if let Some(at) = event.revoked_at() {
-            self.revoked_at = Some(DbTime::new(at).get());
-        }
+    if let Some(at) = event.revoked_at() {
+        agent.revoked_at = Some(DbTime::new(at).get());
     }
 }
 
@@ -114,7 +80,7 @@ impl AgentRecord {
 /// `apply_lifecycle` left it), its history row, and the change notice.
 macro_rules! persist_lifecycle {
     ($conn:ident, $tenant:expr, $agent:expr, $event:expr) => {{
-        let agent: &$crate::agents::AgentRecord = $agent;
+        let agent: &$crate::AgentRecord = $agent;
         diesel::update(
             $crate::schema::agents::table
                 .filter(
@@ -235,161 +201,6 @@ impl NewAgent {
     }
 }
 
-#[derive(Queryable, Selectable, Insertable)]
-#[diesel(table_name = agents)]
-pub(crate) struct AgentRow {
-    id: DbUuid,
-    tenant_id: DbUuid,
-    slug: String,
-    display_name: Option<String>,
-    description: Option<String>,
-    owner_id: Option<String>,
-    cost_center: Option<String>,
-    budget_daily_micros: Option<i64>,
-    budget_monthly_micros: Option<i64>,
-    role: String,
-    lifecycle_state: String,
-    manifest_id: Option<String>,
-    parent_id: Option<DbUuid>,
-    expires_at: Option<DbTime>,
-    metadata: String,
-    scopes: String,
-    trust_level: String,
-    credential_epoch: i64,
-    last_seen_at: Option<DbTime>,
-    revoked_at: Option<DbTime>,
-    created_at: DbTime,
-    updated_at: DbTime,
-    origin: String,
-    /// `NULL` when the name is the slug itself.
-    name: Option<String>,
-    parent_slug: Option<String>,
-}
-
-fn corrupt(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("agents row: {error}"))
-}
-
-fn money(micros: Option<i64>) -> Result<Option<Money>, StoreError> {
-    micros.map(Money::from_micros).transpose().map_err(corrupt)
-}
-
-impl TryFrom<AgentRow> for AgentRecord {
-    type Error = StoreError;
-    fn try_from(row: AgentRow) -> Result<Self, StoreError> {
-        let slug = AgentSlug::parse(&row.slug).map_err(corrupt)?;
-        Ok(AgentRecord {
-            id: AgentId::from_uuid(row.id.0),
-            tenant_id: TenantId::from_uuid(row.tenant_id.0),
-            display_name: row.display_name,
-            description: row.description,
-            owner_id: row.owner_id,
-            cost_center: row.cost_center,
-            budget_daily: money(row.budget_daily_micros)?,
-            budget_monthly: money(row.budget_monthly_micros)?,
-            role: row.role.parse().map_err(corrupt)?,
-            lifecycle_state: row.lifecycle_state.parse().map_err(corrupt)?,
-            manifest_id: row.manifest_id,
-            parent_id: row.parent_id.map(|id| AgentId::from_uuid(id.0)),
-            parent_slug: row
-                .parent_slug
-                .as_deref()
-                .map(AgentSlug::parse)
-                .transpose()
-                .map_err(corrupt)?,
-            expires_at: row.expires_at.map(DbTime::get),
-            metadata: serde_json::from_str(&row.metadata).map_err(corrupt)?,
-            scopes: serde_json::from_str(&row.scopes).map_err(corrupt)?,
-            trust_level: row.trust_level.parse().map_err(corrupt)?,
-            credential_epoch: row.credential_epoch,
-            last_seen_at: row.last_seen_at.map(DbTime::get),
-            revoked_at: row.revoked_at.map(DbTime::get),
-            created_at: row.created_at.get(),
-            updated_at: row.updated_at.get(),
-            origin: row.origin.parse().map_err(corrupt)?,
-            name: match row.name {
-                Some(name) => AgentName::parse(&name).map_err(corrupt)?,
-                None => AgentName::of_slug(&slug),
-            },
-            slug,
-        })
-    }
-}
-
-impl From<&AgentRecord> for AgentRow {
-    fn from(agent: &AgentRecord) -> Self {
-        AgentRow {
-            id: DbUuid(agent.id.as_uuid()),
-            tenant_id: DbUuid(agent.tenant_id.as_uuid()),
-            slug: agent.slug.as_str().to_owned(),
-            display_name: agent.display_name.clone(),
-            description: agent.description.clone(),
-            owner_id: agent.owner_id.clone(),
-            cost_center: agent.cost_center.clone(),
-            budget_daily_micros: agent.budget_daily.map(Money::micros),
-            budget_monthly_micros: agent.budget_monthly.map(Money::micros),
-            role: agent.role.as_str().to_owned(),
-            lifecycle_state: agent.lifecycle_state.as_str().to_owned(),
-            manifest_id: agent.manifest_id.clone(),
-            parent_id: agent.parent_id.map(|id| DbUuid(id.as_uuid())),
-            expires_at: agent.expires_at.map(DbTime::new),
-            metadata: agent.metadata.to_string(),
-            scopes: serde_json::Value::from(agent.scopes.clone()).to_string(),
-            trust_level: agent.trust_level.as_str().to_owned(),
-            credential_epoch: agent.credential_epoch,
-            last_seen_at: agent.last_seen_at.map(DbTime::new),
-            revoked_at: agent.revoked_at.map(DbTime::new),
-            created_at: DbTime::new(agent.created_at),
-            updated_at: DbTime::new(agent.updated_at),
-            origin: agent.origin.as_str().to_owned(),
-            name: stored_name(agent),
-            parent_slug: agent
-                .parent_slug
-                .as_ref()
-                .map(|slug| slug.as_str().to_owned()),
-        }
-    }
-}
-
-/// What the `name` column holds: `NULL` when the name is the slug itself.
-fn stored_name(agent: &AgentRecord) -> Option<String> {
-    (agent.name.as_str() != agent.slug.as_str()).then(|| agent.name.to_string())
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = lifecycle_events)]
-pub(crate) struct LifecycleEventRow {
-    id: DbUuid,
-    tenant_id: DbUuid,
-    agent_id: DbUuid,
-    from_state: String,
-    to_state: String,
-    cause: String,
-    at: DbTime,
-}
-
-impl LifecycleEventRow {
-    pub(crate) fn new(tenant: TenantId, agent: AgentId, event: &LifecycleEvent) -> Self {
-        let cause = match event.cause {
-            TransitionCause::Requested => "requested".to_owned(),
-            TransitionCause::Bootstrap => "bootstrap".to_owned(),
-            TransitionCause::Forced(reason) => serde_json::to_value(reason)
-                .ok()
-                .and_then(|value| value.as_str().map(str::to_owned))
-                .unwrap_or_else(|| "forced".to_owned()),
-        };
-        Self {
-            id: DbUuid(new_id()),
-            tenant_id: DbUuid(tenant.as_uuid()),
-            agent_id: DbUuid(agent.as_uuid()),
-            from_state: event.from.as_str().to_owned(),
-            to_state: event.to.as_str().to_owned(),
-            cause,
-            at: DbTime::new(event.at),
-        }
-    }
-}
-
 /// Fields of a profile an operator may change (seed 001's PATCH); `None`
 /// leaves a field as it is, `Some(None)` clears a nullable one.
 #[derive(Debug, Clone, Default)]
@@ -420,7 +231,7 @@ impl Store {
         new: NewAgent,
         now: OffsetDateTime,
     ) -> Result<AgentRecord, StoreError> {
-        let record = AgentRecord::new(tenant, AgentId::from_uuid(new_id()), new, now);
+        let record = new_agent(tenant, AgentId::from_uuid(new_id()), new, now);
         let row = AgentRow::from(&record);
         read!(self, |conn| {
             diesel::insert_into(agents::table)
@@ -715,14 +526,14 @@ impl Store {
             }
             let row: AgentRow = target.select(AgentRow::as_select()).first(conn).await?;
             let mut agent = AgentRecord::try_from(row)?;
-            let decision = match decide(&agent.lifecycle()) {
+            let decision = match decide(&Lifecycle::of(&agent)) {
                 Ok(decision) => decision,
                 Err(refusal) => return Ok(Err(refusal)),
             };
             let Some((next, event)) = decision else {
                 return Ok(Ok((agent, None)));
             };
-            agent.apply_lifecycle(&next, &event);
+            apply_lifecycle(&mut agent, &next, &event);
             persist_lifecycle!(conn, tenant, &agent, &event);
             Ok(Ok((agent, Some(event))))
         });

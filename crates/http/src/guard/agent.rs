@@ -1,0 +1,282 @@
+//! Agents: a token, the agent's own API key, or the certificate of the
+//! machine its instance runs on, admitted by the lifecycle and the rate
+//! limit.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest};
+use agentry_auth::{ApiKey, ApiKeyKind, Audience, Claims, JwtError};
+use agentry_domain::{AgentId, TenantId};
+use agentry_lifecycle::{Access, AdmissionError};
+use agentry_store::AgentRecord;
+use time::OffsetDateTime;
+
+use super::api_key::{ApiKeyPrincipal, api_key_principal, lookup_api_key};
+use super::machine::{
+    MachineCertificate, invalid_certificate, machine_certificate, peer_certificates,
+};
+use super::{
+    Presented, audit_refusal, invalid_key, invalid_token, missing, presented, request_time, state,
+};
+use crate::error::ApiError;
+use crate::state::{AgentSnapshot, AppState};
+
+/// How an agent proved who it is (`agentry-lifecycle` judges it).
+pub use agentry_lifecycle::AgentCredential;
+
+/// A caller that is an agent, admitted by its lifecycle state and its rate
+/// limit. Admission covers reading its own state; anything more calls
+/// [`AgentPrincipal::require_full_access`].
+#[derive(Debug, Clone)]
+pub struct AgentPrincipal {
+    pub agent: Arc<AgentSnapshot>,
+    pub credential: AgentCredential,
+    pub access: Access,
+    pub requests_this_minute: u32,
+}
+
+impl AgentPrincipal {
+    pub fn record(&self) -> &AgentRecord {
+        &self.agent.record
+    }
+
+    /// Quarantined agents may only read their own state (DESIGN.md §2),
+    /// and a machine certificate only ever does.
+    pub fn require_full_access(&self) -> Result<(), ApiError> {
+        agentry_lifecycle::full_access(self.access, self.credential).map_err(|error| match error {
+            AdmissionError::Denied(denial) => ApiError::from(denial),
+            other => ApiError::forbidden("certificate_not_enough", other.to_string()),
+        })
+    }
+}
+
+/// What a verified token is remembered by: its signature segment. Hashing
+/// the whole token per request cost a sixth of a `limits/me` (no SHA
+/// instructions on the benchmark machine). A signature found in the cache
+/// was produced by our key over the header and payload verified with it,
+/// and the cache answers with those claims: a forged header or payload
+/// carrying a copied signature gets the original token's claims, which
+/// only the holder of that token (it is the secret part) could use anyway.
+fn token_signature(token: &str) -> Option<&str> {
+    token.rsplit_once('.').map(|(_, signature)| signature)
+}
+
+async fn verify_jwt(
+    state: &AppState,
+    token: &str,
+    now: OffsetDateTime,
+) -> Result<Claims, JwtError> {
+    let signature = token_signature(token).unwrap_or_default();
+    if let Some(claims) = state.guard.token(signature, now) {
+        return Ok(claims);
+    }
+    let token_generation = state.guard.token_generation();
+    let verified = state
+        .issuer
+        .verify(token, &state.keys.ring(), Audience::Agent, now);
+    let claims = match verified {
+        // A key we have not heard of may be a rotation whose announcement
+        // has not reached us yet: reload once and try again.
+        Err(JwtError::UnknownKey) if state.keys.may_reload_for_unknown_kid(now) => {
+            let store = state.store.clone();
+            let keys = state.keys.clone();
+            let reloaded = store
+                .detached(async move |store| {
+                    keys.reload(&store, now)
+                        .await
+                        .map_err(|error| agentry_store::StoreError::Unavailable(error.to_string()))
+                })
+                .await;
+            if reloaded.is_err() {
+                return Err(JwtError::UnknownKey);
+            }
+            state
+                .issuer
+                .verify(token, &state.keys.ring(), Audience::Agent, now)?
+        }
+        other => other?,
+    };
+    state
+        .guard
+        .remember_token(token_generation, signature, claims.clone());
+    Ok(claims)
+}
+
+/// The agent behind an id, through the cache.
+pub(super) async fn load_agent(
+    state: &AppState,
+    tenant: TenantId,
+    id: AgentId,
+) -> Result<Option<Arc<AgentSnapshot>>, ApiError> {
+    if let Some(snapshot) = state.guard.agent(id) {
+        return Ok((snapshot.record.tenant_id == tenant).then_some(snapshot));
+    }
+    let generation = state.guard.generation();
+    let record = state
+        .store
+        .detached(async move |store| store.find_agent(tenant, id).await)
+        .await?;
+    let Some(record) = record else {
+        return Ok(None);
+    };
+    let snapshot = Arc::new(state.snapshot(record).await?);
+    state
+        .guard
+        .remember_agent(generation, Arc::clone(&snapshot));
+    Ok(Some(snapshot))
+}
+
+pub(super) async fn agent_principal(request: HttpRequest) -> Result<AgentPrincipal, ApiError> {
+    let state = state(&request)?;
+    let now = request_time(&request);
+    let Some(presented) = presented(&request) else {
+        if peer_certificates(&request).is_none() {
+            return Err(missing());
+        }
+        let machine = machine_certificate(request).await?;
+        return certified_agent(&state, &machine, now).await;
+    };
+    let (agent, credential) = match presented {
+        Presented::Jwt(token) => {
+            let claims = verify_jwt(&state, &token, now).await.map_err(|error| {
+                tracing::debug!(%error, "agent token refused");
+                invalid_token()
+            })?;
+            let tenant = TenantId::from_uuid(claims.tid);
+            let id = AgentId::from_uuid(claims.sub);
+            // An agent of another tenant (or none) looks exactly like a bad token.
+            let agent = load_agent(&state, tenant, id)
+                .await?
+                .ok_or_else(invalid_token)?;
+            (agent, AgentCredential::Jwt(claims.epoch))
+        }
+        Presented::ApiKey(text) => {
+            let key = ApiKey::parse(&text)
+                .map_err(|error| ApiError::unauthorized("invalid_api_key", error.to_string()))?;
+            if key.kind() != ApiKeyKind::Agent {
+                return Err(ApiError::forbidden(
+                    "agent_credentials_required",
+                    "this endpoint takes an agent token or an agent's own API key, not a tenant key",
+                ));
+            }
+            let record = lookup_api_key(&state, &key, now).await?;
+            let id = record.agent_id.ok_or_else(invalid_key)?;
+            let agent = load_agent(&state, record.tenant_id, id)
+                .await?
+                .ok_or_else(invalid_key)?;
+            (agent, AgentCredential::ApiKey)
+        }
+    };
+    admit(&state, agent, credential, now)
+}
+
+/// The agent bound to the instance of a machine certificate.
+async fn certified_agent(
+    state: &AppState,
+    machine: &MachineCertificate,
+    now: OffsetDateTime,
+) -> Result<AgentPrincipal, ApiError> {
+    machine.require_completed_session(state).await?;
+    let instance_id = machine.certificate.instance_id;
+    let tenant = machine.certificate.tenant_id;
+    let agent_id = state
+        .store
+        .detached(async move |store| store.machine_instance(instance_id).await)
+        .await?
+        .and_then(|instance| instance.agent_id)
+        .ok_or_else(|| {
+            ApiError::forbidden(
+                "certificate_not_bound",
+                "this machine's instance is not bound to an agent",
+            )
+        })?;
+    let agent = load_agent(state, tenant, agent_id)
+        .await?
+        .ok_or_else(invalid_certificate)?;
+    admit(state, agent, AgentCredential::Certificate, now)
+}
+
+/// Admits a known agent: lifecycle first, then the token's epoch, then the
+/// rate limit.
+fn admit(
+    state: &AppState,
+    agent: Arc<AgentSnapshot>,
+    credential: AgentCredential,
+    now: OffsetDateTime,
+) -> Result<AgentPrincipal, ApiError> {
+    let record = &agent.record;
+    let access = match agentry_lifecycle::admit(
+        &agentry_lifecycle::Lifecycle::of(record),
+        record.credential_epoch,
+        credential,
+        now,
+    ) {
+        Ok(access) => access,
+        Err(AdmissionError::Denied(denial)) => {
+            let refusal = ApiError::from(denial);
+            audit_refusal(state, record, refusal.code, now);
+            return Err(refusal);
+        }
+        Err(_) => {
+            audit_refusal(state, record, "revoked_token", now);
+            return Err(invalid_token());
+        }
+    };
+    let requests_this_minute = match state.rate.admit(record.id, agent.enforced.rpm, now) {
+        Ok(count) => count,
+        Err(limited) => {
+            audit_refusal(state, record, "rate_limited", now);
+            return Err(ApiError::too_many_requests(
+                limited.to_string(),
+                limited.retry_after.whole_seconds().unsigned_abs(),
+            ));
+        }
+    };
+    state.sightings.saw(record.tenant_id, record.id, now);
+    Ok(AgentPrincipal {
+        agent,
+        credential,
+        access,
+        requests_this_minute,
+    })
+}
+
+impl FromRequest for AgentPrincipal {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        Box::pin(agent_principal(request.clone()))
+    }
+}
+
+/// Either kind of caller, for routes both may use.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    ApiKey(ApiKeyPrincipal),
+    Agent(AgentPrincipal),
+}
+
+impl FromRequest for Principal {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let request = request.clone();
+        Box::pin(async move {
+            let is_tenant_key = matches!(
+                presented(&request),
+                Some(Presented::ApiKey(ref text))
+                    if ApiKey::parse(text).is_ok_and(|key| key.kind() != ApiKeyKind::Agent)
+            );
+            if is_tenant_key {
+                api_key_principal(request).await.map(Principal::ApiKey)
+            } else {
+                agent_principal(request).await.map(Principal::Agent)
+            }
+        })
+    }
+}
