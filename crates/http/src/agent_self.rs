@@ -10,6 +10,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::error::{ApiError, Problem};
 use crate::guard::AgentPrincipal;
+use crate::guard::RequestTime;
 use crate::state::AppState;
 use crate::wire::{
     AgentProfile, AnomalyEvent, LifecycleStateSchema, Limits, ProfileResponse, RoleSchema,
@@ -142,10 +143,11 @@ async fn anomalies(store: &Store, agent: &AgentRecord) -> Result<Vec<AnomalyEven
     ),
 )]
 async fn status(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: AgentPrincipal,
 ) -> Result<HttpResponse, ApiError> {
-    let limits = limits(&state, &caller, agentry_store::now()).await?;
+    let limits = limits(&state, &caller, now).await?;
     let agent = caller.record().clone();
     let events = state
         .store
@@ -193,10 +195,11 @@ async fn status(
     ),
 )]
 async fn limits_me(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: AgentPrincipal,
 ) -> Result<HttpResponse, ApiError> {
-    let limits = limits(&state, &caller, agentry_store::now()).await?;
+    let limits = limits(&state, &caller, now).await?;
     Ok(HttpResponse::Ok().json(LimitsResponse { limits }))
 }
 

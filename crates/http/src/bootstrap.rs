@@ -11,15 +11,18 @@ use agentry_domain::{AgentOrigin, AgentSlug, ApiKeyRole, Money, TenantId};
 use agentry_ledger::EnforcedLimits;
 use agentry_lifecycle::{BootstrapRefusal, LifecycleCommand, may_take_over, repeat_bootstrap};
 use agentry_store::{
-    AgentLimitEntry, AgentRecord, NewAgent, NewAuditEvent, StoreError, enforced_limits, now,
+    AgentLimitEntry, AgentRecord, NewAgent, NewAuditEvent, StoreError, enforced_limits,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{OpenApi, ToSchema};
 
+use time::OffsetDateTime;
+
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
 use crate::guard::ApiKeyPrincipal;
+use crate::guard::RequestTime;
 use crate::redact::debug_redacting;
 use crate::state::{AgentSnapshot, AppState};
 use crate::validate::Problems;
@@ -165,6 +168,7 @@ enum Outcome {
     ),
 )]
 async fn bootstrap(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
     body: Deferred<web::Json<BootstrapRequest>>,
@@ -174,7 +178,7 @@ async fn bootstrap(
     let target = format!("agent:{}", new.slug);
     let tenant = caller.tenant_id;
     let role = caller.role;
-    let outcome = match ready_again(&state, tenant, &new.slug) {
+    let outcome = match ready_again(&state, tenant, &new.slug, now) {
         Some(snapshot) => may_take_over(snapshot.record.origin, role)
             .map_err(|refusal| refused(&snapshot.record.slug, refusal))
             .map(|()| Outcome::Existing(snapshot)),
@@ -182,7 +186,7 @@ async fn bootstrap(
             let worker = state.get_ref().clone();
             state
                 .store
-                .detached(async move |_| Ok(run(&worker, role, tenant, new).await))
+                .detached(async move |_| Ok(run(&worker, role, tenant, new, now).await))
                 .await?
         }
     };
@@ -206,7 +210,7 @@ async fn bootstrap(
         Outcome::Created(snapshot) => (StatusCode::CREATED, snapshot),
         Outcome::Existing(snapshot) => (StatusCode::OK, snapshot),
     };
-    respond(&state, status, &snapshot.record, snapshot.enforced)
+    respond(&state, status, &snapshot.record, snapshot.enforced, now)
 }
 
 /// A repeat bootstrap of an agent a bootstrap already found ready, still
@@ -214,10 +218,15 @@ async fn bootstrap(
 /// database, no write. Anything else goes the whole way. Only agents that
 /// passed `complete` or were just created are filed, so none is a
 /// delegated child.
-fn ready_again(state: &AppState, tenant: TenantId, slug: &AgentSlug) -> Option<Arc<AgentSnapshot>> {
+fn ready_again(
+    state: &AppState,
+    tenant: TenantId,
+    slug: &AgentSlug,
+    now: OffsetDateTime,
+) -> Option<Arc<AgentSnapshot>> {
     let snapshot = state.guard.ready_agent(tenant, slug)?;
     matches!(
-        agentry_lifecycle::Lifecycle::of(&snapshot.record).bootstrap(now()),
+        agentry_lifecycle::Lifecycle::of(&snapshot.record).bootstrap(now),
         Ok(None)
     )
     .then_some(snapshot)
@@ -246,6 +255,7 @@ async fn run(
     role: ApiKeyRole,
     tenant: TenantId,
     new: NewAgent,
+    now: OffsetDateTime,
 ) -> Result<Outcome, ApiError> {
     let store = &state.store;
     let slug = new.slug.clone();
@@ -256,7 +266,7 @@ async fn run(
     // Most bootstraps are repeats: look the agent up first, with its
     // limits entry.
     if let Some((agent, entry)) = store.find_agent_with_limits(tenant, &slug).await? {
-        let (agent, enforced) = complete(state, role, agent, entry, budget_daily).await?;
+        let (agent, enforced) = complete(state, role, agent, entry, budget_daily, now).await?;
         return Ok(Outcome::Existing(remember_ready(
             state, generation, agent, enforced,
         )));
@@ -266,7 +276,7 @@ async fn run(
     // nothing left behind when that fails.
     let entry = AgentLimitEntry::for_bootstrap(budget_daily);
     match store
-        .create_bootstrapped_agent(tenant, new, entry, now())
+        .create_bootstrapped_agent(tenant, new, entry, now)
         .await
     {
         Ok(Ok((agent, entry))) => {
@@ -289,7 +299,7 @@ async fn run(
                         "the agent changed concurrently; retry",
                     )
                 })?;
-            let (agent, enforced) = complete(state, role, agent, entry, budget_daily).await?;
+            let (agent, enforced) = complete(state, role, agent, entry, budget_daily, now).await?;
             Ok(Outcome::Existing(remember_ready(
                 state, generation, agent, enforced,
             )))
@@ -324,6 +334,7 @@ async fn complete(
     agent: AgentRecord,
     entry: Option<AgentLimitEntry>,
     budget_daily: Option<Money>,
+    now: OffsetDateTime,
 ) -> Result<(AgentRecord, EnforcedLimits), ApiError> {
     let store = &state.store;
     let activation = repeat_bootstrap(
@@ -331,7 +342,7 @@ async fn complete(
         agent.parent_id.is_some(),
         agent.origin,
         role,
-        now(),
+        now,
     )
     .map_err(|refusal| refused(&agent.slug, refusal))?;
     let entry = match entry {
@@ -351,12 +362,7 @@ async fn complete(
         None => agent,
         Some(_) => {
             store
-                .transition(
-                    agent.tenant_id,
-                    agent.id,
-                    LifecycleCommand::Bootstrap,
-                    now(),
-                )
+                .transition(agent.tenant_id, agent.id, LifecycleCommand::Bootstrap, now)
                 .await?
                 .map_err(|refusal| refused(&agent.slug, refusal.into()))?
                 .0
@@ -383,9 +389,10 @@ pub(crate) fn respond(
     status: StatusCode,
     agent: &AgentRecord,
     enforced: EnforcedLimits,
+    now: OffsetDateTime,
 ) -> Result<HttpResponse, ApiError> {
     let (jwt, expires_at) = state
-        .mint_agent_token(agent, now())
+        .mint_agent_token(agent, now)
         .ok_or_else(|| ApiError::unavailable("no signing key is loaded"))?;
     Ok(HttpResponse::build(status).json(BootstrapResponse {
         profile: AgentProfile::from(agent),

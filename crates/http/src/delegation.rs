@@ -9,7 +9,7 @@ use agentry_lifecycle::{
     DelegatingParent, DelegationAsk, DelegationError, TerminationReason, child_expiry,
     is_repeat_delegation,
 };
-use agentry_store::{NewAgent, NewAuditEvent, StoreError, now};
+use agentry_store::{NewAgent, NewAuditEvent, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{OpenApi, ToSchema};
@@ -18,6 +18,7 @@ use crate::bootstrap::{BootstrapResponse, respond};
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
 use crate::guard::AgentPrincipal;
+use crate::guard::RequestTime;
 use crate::state::AppState;
 use crate::validate::Problems;
 use crate::wire::{
@@ -118,6 +119,7 @@ struct DelegateRequest {
     ),
 )]
 async fn delegate(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: AgentPrincipal,
     body: Deferred<web::Json<DelegateRequest>>,
@@ -133,7 +135,6 @@ async fn delegate(
     };
     delegating.permits_delegation().map_err(refusal)?;
     let body = body.read().await?.into_inner();
-    let now = now();
     let mut problems = Problems::default();
     let slug = problems.check(AgentSlug::parse(&body.agent_id), "agent_id");
     let role = problems.check(
@@ -218,7 +219,7 @@ async fn delegate(
     });
     let (status, child) = outcome?;
     let enforced = state.enforced(&child).await?;
-    respond(&state, status, &child, enforced)
+    respond(&state, status, &child, enforced, now)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -340,6 +341,7 @@ struct SubAgentReclaimed {
     ),
 )]
 async fn reclaim(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: AgentPrincipal,
     path: web::Path<String>,
@@ -360,12 +362,7 @@ async fn reclaim(
         .store
         .detached(async move |store| {
             store
-                .reclaim_agent(
-                    tenant,
-                    child_id,
-                    TerminationReason::ReclaimedByParent,
-                    now(),
-                )
+                .reclaim_agent(tenant, child_id, TerminationReason::ReclaimedByParent, now)
                 .await
         })
         .await?;

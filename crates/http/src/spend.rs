@@ -20,6 +20,7 @@ use utoipa::{OpenApi, ToSchema};
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
 use crate::guard::Principal;
+use crate::guard::RequestTime;
 use crate::state::AppState;
 use crate::wire::{AgentSlugSchema, MoneySchema, PositiveMoneySchema, TimestampSchema, timestamp};
 
@@ -355,6 +356,7 @@ struct HoldResponse {
     ),
 )]
 async fn hold(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: Principal,
     body: Deferred<web::Json<HoldRequest>>,
@@ -363,7 +365,7 @@ async fn hold(
     let body = body.read().await?.into_inner();
     check_key(body.idempotency_key.as_deref())?;
     let (amount, hold) = (body.amount_usd, HoldId(uuid::Uuid::now_v7()));
-    let expires_at = hold_expiry(body.ttl_seconds, now())
+    let expires_at = hold_expiry(body.ttl_seconds, now)
         .map_err(|error| ApiError::bad_request("invalid_request", error.to_string()))?;
     let movement = Movement::Hold {
         hold,

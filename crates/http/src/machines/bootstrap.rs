@@ -8,7 +8,7 @@ use agentry_auth::{Audience, CaError, hash_secret, is_hex_token, mint_hex_token}
 use agentry_lifecycle::SessionTerms;
 use agentry_store::{
     ArtifactKind, MachineInstance, NewIssuedCertificate, NewToken, OpenSessionError, SessionError,
-    TokenPurpose, now,
+    TokenPurpose,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -19,6 +19,7 @@ use super::{POLICY, audit, invalid_bootstrap_token};
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
 use crate::guard::MachineCertificate;
+use crate::guard::RequestTime;
 use crate::state::AppState;
 use crate::validate::Problems;
 
@@ -69,6 +70,7 @@ pub(super) async fn ca_certificate(state: web::Data<AppState>) -> HttpResponse {
     ),
 )]
 pub(super) async fn issue_certificate(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     body: web::Json<CertRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -80,7 +82,6 @@ pub(super) async fn issue_certificate(
     problems.length("csr_pem", Some(&body.csr_pem), 100, 10_000);
     problems.finish()?;
 
-    let now = now();
     let hash = hash_secret(&body.bootstrap_token).0;
     let keys = state.keys.clone();
     let csr_pem = body.csr_pem;
@@ -186,6 +187,7 @@ fn session_error(error: SessionError) -> ApiError {
     ),
 )]
 pub(super) async fn secrets(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     machine: MachineCertificate,
     body: Deferred<web::Json<SecretsRequest>>,
@@ -222,7 +224,6 @@ pub(super) async fn secrets(
     // Everything that can fail is done before the session completes: the
     // secrets go out once, so a failure after that would strand the machine
     // (every retry would be 410).
-    let now = now();
     let instance = instance.ok_or_else(|| ApiError::not_found("instance"))?;
     let callback = state
         .mint(

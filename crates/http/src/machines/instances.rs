@@ -5,8 +5,7 @@ use actix_web::{HttpResponse, web};
 use agentry_auth::{Permission, hash_secret, mint_hex_token};
 use agentry_domain::AgentSlug;
 use agentry_store::{
-    ArtifactKind, MachineInstance, MachineInstancePatch, NewMachineInstance, NewToken,
-    TokenPurpose, now,
+    ArtifactKind, MachineInstance, MachineInstancePatch, NewMachineInstance, NewToken, TokenPurpose,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -21,6 +20,7 @@ use super::{POLICY, audit, owned_instance};
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
 use crate::guard::ApiKeyPrincipal;
+use crate::guard::RequestTime;
 use crate::state::AppState;
 use crate::validate::Problems;
 use crate::wire::timestamp;
@@ -117,6 +117,7 @@ async fn instance_view(
     ),
 )]
 pub(super) async fn create_instance(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
     body: Deferred<web::Json<CreateInstance>>,
@@ -133,7 +134,6 @@ pub(super) async fn create_instance(
         body.skill_lockfile.as_ref(),
     );
     decryption_key(&mut problems, body.decryption_key_hex.as_deref());
-    let now = now();
     let token_expires_at = problems.check(
         POLICY.bootstrap_token_expiry(body.bootstrap_token_ttl_seconds, now),
         "bootstrap_token_ttl_seconds",

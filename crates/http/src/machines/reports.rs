@@ -16,6 +16,7 @@ use super::{POLICY, invalid_bootstrap_token};
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
 use crate::guard::CallbackPrincipal;
+use crate::guard::RequestTime;
 use crate::state::AppState;
 use crate::validate::Problems;
 
@@ -47,6 +48,7 @@ use crate::validate::Problems;
     ),
 )]
 pub(super) async fn callback(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     machine: CallbackPrincipal,
     body: Deferred<web::Json<CallbackRequest>>,
@@ -68,7 +70,6 @@ pub(super) async fn callback(
             "stage is required",
         ));
     };
-    let now = now();
     let instance_id = machine.instance_id;
     let seq = body.seq;
     let level = if stage == CallbackStage::Error {
@@ -217,6 +218,7 @@ pub(super) async fn diagnostic(
     ),
 )]
 pub(super) async fn early_diagnostic(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     body: web::Json<EarlyDiagnosticRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -240,7 +242,7 @@ pub(super) async fn early_diagnostic(
     let (Some(instance), Some((token, stored))) = (instance, token) else {
         return Err(invalid_bootstrap_token());
     };
-    if !presented.matches(&SecretHash(stored)) || token.usable(now()).is_err() {
+    if !presented.matches(&SecretHash(stored)) || token.usable(now).is_err() {
         return Err(invalid_bootstrap_token());
     }
     append_log(&state, &instance, body.label, level, body.message).await

@@ -8,7 +8,7 @@ use actix_web::{HttpResponse, web};
 use agentry_auth::Permission;
 use agentry_domain::{AgentOrigin, AgentSlug, LifecycleState, Money, Role};
 use agentry_lifecycle::LifecycleCommand;
-use agentry_store::{NewAgent, NewAuditEvent, ProfilePatch, now};
+use agentry_store::{NewAgent, NewAuditEvent, ProfilePatch};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 use utoipa::{OpenApi, ToSchema};
@@ -16,6 +16,7 @@ use utoipa::{OpenApi, ToSchema};
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
 use crate::guard::ApiKeyPrincipal;
+use crate::guard::RequestTime;
 use crate::state::AppState;
 use crate::validate::Problems;
 use crate::wire::{
@@ -160,6 +161,7 @@ struct CreateProfile {
     ),
 )]
 async fn create(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
     body: Deferred<web::Json<CreateProfile>>,
@@ -193,7 +195,7 @@ async fn create(
     let tenant = caller.tenant_id;
     let agent = state
         .store
-        .detached(async move |store| store.create_agent(tenant, new, now()).await)
+        .detached(async move |store| store.create_agent(tenant, new, now).await)
         .await
         .map_err(|error| match error {
             agentry_store::StoreError::Conflict(_) => ApiError::new(
@@ -302,6 +304,7 @@ struct UpdateProfile {
     ),
 )]
 async fn update(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
     path: web::Path<String>,
@@ -340,11 +343,7 @@ async fn update(
     let (tenant, slug) = (caller.tenant_id, slug(&path)?);
     let agent = state
         .store
-        .detached(async move |store| {
-            store
-                .update_agent_profile(tenant, &slug, patch, now())
-                .await
-        })
+        .detached(async move |store| store.update_agent_profile(tenant, &slug, patch, now).await)
         .await?;
     audit(
         &state,
@@ -456,6 +455,7 @@ struct Transition {
     ),
 )]
 async fn transition(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
     path: web::Path<String>,
@@ -484,13 +484,13 @@ async fn transition(
                 .ok_or(agentry_store::StoreError::NotFound("agent"))?;
             if to != LifecycleState::Terminated {
                 return store
-                    .transition(tenant, agent.id, LifecycleCommand::Request(to), now())
+                    .transition(tenant, agent.id, LifecycleCommand::Request(to), now)
                     .await;
             }
             // Termination takes the agent's sub-agents with it and settles
             // every delegated budget back up the tree, once the table allows
             // the move.
-            if let Err(refusal) = agentry_lifecycle::Lifecycle::of(&agent).request(to, now()) {
+            if let Err(refusal) = agentry_lifecycle::Lifecycle::of(&agent).request(to, now) {
                 return Ok(Err(refusal));
             }
             store
@@ -498,7 +498,7 @@ async fn transition(
                     tenant,
                     agent.id,
                     agentry_lifecycle::TerminationReason::Operator,
-                    now(),
+                    now,
                 )
                 .await?;
             let agent = store

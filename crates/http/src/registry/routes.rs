@@ -5,7 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_auth::{ApiKey, ApiKeyKind, Permission};
 use agentry_domain::{AgentId, AgentName, AgentOrigin, Scope, TrustLevel};
 use agentry_lifecycle::TerminationReason;
-use agentry_store::{AgentPageQuery, NewAgent, now};
+use agentry_store::{AgentPageQuery, NewAgent};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
@@ -14,6 +14,7 @@ use super::*;
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
 use crate::guard::ApiKeyPrincipal;
+use crate::guard::RequestTime;
 use crate::state::AppState;
 use crate::validate::Problems;
 use crate::wire::timestamp;
@@ -57,6 +58,7 @@ use crate::wire::timestamp;
     ),
 )]
 pub(super) async fn register(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
     request: HttpRequest,
@@ -93,7 +95,7 @@ pub(super) async fn register(
     new.trust_level = trust_level;
     new.metadata = serde_json::Value::Object(metadata);
     let key = ApiKey::mint(ApiKeyKind::Agent);
-    let (tenant, hash, now) = (caller.tenant_id, key.hash().0, now());
+    let (tenant, hash, now) = (caller.tenant_id, key.hash().0, now);
     let (agent, _) = state
         .store
         .detached(async move |store| store.register_agent(tenant, new, hash, now).await)
@@ -337,6 +339,7 @@ pub(super) async fn get_agent(
     ),
 )]
 pub(super) async fn revoke(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
     request: HttpRequest,
@@ -354,7 +357,7 @@ pub(super) async fn revoke(
         .store
         .detached(async move |store| {
             store
-                .reclaim_agent(tenant, id, TerminationReason::Revoked, now())
+                .reclaim_agent(tenant, id, TerminationReason::Revoked, now)
                 .await
         })
         .await?;
@@ -405,6 +408,7 @@ pub(super) async fn revoke(
     ),
 )]
 pub(super) async fn rotate_key(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
     request: HttpRequest,
@@ -415,7 +419,7 @@ pub(super) async fn rotate_key(
     let tenant = caller.tenant_id;
     let agent = tenant_agent(&state, tenant, parse_agent_id(&path)?).await?;
     let key = ApiKey::mint(ApiKeyKind::Agent);
-    let (id, hash, now) = (agent.id, key.hash().0, now());
+    let (id, hash, now) = (agent.id, key.hash().0, now);
     let issued = state
         .store
         .detached(async move |store| store.rotate_agent_key(tenant, id, hash, now).await)

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::spec::{AgentProfileSpec, NewWorkspaceAgent, agent_spec};
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
+use crate::guard::RequestTime;
 use crate::guard::WorkspacePrincipal;
 use crate::profiles::nullable;
 use crate::state::AppState;
@@ -231,6 +232,7 @@ pub(super) struct AgentUpdate {
     ),
 )]
 pub(super) async fn update_agent(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: WorkspacePrincipal,
     path: web::Path<String>,
@@ -287,11 +289,7 @@ pub(super) async fn update_agent(
     let (tenant, slug) = (caller.tenant_id, agent.slug.clone());
     let updated = state
         .store
-        .detached(async move |store| {
-            store
-                .update_agent_profile(tenant, &slug, patch, now())
-                .await
-        })
+        .detached(async move |store| store.update_agent_profile(tenant, &slug, patch, now).await)
         .await
         .map_err(|error| match error {
             StoreError::Conflict(_) => ApiError::new(

@@ -6,7 +6,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use agentry_domain::WorkspaceAction;
-use agentry_store::{ChannelPatch, ChannelRecord, NewAuditEvent, StoreError, now};
+use agentry_store::{ChannelPatch, ChannelRecord, NewAuditEvent, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::spec::channel_name_ok;
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
+use crate::guard::RequestTime;
 use crate::guard::WorkspacePrincipal;
 use crate::profiles::nullable;
 use crate::state::AppState;
@@ -237,6 +238,7 @@ pub(super) struct NewChannel {
     ),
 )]
 pub(super) async fn create_channel(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: WorkspacePrincipal,
     body: Deferred<web::Json<NewChannel>>,
@@ -254,7 +256,7 @@ pub(super) async fn create_channel(
         .store
         .detached(async move |store| {
             store
-                .create_channel(tenant, body.name, body.topic, owner, now())
+                .create_channel(tenant, body.name, body.topic, owner, now)
                 .await
         })
         .await

@@ -4,13 +4,14 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_auth::hash_secret;
-use agentry_store::{StoreError, TokenError, now};
+use agentry_store::{StoreError, TokenError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::sessions::{Session, session};
 use super::spec::{client_address, new_password};
 use crate::error::{ApiError, Problem};
+use crate::guard::RequestTime;
 use crate::redact::debug_redacting;
 use crate::state::AppState;
 use crate::validate::Problems;
@@ -94,6 +95,7 @@ struct InviteState {
     ),
 )]
 pub(super) async fn read_invite(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     request: HttpRequest,
     query: web::Query<InviteQuery>,
@@ -112,7 +114,7 @@ pub(super) async fn read_invite(
         .ok_or_else(|| {
             ApiError::new(StatusCode::NOT_FOUND, "invite_not_found", "no such invite")
         })?;
-    let status = match token.usable(now()) {
+    let status = match token.usable(now) {
         Ok(()) => "pending",
         Err(TokenError::Consumed) => "accepted",
         Err(_) => "expired",
@@ -154,6 +156,7 @@ pub(super) async fn read_invite(
     ),
 )]
 pub(super) async fn accept_invite(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     request: HttpRequest,
     body: web::Json<AcceptInvite>,
@@ -166,7 +169,7 @@ pub(super) async fn accept_invite(
     )?;
     let invited = state
         .store
-        .detached(async move |store| store.invited_user(&token_hash, now()).await)
+        .detached(async move |store| store.invited_user(&token_hash, now).await)
         .await
         .map_err(invite_error)?;
     let mut problems = Problems::default();
@@ -186,7 +189,7 @@ pub(super) async fn accept_invite(
         .store
         .detached(async move |store| {
             store
-                .accept_invite(&token_hash, password_hash, display_name, now())
+                .accept_invite(&token_hash, password_hash, display_name, now)
                 .await
         })
         .await

@@ -4,7 +4,7 @@
 use actix_web::{HttpResponse, web};
 use agentry_auth::{ApiKey, ApiKeyKind};
 use agentry_domain::WorkspaceAction;
-use agentry_store::{AgentRecord, ApiKeyRecord, now};
+use agentry_store::{AgentRecord, ApiKeyRecord};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::agents::{audit, workspace_agent};
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
+use crate::guard::RequestTime;
 use crate::guard::WorkspacePrincipal;
 use crate::redact::debug_redacting;
 use crate::state::AppState;
@@ -128,6 +129,7 @@ fn key_summary(agent: &AgentRecord, record: &ApiKeyRecord) -> KeySummary {
     ),
 )]
 pub(super) async fn create_key(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: WorkspacePrincipal,
     path: web::Path<String>,
@@ -135,7 +137,7 @@ pub(super) async fn create_key(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(WorkspaceAction::ManageAgents)?;
     let body = body.read().await?.into_inner();
-    let created_at = now();
+    let created_at = now;
     let mut problems = Problems::default();
     problems.length("name", Some(&body.name), 1, 255);
     let expires_at =
@@ -255,6 +257,7 @@ pub(super) async fn list_keys(
     ),
 )]
 pub(super) async fn delete_key(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: WorkspacePrincipal,
     path: web::Path<(String, String)>,
@@ -273,7 +276,7 @@ pub(super) async fn delete_key(
     }
     state
         .store
-        .detached(async move |store| store.revoke_api_key(tenant, key_id, now()).await)
+        .detached(async move |store| store.revoke_api_key(tenant, key_id, now).await)
         .await?;
     audit(
         &state,

@@ -4,7 +4,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use agentry_domain::{CHANNEL_ROLES, WorkspaceAction};
-use agentry_store::{ChannelMember, StoreError, now};
+use agentry_store::{ChannelMember, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::channels::{audit, channel_store_error, parse_id, visible_channel};
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
+use crate::guard::RequestTime;
 use crate::guard::WorkspacePrincipal;
 use crate::state::AppState;
 use crate::wire::{TimestampSchema, timestamp};
@@ -135,6 +136,7 @@ pub(super) struct NewMember {
     ),
 )]
 pub(super) async fn add_member(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: WorkspacePrincipal,
     path: web::Path<String>,
@@ -156,7 +158,7 @@ pub(super) async fn add_member(
         .store
         .detached(async move |store| {
             store
-                .add_channel_member(tenant, id, user, &role_given, now())
+                .add_channel_member(tenant, id, user, &role_given, now)
                 .await
         })
         .await

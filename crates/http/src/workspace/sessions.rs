@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::spec::{client_address, new_password, require_setup_token};
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
+use crate::guard::RequestTime;
 use crate::guard::SessionPrincipal;
 use crate::redact::debug_redacting;
 use crate::state::AppState;
@@ -292,6 +293,7 @@ debug_redacting!(Registered { user, user_id, email, expires_at; secret: token, j
     ),
 )]
 pub(super) async fn register(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     request: HttpRequest,
     body: Deferred<web::Json<Register>>,
@@ -330,7 +332,7 @@ pub(super) async fn register(
             .to_owned()
     });
     let password_hash = state.passwords.hash(password).await?;
-    let created_at = now();
+    let created_at = now;
     let user = state
         .store
         .detached(async move |store| {

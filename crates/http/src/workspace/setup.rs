@@ -8,7 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_auth::{ApiKey, Audience, hash_secret, mint_invite_token};
 use agentry_domain::{Email, Password};
-use agentry_store::{BootstrapAgent, BootstrapHuman, InstanceBootstrap, NewAgent, StoreError, now};
+use agentry_store::{BootstrapAgent, BootstrapHuman, InstanceBootstrap, NewAgent, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -19,6 +19,7 @@ use super::spec::{
 };
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
+use crate::guard::RequestTime;
 use crate::passwords::check_password_strength;
 use crate::redact::debug_redacting;
 use crate::state::AppState;
@@ -170,6 +171,7 @@ const MAX_HUMANS: usize = 100;
     ),
 )]
 pub(super) async fn set_up_workspace(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     request: HttpRequest,
     body: Deferred<web::Json<BootstrapRequest>>,
@@ -275,7 +277,6 @@ pub(super) async fn set_up_workspace(
     // Secrets are minted and hashed before the transaction, so it holds no
     // lock while argon2 works.
     let primary_password_hash = state.passwords.hash(password).await?;
-    let now = now();
     let (primary_key, primary_hash) = agent_key();
     let agent_keys: Vec<(ApiKey, [u8; 32])> = agents.iter().map(|_| agent_key()).collect();
     let invites: Vec<String> = humans.iter().map(|_| mint_invite_token()).collect();
