@@ -12,10 +12,12 @@ use agentry_ledger::{
     released_by_capture,
 };
 use agentry_lifecycle::{Access, RequestScope};
-use agentry_store::{AgentRecord, StoreError, now};
+use agentry_store::{AgentRecord, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{OpenApi, ToSchema};
+
+use time::OffsetDateTime;
 
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
@@ -52,6 +54,7 @@ async fn account_holder(
     state: &AppState,
     caller: &Principal,
     named: Option<&str>,
+    now: OffsetDateTime,
 ) -> Result<AgentRecord, ApiError> {
     match caller {
         Principal::Agent(agent) => {
@@ -74,7 +77,7 @@ async fn account_holder(
                 .detached(async move |store| store.find_agent_by_slug(tenant, &slug).await)
                 .await?
                 .ok_or_else(|| ApiError::not_found("agent"))?;
-            Access::for_agent(&agentry_lifecycle::Lifecycle::of(&agent), now())
+            Access::for_agent(&agentry_lifecycle::Lifecycle::of(&agent), now)
                 .permits(RequestScope::Other)
                 .map_err(ApiError::from)?;
             Ok(agent)
@@ -88,8 +91,9 @@ async fn move_money(
     agent: &AgentRecord,
     movement: Movement,
     key: Option<String>,
+    now: OffsetDateTime,
 ) -> Result<(Account, EnforcedLimits), StoreError> {
-    let (tenant, id, now) = (agent.tenant_id, agent.id, now());
+    let (tenant, id) = (agent.tenant_id, agent.id);
     state
         .store
         .detached(async move |store| store.move_money(tenant, id, movement, key, now).await)
@@ -135,8 +139,12 @@ struct Figures {
     enforced_daily_remaining_usd: Option<Money>,
 }
 
-fn figures(agent: &AgentRecord, account: &Account, limits: &EnforcedLimits) -> Figures {
-    let now = now();
+fn figures(
+    agent: &AgentRecord,
+    account: &Account,
+    limits: &EnforcedLimits,
+    now: OffsetDateTime,
+) -> Figures {
     Figures {
         agent_id: agent.slug.as_str().to_owned(),
         enforced_daily_spent_usd: account.spent(Window::Day, now),
@@ -220,6 +228,7 @@ fn check_key(key: Option<&str>) -> Result<(), ApiError> {
     ),
 )]
 async fn spend(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: Principal,
     body: Deferred<web::Json<SpendRequest>>,
@@ -237,10 +246,10 @@ async fn spend(
             "description must be at most 500 characters",
         ));
     }
-    let agent = account_holder(&state, &caller, body.agent_id.as_deref()).await?;
+    let agent = account_holder(&state, &caller, body.agent_id.as_deref(), now).await?;
     let amount = body.amount_usd;
     let movement = Movement::Spend { amount };
-    let recorded = move_money(&state, &agent, movement, body.idempotency_key).await;
+    let recorded = move_money(&state, &agent, movement, body.idempotency_key, now).await;
     let (replay, (account, limits)) = match recorded {
         Ok(moved) => (false, moved),
         // The same idempotency key again: already recorded once. The
@@ -275,7 +284,7 @@ async fn spend(
         }
     };
     let body = SpendResponse {
-        figures: figures(&agent, &account, &limits),
+        figures: figures(&agent, &account, &limits, now),
         spent_usd: amount,
         idempotent_replay: replay,
     };
@@ -372,8 +381,8 @@ async fn hold(
         amount,
         expires_at,
     };
-    let agent = account_holder(&state, &caller, body.agent_id.as_deref()).await?;
-    let held = move_money(&state, &agent, movement, body.idempotency_key).await;
+    let agent = account_holder(&state, &caller, body.agent_id.as_deref(), now).await?;
+    let held = move_money(&state, &agent, movement, body.idempotency_key, now).await;
     let (status, hold, expires_at, (account, limits)) = match held {
         Ok(moved) => (StatusCode::CREATED, hold, expires_at, moved),
         // A retried hold answers with the hold it already made.
@@ -391,7 +400,7 @@ async fn hold(
         Err(error) => return Err(error.into()),
     };
     Ok(HttpResponse::build(status).json(HoldResponse {
-        figures: figures(&agent, &account, &limits),
+        figures: figures(&agent, &account, &limits, now),
         hold_id: hold.0.to_string(),
         amount_usd: amount,
         expires_at: timestamp(expires_at),
@@ -403,6 +412,7 @@ async fn held_by(
     state: &AppState,
     caller: &Principal,
     path: &str,
+    now: OffsetDateTime,
 ) -> Result<(AgentRecord, HoldId), ApiError> {
     let hold = HoldId(path.parse().map_err(|_| ApiError::not_found("hold"))?);
     let tenant = match caller {
@@ -425,7 +435,7 @@ async fn held_by(
     {
         return Err(ApiError::not_found("hold"));
     }
-    let agent = account_holder(state, caller, Some(owner.slug.as_str())).await?;
+    let agent = account_holder(state, caller, Some(owner.slug.as_str()), now).await?;
     Ok((agent, hold))
 }
 
@@ -483,6 +493,7 @@ struct CaptureResponse {
     ),
 )]
 async fn capture(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: Principal,
     path: web::Path<String>,
@@ -490,12 +501,12 @@ async fn capture(
 ) -> Result<HttpResponse, ApiError> {
     require_money_access(&caller)?;
     let body = body.read().await?;
-    let (agent, hold) = held_by(&state, &caller, &path).await?;
+    let (agent, hold) = held_by(&state, &caller, &path, now).await?;
     let amount = body.amount_usd;
     let capture = Movement::Capture { hold, amount };
-    let (account, limits) = move_money(&state, &agent, capture, None).await?;
+    let (account, limits) = move_money(&state, &agent, capture, None, now).await?;
     Ok(HttpResponse::Ok().json(CaptureResponse {
-        figures: figures(&agent, &account, &limits),
+        figures: figures(&agent, &account, &limits, now),
         hold_id: hold.0.to_string(),
         captured_usd: amount,
         released_usd: released_by_capture(&account, hold, amount),
@@ -542,15 +553,17 @@ struct ReleaseResponse {
     ),
 )]
 async fn release(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     require_money_access(&caller)?;
-    let (agent, hold) = held_by(&state, &caller, &path).await?;
-    let (account, limits) = move_money(&state, &agent, Movement::Release { hold }, None).await?;
+    let (agent, hold) = held_by(&state, &caller, &path, now).await?;
+    let (account, limits) =
+        move_money(&state, &agent, Movement::Release { hold }, None, now).await?;
     Ok(HttpResponse::Ok().json(ReleaseResponse {
-        figures: figures(&agent, &account, &limits),
+        figures: figures(&agent, &account, &limits, now),
         hold_id: hold.0.to_string(),
         released: true,
     }))

@@ -39,7 +39,7 @@ async fn download(
         .filter(|token| is_hex_token(token))
         .ok_or_else(invalid_download_token)?;
     let hash = download_token_hash(token, kind).0;
-    let now = now();
+    let now = crate::guard::request_time(&request);
     let attempt = state
         .store
         .detached(async move |store| {
@@ -116,6 +116,8 @@ impl Completion {
         }
     }
 
+    /// Spends the token once the last byte is out, at that instant rather
+    /// than the request's: a large download takes a while.
     fn finish(&self) {
         let store = self.state.store.clone();
         let hash = self.token_hash;

@@ -6,13 +6,15 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use agentry_auth::{SecretHash, hash_secret};
 use agentry_lifecycle::CallbackStage;
-use agentry_store::{MachineInstance, now};
+use agentry_store::MachineInstance;
 use uuid::Uuid;
 
 use super::wire::{
     Acknowledgement, CallbackRequest, DiagnosticRequest, EarlyDiagnosticRequest, LogLevel, level,
 };
 use super::{POLICY, invalid_bootstrap_token};
+use time::OffsetDateTime;
+
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
 use crate::guard::CallbackPrincipal;
@@ -106,8 +108,9 @@ async fn append_log(
     label: String,
     level: &'static str,
     message: String,
+    now: OffsetDateTime,
 ) -> Result<HttpResponse, ApiError> {
-    let (tenant, id, now) = (instance.tenant_id, instance.id, now());
+    let (tenant, id) = (instance.tenant_id, instance.id);
     state
         .store
         .detached(async move |store| {
@@ -170,6 +173,7 @@ fn diagnostic_problems(
     ),
 )]
 pub(super) async fn diagnostic(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     machine: CallbackPrincipal,
     body: Deferred<web::Json<DiagnosticRequest>>,
@@ -188,7 +192,7 @@ pub(super) async fn diagnostic(
         .await?
         .filter(|instance| instance.tenant_id == machine.tenant_id)
         .ok_or_else(|| ApiError::not_found("instance"))?;
-    append_log(&state, &instance, body.label, level, body.message).await
+    append_log(&state, &instance, body.label, level, body.message, now).await
 }
 
 /// Appends a trace line to the provisioning log before the machine has a
@@ -245,5 +249,5 @@ pub(super) async fn early_diagnostic(
     if !presented.matches(&SecretHash(stored)) || token.usable(now).is_err() {
         return Err(invalid_bootstrap_token());
     }
-    append_log(&state, &instance, body.label, level, body.message).await
+    append_log(&state, &instance, body.label, level, body.message, now).await
 }

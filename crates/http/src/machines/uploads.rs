@@ -123,6 +123,8 @@ async fn upload(
         size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
         cipher_hash: Some(cipher_hash),
         plain_hash,
+        // When the bundle finished arriving, not when the request began: a
+        // large upload takes a while.
         created_at: now(),
     };
     let tenant = caller.tenant_id;

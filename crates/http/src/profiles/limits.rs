@@ -8,16 +8,19 @@ use actix_web::{HttpResponse, web};
 use agentry_auth::Permission;
 use agentry_domain::Money;
 use agentry_ledger::LimitsEdit;
-use agentry_store::{AgentLimitEntry, AgentLimits, NewAuditEvent, now};
+use agentry_store::{AgentLimitEntry, AgentLimits, NewAuditEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
 
+use time::OffsetDateTime;
+
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
 use crate::guard::ApiKeyPrincipal;
+use crate::guard::RequestTime;
 use crate::state::AppState;
 use crate::wire::MoneySchema;
 
@@ -154,6 +157,7 @@ pub(super) async fn read_limits(
     ),
 )]
 pub(super) async fn replace_limits(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
     body: Deferred<web::Json<BTreeMap<String, LimitEntry>>>,
@@ -166,7 +170,7 @@ pub(super) async fn replace_limits(
             .map(|(key, entry)| (key.clone(), to_store(entry)))
             .collect(),
     );
-    write_limits(&state, &caller, edit).await
+    write_limits(&state, &caller, edit, now).await
 }
 
 /// Merges entries into the agent-limits map, field by field.
@@ -196,6 +200,7 @@ pub(super) async fn replace_limits(
     ),
 )]
 pub(super) async fn merge_limits(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
     body: Deferred<web::Json<BTreeMap<String, Option<LimitEntry>>>>,
@@ -208,7 +213,7 @@ pub(super) async fn merge_limits(
             .map(|(key, entry)| (key.clone(), entry.as_ref().map(to_store)))
             .collect(),
     );
-    write_limits(&state, &caller, edit).await
+    write_limits(&state, &caller, edit, now).await
 }
 
 fn to_store(entry: &LimitEntry) -> AgentLimitEntry {
@@ -222,11 +227,12 @@ async fn write_limits(
     state: &AppState,
     caller: &ApiKeyPrincipal,
     edit: LimitsEdit,
+    now: OffsetDateTime,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = caller.tenant_id;
     let written = state
         .store
-        .detached(async move |store| store.edit_agent_limits(tenant, &edit, now()).await)
+        .detached(async move |store| store.edit_agent_limits(tenant, &edit, now).await)
         .await;
     let limits = match written {
         Ok(Ok(limits)) => limits,

@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use agentry_domain::{AgentId, LifecycleState, WorkspaceAction};
 use agentry_lifecycle::TerminationReason;
-use agentry_store::{AgentRecord, NewAuditEvent, ProfilePatch, StoreError, now};
+use agentry_store::{AgentRecord, NewAuditEvent, ProfilePatch, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -118,6 +118,7 @@ pub(super) fn audit(state: &AppState, caller: &WorkspacePrincipal, action: &str,
 
 /// Seed 002's `POST /api/v1/agents` (documented with the registry's).
 pub(crate) async fn create_agent(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: WorkspacePrincipal,
     body: Deferred<web::Json<NewWorkspaceAgent>>,
@@ -131,7 +132,7 @@ pub(crate) async fn create_agent(
     let tenant = caller.tenant_id;
     let created = state
         .store
-        .detached(async move |store| store.create_agent(tenant, agent, now()).await)
+        .detached(async move |store| store.create_agent(tenant, agent, now).await)
         .await
         .map_err(|error| match error {
             StoreError::Conflict(_) => ApiError::new(
@@ -312,6 +313,7 @@ pub(super) async fn update_agent(
 /// (as the registry's revoke does), so its keys and tokens stop at once and
 /// its history stays; it is gone from the workspace's answers.
 pub(crate) async fn delete_agent(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: WorkspacePrincipal,
     path: web::Path<String>,
@@ -330,7 +332,7 @@ pub(crate) async fn delete_agent(
         .store
         .detached(async move |store| {
             store
-                .reclaim_agent(tenant, id, TerminationReason::Revoked, now())
+                .reclaim_agent(tenant, id, TerminationReason::Revoked, now)
                 .await
         })
         .await?;

@@ -194,7 +194,7 @@ pub(super) async fn accept_invite(
         })
         .await
         .map_err(invite_error)?;
-    session(&state, &user)
+    session(&state, &user, now)
 }
 
 /// The page an invite URL opens.

@@ -3,13 +3,15 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_domain::Email;
-use agentry_store::{NewAuditEvent, StoreError, UserRecord, now};
+use agentry_store::{NewAuditEvent, StoreError, UserRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::spec::{client_address, new_password, require_setup_token};
+use time::OffsetDateTime;
+
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
 use crate::guard::RequestTime;
@@ -38,9 +40,13 @@ debug_redacting!(Session { user_id, email, display_name, expires_at; secret: jwt
 /// A session for `user`, as login and invite acceptance answer. The token
 /// carries the user's session epoch: ending the user's sessions moves the
 /// epoch on and retires it.
-pub(super) fn session(state: &AppState, user: &UserRecord) -> Result<HttpResponse, ApiError> {
+pub(super) fn session(
+    state: &AppState,
+    user: &UserRecord,
+    now: OffsetDateTime,
+) -> Result<HttpResponse, ApiError> {
     let (jwt, expires_at) = state
-        .mint_session(user, now())
+        .mint_session(user, now)
         .ok_or_else(|| ApiError::unavailable("no signing key is loaded"))?;
     Ok(HttpResponse::Ok().json(Session {
         user_id: user.id,
@@ -88,6 +94,7 @@ debug_redacting!(Login { email; secret: password });
     ),
 )]
 pub(super) async fn login(
+    RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     request: HttpRequest,
     body: web::Json<Login>,
@@ -119,7 +126,7 @@ pub(super) async fn login(
     let stored = user.as_ref().and_then(|user| user.password_hash.clone());
     let matches = state.passwords.verify(stored, body.password).await?;
     match user {
-        Some(user) if matches => session(&state, &user),
+        Some(user) if matches => session(&state, &user, now),
         _ => Err(refused()),
     }
 }
