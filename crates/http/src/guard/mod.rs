@@ -147,3 +147,31 @@ fn bearer_claims(
         .verify(&token, &state.keys.ring(), audience, request_time(request))
         .map_err(|_| invalid_token())
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::FromRequest;
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    #[actix_web::test]
+    async fn a_request_is_judged_at_one_instant() {
+        let request = TestRequest::default().to_http_request();
+        let first = request_time(&request);
+        assert_eq!(
+            request.extensions().get::<RequestTime>(),
+            Some(&RequestTime(first)),
+            "the first reading is kept with the request"
+        );
+        // A clone is the same request (the guard's extractors clone it).
+        assert_eq!(request_time(&request.clone()), first);
+        let extracted = RequestTime::extract(&request).await.unwrap();
+        assert_eq!(extracted, RequestTime(first));
+        // Whatever instant the request carries is the one every reader gets.
+        let other = TestRequest::default().to_http_request();
+        let fixed = time::macros::datetime!(2026-01-01 0:00 UTC);
+        other.extensions_mut().insert(RequestTime(fixed));
+        assert_eq!(request_time(&other), fixed);
+    }
+}
