@@ -12,6 +12,7 @@ pub struct HoldId(pub Uuid);
 /// One movement of money on one agent's account. Entries are only ever
 /// appended; every balance is a fold over them.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "an entry moves no money until it is applied to the account or appended to the ledger"]
 pub struct Entry {
     pub at: OffsetDateTime,
     pub kind: EntryKind,
