@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 
 use agentry_domain::{AgentId, LifecycleState, Money, TenantId};
 use agentry_ledger::Entry;
-use agentry_lifecycle::{Access, Lifecycle, RequestScope, TerminationReason};
+use agentry_lifecycle::{
+    Access, Lifecycle, LifecycleCommand, LifecycleError, LifecycleEvent, RequestScope,
+    TerminationReason,
+};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use time::OffsetDateTime;
@@ -50,7 +53,7 @@ macro_rules! subtree {
 }
 
 /// What reclaiming an agent did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Reclaimed {
     /// What the reclaimed agent returned to its parent (its descendants'
     /// refunds included).
@@ -59,6 +62,10 @@ pub struct Reclaimed {
     pub already_terminated: bool,
     /// Every agent this call terminated, deepest first.
     pub terminated: Vec<AgentId>,
+    /// The reclaimed agent as it is now.
+    pub agent: AgentRecord,
+    /// Its termination, if this call terminated it.
+    pub event: Option<LifecycleEvent>,
 }
 
 /// How many times a reclaim starts over when its subtree changed under it.
@@ -207,9 +214,46 @@ impl Store {
         reason: TerminationReason,
         now: OffsetDateTime,
     ) -> Result<Reclaimed, StoreError> {
+        self.reclaim_admitted(tenant, root, None, reason, now)
+            .await?
+            .map_err(|refusal| StoreError::Corrupt(refusal.to_string()))
+    }
+
+    /// [`Store::reclaim_agent`] for a lifecycle command that terminates
+    /// (an operator's request, judged by the table, or a forced
+    /// termination): the command is judged against the agent as it is under
+    /// the subtree's locks, so a refusal and the termination cannot race.
+    pub(crate) async fn reclaim_on_command(
+        &self,
+        tenant: TenantId,
+        root: AgentId,
+        command: LifecycleCommand,
+        now: OffsetDateTime,
+    ) -> Result<Result<Reclaimed, LifecycleError>, StoreError> {
+        let reason = match command {
+            LifecycleCommand::Terminate(reason) => reason,
+            LifecycleCommand::Request(_) | LifecycleCommand::Bootstrap => {
+                TerminationReason::Operator
+            }
+        };
+        self.reclaim_admitted(tenant, root, Some(command), reason, now)
+            .await
+    }
+
+    async fn reclaim_admitted(
+        &self,
+        tenant: TenantId,
+        root: AgentId,
+        command: Option<LifecycleCommand>,
+        reason: TerminationReason,
+        now: OffsetDateTime,
+    ) -> Result<Result<Reclaimed, LifecycleError>, StoreError> {
         let mut attempt = 1;
         loop {
-            match self.reclaim_agent_once(tenant, root, reason, now).await {
+            match self
+                .reclaim_agent_once(tenant, root, command, reason, now)
+                .await
+            {
                 Err(StoreError::Unavailable(why))
                     if why == SUBTREE_CHANGED && attempt < RECLAIM_ATTEMPTS =>
                 {
@@ -224,9 +268,10 @@ impl Store {
         &self,
         tenant: TenantId,
         root: AgentId,
+        command: Option<LifecycleCommand>,
         reason: TerminationReason,
         now: OffsetDateTime,
-    ) -> Result<Reclaimed, StoreError> {
+    ) -> Result<Result<Reclaimed, LifecycleError>, StoreError> {
         let tenant_id = DbUuid(tenant.as_uuid());
         let reclaimed = write_tx!(self, |conn| {
             // Which rows to lock: the subtree and the root's parent (it
@@ -264,6 +309,12 @@ impl Store {
             }
             let root_record = records.get(&root).ok_or(StoreError::NotFound("agent"))?;
             let already_terminated = root_record.lifecycle_state == LifecycleState::Terminated;
+            if let Some(command) = command
+                && let Err(refusal) = Lifecycle::of(root_record).apply(command, now)
+            {
+                return Ok(Err(refusal));
+            }
+            let mut root_event = None;
             let mut order: Vec<(usize, AgentId)> =
                 depth_of.iter().map(|(id, depth)| (*depth, *id)).collect();
             order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -286,6 +337,9 @@ impl Store {
                     apply_lifecycle(agent, &next, &event);
                     persist_lifecycle!(conn, tenant, &*agent, &event);
                     terminated.push(id);
+                    if id == root {
+                        root_event = Some(event);
+                    }
                 }
                 let Some(parent) = agent.parent_id else {
                     continue;
@@ -312,18 +366,23 @@ impl Store {
                 }
                 settled.extend(append_entries!(conn, tenant, &mut next_seq, writes, None));
             }
+            let agent = records.remove(&root).ok_or(StoreError::NotFound("agent"))?;
             let reclaimed = Reclaimed {
                 refunded,
                 already_terminated,
                 terminated,
+                agent,
+                event: root_event,
             };
-            Ok::<_, StoreError>((reclaimed, settled))
+            Ok::<_, StoreError>(Ok((reclaimed, settled)))
         })?;
-        let (reclaimed, settled) = reclaimed;
+        let Ok((reclaimed, settled)) = reclaimed else {
+            return Ok(reclaimed.map(|(reclaimed, _)| reclaimed));
+        };
         for id in &reclaimed.terminated {
             self.publish(Change::Agent(*id));
         }
         self.publish_ledger_changes(&settled);
-        Ok(reclaimed)
+        Ok(Ok(reclaimed))
     }
 }

@@ -482,30 +482,9 @@ async fn transition(
                 .find_agent_by_slug(tenant, &lookup)
                 .await?
                 .ok_or(agentry_store::StoreError::NotFound("agent"))?;
-            if to != LifecycleState::Terminated {
-                return store
-                    .transition(tenant, agent.id, LifecycleCommand::Request(to), now)
-                    .await;
-            }
-            // Termination takes the agent's sub-agents with it and settles
-            // every delegated budget back up the tree, once the table allows
-            // the move.
-            if let Err(refusal) = agentry_lifecycle::Lifecycle::of(&agent).request(to, now) {
-                return Ok(Err(refusal));
-            }
             store
-                .reclaim_agent(
-                    tenant,
-                    agent.id,
-                    agentry_lifecycle::TerminationReason::Operator,
-                    now,
-                )
-                .await?;
-            let agent = store
-                .find_agent(tenant, agent.id)
-                .await?
-                .ok_or(agentry_store::StoreError::NotFound("agent"))?;
-            Ok(Ok((agent, None)))
+                .transition(tenant, agent.id, LifecycleCommand::Request(to), now)
+                .await
         })
         .await?;
     let (agent, _) = changed.map_err(|refusal| {

@@ -361,7 +361,7 @@ pub(super) async fn revoke(
                 .await
         })
         .await?;
-    let agent = tenant_agent(&state, tenant, id).await?;
+    let agent = reclaimed.agent;
     if !reclaimed.already_terminated {
         audit(&state, &caller, "registry.revoke", &agent);
     }

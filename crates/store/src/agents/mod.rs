@@ -486,6 +486,11 @@ impl Store {
     /// a write lock, lets `agentry-lifecycle` judge the command at `now`,
     /// and writes the new state, its history row and a new credential epoch
     /// when the agent is terminated. A refusal writes nothing.
+    ///
+    /// A termination (an operator's request for `terminated`, or a forced
+    /// one) takes the agent's sub-agents with it and settles every delegated
+    /// budget back up the tree, as [`Store::reclaim_agent`] does, in the same
+    /// transaction as the decision.
     pub async fn transition(
         &self,
         tenant: TenantId,
@@ -493,6 +498,14 @@ impl Store {
         command: LifecycleCommand,
         now: OffsetDateTime,
     ) -> Result<Result<LifecycleChange, LifecycleError>, StoreError> {
+        let terminates = matches!(
+            command,
+            LifecycleCommand::Request(LifecycleState::Terminated) | LifecycleCommand::Terminate(_)
+        );
+        if terminates {
+            let reclaimed = self.reclaim_on_command(tenant, id, command, now).await?;
+            return Ok(reclaimed.map(|reclaimed| (reclaimed.agent, reclaimed.event)));
+        }
         self.change_lifecycle(tenant, id, |lifecycle| lifecycle.apply(command, now))
             .await
     }

@@ -906,6 +906,80 @@ async fn a_spend_and_a_revocation_reach_another_replica_through_the_change_feed(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_operators_termination_takes_the_subtree_and_its_budgets_in_one_command() {
+    on_both_backends(|db| async move {
+        let store = &db.store;
+        let acme = tenant(store, "acme").await;
+        let usd = |text: &str| Money::parse_usd(text).unwrap();
+        let limits = EnforcedLimits::enforce(Some(usd("5")), None, None, None);
+        let active = |name: &str| {
+            NewAgent::named(slug(name), AgentOrigin::Api).starting_in(LifecycleState::Active)
+        };
+        let parent = store
+            .create_agent(acme, active("parent"), now())
+            .await
+            .unwrap();
+        let child = store
+            .create_delegated_agent(acme, parent.id, active("child"), now(), |view, child| {
+                Ok(view
+                    .account(parent.id)?
+                    .delegate(parent.id, child, usd("2"), &limits, now())?)
+            })
+            .await
+            .unwrap();
+        let terminate = LifecycleCommand::Request(LifecycleState::Terminated);
+        let suspend = LifecycleCommand::Request(LifecycleState::Suspended);
+        store
+            .transition(acme, parent.id, suspend, now())
+            .await
+            .unwrap()
+            .unwrap();
+
+        let (ended, event) = store
+            .transition(acme, parent.id, terminate, now())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ended.lifecycle_state, LifecycleState::Terminated);
+        assert_eq!(ended.credential_epoch, 1);
+        assert_eq!(
+            event.map(|event| event.to),
+            Some(LifecycleState::Terminated)
+        );
+        assert_eq!(
+            store.find_agent(acme, parent.id).await.unwrap().unwrap(),
+            ended
+        );
+        let child = store.find_agent(acme, child.id).await.unwrap().unwrap();
+        assert_eq!(child.lifecycle_state, LifecycleState::Terminated);
+        assert!(store.account(acme, child.id).await.unwrap().is_settled());
+        let ledger = store.tenant_ledger(acme).await.unwrap();
+        assert!(verify_transfers(ledger.iter().map(|(agent, entry)| (*agent, entry))).is_ok());
+
+        // Judged against the agent as it is under the locks: a second
+        // request is refused and writes nothing.
+        let refused = store
+            .transition(acme, parent.id, terminate, now())
+            .await
+            .unwrap();
+        assert!(matches!(
+            refused,
+            Err(LifecycleError::InvalidTransition { .. })
+        ));
+        assert_eq!(store.tenant_ledger(acme).await.unwrap().len(), ledger.len());
+        let forced = LifecycleCommand::Terminate(TerminationReason::Revoked);
+        assert!(matches!(
+            store
+                .transition(acme, parent.id, forced, now())
+                .await
+                .unwrap(),
+            Err(LifecycleError::AlreadyTerminated)
+        ));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn reclaiming_a_child_returns_exactly_its_unspent_budget_through_the_tree() {
     on_both_backends(|db| async move {
         let store = &db.store;
