@@ -1,12 +1,13 @@
 //! The background jobs a serving process runs beside its listeners, each
 //! a loop around one step `agentry_http::AppState` offers: following key
-//! rotations, reaping expired agents, forgetting quiet API keys and writing
-//! last-seen times. The change feed they rely on is started in `main`
-//! (`Store::start_change_listener`).
+//! rotations, reaping expired agents, forgetting quiet API keys, dropping
+//! past minutes' shared rate counts and writing last-seen times. The change
+//! feed they rely on is started in `main` (`Store::start_change_listener`).
 
 use agentry_http::AppState;
 use agentry_http::state::{
-    QUIET_KEYS_INTERVAL, REAPER_INTERVAL, SIGHTINGS_FLUSH_INTERVAL, may_rotate_signing_keys,
+    QUIET_KEYS_INTERVAL, RATE_LEASE_PRUNE_INTERVAL, REAPER_INTERVAL, SIGHTINGS_FLUSH_INTERVAL,
+    may_rotate_signing_keys,
 };
 use tokio::sync::broadcast::error::RecvError;
 
@@ -41,6 +42,14 @@ pub(crate) fn spawn(state: &AppState) {
         loop {
             every.tick().await;
             limiter.forget_quiet_api_keys();
+        }
+    });
+    let leases = state.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(RATE_LEASE_PRUNE_INTERVAL);
+        loop {
+            every.tick().await;
+            leases.prune_rate_leases(agentry_store::now()).await;
         }
     });
     let sightings = state.clone();

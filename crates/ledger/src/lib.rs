@@ -56,7 +56,7 @@ pub use movement::{
     DEFAULT_HOLD_SECONDS, HoldLifetimeError, MAX_HOLD_SECONDS, Movement, hold_expiry,
     released_by_capture,
 };
-pub use rate::{RateLimited, RateWindow};
+pub use rate::{LeasedWindow, RateDecision, RateLimited, RateWindow, lease_from, lease_size};
 pub use window::Window;
 
 #[cfg(test)]

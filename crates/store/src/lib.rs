@@ -26,6 +26,7 @@ mod ledger;
 mod limits;
 mod migrations;
 mod provisioning;
+mod rate_leases;
 mod registry;
 mod schema;
 mod signing_keys;
@@ -61,6 +62,7 @@ pub use provisioning::{
     NewMachineInstance, NewMachineSession, OpenSessionError, OpenedSession, ProvisionLog,
     SessionError,
 };
+pub use rate_leases::RateLease;
 pub use registry::AgentPageQuery;
 pub use signing_keys::{SigningKeyRecord, SigningKeyRevocation};
 pub use tenants::{NewApiKey, Tenant};

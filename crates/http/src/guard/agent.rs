@@ -22,7 +22,7 @@ use super::{
     Presented, audit_refusal, invalid_key, invalid_token, missing, presented, request_time, state,
 };
 use crate::error::ApiError;
-use crate::state::{AgentSnapshot, AppState};
+use crate::state::{AgentSnapshot, AppState, RateStep};
 
 /// How an agent proved who it is (`agentry-lifecycle` judges it).
 pub use agentry_lifecycle::AgentCredential;
@@ -170,7 +170,7 @@ pub(super) async fn agent_principal(request: HttpRequest) -> Result<AgentPrincip
             (agent, AgentCredential::ApiKey)
         }
     };
-    admit(&state, agent, credential, now)
+    admit(&state, agent, credential, now).await
 }
 
 /// The agent bound to the instance of a machine certificate.
@@ -196,12 +196,12 @@ async fn certified_agent(
     let agent = load_agent(state, tenant, agent_id)
         .await?
         .ok_or_else(invalid_certificate)?;
-    admit(state, agent, AgentCredential::Certificate, now)
+    admit(state, agent, AgentCredential::Certificate, now).await
 }
 
 /// Admits a known agent: lifecycle first, then the token's epoch, then the
 /// rate limit.
-fn admit(
+async fn admit(
     state: &AppState,
     agent: Arc<AgentSnapshot>,
     credential: AgentCredential,
@@ -225,7 +225,7 @@ fn admit(
             return Err(invalid_token());
         }
     };
-    let requests_this_minute = match state.rate.admit(record.id, agent.enforced.rpm, now) {
+    let requests_this_minute = match admit_rate(state, record, agent.enforced.rpm, now).await {
         Ok(count) => count,
         Err(limited) => {
             audit_refusal(state, record, "rate_limited", now);
@@ -242,6 +242,48 @@ fn admit(
         access,
         requests_this_minute,
     })
+}
+
+/// Counts the request against the agent's requests per minute. A lease
+/// from the shared count is one database round trip per block of requests
+/// (see `agentry_ledger::lease_size`); if the database cannot answer, this
+/// replica grants the block itself rather than refuse every agent, and the
+/// limit holds per replica until it can.
+async fn admit_rate(
+    state: &AppState,
+    agent: &AgentRecord,
+    limit: u32,
+    now: OffsetDateTime,
+) -> Result<u32, agentry_ledger::RateLimited> {
+    let mut step = state.rate.admit(agent.id, limit, now);
+    // A lease adds at least one request unless the minute is spent, and the
+    // minute turns at most once while one is out; a third lease would mean
+    // neither held.
+    for _ in 0..3 {
+        let RateStep::Lease { minute, ask } = step else {
+            break;
+        };
+        let (tenant, id) = (agent.tenant_id, agent.id);
+        let lease = state
+            .store
+            .detached(async move |store| store.lease_rate(tenant, id, minute, ask, limit).await)
+            .await;
+        let lease = match lease {
+            Ok(lease) => (minute, lease.granted, lease.spent(limit)),
+            Err(error) => {
+                tracing::warn!(%error, "cannot lease from the shared rate count; this replica counts alone");
+                (minute, ask, false)
+            }
+        };
+        step = state.rate.leased(id, lease, limit, now);
+    }
+    match step {
+        RateStep::Decided(decided) => decided,
+        RateStep::Lease { .. } => Err(agentry_ledger::RateLimited {
+            limit,
+            retry_after: time::Duration::SECOND,
+        }),
+    }
 }
 
 impl FromRequest for AgentPrincipal {

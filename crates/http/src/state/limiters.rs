@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use agentry_domain::{AgentId, TenantId};
-use agentry_ledger::{RateLimited, RateWindow};
+use agentry_ledger::{LeasedWindow, RateDecision, RateLimited, lease_from};
 use time::OffsetDateTime;
 
 use super::DEFAULT_API_KEY_RPM;
@@ -13,26 +13,74 @@ use super::DEFAULT_API_KEY_RPM;
 /// Past this many tracked agents, windows of past minutes are dropped.
 const RATE_WINDOWS_BEFORE_PRUNE: usize = 10_000;
 
-/// Requests-per-minute windows, per agent, in this process. Across N
-/// replicas an agent may get up to N times its rpm; see docs/decisions.md.
+/// Where an agent's requests-per-minute count lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RateScope {
+    /// In this process only: the one serving process of a SQLite file.
+    #[default]
+    Process,
+    /// In the database replicas share: this process leases blocks of each
+    /// minute from it (see `agentry_ledger::LeasedWindow`).
+    Shared,
+}
+
+/// What the limiter needs before it can answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateStep {
+    Decided(Result<u32, RateLimited>),
+    /// Lease `ask` requests of `minute` from the shared count, then hand
+    /// the lease to [`RateLimiter::leased`].
+    Lease {
+        minute: i64,
+        ask: u32,
+    },
+}
+
+impl From<RateDecision> for RateStep {
+    fn from(decision: RateDecision) -> Self {
+        match decision {
+            RateDecision::Admitted { count } => Self::Decided(Ok(count)),
+            RateDecision::Refused(limited) => Self::Decided(Err(limited)),
+            RateDecision::Lease { minute, ask } => Self::Lease { minute, ask },
+        }
+    }
+}
+
+/// Requests-per-minute windows, per agent. With [`RateScope::Shared`]
+/// every replica leases its share of each minute from the database, so N
+/// replicas together stay within the limit; with [`RateScope::Process`] the
+/// window is this process's own. Either way admitting costs no I/O while
+/// leased requests remain.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
-    windows: Mutex<HashMap<AgentId, RateWindow>>,
+    scope: RateScope,
+    windows: Mutex<HashMap<AgentId, LeasedWindow>>,
 }
 
 impl RateLimiter {
-    pub fn admit(
-        &self,
-        agent: AgentId,
-        limit: u32,
-        now: OffsetDateTime,
-    ) -> Result<u32, RateLimited> {
+    pub fn new(scope: RateScope) -> Self {
+        Self {
+            scope,
+            windows: Mutex::default(),
+        }
+    }
+
+    pub fn scope(&self) -> RateScope {
+        self.scope
+    }
+
+    fn windows(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, LeasedWindow>> {
         // A poisoned lock still holds valid windows (each update is one
         // assignment); failing open would switch rate limiting off.
-        let mut windows = self
-            .windows
+        self.windows
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts one request of `agent` at `now`, or refuses it, or (shared
+    /// scope, nothing leased left) asks for a lease.
+    pub fn admit(&self, agent: AgentId, limit: u32, now: OffsetDateTime) -> RateStep {
+        let mut windows = self.windows();
         // Windows of past minutes count nothing; dropping them keeps the map
         // to the agents active this minute.
         if windows.len() >= RATE_WINDOWS_BEFORE_PRUNE {
@@ -40,22 +88,45 @@ impl RateLimiter {
         }
         let window = windows
             .entry(agent)
-            .or_insert_with(|| RateWindow::empty(now));
-        let next = window.admit(now, limit)?;
+            .or_insert_with(|| LeasedWindow::empty(now));
+        let (mut next, mut decision) = window.admit(now, limit);
+        if self.scope == RateScope::Process
+            && let RateDecision::Lease { minute, ask } = decision
+        {
+            // The process is the only holder: it leases from itself.
+            let (total, granted) = lease_from(next.leased_this_minute(now), ask, limit);
+            (next, decision) = next
+                .leased(minute, granted, total >= limit, now)
+                .admit(now, limit);
+        }
         *window = next;
-        Ok(next.count)
+        RateStep::from(decision)
     }
 
+    /// Adds what a lease of `minute` got and admits the request that asked
+    /// for it. Several requests may lease at once; each adds its grant.
+    pub fn leased(
+        &self,
+        agent: AgentId,
+        lease: (i64, u32, bool),
+        limit: u32,
+        now: OffsetDateTime,
+    ) -> RateStep {
+        let (minute, granted, spent) = lease;
+        let mut windows = self.windows();
+        let window = windows
+            .entry(agent)
+            .or_insert_with(|| LeasedWindow::empty(now));
+        let (next, decision) = window.leased(minute, granted, spent, now).admit(now, limit);
+        *window = next;
+        RateStep::from(decision)
+    }
+
+    /// Requests this process admitted for `agent` in the minute of `now`.
     pub fn requests_this_minute(&self, agent: AgentId, now: OffsetDateTime) -> u32 {
-        self.windows
-            .lock()
-            .ok()
-            .and_then(|windows| {
-                windows
-                    .get(&agent)
-                    .map(|window| window.requests_this_minute(now))
-            })
-            .unwrap_or(0)
+        self.windows()
+            .get(&agent)
+            .map_or(0, |window| window.requests_this_minute(now))
     }
 }
 
@@ -63,8 +134,9 @@ impl RateLimiter {
 /// (`governor`), `rpm` a minute with bursts of up to a minute's worth. Only
 /// keys the database knows get a cell, so the map is bounded by the keys
 /// in use; [`ApiKeyRateLimiter::shrink`] drops the ones idle long enough
-/// to be back at a full budget. Like the agents' rpm, across N replicas a
-/// key may get up to N times its budget.
+/// to be back at a full budget. Unlike the agents' rpm, which replicas
+/// share, a key's budget is this process's: across N replicas a key may
+/// get up to N times it (a tenant key is an operator's, not a fleet's).
 #[derive(Debug)]
 pub struct ApiKeyRateLimiter {
     limiter: Option<governor::DefaultKeyedRateLimiter<uuid::Uuid>>,

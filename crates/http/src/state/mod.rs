@@ -16,7 +16,7 @@ use time::{Duration, OffsetDateTime};
 use crate::keys::Keys;
 use audit::{AUDIT_QUEUE, AuditMessage, write_audit_trail};
 pub use cache::{GuardCache, UNKNOWN_KEY_TTL};
-pub use limiters::{ApiKeyRateLimiter, RateLimiter, RefusalLog, Sightings};
+pub use limiters::{ApiKeyRateLimiter, RateLimiter, RateScope, RateStep, RefusalLog, Sightings};
 
 /// Settings read once at start.
 #[derive(Debug, Clone)]
@@ -74,6 +74,8 @@ pub struct AgentSnapshot {
 pub const REAPER_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often the binary writes batched last-seen times.
 pub const SIGHTINGS_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often the shared rate counts of past minutes are dropped.
+pub const RATE_LEASE_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 /// How often the binary drops quiet API keys' request windows.
 pub const QUIET_KEYS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -118,6 +120,11 @@ impl AppState {
             settings.login_attempts_per_minute,
             settings.login_attempts_per_address_per_minute,
         ));
+        // A SQLite file has one serving process; PostgreSQL may have many.
+        let rate_scope = match store.backend() {
+            agentry_store::Backend::Sqlite => RateScope::Process,
+            agentry_store::Backend::Postgres => RateScope::Shared,
+        };
         Self {
             audit_queue,
             issuer: Arc::new(JwtIssuer::new(
@@ -129,7 +136,7 @@ impl AppState {
             keys,
             settings: Arc::new(settings),
             guard,
-            rate: Arc::default(),
+            rate: Arc::new(RateLimiter::new(rate_scope)),
             sightings: Arc::default(),
             refusals: Arc::default(),
             metrics: Arc::default(),
@@ -331,6 +338,18 @@ impl AppState {
 
     /// Drops the request windows of API keys that have gone quiet, so the
     /// limiter's memory follows the keys in use.
+    /// Drops the shared rate counts of minutes that are over (the shared
+    /// scope only; a process's own windows age out by themselves).
+    pub async fn prune_rate_leases(&self, now: OffsetDateTime) {
+        if self.rate.scope() != RateScope::Shared {
+            return;
+        }
+        let minute = now.unix_timestamp().div_euclid(60);
+        if let Err(error) = self.store.prune_rate_leases(minute).await {
+            tracing::warn!(%error, "cannot prune the shared rate counts");
+        }
+    }
+
     pub fn forget_quiet_api_keys(&self) {
         self.api_key_rate.shrink();
     }

@@ -6,6 +6,7 @@ use agentry_auth::{ApiKeyKind, Audience, JwtIssuer, JwtSigningKey, Permission};
 use agentry_domain::{ApiKeyRole, LifecycleState, Money};
 use agentry_http::guard::ApiKeyPrincipal;
 use agentry_http::new_signing_key;
+use agentry_http::state::{RateLimiter, RateScope};
 use agentry_ledger::LimitsEdit;
 use agentry_lifecycle::{LifecycleCommand, TerminationReason};
 use agentry_store::{AgentLimitEntry, now};
@@ -396,6 +397,73 @@ async fn past_the_enforced_rpm_the_agent_gets_429_and_sees_it_in_its_anomalies()
             .unwrap();
         assert_eq!(recorded.len(), 1, "one refusal recorded");
         assert_eq!(recorded[0].detail["reason"], "rate_limited");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_on_one_database_share_an_agents_requests_per_minute() {
+    on_both_backends(|db| async move {
+        let state = state_for(&db).await;
+        let acme = tenant(&db.store, "acme").await;
+        let worker = agent(&db.store, acme, "fleet", LifecycleState::Active).await;
+        let limit = 30;
+        db.store
+            .edit_agent_limits(
+                acme,
+                &LimitsEdit::Merge(std::collections::BTreeMap::from([(
+                    "agent:fleet".to_owned(),
+                    Some(AgentLimitEntry {
+                        max_budget: None,
+                        max_requests_per_minute: Some(limit),
+                    }),
+                )])),
+                now(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        // Three replicas: one database, a rate limiter each.
+        let replicas: Vec<_> = (0..3)
+            .map(|_| {
+                let mut replica = state.clone();
+                replica.rate = std::sync::Arc::new(RateLimiter::new(state.rate.scope()));
+                replica
+            })
+            .collect();
+        let mut apps = Vec::new();
+        for replica in &replicas {
+            apps.push(app(replica).await);
+        }
+        let (token, _) = state.mint_agent_token(&worker, now()).unwrap();
+        let started = now();
+        let answers = futures_util::future::join_all((0..3 * limit).map(|n| {
+            let app = &apps[n as usize % apps.len()];
+            let token = token.clone();
+            async move { get(app, "/v1/agent/status", Some(&token)).await.0 }
+        }))
+        .await;
+        let admitted =
+            u32::try_from(answers.iter().filter(|status| **status == 200).count()).unwrap();
+        assert!(
+            answers
+                .iter()
+                .all(|status| *status == 200 || *status == 429),
+            "{answers:?}"
+        );
+        // A run that crossed into the next minute may use two minutes' worth.
+        let minutes = u32::from(now().unix_timestamp() / 60 != started.unix_timestamp() / 60) + 1;
+        match state.rate.scope() {
+            RateScope::Shared => {
+                // Never past the limit; early refusals are bounded by the
+                // other replicas' unused leases.
+                let slack = 2 * agentry_ledger::lease_size(limit);
+                assert!(admitted <= limit * minutes, "{admitted} admitted");
+                assert!(admitted + slack >= limit, "{admitted} admitted");
+            }
+            // One SQLite file has one serving process: each counts alone.
+            RateScope::Process => assert!(admitted >= limit && admitted <= 3 * limit * minutes),
+        }
     })
     .await;
 }

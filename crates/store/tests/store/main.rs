@@ -9,6 +9,7 @@ mod integrity;
 mod limits;
 mod provisioning;
 mod provisioning_rules;
+mod rate_leases;
 mod registry;
 mod revocation;
 mod schema;
