@@ -6,14 +6,14 @@ use agentry_domain::{ApiKeyRole, LifecycleState};
 use agentry_store::now;
 use agentry_testkit::on_both_backends;
 
-use crate::{agent, app, send, state_for, tenant, tenant_key};
+use crate::test_app::TestApp;
+use crate::{agent, send, tenant_key};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_nested_broken_and_mislabelled_bodies_get_clear_4xx() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let tenant = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (state, app, tenant) = (&t.state, &t.app, t.tenant);
         let key = tenant_key(&db.store, tenant, ApiKeyRole::Admin).await;
         let key = key.expose();
         let json = |body: Vec<u8>| {
@@ -72,7 +72,7 @@ async fn oversized_nested_broken_and_mislabelled_bodies_get_clear_4xx() {
             ),
         ];
         for (name, request, status, code) in cases {
-            let (answered, problem) = send(&app, request, name, Some(key)).await;
+            let (answered, problem) = send(app, request, name, Some(key)).await;
             assert_eq!(
                 (answered, problem["code"].as_str()),
                 (status, Some(code)),
@@ -85,11 +85,11 @@ async fn oversized_nested_broken_and_mislabelled_bodies_get_clear_4xx() {
             .uri("/api/v1/bootstrap")
             .insert_header(("content-type", "application/json"))
             .set_payload(ten_megabytes.clone());
-        assert_eq!(send(&app, public, "public 10 MB", None).await.0, 413);
+        assert_eq!(send(app, public, "public 10 MB", None).await.0, 413);
 
         // A streamed upload past its limit: 413, and no file is left.
         let (status, created) = crate::call(
-            &app,
+            app,
             actix_web::http::Method::POST,
             "/v1/provisioning/instances",
             Some(key),
@@ -102,7 +102,7 @@ async fn oversized_nested_broken_and_mislabelled_bodies_get_clear_4xx() {
             .uri(&format!("/v1/provisioning/instances/{id}/website"))
             .insert_header(("content-type", "application/octet-stream"))
             .set_payload(ten_megabytes);
-        let (status, problem) = send(&app, upload, "upload", Some(key)).await;
+        let (status, problem) = send(app, upload, "upload", Some(key)).await;
         assert_eq!(
             (status, problem["code"].as_str()),
             (413, Some("artifact_too_large"))
@@ -122,9 +122,8 @@ async fn oversized_nested_broken_and_mislabelled_bodies_get_clear_4xx() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_credential_is_answered_before_a_bad_body() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let tenant = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (state, app, tenant) = (&t.state, &t.app, t.tenant);
         let auditor = tenant_key(&db.store, tenant, ApiKeyRole::Auditor).await;
         let suspended = agent(&db.store, tenant, "paused", LifecycleState::Suspended).await;
         let suspended = state.mint_agent_token(&suspended, now()).unwrap().0;
@@ -186,7 +185,7 @@ async fn a_refused_credential_is_answered_before_a_bad_body() {
             ),
         ];
         for (path, credential, status, code) in cases {
-            let (answered, problem) = send(&app, broken(path, credential), path, None).await;
+            let (answered, problem) = send(app, broken(path, credential), path, None).await;
             assert_eq!(
                 (answered, problem["code"].as_str()),
                 (status, Some(code)),

@@ -11,7 +11,8 @@ use agentry_store::now;
 use agentry_testkit::on_both_backends;
 use serde_json::json;
 
-use crate::{agent, app, call, get, state_for, tenant, tenant_key};
+use crate::test_app::TestApp;
+use crate::{agent, call, get, tenant_key};
 
 async fn audit_outcomes(state: &AppState, tenant: TenantId, target: &str) -> Vec<String> {
     // Audit appends do not delay answers: flush the queue, as a stopping
@@ -32,9 +33,8 @@ async fn audit_outcomes(state: &AppState, tenant: TenantId, target: &str) -> Vec
 #[tokio::test(flavor = "multi_thread")]
 async fn bootstrap_creates_a_governed_agent_then_answers_200_with_a_fresh_token() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (state, app, acme) = (&t.state, &t.app, t.tenant);
         let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
         // The request of seed 001, as written.
         let request = json!({
@@ -46,7 +46,7 @@ async fn bootstrap_creates_a_governed_agent_then_answers_200_with_a_fresh_token(
             "metadata": { "can_delegate": true }
         });
         let (status, body) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/agent/bootstrap",
             Some(provisioner.expose()),
@@ -73,15 +73,15 @@ async fn bootstrap_creates_a_governed_agent_then_answers_200_with_a_fresh_token(
         assert_eq!(body["next_steps"]["self_status"], "GET /v1/agent/status");
         assert!(body["jwt_expires_at"].as_str().unwrap().ends_with('Z'));
         let jwt = body["jwt"].as_str().unwrap().to_owned();
-        let (status, status_body) = get(&app, "/v1/agent/status", Some(&jwt)).await;
+        let (status, status_body) = get(app, "/v1/agent/status", Some(&jwt)).await;
         assert_eq!(status, 200, "{status_body}");
         assert_eq!(status_body["limits"]["enforced_daily_remaining_usd"], 5.0);
         // The bootstrap itself is audited, but it is no anomaly.
         assert_eq!(
-            audit_outcomes(&state, acme, "agent:my-agent-01").await,
+            audit_outcomes(state, acme, "agent:my-agent-01").await,
             ["created"]
         );
-        let (_, anomalies) = get(&app, "/v1/agent/anomaly/me", Some(&jwt)).await;
+        let (_, anomalies) = get(app, "/v1/agent/anomaly/me", Some(&jwt)).await;
         assert_eq!(anomalies, json!({ "events": [] }));
 
         let limits = db.store.agent_limits(acme).await.unwrap();
@@ -90,7 +90,7 @@ async fn bootstrap_creates_a_governed_agent_then_answers_200_with_a_fresh_token(
         assert_eq!(entry.max_requests_per_minute, Some(30));
 
         let (status, again) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/agent/bootstrap",
             Some(provisioner.expose()),
@@ -105,7 +105,7 @@ async fn bootstrap_creates_a_governed_agent_then_answers_200_with_a_fresh_token(
             limits.version,
             "nothing rewritten"
         );
-        let outcomes = audit_outcomes(&state, acme, "agent:my-agent-01").await;
+        let outcomes = audit_outcomes(state, acme, "agent:my-agent-01").await;
         assert_eq!(outcomes, ["created", "existing"]);
     })
     .await;
@@ -114,14 +114,13 @@ async fn bootstrap_creates_a_governed_agent_then_answers_200_with_a_fresh_token(
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_concurrent_bootstraps_make_one_agent_one_201_and_valid_tokens() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (state, app, acme) = (&t.state, &t.app, t.tenant);
         let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
         let request = json!({ "agent_id": "racer", "budget_daily_usd": 2.5 });
         let calls = (0..50).map(|_| {
             call(
-                &app,
+                app,
                 Method::POST,
                 "/v1/agent/bootstrap",
                 Some(provisioner.expose()),
@@ -159,14 +158,13 @@ async fn fifty_concurrent_bootstraps_make_one_agent_one_201_and_valid_tokens() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_limits_write_gives_503_no_token_and_no_active_agent() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (state, app, acme) = (&t.state, &t.app, t.tenant);
         let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
         let request = json!({ "agent_id": "unlucky", "budget_daily_usd": 1 });
         db.store.fail_limits_writes(true);
         let (status, body) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/agent/bootstrap",
             Some(provisioner.expose()),
@@ -192,13 +190,13 @@ async fn a_failed_limits_write_gives_503_no_token_and_no_active_agent() {
         // Audits are appended in the background, in the order they were
         // queued; flushing reads them as they stand.
         assert_eq!(
-            audit_outcomes(&state, acme, "agent:unlucky").await,
+            audit_outcomes(state, acme, "agent:unlucky").await,
             ["failed"]
         );
 
         db.store.fail_limits_writes(false);
         let (status, body) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/agent/bootstrap",
             Some(provisioner.expose()),
@@ -208,7 +206,7 @@ async fn a_failed_limits_write_gives_503_no_token_and_no_active_agent() {
         assert_eq!(status, 201, "the retry creates the agent: {body}");
         assert_eq!(body["profile"]["lifecycleState"], "active");
         assert_eq!(
-            audit_outcomes(&state, acme, "agent:unlucky").await,
+            audit_outcomes(state, acme, "agent:unlucky").await,
             ["failed", "created"]
         );
 
@@ -221,7 +219,7 @@ async fn a_failed_limits_write_gives_503_no_token_and_no_active_agent() {
         let request = json!({ "agent_id": "waiting" });
         db.store.fail_limits_writes(true);
         let (status, body) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/agent/bootstrap",
             Some(operator.expose()),
@@ -242,7 +240,7 @@ async fn a_failed_limits_write_gives_503_no_token_and_no_active_agent() {
         assert_eq!(stored.lifecycle_state, LifecycleState::Provisioned);
         db.store.fail_limits_writes(false);
         let (status, body) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/agent/bootstrap",
             Some(operator.expose()),
@@ -259,9 +257,8 @@ async fn a_failed_limits_write_gives_503_no_token_and_no_active_agent() {
 #[tokio::test(flavor = "multi_thread")]
 async fn suspended_and_terminated_agents_cannot_bootstrap() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (state, app, acme) = (&t.state, &t.app, t.tenant);
         let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
         let suspended = agent(&db.store, acme, "paused", LifecycleState::Suspended).await;
         let terminated = agent(&db.store, acme, "gone", LifecycleState::Active).await;
@@ -277,7 +274,7 @@ async fn suspended_and_terminated_agents_cannot_bootstrap() {
             .unwrap();
         for (slug, _) in [("paused", &suspended), ("gone", &terminated)] {
             let (status, body) = call(
-                &app,
+                app,
                 Method::POST,
                 "/v1/agent/bootstrap",
                 Some(provisioner.expose()),
@@ -291,7 +288,7 @@ async fn suspended_and_terminated_agents_cannot_bootstrap() {
             );
             assert!(body.get("jwt").is_none());
             assert_eq!(
-                audit_outcomes(&state, acme, &format!("agent:{slug}"))
+                audit_outcomes(state, acme, &format!("agent:{slug}"))
                     .await
                     .last()
                     .map(String::as_str),
@@ -305,22 +302,21 @@ async fn suspended_and_terminated_agents_cannot_bootstrap() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bootstrap_takes_a_provisioning_key_and_a_valid_body_only() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (state, app, acme) = (&t.state, &t.app, t.tenant);
         let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
         let auditor = tenant_key(&db.store, acme, ApiKeyRole::Auditor).await;
         let worker = agent(&db.store, acme, "worker", LifecycleState::Active).await;
         let (token, _) = state.mint_agent_token(&worker, now()).unwrap();
         let path = "/v1/agent/bootstrap";
         let good = json!({ "agent_id": "fine-name" });
-        let (status, body) = call(&app, Method::POST, path, Some(&token), good.clone()).await;
+        let (status, body) = call(app, Method::POST, path, Some(&token), good.clone()).await;
         assert_eq!(
             (status, body["code"].as_str()),
             (403, Some("api_key_required"))
         );
         let (status, body) = call(
-            &app,
+            app,
             Method::POST,
             path,
             Some(auditor.expose()),
@@ -331,7 +327,7 @@ async fn bootstrap_takes_a_provisioning_key_and_a_valid_body_only() {
             (status, body["code"].as_str()),
             (403, Some("permission_denied"))
         );
-        let (status, _) = call(&app, Method::POST, path, None, good).await;
+        let (status, _) = call(app, Method::POST, path, None, good).await;
         assert_eq!(status, 401);
         let key = Some(provisioner.expose());
         for (case, body) in [
@@ -360,14 +356,14 @@ async fn bootstrap_takes_a_provisioning_key_and_a_valid_body_only() {
                 json!({ "agent_id": "fine", "display_name": "" }),
             ),
         ] {
-            let (status, answer) = call(&app, Method::POST, path, key, body).await;
+            let (status, answer) = call(app, Method::POST, path, key, body).await;
             assert_eq!(status, 400, "{case}: {answer}");
         }
         let raw = actix_web::test::TestRequest::post()
             .uri(path)
             .insert_header(("content-type", "application/json"))
             .set_payload("{\"agent_id\": ");
-        let (status, _) = crate::send(&app, raw, path, key).await;
+        let (status, _) = crate::send(app, raw, path, key).await;
         assert_eq!(status, 400);
         assert!(
             db.store
@@ -387,15 +383,14 @@ async fn bootstrap_takes_a_provisioning_key_and_a_valid_body_only() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_repeat_bootstrap_hears_of_every_change_to_its_agent_at_once() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (_state, app, acme) = (&t.state, &t.app, t.tenant);
         let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
         let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
         let operator = Some(operator.expose());
         let bootstrap = || {
             call(
-                &app,
+                app,
                 Method::POST,
                 "/v1/agent/bootstrap",
                 Some(provisioner.expose()),
@@ -409,7 +404,7 @@ async fn a_repeat_bootstrap_hears_of_every_change_to_its_agent_at_once() {
         }
 
         let limits = json!({ "agent:steady": { "maxRequestsPerMinute": 7 } });
-        let (status, _) = call(&app, Method::PATCH, "/v1/agent-limits", operator, limits).await;
+        let (status, _) = call(app, Method::PATCH, "/v1/agent-limits", operator, limits).await;
         assert_eq!(status, 200);
         for _ in 0..2 {
             let (status, body) = bootstrap().await;
@@ -418,7 +413,7 @@ async fn a_repeat_bootstrap_hears_of_every_change_to_its_agent_at_once() {
 
         let rename = json!({ "displayName": "Steady Worker" });
         let (status, _) = call(
-            &app,
+            app,
             Method::PATCH,
             "/v1/agent/profiles/steady",
             operator,
@@ -432,7 +427,7 @@ async fn a_repeat_bootstrap_hears_of_every_change_to_its_agent_at_once() {
         let suspend = json!({ "state": "suspended" });
         let lifecycle = "/v1/agent/profiles/lifecycle/steady";
         assert_eq!(
-            call(&app, Method::PATCH, lifecycle, operator, suspend)
+            call(app, Method::PATCH, lifecycle, operator, suspend)
                 .await
                 .0,
             200
@@ -451,14 +446,13 @@ async fn a_repeat_bootstrap_hears_of_every_change_to_its_agent_at_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_limits_entry_written_before_the_agent_wins_over_its_bootstrap() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (app, acme) = (&t.app, t.tenant);
         let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
         let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
         let preset = json!({ "agent:planned": { "maxBudgetUsd": 2, "maxRequestsPerMinute": 9 } });
         let (status, written) = call(
-            &app,
+            app,
             Method::PUT,
             "/v1/agent-limits",
             Some(operator.expose()),
@@ -467,7 +461,7 @@ async fn a_limits_entry_written_before_the_agent_wins_over_its_bootstrap() {
         .await;
         assert_eq!(status, 200, "{written}");
         let (status, body) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/agent/bootstrap",
             Some(provisioner.expose()),

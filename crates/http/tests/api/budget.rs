@@ -8,7 +8,8 @@ use agentry_testkit::on_both_backends;
 use serde_json::{Value, json};
 use time::Duration;
 
-use crate::{app, call, get, state_for, tenant, tenant_key};
+use crate::test_app::TestApp;
+use crate::{call, get, tenant_key};
 
 /// Bootstraps `slug` with a daily budget and a high rpm; returns its token.
 async fn governed_agent<S>(
@@ -54,23 +55,20 @@ where
 #[tokio::test(flavor = "multi_thread")]
 async fn forty_concurrent_spends_never_pass_the_limit() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
-        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
-        let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
-        let token = governed_agent(
-            &app,
-            provisioner.expose(),
-            operator.expose(),
-            "spender",
-            5.0,
-            json!({}),
-        )
-        .await;
+        let t = TestApp::on(&db)
+            .with_key(ApiKeyRole::Provisioner)
+            .with_key(ApiKeyRole::Operator)
+            .start()
+            .await;
+        let (app, provisioner, operator) = (
+            &t.app,
+            t.key(ApiKeyRole::Provisioner),
+            t.key(ApiKeyRole::Operator),
+        );
+        let token = governed_agent(app, provisioner, operator, "spender", 5.0, json!({})).await;
         let spends = (0..40).map(|_| {
             call(
-                &app,
+                app,
                 Method::POST,
                 "/v1/agent/spend",
                 Some(&token),
@@ -90,7 +88,7 @@ async fn forty_concurrent_spends_never_pass_the_limit() {
             "{:?}",
             answers.iter().map(|(s, _)| s).collect::<Vec<_>>()
         );
-        let (_, limits) = get(&app, "/v1/agent/limits/me", Some(&token)).await;
+        let (_, limits) = get(app, "/v1/agent/limits/me", Some(&token)).await;
         assert_eq!(limits["limits"]["enforced_daily_spent_usd"], 4.8);
         assert_eq!(limits["limits"]["enforced_daily_remaining_usd"], 0.2);
     })
@@ -100,32 +98,21 @@ async fn forty_concurrent_spends_never_pass_the_limit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn spends_are_idempotent_and_holds_capture_at_most_what_they_hold() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
-        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
-        let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
-        let token = governed_agent(
-            &app,
-            provisioner.expose(),
-            operator.expose(),
-            "buyer",
-            5.0,
-            json!({}),
-        )
-        .await;
-        let other = governed_agent(
-            &app,
-            provisioner.expose(),
-            operator.expose(),
-            "other",
-            5.0,
-            json!({}),
-        )
-        .await;
+        let t = TestApp::on(&db)
+            .with_key(ApiKeyRole::Provisioner)
+            .with_key(ApiKeyRole::Operator)
+            .start()
+            .await;
+        let (app, provisioner, operator) = (
+            &t.app,
+            t.key(ApiKeyRole::Provisioner),
+            t.key(ApiKeyRole::Operator),
+        );
+        let token = governed_agent(app, provisioner, operator, "buyer", 5.0, json!({})).await;
+        let other = governed_agent(app, provisioner, operator, "other", 5.0, json!({})).await;
         let spend = json!({ "amount_usd": 1.25, "idempotency_key": "order-7" });
         let (status, first) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/agent/spend",
             Some(&token),
@@ -137,13 +124,12 @@ async fn spends_are_idempotent_and_holds_capture_at_most_what_they_hold() {
             (201, &json!(false)),
             "{first}"
         );
-        let (status, again) =
-            call(&app, Method::POST, "/v1/agent/spend", Some(&token), spend).await;
+        let (status, again) = call(app, Method::POST, "/v1/agent/spend", Some(&token), spend).await;
         assert_eq!((status, &again["idempotent_replay"]), (200, &json!(true)));
         assert_eq!(again["enforced_daily_spent_usd"], 1.25, "charged once");
         let different = json!({ "amount_usd": 2, "idempotency_key": "order-7" });
         let (status, body) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/agent/spend",
             Some(&token),
@@ -158,7 +144,7 @@ async fn spends_are_idempotent_and_holds_capture_at_most_what_they_hold() {
         let last = json!({ "amount_usd": 5, "idempotency_key": "the-rest" });
         assert_eq!(
             call(
-                &app,
+                app,
                 Method::POST,
                 "/v1/agent/spend",
                 Some(&other),
@@ -168,7 +154,7 @@ async fn spends_are_idempotent_and_holds_capture_at_most_what_they_hold() {
             .0,
             201
         );
-        let (status, body) = call(&app, Method::POST, "/v1/agent/spend", Some(&other), last).await;
+        let (status, body) = call(app, Method::POST, "/v1/agent/spend", Some(&other), last).await;
         assert_eq!(
             (status, &body["idempotent_replay"]),
             (200, &json!(true)),
@@ -176,7 +162,7 @@ async fn spends_are_idempotent_and_holds_capture_at_most_what_they_hold() {
         );
 
         let (status, hold) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/agent/holds",
             Some(&token),
@@ -188,7 +174,7 @@ async fn spends_are_idempotent_and_holds_capture_at_most_what_they_hold() {
         let hold_id = hold["hold_id"].as_str().unwrap().to_owned();
         let capture_path = format!("/v1/agent/holds/{hold_id}/capture");
         let (status, _) = call(
-            &app,
+            app,
             Method::POST,
             &capture_path,
             Some(&other),
@@ -197,7 +183,7 @@ async fn spends_are_idempotent_and_holds_capture_at_most_what_they_hold() {
         .await;
         assert_eq!(status, 404, "another agent's hold does not exist for it");
         let (status, body) = call(
-            &app,
+            app,
             Method::POST,
             &capture_path,
             Some(&token),
@@ -209,7 +195,7 @@ async fn spends_are_idempotent_and_holds_capture_at_most_what_they_hold() {
             (400, Some("capture_exceeds_hold"))
         );
         let (status, captured) = call(
-            &app,
+            app,
             Method::POST,
             &capture_path,
             Some(&token),
@@ -226,7 +212,7 @@ async fn spends_are_idempotent_and_holds_capture_at_most_what_they_hold() {
         );
         assert_eq!(captured["enforced_daily_spent_usd"], 2.75);
         let (status, body) = call(
-            &app,
+            app,
             Method::POST,
             &capture_path,
             Some(&token),
@@ -236,7 +222,7 @@ async fn spends_are_idempotent_and_holds_capture_at_most_what_they_hold() {
         assert_eq!((status, body["code"].as_str()), (409, Some("hold_closed")));
 
         let (_, second) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/agent/holds",
             Some(&token),
@@ -245,24 +231,24 @@ async fn spends_are_idempotent_and_holds_capture_at_most_what_they_hold() {
         .await;
         let release_path = format!("/v1/agent/holds/{}", second["hold_id"].as_str().unwrap());
         let (status, released) =
-            call(&app, Method::DELETE, &release_path, Some(&token), json!({})).await;
+            call(app, Method::DELETE, &release_path, Some(&token), json!({})).await;
         assert_eq!(
             (status, &released["enforced_daily_remaining_usd"]),
             (200, &json!(2.25))
         );
         let (status, again) =
-            call(&app, Method::DELETE, &release_path, Some(&token), json!({})).await;
+            call(app, Method::DELETE, &release_path, Some(&token), json!({})).await;
         assert_eq!((status, again["code"].as_str()), (409, Some("hold_closed")));
         // An idempotency key names one request: another amount under it is 409.
         let keyed = |amount: f64| json!({ "amount_usd": amount, "idempotency_key": "hold-x" });
         let holds = "/v1/agent/holds";
         assert_eq!(
-            call(&app, Method::POST, holds, Some(&token), keyed(0.5))
+            call(app, Method::POST, holds, Some(&token), keyed(0.5))
                 .await
                 .0,
             201
         );
-        let (status, body) = call(&app, Method::POST, holds, Some(&token), keyed(0.75)).await;
+        let (status, body) = call(app, Method::POST, holds, Some(&token), keyed(0.75)).await;
         assert_eq!(
             (status, body["code"].as_str()),
             (409, Some("idempotency_mismatch"))
@@ -273,7 +259,7 @@ async fn spends_are_idempotent_and_holds_capture_at_most_what_they_hold() {
             json!({ "amount_usd": 1, "extra": 1 }),
         ] {
             assert_eq!(
-                call(&app, Method::POST, "/v1/agent/holds", Some(&token), bad)
+                call(app, Method::POST, "/v1/agent/holds", Some(&token), bad)
                     .await
                     .0,
                 400
@@ -281,7 +267,7 @@ async fn spends_are_idempotent_and_holds_capture_at_most_what_they_hold() {
         }
         assert_eq!(
             call(
-                &app,
+                app,
                 Method::DELETE,
                 "/v1/agent/holds/not-a-uuid",
                 Some(&token),
@@ -298,26 +284,23 @@ async fn spends_are_idempotent_and_holds_capture_at_most_what_they_hold() {
 #[tokio::test(flavor = "multi_thread")]
 async fn operators_record_spends_for_named_agents_within_the_lifecycle_rules() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
-        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
-        let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
-        let token = governed_agent(
-            &app,
-            provisioner.expose(),
-            operator.expose(),
-            "metered",
-            5.0,
-            json!({}),
-        )
-        .await;
+        let t = TestApp::on(&db)
+            .with_key(ApiKeyRole::Provisioner)
+            .with_key(ApiKeyRole::Operator)
+            .start()
+            .await;
+        let (app, provisioner, operator) = (
+            &t.app,
+            t.key(ApiKeyRole::Provisioner),
+            t.key(ApiKeyRole::Operator),
+        );
+        let token = governed_agent(app, provisioner, operator, "metered", 5.0, json!({})).await;
         let path = "/v1/agent/spend";
         let (status, body) = call(
-            &app,
+            app,
             Method::POST,
             path,
-            Some(operator.expose()),
+            Some(operator),
             json!({ "agent_id": "metered", "amount_usd": 1 }),
         )
         .await;
@@ -327,10 +310,10 @@ async fn operators_record_spends_for_named_agents_within_the_lifecycle_rules() {
         );
         assert_eq!(
             call(
-                &app,
+                app,
                 Method::POST,
                 path,
-                Some(operator.expose()),
+                Some(operator),
                 json!({ "amount_usd": 1 })
             )
             .await
@@ -339,10 +322,10 @@ async fn operators_record_spends_for_named_agents_within_the_lifecycle_rules() {
         );
         assert_eq!(
             call(
-                &app,
+                app,
                 Method::POST,
                 path,
-                Some(provisioner.expose()),
+                Some(provisioner),
                 json!({ "agent_id": "metered", "amount_usd": 1 })
             )
             .await
@@ -351,10 +334,10 @@ async fn operators_record_spends_for_named_agents_within_the_lifecycle_rules() {
         );
         for path in [path, "/v1/agent/holds"] {
             let (status, body) = call(
-                &app,
+                app,
                 Method::POST,
                 path,
-                Some(operator.expose()),
+                Some(operator),
                 json!({ "agent_id": "nobody", "amount_usd": 1 }),
             )
             .await;
@@ -366,15 +349,15 @@ async fn operators_record_spends_for_named_agents_within_the_lifecycle_rules() {
         }
         let lifecycle = "/v1/agent/profiles/lifecycle/metered";
         call(
-            &app,
+            app,
             Method::PATCH,
             lifecycle,
-            Some(operator.expose()),
+            Some(operator),
             json!({ "state": "quarantined" }),
         )
         .await;
         let (status, body) = call(
-            &app,
+            app,
             Method::POST,
             path,
             Some(&token),
@@ -386,18 +369,18 @@ async fn operators_record_spends_for_named_agents_within_the_lifecycle_rules() {
             (403, Some("agent_quarantined"))
         );
         call(
-            &app,
+            app,
             Method::PATCH,
             lifecycle,
-            Some(operator.expose()),
+            Some(operator),
             json!({ "state": "suspended" }),
         )
         .await;
         let (status, body) = call(
-            &app,
+            app,
             Method::POST,
             path,
-            Some(operator.expose()),
+            Some(operator),
             json!({ "agent_id": "metered", "amount_usd": 1 }),
         )
         .await;
@@ -412,13 +395,14 @@ async fn operators_record_spends_for_named_agents_within_the_lifecycle_rules() {
 #[tokio::test(flavor = "multi_thread")]
 async fn delegation_slices_budget_and_reclaiming_returns_exactly_the_unspent_part() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
-        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
-        let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
-        let parent = governed_agent(&app, provisioner.expose(), operator.expose(), "parent", 5.0, json!({ "can_delegate": true })).await;
-        let plain = governed_agent(&app, provisioner.expose(), operator.expose(), "plain", 5.0, json!({})).await;
+        let t = TestApp::on(&db)
+            .with_key(ApiKeyRole::Provisioner)
+            .with_key(ApiKeyRole::Operator)
+            .start()
+            .await;
+        let (app, provisioner, operator) = (&t.app, t.key(ApiKeyRole::Provisioner), t.key(ApiKeyRole::Operator));
+        let parent = governed_agent(app, provisioner, operator, "parent", 5.0, json!({ "can_delegate": true })).await;
+        let plain = governed_agent(app, provisioner, operator, "plain", 5.0, json!({})).await;
         let path = "/v1/agent/delegate";
         // Seed 001's delegate body, as written.
         let request = json!({
@@ -429,74 +413,74 @@ async fn delegation_slices_budget_and_reclaiming_returns_exactly_the_unspent_par
             "ttl_seconds": 3600,
             "metadata": {}
         });
-        let (status, body) = call(&app, Method::POST, path, Some(&plain), request.clone()).await;
+        let (status, body) = call(app, Method::POST, path, Some(&plain), request.clone()).await;
         assert_eq!((status, body["code"].as_str()), (403, Some("delegation_not_allowed")));
-        let (status, body) = call(&app, Method::POST, path, Some(&parent), json!({ "agent_id": "boss", "budget_allocation_usd": 1, "requested_role": "admin" })).await;
+        let (status, body) = call(app, Method::POST, path, Some(&parent), json!({ "agent_id": "boss", "budget_allocation_usd": 1, "requested_role": "admin" })).await;
         assert_eq!((status, body["code"].as_str()), (403, Some("role_escalation")));
-        let (status, _) = call(&app, Method::POST, path, Some(&parent), json!({ "agent_id": "broke", "budget_allocation_usd": 0 })).await;
+        let (status, _) = call(app, Method::POST, path, Some(&parent), json!({ "agent_id": "broke", "budget_allocation_usd": 0 })).await;
         assert_eq!(status, 400);
-        let (status, body) = call(&app, Method::POST, path, Some(&parent), json!({ "agent_id": "greedy", "budget_allocation_usd": 5 })).await;
+        let (status, body) = call(app, Method::POST, path, Some(&parent), json!({ "agent_id": "greedy", "budget_allocation_usd": 5 })).await;
         assert_eq!((status, body["code"].as_str()), (402, Some("insufficient_budget")), "the parent keeps a cent");
-        assert_eq!(call(&app, Method::POST, path, Some(provisioner.expose()), request.clone()).await.0, 403);
+        assert_eq!(call(app, Method::POST, path, Some(provisioner), request.clone()).await.0, 403);
 
-        let (status, child) = call(&app, Method::POST, path, Some(&parent), request.clone()).await;
+        let (status, child) = call(app, Method::POST, path, Some(&parent), request.clone()).await;
         assert_eq!(status, 201, "{child}");
         // parentAgentId is the parent's agent_id, in the profile as in the
         // metadata, on every route that shows the child's profile.
         assert_eq!(child["profile"]["parentAgentId"], "parent", "{child}");
         assert_eq!(child["profile"]["metadata"]["parentAgentId"], "parent");
-        let (_, read) = get(&app, "/v1/agent/profiles/child-worker-01", Some(operator.expose())).await;
+        let (_, read) = get(app, "/v1/agent/profiles/child-worker-01", Some(operator)).await;
         assert_eq!(read["profile"]["parentAgentId"], "parent", "{read}");
         assert_eq!(read["profile"]["metadata"]["parentAgentId"], "parent");
-        let (_, me) = get(&app, "/v1/agent/profiles/me", child["jwt"].as_str()).await;
+        let (_, me) = get(app, "/v1/agent/profiles/me", child["jwt"].as_str()).await;
         assert_eq!(me["profile"]["parentAgentId"], "parent", "{me}");
-        let (_, listed) = get(&app, "/v1/agent/profiles", Some(operator.expose())).await;
+        let (_, listed) = get(app, "/v1/agent/profiles", Some(operator)).await;
         let profiles = listed["profiles"].as_array().unwrap();
         let of = |slug: &str| profiles.iter().find(|profile| profile["agentId"] == slug).unwrap()["parentAgentId"].clone();
         assert_eq!((of("child-worker-01"), of("parent")), (json!("parent"), Value::Null));
         assert_eq!(child["budget"]["profile_daily_usd"], 1.0);
         assert!(child["profile"]["expiresAt"].is_string());
-        let (status, again) = call(&app, Method::POST, path, Some(&parent), request).await;
+        let (status, again) = call(app, Method::POST, path, Some(&parent), request).await;
         assert_eq!((status, &again["profile"]["id"]), (200, &child["profile"]["id"]), "idempotent");
         let child_token = child["jwt"].as_str().unwrap().to_owned();
-        let (status, _) = call(&app, Method::POST, "/v1/agent/spend", Some(&child_token), json!({ "amount_usd": 0.25 })).await;
+        let (status, _) = call(app, Method::POST, "/v1/agent/spend", Some(&child_token), json!({ "amount_usd": 0.25 })).await;
         assert_eq!(status, 201);
-        let (status, body) = call(&app, Method::POST, "/v1/agent/spend", Some(&child_token), json!({ "amount_usd": 0.8 })).await;
+        let (status, body) = call(app, Method::POST, "/v1/agent/spend", Some(&child_token), json!({ "amount_usd": 0.8 })).await;
         assert_eq!((status, body["code"].as_str()), (402, Some("insufficient_budget")), "a child cannot pass its allocation");
-        let (_, limits) = get(&app, "/v1/agent/limits/me", Some(&parent)).await;
+        let (_, limits) = get(app, "/v1/agent/limits/me", Some(&parent)).await;
         assert_eq!(limits["limits"]["enforced_daily_remaining_usd"], 4.0);
 
         // Its budget must flow back before it can go: no hard delete, and a
         // provisioner cannot mint tokens for it.
-        let admin = tenant_key(&db.store, acme, ApiKeyRole::Admin).await;
-        let (status, body) = call(&app, Method::DELETE, "/v1/agent/profiles/child-worker-01", Some(admin.expose()), json!({})).await;
+        let admin = tenant_key(&db.store, t.tenant, ApiKeyRole::Admin).await;
+        let (status, body) = call(app, Method::DELETE, "/v1/agent/profiles/child-worker-01", Some(admin.expose()), json!({})).await;
         assert_eq!((status, body["code"].as_str()), (409, Some("refused")));
-        let (status, body) = call(&app, Method::DELETE, "/v1/agent/profiles/parent", Some(admin.expose()), json!({})).await;
+        let (status, body) = call(app, Method::DELETE, "/v1/agent/profiles/parent", Some(admin.expose()), json!({})).await;
         assert_eq!((status, body["code"].as_str()), (409, Some("refused")), "a live sub-agent holds its parent");
-        let (status, body) = call(&app, Method::POST, "/v1/agent/bootstrap", Some(provisioner.expose()), json!({ "agent_id": "child-worker-01" })).await;
+        let (status, body) = call(app, Method::POST, "/v1/agent/bootstrap", Some(provisioner), json!({ "agent_id": "child-worker-01" })).await;
         assert_eq!((status, body["code"].as_str()), (403, Some("agent_not_bootstrappable")));
-        let (status, listed) = get(&app, "/v1/agent/sub-agents", Some(&parent)).await;
+        let (status, listed) = get(app, "/v1/agent/sub-agents", Some(&parent)).await;
         assert_eq!((status, &listed["total"]), (200, &json!(1)));
         assert_eq!(listed["sub_agents"][0]["agent_id"], "child-worker-01");
         assert_eq!(listed["sub_agents"][0]["budget_daily_usd"], 1.0);
         let reclaim = "/v1/agent/sub-agents/child-worker-01";
-        assert_eq!(call(&app, Method::DELETE, reclaim, Some(&plain), json!({})).await.0, 404, "only the parent");
-        let (status, body) = call(&app, Method::DELETE, reclaim, Some(&parent), json!({})).await;
+        assert_eq!(call(app, Method::DELETE, reclaim, Some(&plain), json!({})).await.0, 404, "only the parent");
+        let (status, body) = call(app, Method::DELETE, reclaim, Some(&parent), json!({})).await;
         assert_eq!((status, body), (200, json!({ "ok": true, "terminated_agent_id": "child-worker-01", "budget_refunded_usd": 0.75 })));
-        let (_, limits) = get(&app, "/v1/agent/limits/me", Some(&parent)).await;
+        let (_, limits) = get(app, "/v1/agent/limits/me", Some(&parent)).await;
         assert_eq!(limits["limits"]["enforced_daily_remaining_usd"], 4.75);
-        let (status, body) = call(&app, Method::DELETE, reclaim, Some(&parent), json!({})).await;
+        let (status, body) = call(app, Method::DELETE, reclaim, Some(&parent), json!({})).await;
         assert_eq!(status, 200);
         assert_eq!(body["already_terminated"], true);
         assert_eq!(body["budget_refunded_usd"], 0.0);
-        let (status, body) = get(&app, "/v1/agent/status", Some(&child_token)).await;
+        let (status, body) = get(app, "/v1/agent/status", Some(&child_token)).await;
         assert_eq!((status, body["code"].as_str()), (403, Some("agent_terminated")));
-        assert_eq!(get(&app, "/v1/agent/sub-agents", Some(&parent)).await.1["total"], 0);
+        assert_eq!(get(app, "/v1/agent/sub-agents", Some(&parent)).await.1["total"], 0);
         // Seed 001's order: the sub-agent deleted, then the parent's
         // profile, which takes its terminated sub-agent with it.
-        let (status, body) = call(&app, Method::DELETE, "/v1/agent/profiles/parent", Some(admin.expose()), json!({})).await;
+        let (status, body) = call(app, Method::DELETE, "/v1/agent/profiles/parent", Some(admin.expose()), json!({})).await;
         assert_eq!((status, body), (200, json!({ "ok": true, "agentId": "parent" })));
-        let (status, _) = get(&app, "/v1/agent/profiles/child-worker-01", Some(admin.expose())).await;
+        let (status, _) = get(app, "/v1/agent/profiles/child-worker-01", Some(admin.expose())).await;
         assert_eq!(status, 404, "the terminated sub-agent went with its parent");
     })
     .await;
@@ -505,22 +489,27 @@ async fn delegation_slices_budget_and_reclaiming_returns_exactly_the_unspent_par
 #[tokio::test(flavor = "multi_thread")]
 async fn the_reaper_terminates_an_expired_child_and_refunds_its_parent() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
-        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
-        let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
+        let t = TestApp::on(&db)
+            .with_key(ApiKeyRole::Provisioner)
+            .with_key(ApiKeyRole::Operator)
+            .start()
+            .await;
+        let (app, provisioner, operator) = (
+            &t.app,
+            t.key(ApiKeyRole::Provisioner),
+            t.key(ApiKeyRole::Operator),
+        );
         let parent = governed_agent(
-            &app,
-            provisioner.expose(),
-            operator.expose(),
+            app,
+            provisioner,
+            operator,
             "parent",
             5.0,
             json!({ "can_delegate": true }),
         )
         .await;
         let (status, child) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/agent/delegate",
             Some(&parent),
@@ -532,28 +521,28 @@ async fn the_reaper_terminates_an_expired_child_and_refunds_its_parent() {
         assert_eq!(status, 201, "{child}");
         let child_token = child["jwt"].as_str().unwrap().to_owned();
         call(
-            &app,
+            app,
             Method::POST,
             "/v1/agent/spend",
             Some(&child_token),
             json!({ "amount_usd": 0.5 }),
         )
         .await;
-        assert_eq!(state.reap_expired(now()).await, 0, "not expired yet");
-        assert_eq!(state.reap_expired(now() + Duration::minutes(2)).await, 1);
+        assert_eq!(t.state.reap_expired(now()).await, 0, "not expired yet");
+        assert_eq!(t.state.reap_expired(now() + Duration::minutes(2)).await, 1);
         let reaped = db
             .store
-            .find_agent_by_slug(acme, &"short-lived".parse().unwrap())
+            .find_agent_by_slug(t.tenant, &"short-lived".parse().unwrap())
             .await
             .unwrap()
             .unwrap();
         assert_eq!(reaped.lifecycle_state, LifecycleState::Terminated);
-        let (_, limits) = get(&app, "/v1/agent/limits/me", Some(&parent)).await;
+        let (_, limits) = get(app, "/v1/agent/limits/me", Some(&parent)).await;
         assert_eq!(
             limits["limits"]["enforced_daily_remaining_usd"], 4.5,
             "1.5 unspent came back"
         );
-        let (status, _) = get(&app, "/v1/agent/status", Some(&child_token)).await;
+        let (status, _) = get(app, "/v1/agent/status", Some(&child_token)).await;
         assert_eq!(status, 403);
     })
     .await;
@@ -562,22 +551,27 @@ async fn the_reaper_terminates_an_expired_child_and_refunds_its_parent() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_termination_takes_the_sub_agents_with_it_and_settles_their_budget() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
-        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
-        let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
+        let t = TestApp::on(&db)
+            .with_key(ApiKeyRole::Provisioner)
+            .with_key(ApiKeyRole::Operator)
+            .start()
+            .await;
+        let (app, provisioner, operator) = (
+            &t.app,
+            t.key(ApiKeyRole::Provisioner),
+            t.key(ApiKeyRole::Operator),
+        );
         let parent = governed_agent(
-            &app,
-            provisioner.expose(),
-            operator.expose(),
+            app,
+            provisioner,
+            operator,
             "compromised",
             5.0,
             json!({ "can_delegate": true }),
         )
         .await;
         let (status, child) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/agent/delegate",
             Some(&parent),
@@ -589,9 +583,9 @@ async fn an_operator_termination_takes_the_sub_agents_with_it_and_settles_their_
         assert_eq!(status, 201, "{child}");
         let child_token = child["jwt"].as_str().unwrap().to_owned();
         let lifecycle = "/v1/agent/profiles/lifecycle/compromised";
-        let key = Some(operator.expose());
+        let key = Some(operator);
         let (status, _) = call(
-            &app,
+            app,
             Method::PATCH,
             lifecycle,
             key,
@@ -601,7 +595,7 @@ async fn an_operator_termination_takes_the_sub_agents_with_it_and_settles_their_
         assert_eq!(status, 409, "active cannot go straight to terminated");
         assert_eq!(
             call(
-                &app,
+                app,
                 Method::PATCH,
                 lifecycle,
                 key,
@@ -612,7 +606,7 @@ async fn an_operator_termination_takes_the_sub_agents_with_it_and_settles_their_
             200
         );
         let (status, body) = call(
-            &app,
+            app,
             Method::PATCH,
             lifecycle,
             key,
@@ -623,25 +617,29 @@ async fn an_operator_termination_takes_the_sub_agents_with_it_and_settles_their_
             (status, &body["profile"]["lifecycleState"]),
             (200, &json!("terminated"))
         );
-        let (status, body) = get(&app, "/v1/agent/status", Some(&child_token)).await;
+        let (status, body) = get(app, "/v1/agent/status", Some(&child_token)).await;
         assert_eq!(
             (status, body["code"].as_str()),
             (403, Some("agent_terminated")),
             "the child went with it"
         );
-        let ledger = db.store.tenant_ledger(acme).await.unwrap();
+        let ledger = db.store.tenant_ledger(t.tenant).await.unwrap();
         assert!(
             agentry_ledger::verify_transfers(ledger.iter().map(|(agent, entry)| (*agent, entry)))
                 .is_ok()
         );
         let child = db
             .store
-            .find_agent_by_slug(acme, &"its-child".parse().unwrap())
+            .find_agent_by_slug(t.tenant, &"its-child".parse().unwrap())
             .await
             .unwrap()
             .unwrap();
         assert!(
-            db.store.account(acme, child.id).await.unwrap().is_settled(),
+            db.store
+                .account(t.tenant, child.id)
+                .await
+                .unwrap()
+                .is_settled(),
             "its allocation went back"
         );
     })
@@ -651,15 +649,20 @@ async fn an_operator_termination_takes_the_sub_agents_with_it_and_settles_their_
 #[tokio::test(flavor = "multi_thread")]
 async fn limits_me_follows_every_ledger_change_at_once() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
-        let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
-        let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
+        let t = TestApp::on(&db)
+            .with_key(ApiKeyRole::Provisioner)
+            .with_key(ApiKeyRole::Operator)
+            .start()
+            .await;
+        let (app, provisioner, operator) = (
+            &t.app,
+            t.key(ApiKeyRole::Provisioner),
+            t.key(ApiKeyRole::Operator),
+        );
         let token = governed_agent(
-            &app,
-            provisioner.expose(),
-            operator.expose(),
+            app,
+            provisioner,
+            operator,
             "watched",
             5.0,
             json!({ "can_delegate": true }),
@@ -668,7 +671,7 @@ async fn limits_me_follows_every_ledger_change_at_once() {
         // Each read after the first may come from the cache; each change in
         // between must be in it.
         let remaining = async || {
-            let (status, body) = get(&app, "/v1/agent/limits/me", Some(&token)).await;
+            let (status, body) = get(app, "/v1/agent/limits/me", Some(&token)).await;
             assert_eq!(status, 200, "{body}");
             body["limits"]["enforced_daily_remaining_usd"]
                 .as_f64()
@@ -677,12 +680,12 @@ async fn limits_me_follows_every_ledger_change_at_once() {
         assert_eq!(remaining().await, 5.0);
         assert_eq!(remaining().await, 5.0);
         let spend = json!({ "amount_usd": 1.0 });
-        let (status, _) = call(&app, Method::POST, "/v1/agent/spend", Some(&token), spend).await;
+        let (status, _) = call(app, Method::POST, "/v1/agent/spend", Some(&token), spend).await;
         assert_eq!(status, 201);
         assert_eq!(remaining().await, 4.0, "a spend");
         let hold = json!({ "amount_usd": 0.5, "idempotency_key": "hold-1" });
         let (status, held) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/agent/holds",
             Some(&token),
@@ -692,7 +695,7 @@ async fn limits_me_follows_every_ledger_change_at_once() {
         assert_eq!(status, 201, "{held}");
         assert_eq!(remaining().await, 3.5, "a hold");
         // The same key again answers with the first hold and holds nothing more.
-        let (status, again) = call(&app, Method::POST, "/v1/agent/holds", Some(&token), hold).await;
+        let (status, again) = call(app, Method::POST, "/v1/agent/holds", Some(&token), hold).await;
         assert_eq!(
             (status, &again["hold_id"]),
             (200, &held["hold_id"]),
@@ -701,38 +704,25 @@ async fn limits_me_follows_every_ledger_change_at_once() {
         assert_eq!(remaining().await, 3.5, "a replayed hold");
         // A name taken by an agent that is not its child: 409, nothing moves.
         let taken = json!({ "agent_id": "watched", "budget_allocation_usd": 1.0 });
-        let (status, body) = call(
-            &app,
-            Method::POST,
-            "/v1/agent/delegate",
-            Some(&token),
-            taken,
-        )
-        .await;
+        let (status, body) =
+            call(app, Method::POST, "/v1/agent/delegate", Some(&token), taken).await;
         assert_eq!((status, body["code"].as_str()), (409, Some("agent_exists")));
         assert_eq!(remaining().await, 3.5, "a refused delegation");
         let child = json!({ "agent_id": "watched-child", "budget_allocation_usd": 1.0 });
-        let (status, _) = call(
-            &app,
-            Method::POST,
-            "/v1/agent/delegate",
-            Some(&token),
-            child,
-        )
-        .await;
+        let (status, _) = call(app, Method::POST, "/v1/agent/delegate", Some(&token), child).await;
         assert_eq!(status, 201);
         assert_eq!(remaining().await, 2.5, "a delegation");
         let reclaim = "/v1/agent/sub-agents/watched-child";
-        let (status, _) = call(&app, Method::DELETE, reclaim, Some(&token), json!({})).await;
+        let (status, _) = call(app, Method::DELETE, reclaim, Some(&token), json!({})).await;
         assert_eq!(status, 200);
         assert_eq!(remaining().await, 3.5, "a reclaim");
 
         // An operator lowering the agent's limit is seen at once too.
         let (status, _) = call(
-            &app,
+            app,
             Method::PATCH,
             "/v1/agent-limits",
-            Some(operator.expose()),
+            Some(operator),
             json!({ "agent:watched": { "maxBudgetUsd": 2.0 } }),
         )
         .await;

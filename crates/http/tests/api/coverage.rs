@@ -12,7 +12,8 @@ use agentry_testkit::on_both_backends;
 use serde_json::Value;
 use time::Duration;
 
-use crate::{agent, app, send, state_for, tenant, tenant_key};
+use crate::test_app::TestApp;
+use crate::{agent, send, tenant_key};
 
 /// Every path parameter gets this: a UUID, which is also a valid agent
 /// name, so no parameter fails to parse before the guard has spoken.
@@ -143,11 +144,10 @@ where
 #[tokio::test(flavor = "multi_thread")]
 async fn every_documented_guard_and_body_status_is_answered() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (state, app, acme) = (&t.state, &t.app, t.tenant);
         let admin = tenant_key(&db.store, acme, ApiKeyRole::Admin).await;
-        let workspace_session = workspace_admin_session(&app).await;
+        let workspace_session = workspace_admin_session(app).await;
         let mut checked = 0;
         for (n, operation) in operations().iter().enumerate() {
             let name = format!("{} {}", operation.method, operation.path);
@@ -160,7 +160,7 @@ async fn every_documented_guard_and_body_status_is_answered() {
                 state.mint_agent_token(record, now()).unwrap().0
             };
             let expect = async |request: TestRequest, credential: Option<&str>, status: u16| {
-                let (answered, body) = send(&app, request, &name, credential).await;
+                let (answered, body) = send(app, request, &name, credential).await;
                 assert_eq!(answered, status, "{name}: {body}");
             };
 
@@ -193,7 +193,7 @@ async fn every_documented_guard_and_body_status_is_answered() {
                         .await
                         .unwrap();
                     let token = token_of(&limited);
-                    send(&app, operation.request(None), &name, Some(&token)).await;
+                    send(app, operation.request(None), &name, Some(&token)).await;
                     expect(operation.request(None), Some(&token), 429).await;
                     checked += 1;
                 }

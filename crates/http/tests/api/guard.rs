@@ -15,6 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use time::Duration;
 
+use crate::test_app::TestApp;
 use crate::{PUBLIC_URL, agent, api_key, app, get, state_for, tenant, tenant_key};
 
 /// A route behind the API-key guard, to test it before any real route
@@ -34,9 +35,8 @@ pub(crate) fn test_routes(config: &mut web::ServiceConfig) {
 #[tokio::test(flavor = "multi_thread")]
 async fn status_answers_the_seed_shape_to_a_token_and_to_an_agents_own_key() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (state, app, acme) = (&t.state, &t.app, t.tenant);
         let worker = agent(&db.store, acme, "summarizer-v1", LifecycleState::Active).await;
         let (token, expires_at) = state.mint_agent_token(&worker, now()).unwrap();
         assert!(
@@ -44,7 +44,7 @@ async fn status_answers_the_seed_shape_to_a_token_and_to_an_agents_own_key() {
             "tokens live one hour"
         );
 
-        let (status, body) = get(&app, "/v1/agent/status", Some(&token)).await;
+        let (status, body) = get(app, "/v1/agent/status", Some(&token)).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["profile"]["agentId"], "summarizer-v1");
         assert_eq!(body["profile"]["tenantId"], acme.to_string());
@@ -59,14 +59,14 @@ async fn status_answers_the_seed_shape_to_a_token_and_to_an_agents_own_key() {
         assert_eq!(body["governance"]["lifecycle_state"], "active");
         assert_eq!(body["governance"]["role"], "agent");
 
-        let (status, body) = get(&app, "/v1/agent/limits/me", Some(&token)).await;
+        let (status, body) = get(app, "/v1/agent/limits/me", Some(&token)).await;
         assert_eq!(
             (status, &body["limits"]["requests_this_minute"]),
             (200, &serde_json::json!(2))
         );
 
         let (own_key, _) = api_key(&db.store, acme, ApiKeyKind::Agent, Some(&worker)).await;
-        let (status, body) = get(&app, "/v1/agent/profiles/me", Some(own_key.expose())).await;
+        let (status, body) = get(app, "/v1/agent/profiles/me", Some(own_key.expose())).await;
         assert_eq!(
             (status, &body["profile"]["id"]),
             (200, &serde_json::json!(worker.id.to_string()))
@@ -78,9 +78,8 @@ async fn status_answers_the_seed_shape_to_a_token_and_to_an_agents_own_key() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_bad_credential_is_refused_with_a_clear_code() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (state, app, acme) = (&t.state, &t.app, t.tenant);
         let globex = tenant(&db.store, "globex").await;
         let worker = agent(&db.store, acme, "worker", LifecycleState::Active).await;
         let (good, _) = state.mint_agent_token(&worker, now()).unwrap();
@@ -165,21 +164,21 @@ async fn every_bad_credential_is_refused_with_a_clear_code() {
             ("garbage", "not-a-token".to_owned()),
         ];
         for (case, token) in cases {
-            let (status, body) = get(&app, "/v1/agent/status", Some(&token)).await;
+            let (status, body) = get(app, "/v1/agent/status", Some(&token)).await;
             assert_eq!(
                 (status, body["code"].as_str()),
                 (401, Some("invalid_token")),
                 "{case}: {body}"
             );
         }
-        let (status, body) = get(&app, "/v1/agent/status", None).await;
+        let (status, body) = get(app, "/v1/agent/status", None).await;
         assert_eq!(
             (status, body["code"].as_str()),
             (401, Some("missing_credentials"))
         );
         let (tenant_key, _) =
             api_key(&db.store, acme, ApiKeyKind::Tenant(ApiKeyRole::Admin), None).await;
-        let (status, body) = get(&app, "/v1/agent/status", Some(tenant_key.expose())).await;
+        let (status, body) = get(app, "/v1/agent/status", Some(tenant_key.expose())).await;
         assert_eq!(
             (status, body["code"].as_str()),
             (403, Some("agent_credentials_required"))
@@ -188,13 +187,13 @@ async fn every_bad_credential_is_refused_with_a_clear_code() {
         let text = tenant_key.expose();
         let replacement = if text.ends_with('a') { 'b' } else { 'a' };
         let mistyped = format!("{}{replacement}", &text[..text.len() - 1]);
-        let (status, body) = get(&app, "/v1/agent/status", Some(&mistyped)).await;
+        let (status, body) = get(app, "/v1/agent/status", Some(&mistyped)).await;
         assert_eq!(
             (status, body["code"].as_str()),
             (401, Some("invalid_api_key"))
         );
         // The good token still works after all that.
-        assert_eq!(get(&app, "/v1/agent/status", Some(&good)).await.0, 200);
+        assert_eq!(get(app, "/v1/agent/status", Some(&good)).await.0, 200);
     })
     .await;
 }
@@ -202,11 +201,13 @@ async fn every_bad_credential_is_refused_with_a_clear_code() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_signed_before_a_rotation_keeps_working_and_the_jwks_shows_both_keys() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
-        let worker = agent(&db.store, acme, "worker", LifecycleState::Active).await;
-        let (before, _) = state.mint_agent_token(&worker, now()).unwrap();
+        let t = TestApp::on(&db)
+            .with_agent("worker", LifecycleState::Active)
+            .start()
+            .await;
+        let (state, app) = (&t.state, &t.app);
+        let worker = t.agent("worker");
+        let before = t.token("worker");
         let old_kid = state.keys.current().unwrap().kid().to_owned();
 
         db.store
@@ -219,10 +220,10 @@ async fn a_token_signed_before_a_rotation_keeps_working_and_the_jwks_shows_both_
         let new_kid = state.keys.current().unwrap().kid().to_owned();
         assert_ne!(old_kid, new_kid);
 
-        assert_eq!(get(&app, "/v1/agent/status", Some(&before)).await.0, 200);
-        let (after, _) = state.mint_agent_token(&worker, now()).unwrap();
-        assert_eq!(get(&app, "/v1/agent/status", Some(&after)).await.0, 200);
-        let (status, jwks) = get(&app, "/.well-known/jwks.json", None).await;
+        assert_eq!(get(app, "/v1/agent/status", Some(&before)).await.0, 200);
+        let (after, _) = state.mint_agent_token(worker, now()).unwrap();
+        assert_eq!(get(app, "/v1/agent/status", Some(&after)).await.0, 200);
+        let (status, jwks) = get(app, "/.well-known/jwks.json", None).await;
         assert_eq!(status, 200);
         let kids: Vec<&str> = jwks["keys"]
             .as_array()
@@ -241,7 +242,7 @@ async fn a_token_signed_before_a_rotation_keeps_working_and_the_jwks_shows_both_
             .reload(&db.store, now() + Duration::hours(25))
             .await
             .unwrap();
-        let (_, jwks) = get(&app, "/.well-known/jwks.json", None).await;
+        let (_, jwks) = get(app, "/.well-known/jwks.json", None).await;
         assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
     })
     .await;
@@ -250,19 +251,18 @@ async fn a_token_signed_before_a_rotation_keeps_working_and_the_jwks_shows_both_
 #[tokio::test(flavor = "multi_thread")]
 async fn revocation_takes_effect_on_the_next_request() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
-        let worker = agent(&db.store, acme, "worker", LifecycleState::Active).await;
-        let (token, _) = state.mint_agent_token(&worker, now()).unwrap();
-        let (own_key, own_key_id) =
-            api_key(&db.store, acme, ApiKeyKind::Agent, Some(&worker)).await;
+        let t = TestApp::on(&db)
+            .with_agent("worker", LifecycleState::Active)
+            .start()
+            .await;
+        let (app, acme) = (&t.app, t.tenant);
+        let worker = t.agent("worker");
+        let token = t.token("worker");
+        let (own_key, own_key_id) = api_key(&db.store, acme, ApiKeyKind::Agent, Some(worker)).await;
         // Both credentials work, and are now cached.
-        assert_eq!(get(&app, "/v1/agent/status", Some(&token)).await.0, 200);
+        assert_eq!(get(app, "/v1/agent/status", Some(&token)).await.0, 200);
         assert_eq!(
-            get(&app, "/v1/agent/status", Some(own_key.expose()))
-                .await
-                .0,
+            get(app, "/v1/agent/status", Some(own_key.expose())).await.0,
             200
         );
 
@@ -270,13 +270,13 @@ async fn revocation_takes_effect_on_the_next_request() {
             .revoke_api_key(acme, own_key_id, now())
             .await
             .unwrap();
-        let (status, body) = get(&app, "/v1/agent/status", Some(own_key.expose())).await;
+        let (status, body) = get(app, "/v1/agent/status", Some(own_key.expose())).await;
         assert_eq!(
             (status, body["code"].as_str()),
             (401, Some("invalid_api_key"))
         );
         assert_eq!(
-            get(&app, "/v1/agent/status", Some(&token)).await.0,
+            get(app, "/v1/agent/status", Some(&token)).await.0,
             200,
             "the token is separate"
         );
@@ -291,7 +291,7 @@ async fn revocation_takes_effect_on_the_next_request() {
             .await
             .unwrap()
             .unwrap();
-        let (status, body) = get(&app, "/v1/agent/status", Some(&token)).await;
+        let (status, body) = get(app, "/v1/agent/status", Some(&token)).await;
         assert_eq!(
             (status, body["code"].as_str()),
             (403, Some("agent_terminated")),
@@ -304,9 +304,8 @@ async fn revocation_takes_effect_on_the_next_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn each_lifecycle_state_gets_its_answer() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (state, app, acme) = (&t.state, &t.app, t.tenant);
         let expected = [
             (LifecycleState::Active, 200, None),
             (LifecycleState::Quarantined, 200, None),
@@ -321,14 +320,14 @@ async fn each_lifecycle_state_gets_its_answer() {
         for (lifecycle, status, code) in expected {
             let worker = agent(&db.store, acme, &format!("agent-{lifecycle}"), lifecycle).await;
             let (token, _) = state.mint_agent_token(&worker, now()).unwrap();
-            let (got, body) = get(&app, "/v1/agent/status", Some(&token)).await;
+            let (got, body) = get(app, "/v1/agent/status", Some(&token)).await;
             assert_eq!(
                 (got, body["code"].as_str()),
                 (status, code),
                 "{lifecycle}: {body}"
             );
         }
-        let (refusals, body) = get(&app, "/v1/agent/anomaly/me", None).await;
+        let (refusals, body) = get(app, "/v1/agent/anomaly/me", None).await;
         assert_eq!(refusals, 401, "{body}");
     })
     .await;
@@ -337,9 +336,8 @@ async fn each_lifecycle_state_gets_its_answer() {
 #[tokio::test(flavor = "multi_thread")]
 async fn past_the_enforced_rpm_the_agent_gets_429_and_sees_it_in_its_anomalies() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (state, app, acme) = (&t.state, &t.app, t.tenant);
         let worker = agent(&db.store, acme, "chatty", LifecycleState::Active).await;
         db.store
             .edit_agent_limits(
@@ -357,20 +355,20 @@ async fn past_the_enforced_rpm_the_agent_gets_429_and_sees_it_in_its_anomalies()
             .unwrap()
             .unwrap();
         let (token, _) = state.mint_agent_token(&worker, now()).unwrap();
-        let (status, body) = get(&app, "/v1/agent/limits/me", Some(&token)).await;
+        let (status, body) = get(app, "/v1/agent/limits/me", Some(&token)).await;
         assert_eq!(status, 200);
         assert_eq!(body["limits"]["enforced_rpm"], 2);
         assert_eq!(
             body["limits"]["enforced_daily_usd"], 3.0,
             "the tenant cap is lower than the profile's 5"
         );
-        assert_eq!(get(&app, "/v1/agent/limits/me", Some(&token)).await.0, 200);
+        assert_eq!(get(app, "/v1/agent/limits/me", Some(&token)).await.0, 200);
 
         let request = actix_web::test::TestRequest::get()
             .uri("/v1/agent/status")
             .insert_header(("authorization", format!("Bearer {token}")))
             .to_request();
-        let response = actix_web::test::call_service(&app, request).await;
+        let response = actix_web::test::call_service(app, request).await;
         assert_eq!(response.status().as_u16(), 429);
         let retry_after: u64 = response
             .headers()
@@ -385,7 +383,7 @@ async fn past_the_enforced_rpm_the_agent_gets_429_and_sees_it_in_its_anomalies()
         // Hammering on changes nothing in the audit trail: one refusal of a
         // kind per agent and minute is written, not one per request.
         for _ in 0..3 {
-            assert_eq!(get(&app, "/v1/agent/status", Some(&token)).await.0, 429);
+            assert_eq!(get(app, "/v1/agent/status", Some(&token)).await.0, 429);
         }
         // The refusal is recorded without delaying the answer: flush the
         // audit queue, as a stopping server does, before reading it.
@@ -471,28 +469,30 @@ async fn replicas_on_one_database_share_an_agents_requests_per_minute() {
 #[tokio::test(flavor = "multi_thread")]
 async fn api_key_routes_refuse_tokens_and_agent_keys_and_check_permissions() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
-        let worker = agent(&db.store, acme, "worker", LifecycleState::Active).await;
-        let (token, _) = state.mint_agent_token(&worker, now()).unwrap();
-        let (own_key, _) = api_key(&db.store, acme, ApiKeyKind::Agent, Some(&worker)).await;
+        let t = TestApp::on(&db)
+            .with_agent("worker", LifecycleState::Active)
+            .start()
+            .await;
+        let (app, acme) = (&t.app, t.tenant);
+        let worker = t.agent("worker");
+        let token = t.token("worker");
+        let (own_key, _) = api_key(&db.store, acme, ApiKeyKind::Agent, Some(worker)).await;
         let auditor = tenant_key(&db.store, acme, ApiKeyRole::Auditor).await;
         let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
         let path = "/test/profiles-read";
         for credential in [token.as_str(), own_key.expose()] {
-            let (status, body) = get(&app, path, Some(credential)).await;
+            let (status, body) = get(app, path, Some(credential)).await;
             assert_eq!(
                 (status, body["code"].as_str()),
                 (403, Some("api_key_required"))
             );
         }
-        let (status, body) = get(&app, path, Some(auditor.expose())).await;
+        let (status, body) = get(app, path, Some(auditor.expose())).await;
         assert_eq!(
             (status, &body["role"]),
             (200, &serde_json::json!("auditor"))
         );
-        let (status, body) = get(&app, path, Some(provisioner.expose())).await;
+        let (status, body) = get(app, path, Some(provisioner.expose())).await;
         assert_eq!(
             (status, body["code"].as_str()),
             (403, Some("permission_denied"))
@@ -504,9 +504,8 @@ async fn api_key_routes_refuse_tokens_and_agent_keys_and_check_permissions() {
 #[tokio::test(flavor = "multi_thread")]
 async fn anomaly_me_shows_the_latest_anomalies_however_many_other_events_follow() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (state, app, acme) = (&t.state, &t.app, t.tenant);
         let worker = agent(&db.store, acme, "busy", LifecycleState::Active).await;
         let event = |outcome: &str, n: usize| agentry_store::NewAuditEvent {
             actor: "agent:busy".into(),
@@ -526,7 +525,7 @@ async fn anomaly_me_shows_the_latest_anomalies_however_many_other_events_follow(
             .await
             .unwrap();
         let (token, _) = state.mint_agent_token(&worker, now()).unwrap();
-        let (status, body) = get(&app, "/v1/agent/anomaly/me", Some(&token)).await;
+        let (status, body) = get(app, "/v1/agent/anomaly/me", Some(&token)).await;
         assert_eq!(status, 200, "{body}");
         let reasons = |events: &serde_json::Value| -> Vec<String> {
             events
@@ -537,7 +536,7 @@ async fn anomaly_me_shows_the_latest_anomalies_however_many_other_events_follow(
                 .collect()
         };
         assert_eq!(reasons(&body["events"]), ["reason-0"], "{body}");
-        let (_, status_body) = get(&app, "/v1/agent/status", Some(&token)).await;
+        let (_, status_body) = get(app, "/v1/agent/status", Some(&token)).await;
         assert_eq!(
             reasons(&status_body["anomaly"]["recent_events"]),
             ["reason-0"]
@@ -552,7 +551,7 @@ async fn anomaly_me_shows_the_latest_anomalies_however_many_other_events_follow(
             .append_audit_batch(acme, failures, now())
             .await
             .unwrap();
-        let (_, body) = get(&app, "/v1/agent/anomaly/me", Some(&token)).await;
+        let (_, body) = get(app, "/v1/agent/anomaly/me", Some(&token)).await;
         let expected: Vec<String> = (6..=25).rev().map(|n| format!("reason-{n}")).collect();
         assert_eq!(reasons(&body["events"]), expected);
     })

@@ -6,14 +6,14 @@ use actix_web::test;
 use agentry_domain::ApiKeyRole;
 use serde_json::json;
 
-use crate::{app, state_for, tenant, tenant_key};
+use crate::tenant_key;
+use crate::test_app::TestApp;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_answer_is_nosniff_and_uncacheable_unless_it_says_otherwise() {
     let db = agentry_testkit::sqlite_db().await;
-    let state = state_for(&db).await;
-    let app = app(&state).await;
-    let acme = tenant(&db.store, "acme").await;
+    let t = TestApp::on(&db).start().await;
+    let (app, acme) = (&t.app, t.tenant);
     let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
     let bearer = format!("Bearer {}", provisioner.expose());
     let requests = [
@@ -55,7 +55,7 @@ async fn every_answer_is_nosniff_and_uncacheable_unless_it_says_otherwise() {
         ),
     ];
     for (what, request) in requests {
-        let response = test::call_service(&app, request.to_request()).await;
+        let response = test::call_service(app, request.to_request()).await;
         let headers = response.headers();
         assert_eq!(
             headers.get("x-content-type-options").map(|v| v.as_bytes()),
@@ -79,7 +79,7 @@ async fn every_answer_is_nosniff_and_uncacheable_unless_it_says_otherwise() {
     }
     // The one public, cacheable answer keeps its own policy.
     let response = test::call_service(
-        &app,
+        app,
         test::TestRequest::get()
             .uri("/.well-known/jwks.json")
             .to_request(),

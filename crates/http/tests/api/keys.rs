@@ -9,6 +9,7 @@ use agentry_store::{Change, PoolOptions, SigningKeyRevocation, Store, now};
 use agentry_testkit::on_both_backends;
 use time::Duration;
 
+use crate::test_app::TestApp;
 use crate::{agent, app, get, send, state_for, state_with, tenant, tenant_key};
 
 fn kids(jwks: &serde_json::Value) -> Vec<String> {
@@ -119,9 +120,8 @@ async fn a_revoked_signing_key_stops_its_tokens_at_once_here_and_on_a_replica() 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_well_signed_token_living_longer_than_we_mint_is_refused() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (state, app, acme) = (&t.state, &t.app, t.tenant);
         let worker = agent(&db.store, acme, "worker", LifecycleState::Active).await;
         let key = state.keys.current().unwrap();
         let sign = |lifetime: Duration| {
@@ -137,11 +137,11 @@ async fn a_well_signed_token_living_longer_than_we_mint_is_refused() {
         };
         let longest = state.settings.max_token_ttl();
         assert_eq!(
-            get(&app, "/v1/agent/status", Some(&sign(longest))).await.0,
+            get(app, "/v1/agent/status", Some(&sign(longest))).await.0,
             200
         );
         let (status, body) = get(
-            &app,
+            app,
             "/v1/agent/status",
             Some(&sign(longest + Duration::seconds(1))),
         )
@@ -185,14 +185,16 @@ async fn an_unknown_api_key_is_refused_from_memory_after_the_first_read() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_key_past_its_requests_per_minute_hears_429_with_retry_after() {
     on_both_backends(|db| async move {
-        let state = state_with(&db, |settings| settings.api_key_rpm = 2).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db)
+            .with_settings(|settings| settings.api_key_rpm = 2)
+            .start()
+            .await;
+        let (app, acme) = (&t.app, t.tenant);
         let key = tenant_key(&db.store, acme, ApiKeyRole::Admin).await;
         let other = tenant_key(&db.store, acme, ApiKeyRole::Admin).await;
         for _ in 0..2 {
             assert_eq!(
-                get(&app, "/test/profiles-read", Some(key.expose())).await.0,
+                get(app, "/test/profiles-read", Some(key.expose())).await.0,
                 200
             );
         }
@@ -200,7 +202,7 @@ async fn a_tenant_key_past_its_requests_per_minute_hears_429_with_retry_after() 
             .uri("/test/profiles-read")
             .insert_header(("authorization", format!("Bearer {}", key.expose())))
             .to_request();
-        let response = test::call_service(&app, request).await;
+        let response = test::call_service(app, request).await;
         assert_eq!(response.status().as_u16(), 429);
         let retry_after: u64 = response
             .headers()
@@ -216,7 +218,7 @@ async fn a_tenant_key_past_its_requests_per_minute_hears_429_with_retry_after() 
         assert_eq!(body["code"], "rate_limited");
         // The budget is the key's own.
         assert_eq!(
-            get(&app, "/test/profiles-read", Some(other.expose()))
+            get(app, "/test/profiles-read", Some(other.expose()))
                 .await
                 .0,
             200

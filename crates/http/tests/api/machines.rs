@@ -21,7 +21,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use time::Duration;
 
-use crate::{agent, app, call, get, send, state_for, tenant, tenant_key};
+use crate::test_app::TestApp;
+use crate::{agent, call, get, send, tenant_key};
 
 const TEST_CERTIFICATE_HEADER: &str = "x-test-peer-certificate";
 
@@ -222,14 +223,13 @@ where
 #[tokio::test(flavor = "multi_thread")]
 async fn a_machine_walks_the_whole_script() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let tenant = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (app, tenant) = (&t.app, t.tenant);
         let key = tenant_key(&db.store, tenant, ApiKeyRole::Operator).await;
         let key = key.expose();
-        let (id, token) = ready_instance(&app, key, None).await;
+        let (id, token) = ready_instance(app, key, None).await;
         let (status, _) = upload(
-            &app,
+            app,
             key,
             &format!("/v1/provisioning/instances/{id}/website"),
             WEBSITE,
@@ -240,7 +240,7 @@ async fn a_machine_walks_the_whole_script() {
 
         // Before any certificate, the machine can already leave traces.
         let (status, body) = call(
-            &app,
+            app,
             Method::POST,
             "/internal/bootstrap/early-diagnostic",
             None,
@@ -250,8 +250,8 @@ async fn a_machine_walks_the_whole_script() {
         assert_eq!(status, 200, "{body}");
 
         let mut machine = Machine::new();
-        let session = issue(&app, &token, &mut machine).await;
-        let (status, secrets) = fetch_secrets(&app, &machine, &session).await;
+        let session = issue(app, &token, &mut machine).await;
+        let (status, secrets) = fetch_secrets(app, &machine, &session).await;
         assert_eq!(status, 200, "{secrets}");
         assert_eq!(secrets["decryption_key_hex"], DECRYPTION_KEY);
         assert_eq!(secrets["artifact_cipher_hash"], sha256_label(BUNDLE));
@@ -265,7 +265,7 @@ async fn a_machine_walks_the_whole_script() {
 
         let certificate = machine.certificate.as_deref();
         let (status, bytes) = download(
-            &app,
+            app,
             &format!("/internal/bootstrap/artifacts/{id}"),
             certificate,
             Some(download_token),
@@ -274,7 +274,7 @@ async fn a_machine_walks_the_whole_script() {
         assert_eq!(status, 200);
         assert_eq!(sha256_label(&bytes), secrets["artifact_cipher_hash"]);
         let (status, bytes) = download(
-            &app,
+            app,
             &format!("/internal/bootstrap/artifacts/{id}/website"),
             certificate,
             Some(download_token),
@@ -285,7 +285,7 @@ async fn a_machine_walks_the_whole_script() {
 
         for (seq, stage) in [(1, "installing"), (2, "configuring"), (3, "securing"), (4, "ready")] {
             let (status, body) = call(
-                &app,
+                app,
                 Method::POST,
                 "/internal/bootstrap/callback",
                 Some(callback),
@@ -296,7 +296,7 @@ async fn a_machine_walks_the_whole_script() {
             assert_eq!(body["status"], "ok");
         }
         let (status, _) = call(
-            &app,
+            app,
             Method::POST,
             "/internal/bootstrap/diagnostic",
             Some(callback),
@@ -305,13 +305,13 @@ async fn a_machine_walks_the_whole_script() {
         .await;
         assert_eq!(status, 200);
 
-        let (status, view) = get(&app, &format!("/v1/provisioning/instances/{id}"), Some(key)).await;
+        let (status, view) = get(app, &format!("/v1/provisioning/instances/{id}"), Some(key)).await;
         assert_eq!(status, 200, "{view}");
         assert_eq!(view["callback"]["seq"], 4);
         assert_eq!(view["callback"]["stage"], "ready");
         assert!(view["bootstrap_token"]["consumed_at"].is_string(), "{view}");
         assert!(view.get("agent_secrets").is_none());
-        let (_, logs) = get(&app, &format!("/v1/provisioning/instances/{id}/logs"), Some(key)).await;
+        let (_, logs) = get(app, &format!("/v1/provisioning/instances/{id}/logs"), Some(key)).await;
         let stages: Vec<&str> = logs["logs"]
             .as_array()
             .unwrap()
@@ -330,13 +330,12 @@ async fn a_machine_walks_the_whole_script() {
 #[tokio::test(flavor = "multi_thread")]
 async fn each_error_of_the_seed_is_answered_as_documented() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let tenant = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (state, app, tenant) = (&t.state, &t.app, t.tenant);
         let key = tenant_key(&db.store, tenant, ApiKeyRole::Operator).await;
         let key = key.expose();
-        let (id, token) = ready_instance(&app, key, None).await;
-        let cert = |body: Value| call(&app, Method::POST, "/internal/bootstrap/cert", None, body);
+        let (id, token) = ready_instance(app, key, None).await;
+        let cert = |body: Value| call(app, Method::POST, "/internal/bootstrap/cert", None, body);
 
         // /cert: a malformed token or CSR is 400, an unknown token 401.
         let machine = Machine::new();
@@ -355,15 +354,15 @@ async fn each_error_of_the_seed_is_answered_as_documented() {
 
         // /secrets: no certificate, a stranger's, an expired one: 401.
         let mut machine = Machine::new();
-        let session = issue(&app, &token, &mut machine).await;
-        let (status, _) = fetch_secrets(&app, &Machine::new(), &session).await;
+        let session = issue(app, &token, &mut machine).await;
+        let (status, _) = fetch_secrets(app, &Machine::new(), &session).await;
         assert_eq!(status, 401);
         let (stranger, _) = CertificateAuthority::generate(now()).unwrap();
         let foreign = stranger
             .sign_machine_csr(&machine.csr(), uuid::Uuid::parse_str(&id).unwrap(), uuid::Uuid::parse_str(&session).unwrap(), now(), Duration::hours(1))
             .unwrap();
         let impostor = Machine { key: rcgen::KeyPair::generate().unwrap(), certificate: Some(foreign.der.to_vec()) };
-        let (status, body) = fetch_secrets(&app, &impostor, &session).await;
+        let (status, body) = fetch_secrets(app, &impostor, &session).await;
         assert_eq!((status, body["code"].as_str()), (401, Some("invalid_client_certificate")));
         let expired = state
             .keys
@@ -372,51 +371,51 @@ async fn each_error_of_the_seed_is_answered_as_documented() {
             .sign_machine_csr(&machine.csr(), uuid::Uuid::parse_str(&id).unwrap(), uuid::Uuid::parse_str(&session).unwrap(), now() - Duration::hours(3), Duration::hours(1))
             .unwrap();
         let late = Machine { key: rcgen::KeyPair::generate().unwrap(), certificate: Some(expired.der.to_vec()) };
-        assert_eq!(fetch_secrets(&app, &late, &session).await.0, 401);
+        assert_eq!(fetch_secrets(app, &late, &session).await.0, 401);
 
         // Unknown session 404; another session's certificate 401.
-        let (status, _) = fetch_secrets(&app, &machine, &uuid::Uuid::now_v7().to_string()).await;
+        let (status, _) = fetch_secrets(app, &machine, &uuid::Uuid::now_v7().to_string()).await;
         assert_eq!(status, 404);
         let mut other = Machine::new();
-        let other_session = issue(&app, &token, &mut other).await;
-        assert_eq!(fetch_secrets(&app, &other, &session).await.0, 401);
+        let other_session = issue(app, &token, &mut other).await;
+        assert_eq!(fetch_secrets(app, &other, &session).await.0, 401);
 
         // The first /secrets wins; again, or through another session: 410.
-        assert_eq!(fetch_secrets(&app, &machine, &session).await.0, 200);
-        let (status, body) = fetch_secrets(&app, &machine, &session).await;
+        assert_eq!(fetch_secrets(app, &machine, &session).await.0, 200);
+        let (status, body) = fetch_secrets(app, &machine, &session).await;
         assert_eq!((status, body["code"].as_str()), (410, Some("session_complete")));
-        assert_eq!(fetch_secrets(&app, &other, &other_session).await.0, 410);
+        assert_eq!(fetch_secrets(app, &other, &other_session).await.0, 410);
         // The token is now used: /cert refuses it.
         let (status, _) = cert(json!({ "bootstrap_token": token, "csr_pem": Machine::new().csr() })).await;
         assert_eq!(status, 401);
 
         // Downloads: certificate of another instance 401, no token 401.
-        let (other_id, other_token) = ready_instance(&app, key, None).await;
+        let (other_id, other_token) = ready_instance(app, key, None).await;
         let mut neighbour = Machine::new();
-        let neighbour_session = issue(&app, &other_token, &mut neighbour).await;
-        let (_, neighbour_secrets) = fetch_secrets(&app, &neighbour, &neighbour_session).await;
+        let neighbour_session = issue(app, &other_token, &mut neighbour).await;
+        let (_, neighbour_secrets) = fetch_secrets(app, &neighbour, &neighbour_session).await;
         let neighbour_token = neighbour_secrets["artifact_download_token"].as_str().unwrap();
         let bundle_path = format!("/internal/bootstrap/artifacts/{other_id}");
-        let (status, _) = download(&app, &bundle_path, machine.certificate.as_deref(), Some(neighbour_token)).await;
+        let (status, _) = download(app, &bundle_path, machine.certificate.as_deref(), Some(neighbour_token)).await;
         assert_eq!(status, 401);
-        let (status, _) = download(&app, &bundle_path, neighbour.certificate.as_deref(), None).await;
+        let (status, _) = download(app, &bundle_path, neighbour.certificate.as_deref(), None).await;
         assert_eq!(status, 401);
-        let (status, _) = download(&app, &bundle_path, None, Some(neighbour_token)).await;
+        let (status, _) = download(app, &bundle_path, None, Some(neighbour_token)).await;
         assert_eq!(status, 401);
         // No website was provisioned: 404, each try counted; then 429.
         let website_path = format!("/internal/bootstrap/artifacts/{other_id}/website");
         for _ in 0..3 {
-            let (status, _) = download(&app, &website_path, neighbour.certificate.as_deref(), Some(neighbour_token)).await;
+            let (status, _) = download(app, &website_path, neighbour.certificate.as_deref(), Some(neighbour_token)).await;
             assert_eq!(status, 404);
         }
-        let (status, _) = download(&app, &website_path, neighbour.certificate.as_deref(), Some(neighbour_token)).await;
+        let (status, _) = download(app, &website_path, neighbour.certificate.as_deref(), Some(neighbour_token)).await;
         assert_eq!(status, 429);
         // A completed transfer uses the token up.
-        let (status, bytes) = download(&app, &bundle_path, neighbour.certificate.as_deref(), Some(neighbour_token)).await;
+        let (status, bytes) = download(app, &bundle_path, neighbour.certificate.as_deref(), Some(neighbour_token)).await;
         assert_eq!((status, bytes.as_slice()), (200, BUNDLE));
         let mut used = 0;
         for _ in 0..50 {
-            used = download(&app, &bundle_path, neighbour.certificate.as_deref(), Some(neighbour_token)).await.0;
+            used = download(app, &bundle_path, neighbour.certificate.as_deref(), Some(neighbour_token)).await.0;
             if used == 401 {
                 break;
             }
@@ -429,26 +428,26 @@ async fn each_error_of_the_seed_is_answered_as_documented() {
         let callback = neighbour_secrets["callback_jwt"].as_str().unwrap();
         let path = "/internal/bootstrap/callback";
         let step = |seq: i64, stage: &str| json!({ "seq": seq, "stage": stage });
-        assert_eq!(post(&app, path, None, step(1, "installing")).await, 401);
-        assert_eq!(post(&app, path, Some("not.a.jwt"), step(1, "installing")).await, 401);
-        assert_eq!(post(&app, path, Some(callback), step(2, "installing")).await, 400);
-        assert_eq!(post(&app, path, Some(callback), step(5, "ready")).await, 400);
-        assert_eq!(post(&app, path, Some(callback), step(1, "booting")).await, 400);
-        assert_eq!(post(&app, path, Some(callback), step(1, "error")).await, 400);
-        assert_eq!(post(&app, path, Some(callback), step(1, "installing")).await, 200);
-        assert_eq!(post(&app, path, Some(callback), step(1, "installing")).await, 400);
+        assert_eq!(post(app, path, None, step(1, "installing")).await, 401);
+        assert_eq!(post(app, path, Some("not.a.jwt"), step(1, "installing")).await, 401);
+        assert_eq!(post(app, path, Some(callback), step(2, "installing")).await, 400);
+        assert_eq!(post(app, path, Some(callback), step(5, "ready")).await, 400);
+        assert_eq!(post(app, path, Some(callback), step(1, "booting")).await, 400);
+        assert_eq!(post(app, path, Some(callback), step(1, "error")).await, 400);
+        assert_eq!(post(app, path, Some(callback), step(1, "installing")).await, 200);
+        assert_eq!(post(app, path, Some(callback), step(1, "installing")).await, 400);
         let failed = json!({ "seq": 2, "stage": "error", "message": "apt failed" });
-        assert_eq!(post(&app, path, Some(callback), failed).await, 200);
-        assert_eq!(post(&app, path, Some(callback), step(3, "securing")).await, 400);
+        assert_eq!(post(app, path, Some(callback), failed).await, 200);
+        assert_eq!(post(app, path, Some(callback), step(3, "securing")).await, 400);
         let stray = state
             .mint(Audience::Callback, uuid::Uuid::now_v7(), tenant, 0, now(), Duration::hours(1))
             .unwrap()
             .0;
-        assert_eq!(post(&app, path, Some(&stray), step(1, "installing")).await, 404);
+        assert_eq!(post(app, path, Some(&stray), step(1, "installing")).await, 404);
         // An agent token is not a callback token.
         let bound = agent(&db.store, tenant, "worker-1", LifecycleState::Active).await;
         let agent_token = state.mint_agent_token(&bound, now()).unwrap().0;
-        assert_eq!(post(&app, path, Some(&agent_token), step(1, "installing")).await, 401);
+        assert_eq!(post(app, path, Some(&agent_token), step(1, "installing")).await, 401);
 
         // /diagnostic: the label, level and message are checked.
         let path = "/internal/bootstrap/diagnostic";
@@ -463,21 +462,21 @@ async fn each_error_of_the_seed_is_answered_as_documented() {
             (note("x".into(), "error", "y".repeat(2000)), 200),
         ];
         for (body, expected) in cases {
-            assert_eq!(post(&app, path, Some(callback), body).await, expected);
+            assert_eq!(post(app, path, Some(callback), body).await, expected);
         }
 
         // /early-diagnostic: the wrong token for the instance is 401.
-        let (third_id, third_token) = ready_instance(&app, key, None).await;
+        let (third_id, third_token) = ready_instance(app, key, None).await;
         let path = "/internal/bootstrap/early-diagnostic";
         let early = |token: &str, instance: &str| {
             json!({ "bootstrap_token": token, "instance_id": instance, "label": "boot", "message": "" })
         };
         let unknown = uuid::Uuid::now_v7().to_string();
-        assert_eq!(post(&app, path, None, early(&other_token, &third_id)).await, 401);
-        assert_eq!(post(&app, path, None, early(&third_token, &unknown)).await, 401);
-        assert_eq!(post(&app, path, None, early(&third_token, &third_id)).await, 200);
+        assert_eq!(post(app, path, None, early(&other_token, &third_id)).await, 401);
+        assert_eq!(post(app, path, None, early(&third_token, &unknown)).await, 401);
+        assert_eq!(post(app, path, None, early(&third_token, &third_id)).await, 200);
         // ...and a used one too.
-        assert_eq!(post(&app, path, None, early(&other_token, &other_id)).await, 401);
+        assert_eq!(post(app, path, None, early(&other_token, &other_id)).await, 401);
     })
     .await;
 }
@@ -493,14 +492,13 @@ where
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_concurrent_secrets_calls_release_the_secrets_once() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let tenant = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (app, tenant) = (&t.app, t.tenant);
         let key = tenant_key(&db.store, tenant, ApiKeyRole::Operator).await;
-        let (_, token) = ready_instance(&app, key.expose(), None).await;
+        let (_, token) = ready_instance(app, key.expose(), None).await;
         let mut machine = Machine::new();
-        let session = issue(&app, &token, &mut machine).await;
-        let calls = (0..20).map(|_| fetch_secrets(&app, &machine, &session));
+        let session = issue(app, &token, &mut machine).await;
+        let calls = (0..20).map(|_| fetch_secrets(app, &machine, &session));
         let statuses: Vec<u16> = futures_util::future::join_all(calls)
             .await
             .into_iter()
@@ -525,15 +523,14 @@ async fn twenty_concurrent_secrets_calls_release_the_secrets_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn tokens_that_expired_and_instances_not_ready_are_refused() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let tenant = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (app, tenant) = (&t.app, t.tenant);
         let key = tenant_key(&db.store, tenant, ApiKeyRole::Operator).await;
         let key = key.expose();
 
         // Nothing attached yet: /cert says so without using the token up.
         let (status, created) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/provisioning/instances",
             Some(key),
@@ -543,7 +540,7 @@ async fn tokens_that_expired_and_instances_not_ready_are_refused() {
         assert_eq!(status, 201);
         let token = created["bootstrap_token"].as_str().unwrap();
         let (status, body) = call(
-            &app,
+            app,
             Method::POST,
             "/internal/bootstrap/cert",
             None,
@@ -582,7 +579,7 @@ async fn tokens_that_expired_and_instances_not_ready_are_refused() {
             .await
             .unwrap();
         let (status, _) = call(
-            &app,
+            app,
             Method::POST,
             "/internal/bootstrap/cert",
             None,
@@ -594,7 +591,7 @@ async fn tokens_that_expired_and_instances_not_ready_are_refused() {
         // The operator side: bad input 400, another tenant's instance 404,
         // a key without the permission 403.
         let (status, _) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/provisioning/instances",
             Some(key),
@@ -604,7 +601,7 @@ async fn tokens_that_expired_and_instances_not_ready_are_refused() {
         assert_eq!(status, 400);
         // Bound to an agent the tenant does not have: 404.
         let (status, problem) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/provisioning/instances",
             Some(key),
@@ -622,13 +619,13 @@ async fn tokens_that_expired_and_instances_not_ready_are_refused() {
             "/v1/provisioning/instances/{}",
             created["instance_id"].as_str().unwrap()
         );
-        assert_eq!(get(&app, &path, Some(other_key.expose())).await.0, 404);
+        assert_eq!(get(app, &path, Some(other_key.expose())).await.0, 404);
         let auditor = tenant_key(&db.store, tenant, ApiKeyRole::Auditor).await;
-        assert_eq!(get(&app, &path, Some(auditor.expose())).await.0, 403);
-        let (status, _) = upload(&app, key, &format!("{path}/artifact"), BUNDLE, None).await;
+        assert_eq!(get(app, &path, Some(auditor.expose())).await.0, 403);
+        let (status, _) = upload(app, key, &format!("{path}/artifact"), BUNDLE, None).await;
         assert_eq!(status, 400, "the bundle needs its plaintext hash");
         let (status, _) = upload(
-            &app,
+            app,
             key,
             &format!("{path}/website"),
             WEBSITE,
@@ -639,7 +636,7 @@ async fn tokens_that_expired_and_instances_not_ready_are_refused() {
 
         // PATCH: what is attached changes; a document that is no object is 400.
         let (status, patched) = call(
-            &app,
+            app,
             Method::PATCH,
             &path,
             Some(key),
@@ -652,7 +649,7 @@ async fn tokens_that_expired_and_instances_not_ready_are_refused() {
             "{patched}"
         );
         let (status, _) = call(
-            &app,
+            app,
             Method::PATCH,
             &path,
             Some(key),
@@ -663,7 +660,7 @@ async fn tokens_that_expired_and_instances_not_ready_are_refused() {
         // Another tenant's instance does not exist for any operator route.
         let other_key = other_key.expose();
         let (status, _) = call(
-            &app,
+            app,
             Method::PATCH,
             &path,
             Some(other_key),
@@ -672,12 +669,12 @@ async fn tokens_that_expired_and_instances_not_ready_are_refused() {
         .await;
         assert_eq!(status, 404);
         assert_eq!(
-            get(&app, &format!("{path}/logs"), Some(other_key)).await.0,
+            get(app, &format!("{path}/logs"), Some(other_key)).await.0,
             404
         );
         for (kind, plain) in [("artifact", Some(sha256_label(b"p"))), ("website", None)] {
             let (status, _) = upload(
-                &app,
+                app,
                 other_key,
                 &format!("{path}/{kind}"),
                 BUNDLE,
@@ -693,19 +690,18 @@ async fn tokens_that_expired_and_instances_not_ready_are_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_machine_certificate_reads_its_agents_own_state_and_nothing_more() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let tenant = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (app, tenant) = (&t.app, t.tenant);
         let key = tenant_key(&db.store, tenant, ApiKeyRole::Operator).await;
         agent(&db.store, tenant, "builder", LifecycleState::Active).await;
-        let (_, token) = ready_instance(&app, key.expose(), Some("builder")).await;
+        let (_, token) = ready_instance(app, key.expose(), Some("builder")).await;
         let mut machine = Machine::new();
-        let session = issue(&app, &token, &mut machine).await;
+        let session = issue(app, &token, &mut machine).await;
         let certificate = machine.certificate.as_deref();
 
         let request = |method: Method, path: &'static str| {
             with_certificate(
-                &app,
+                app,
                 test::TestRequest::default()
                     .method(method)
                     .uri(path)
@@ -723,10 +719,10 @@ async fn a_machine_certificate_reads_its_agents_own_state_and_nothing_more() {
             (401, Some("certificate_session_incomplete"))
         );
         let mut spare = Machine::new();
-        issue(&app, &token, &mut spare).await;
-        assert_eq!(fetch_secrets(&app, &machine, &session).await.0, 200);
+        issue(app, &token, &mut spare).await;
+        assert_eq!(fetch_secrets(app, &machine, &session).await.0, 200);
         let spare_status = with_certificate(
-            &app,
+            app,
             test::TestRequest::get().uri("/v1/agent/status"),
             "/v1/agent/status",
             spare.certificate.as_deref(),
@@ -751,12 +747,12 @@ async fn a_machine_certificate_reads_its_agents_own_state_and_nothing_more() {
         );
 
         // An instance bound to no agent: its certificate is no agent's.
-        let (_, token) = ready_instance(&app, key.expose(), None).await;
+        let (_, token) = ready_instance(app, key.expose(), None).await;
         let mut unbound = Machine::new();
-        let unbound_session = issue(&app, &token, &mut unbound).await;
-        assert_eq!(fetch_secrets(&app, &unbound, &unbound_session).await.0, 200);
+        let unbound_session = issue(app, &token, &mut unbound).await;
+        assert_eq!(fetch_secrets(app, &unbound, &unbound_session).await.0, 200);
         let (status, _) = with_certificate(
-            &app,
+            app,
             test::TestRequest::get().uri("/v1/agent/status"),
             "/v1/agent/status",
             unbound.certificate.as_deref(),
@@ -771,14 +767,13 @@ async fn a_machine_certificate_reads_its_agents_own_state_and_nothing_more() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_provision_log_refuses_more_diagnostics() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let tenant = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (state, app, tenant) = (&t.state, &t.app, t.tenant);
         let key = tenant_key(&db.store, tenant, ApiKeyRole::Operator).await;
-        let (id, token) = ready_instance(&app, key.expose(), None).await;
+        let (id, token) = ready_instance(app, key.expose(), None).await;
         let path = "/internal/bootstrap/early-diagnostic";
         let note = json!({ "bootstrap_token": token, "instance_id": id, "label": "x", "message": "" });
-        assert_eq!(post(&app, path, None, note.clone()).await, 200);
+        assert_eq!(post(app, path, None, note.clone()).await, 200);
         // Fill the log to its 10,000 lines in one statement.
         let fill = match db.backend() {
             agentry_store::Backend::Postgres => {
@@ -794,15 +789,15 @@ async fn a_full_provision_log_refuses_more_diagnostics() {
             }
         };
         db.execute_raw(fill).await;
-        let (status, problem) = call(&app, Method::POST, path, None, note).await;
+        let (status, problem) = call(app, Method::POST, path, None, note).await;
         assert_eq!((status, problem["code"].as_str()), (429, Some("provision_log_full")));
         // The machine's own diagnostics after /secrets meet the same wall.
         let instance = uuid::Uuid::parse_str(&id).unwrap();
         let callback = state.mint(Audience::Callback, instance, tenant, 0, now(), Duration::hours(1)).unwrap().0;
         let late = json!({ "label": "x", "level": "info", "message": "" });
-        let (status, problem) = call(&app, Method::POST, "/internal/bootstrap/diagnostic", Some(&callback), late).await;
+        let (status, problem) = call(app, Method::POST, "/internal/bootstrap/diagnostic", Some(&callback), late).await;
         assert_eq!((status, problem["code"].as_str()), (429, Some("provision_log_full")));
-        let (_, logs) = get(&app, &format!("/v1/provisioning/instances/{id}/logs"), Some(key.expose())).await;
+        let (_, logs) = get(app, &format!("/v1/provisioning/instances/{id}/logs"), Some(key.expose())).await;
         assert_eq!(logs["total"], 10_000);
         assert_eq!(logs["logs"].as_array().map(Vec::len), Some(1000));
     })
@@ -815,14 +810,13 @@ async fn a_full_provision_log_refuses_more_diagnostics() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_machine_routes_refuse_bad_bodies_uploads_and_retries() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let tenant = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (state, app, tenant) = (&t.state, &t.app, t.tenant);
         let key = tenant_key(&db.store, tenant, ApiKeyRole::Operator).await;
         let key = key.expose();
-        let (id, token) = ready_instance(&app, key, None).await;
+        let (id, token) = ready_instance(app, key, None).await;
         let mut machine = Machine::new();
-        let session = issue(&app, &token, &mut machine).await;
+        let session = issue(app, &token, &mut machine).await;
         let certificate = machine.certificate.as_deref();
 
         // /secrets: a body that is not the request, too large, or not JSON.
@@ -855,7 +849,7 @@ async fn the_machine_routes_refuse_bad_bodies_uploads_and_retries() {
             ),
         ];
         for (request, expected, code) in cases {
-            let (status, problem) = with_certificate(&app, request, path, certificate, None).await;
+            let (status, problem) = with_certificate(app, request, path, certificate, None).await;
             assert_eq!(
                 (status, problem["code"].as_str()),
                 (expected, Some(code)),
@@ -863,14 +857,14 @@ async fn the_machine_routes_refuse_bad_bodies_uploads_and_retries() {
             );
         }
         // None of them used the session up.
-        let (status, secrets) = fetch_secrets(&app, &machine, &session).await;
+        let (status, secrets) = fetch_secrets(app, &machine, &session).await;
         assert_eq!(status, 200, "{secrets}");
         let download_token = secrets["artifact_download_token"].as_str().unwrap();
 
         // The bundle: a path that is no instance id is 404; three transfers
         // that break off spend the token's tries, the fourth is 429.
         let (status, _) = download(
-            &app,
+            app,
             "/internal/bootstrap/artifacts/build-box-1",
             certificate,
             Some(download_token),
@@ -886,12 +880,12 @@ async fn the_machine_routes_refuse_bad_bodies_uploads_and_retries() {
                     STANDARD.encode(certificate.unwrap()),
                 ))
                 .insert_header(("x-download-token", download_token));
-            let response = test::call_service(&app, request.to_request()).await;
+            let response = test::call_service(app, request.to_request()).await;
             assert_eq!(response.status().as_u16(), 200);
             // The connection drops before the body is read.
             drop(response);
         }
-        let (status, _) = download(&app, &bundle_path, certificate, Some(download_token)).await;
+        let (status, _) = download(app, &bundle_path, certificate, Some(download_token)).await;
         assert_eq!(status, 429);
 
         // Uploads: past --max-artifact-bytes 413, a body that does not hash
@@ -899,7 +893,7 @@ async fn the_machine_routes_refuse_bad_bodies_uploads_and_retries() {
         let artifact_path = format!("/v1/provisioning/instances/{id}/artifact");
         let too_large = vec![0_u8; (1 << 20) + 1];
         let (status, problem) = upload(
-            &app,
+            app,
             key,
             &artifact_path,
             too_large,
@@ -923,14 +917,14 @@ async fn the_machine_routes_refuse_bad_bodies_uploads_and_retries() {
             if let Some(plain) = plain {
                 request = request.insert_header(("x-bundle-plain-hash", plain));
             }
-            let (status, problem) = send(&app, request, path, Some(key)).await;
+            let (status, problem) = send(app, request, path, Some(key)).await;
             assert_eq!(
                 (status, problem["code"].as_str()),
                 (422, Some("hash_mismatch")),
                 "{path}"
             );
         }
-        let (_, view) = get(&app, &format!("/v1/provisioning/instances/{id}"), Some(key)).await;
+        let (_, view) = get(app, &format!("/v1/provisioning/instances/{id}"), Some(key)).await;
         assert_eq!(
             view["artifact"]["artifact_cipher_hash"],
             sha256_label(BUNDLE),
@@ -956,7 +950,7 @@ async fn the_machine_routes_refuse_bad_bodies_uploads_and_retries() {
             .0;
         let note = json!({ "label": "late", "level": "info", "message": "" });
         assert_eq!(
-            post(&app, "/internal/bootstrap/diagnostic", Some(&stray), note).await,
+            post(app, "/internal/bootstrap/diagnostic", Some(&stray), note).await,
             404
         );
     })

@@ -20,6 +20,7 @@ mod profiles;
 mod registry;
 mod secrets_in_logs;
 mod service;
+mod test_app;
 mod united;
 mod workspace;
 
@@ -66,7 +67,8 @@ pub(crate) async fn state_with(db: &TestDb, change: impl FnOnce(&mut Settings)) 
 
 pub(crate) async fn app(
     state: &AppState,
-) -> impl Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error> {
+) -> impl Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error> + use<>
+{
     test::init_service(
         agentry_http::app(state.clone())
             .configure(guard::test_routes)

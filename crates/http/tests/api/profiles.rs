@@ -7,14 +7,14 @@ use agentry_store::now;
 use agentry_testkit::on_both_backends;
 use serde_json::json;
 
-use crate::{agent, api_key, app, call, get, state_for, tenant, tenant_key};
+use crate::test_app::TestApp;
+use crate::{agent, api_key, call, get, tenant_key};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn profiles_are_created_listed_read_patched_and_deleted_by_role() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (app, acme) = (&t.app, t.tenant);
         let (admin, _) =
             api_key(&db.store, acme, ApiKeyKind::Tenant(ApiKeyRole::Admin), None).await;
         let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
@@ -32,7 +32,7 @@ async fn profiles_are_created_listed_read_patched_and_deleted_by_role() {
             "metadata": {}
         });
         let (status, body) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/agent/profiles",
             Some(operator.expose()),
@@ -43,7 +43,7 @@ async fn profiles_are_created_listed_read_patched_and_deleted_by_role() {
         assert_eq!(body["profile"]["lifecycleState"], "provisioned");
         assert_eq!(body["profile"]["ownerId"], "user-123");
         let (status, body) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/agent/profiles",
             Some(operator.expose()),
@@ -52,7 +52,7 @@ async fn profiles_are_created_listed_read_patched_and_deleted_by_role() {
         .await;
         assert_eq!((status, body["code"].as_str()), (409, Some("agent_exists")));
         let (status, _) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/agent/profiles",
             Some(auditor.expose()),
@@ -61,7 +61,7 @@ async fn profiles_are_created_listed_read_patched_and_deleted_by_role() {
         .await;
         assert_eq!(status, 403);
         let (status, body) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/agent/profiles",
             Some(operator.expose()),
@@ -74,17 +74,17 @@ async fn profiles_are_created_listed_read_patched_and_deleted_by_role() {
             "missing agentId"
         );
 
-        let (status, body) = get(&app, "/v1/agent/profiles", Some(auditor.expose())).await;
+        let (status, body) = get(app, "/v1/agent/profiles", Some(auditor.expose())).await;
         assert_eq!((status, &body["total"]), (200, &json!(1)));
         assert_eq!(body["profiles"][0]["agentId"], "my-agent-01");
         assert_eq!(
-            get(&app, "/v1/agent/profiles", Some(provisioner.expose()))
+            get(app, "/v1/agent/profiles", Some(provisioner.expose()))
                 .await
                 .0,
             403
         );
         let (status, body) = get(
-            &app,
+            app,
             "/v1/agent/profiles/my-agent-01",
             Some(auditor.expose()),
         )
@@ -94,13 +94,13 @@ async fn profiles_are_created_listed_read_patched_and_deleted_by_role() {
             (200, &json!("sales-team"))
         );
         assert_eq!(
-            get(&app, "/v1/agent/profiles/nobody-here", Some(admin.expose()))
+            get(app, "/v1/agent/profiles/nobody-here", Some(admin.expose()))
                 .await
                 .0,
             404
         );
         assert_eq!(
-            get(&app, "/v1/agent/profiles/NOT_A_SLUG", Some(admin.expose()))
+            get(app, "/v1/agent/profiles/NOT_A_SLUG", Some(admin.expose()))
                 .await
                 .0,
             404
@@ -116,7 +116,7 @@ async fn profiles_are_created_listed_read_patched_and_deleted_by_role() {
             "metadata": { "can_delegate": true }
         });
         let (status, body) = call(
-            &app,
+            app,
             Method::PATCH,
             "/v1/agent/profiles/my-agent-01",
             Some(operator.expose()),
@@ -132,7 +132,7 @@ async fn profiles_are_created_listed_read_patched_and_deleted_by_role() {
         );
         assert_eq!(body["profile"]["role"], "operator");
         let (status, body) = call(
-            &app,
+            app,
             Method::PATCH,
             "/v1/agent/profiles/my-agent-01",
             Some(operator.expose()),
@@ -144,7 +144,7 @@ async fn profiles_are_created_listed_read_patched_and_deleted_by_role() {
             (400, Some("invalid_request"))
         );
         let (status, body) = call(
-            &app,
+            app,
             Method::PATCH,
             "/v1/agent/profiles/my-agent-01",
             Some(operator.expose()),
@@ -157,7 +157,7 @@ async fn profiles_are_created_listed_read_patched_and_deleted_by_role() {
             "null clears"
         );
         let (status, body) = call(
-            &app,
+            app,
             Method::PATCH,
             "/v1/agent/profiles/my-agent-01",
             Some(operator.expose()),
@@ -169,13 +169,13 @@ async fn profiles_are_created_listed_read_patched_and_deleted_by_role() {
             (200, &serde_json::Value::Null)
         );
         // Cleared in the database, not only in the answer.
-        let (_, stored) = get(&app, "/v1/agent/profiles/my-agent-01", Some(admin.expose())).await;
+        let (_, stored) = get(app, "/v1/agent/profiles/my-agent-01", Some(admin.expose())).await;
         assert_eq!(stored["profile"]["ownerId"], serde_json::Value::Null);
         assert_eq!(stored["profile"]["budgetDailyUsd"], serde_json::Value::Null);
         assert_eq!(stored["profile"]["displayName"], "New Name");
 
         let (status, _) = call(
-            &app,
+            app,
             Method::DELETE,
             "/v1/agent/profiles/my-agent-01",
             Some(operator.expose()),
@@ -184,7 +184,7 @@ async fn profiles_are_created_listed_read_patched_and_deleted_by_role() {
         .await;
         assert_eq!(status, 403, "deletion is for admins");
         let (status, body) = call(
-            &app,
+            app,
             Method::DELETE,
             "/v1/agent/profiles/my-agent-01",
             Some(admin.expose()),
@@ -196,7 +196,7 @@ async fn profiles_are_created_listed_read_patched_and_deleted_by_role() {
             (200, json!({ "ok": true, "agentId": "my-agent-01" }))
         );
         assert_eq!(
-            get(&app, "/v1/agent/profiles/my-agent-01", Some(admin.expose()))
+            get(app, "/v1/agent/profiles/my-agent-01", Some(admin.expose()))
                 .await
                 .0,
             404
@@ -204,7 +204,7 @@ async fn profiles_are_created_listed_read_patched_and_deleted_by_role() {
         // Gone: neither patched nor deleted again.
         for method in [Method::PATCH, Method::DELETE] {
             let (status, body) = call(
-                &app,
+                app,
                 method.clone(),
                 "/v1/agent/profiles/my-agent-01",
                 Some(admin.expose()),
@@ -224,18 +224,17 @@ async fn profiles_are_created_listed_read_patched_and_deleted_by_role() {
 #[tokio::test(flavor = "multi_thread")]
 async fn lifecycle_transitions_follow_the_table_with_the_seeds_status_codes() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (state, app, acme) = (&t.state, &t.app, t.tenant);
         let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
         let auditor = tenant_key(&db.store, acme, ApiKeyRole::Auditor).await;
         let worker = agent(&db.store, acme, "worker", LifecycleState::Active).await;
         let (token, _) = state.mint_agent_token(&worker, now()).unwrap();
-        assert_eq!(get(&app, "/v1/agent/status", Some(&token)).await.0, 200);
+        assert_eq!(get(app, "/v1/agent/status", Some(&token)).await.0, 200);
         let path = "/v1/agent/profiles/lifecycle/worker";
         let key = Some(operator.expose());
         let (status, body) = call(
-            &app,
+            app,
             Method::PATCH,
             path,
             key,
@@ -247,7 +246,7 @@ async fn lifecycle_transitions_follow_the_table_with_the_seeds_status_codes() {
             (200, &json!("quarantined"))
         );
         let (status, body) = call(
-            &app,
+            app,
             Method::PATCH,
             path,
             key,
@@ -258,22 +257,16 @@ async fn lifecycle_transitions_follow_the_table_with_the_seeds_status_codes() {
             (status, body["code"].as_str()),
             (409, Some("invalid_transition"))
         );
-        let (status, body) = call(
-            &app,
-            Method::PATCH,
-            path,
-            key,
-            json!({ "state": "deleted" }),
-        )
-        .await;
+        let (status, body) =
+            call(app, Method::PATCH, path, key, json!({ "state": "deleted" })).await;
         assert_eq!(
             (status, body["code"].as_str()),
             (400, Some("invalid_state"))
         );
-        let (status, _) = call(&app, Method::PATCH, path, key, json!({})).await;
+        let (status, _) = call(app, Method::PATCH, path, key, json!({})).await;
         assert_eq!(status, 400);
         let (status, _) = call(
-            &app,
+            app,
             Method::PATCH,
             path,
             Some(auditor.expose()),
@@ -282,7 +275,7 @@ async fn lifecycle_transitions_follow_the_table_with_the_seeds_status_codes() {
         .await;
         assert_eq!(status, 403);
         let (status, _) = call(
-            &app,
+            app,
             Method::PATCH,
             "/v1/agent/profiles/lifecycle/nobody",
             key,
@@ -291,7 +284,7 @@ async fn lifecycle_transitions_follow_the_table_with_the_seeds_status_codes() {
         .await;
         assert_eq!(status, 404);
         let (status, _) = call(
-            &app,
+            app,
             Method::PATCH,
             path,
             key,
@@ -300,7 +293,7 @@ async fn lifecycle_transitions_follow_the_table_with_the_seeds_status_codes() {
         .await;
         assert_eq!(status, 200);
         // The agent's token feels it on its next request.
-        let (status, body) = get(&app, "/v1/agent/status", Some(&token)).await;
+        let (status, body) = get(app, "/v1/agent/status", Some(&token)).await;
         assert_eq!(
             (status, body["code"].as_str()),
             (402, Some("agent_suspended"))
@@ -312,21 +305,20 @@ async fn lifecycle_transitions_follow_the_table_with_the_seeds_status_codes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_agent_limits_map_is_read_replaced_and_merged_with_versions() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (app, acme) = (&t.app, t.tenant);
         let operator = tenant_key(&db.store, acme, ApiKeyRole::Operator).await;
         let auditor = tenant_key(&db.store, acme, ApiKeyRole::Auditor).await;
         let key = Some(operator.expose());
-        let (status, body) = get(&app, "/v1/agent-limits", key).await;
+        let (status, body) = get(app, "/v1/agent-limits", key).await;
         assert_eq!((status, body), (200, json!({ "agentLimits": {}, "version": 0 })));
         // Seed 001's bodies, as written.
-        let (status, body) = call(&app, Method::PUT, "/v1/agent-limits", key, json!({
+        let (status, body) = call(app, Method::PUT, "/v1/agent-limits", key, json!({
             "agent:my-agent-01": { "maxBudgetUsd": 10.0, "maxRequestsPerMinute": 60 }
         })).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["version"], 1);
-        let (status, body) = call(&app, Method::PATCH, "/v1/agent-limits", key, json!({
+        let (status, body) = call(app, Method::PATCH, "/v1/agent-limits", key, json!({
             "agent:my-agent-01": { "maxBudgetUsd": 15.0 },
             "agent:old-agent": null
         })).await;
@@ -335,7 +327,7 @@ async fn the_agent_limits_map_is_read_replaced_and_merged_with_versions() {
             "agentLimits": { "agent:my-agent-01": { "maxBudgetUsd": 15.0, "maxRequestsPerMinute": 60 } },
             "version": 2
         }));
-        let (status, body) = call(&app, Method::PATCH, "/v1/agent-limits", key, json!({ "agent:my-agent-01": null })).await;
+        let (status, body) = call(app, Method::PATCH, "/v1/agent-limits", key, json!({ "agent:my-agent-01": null })).await;
         assert_eq!((status, &body["agentLimits"]), (200, &json!({})));
         for bad in [
             json!({ "agent:a": { "maxBudgetUsd": -1 } }),
@@ -344,17 +336,17 @@ async fn the_agent_limits_map_is_read_replaced_and_merged_with_versions() {
             json!({ "agent:a": "five dollars" }),
         ] {
             for method in [Method::PUT, Method::PATCH] {
-                let (status, body) = call(&app, method, "/v1/agent-limits", key, bad.clone()).await;
+                let (status, body) = call(app, method, "/v1/agent-limits", key, bad.clone()).await;
                 assert_eq!(status, 400, "{bad}: {body}");
             }
         }
-        assert_eq!(get(&app, "/v1/agent-limits", Some(auditor.expose())).await.0, 403);
+        assert_eq!(get(app, "/v1/agent-limits", Some(auditor.expose())).await.0, 403);
         assert_eq!(db.store.agent_limits(acme).await.unwrap().version, 3, "refused writes wrote nothing");
         // JSON Schema's integers include 45.0, which a client computing in
         // floats sends; 45.5 is still refused.
-        let (status, body) = call(&app, Method::PATCH, "/v1/agent-limits", key, json!({ "agent:float": { "maxRequestsPerMinute": 45.0 } })).await;
+        let (status, body) = call(app, Method::PATCH, "/v1/agent-limits", key, json!({ "agent:float": { "maxRequestsPerMinute": 45.0 } })).await;
         assert_eq!((status, &body["agentLimits"]["agent:float"]["maxRequestsPerMinute"]), (200, &json!(45)), "{body}");
-        let (status, _) = call(&app, Method::PATCH, "/v1/agent-limits", key, json!({ "agent:float": { "maxRequestsPerMinute": 45.5 } })).await;
+        let (status, _) = call(app, Method::PATCH, "/v1/agent-limits", key, json!({ "agent:float": { "maxRequestsPerMinute": 45.5 } })).await;
         assert_eq!(status, 400);
     })
     .await;
@@ -363,12 +355,11 @@ async fn the_agent_limits_map_is_read_replaced_and_merged_with_versions() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_created_profile_takes_the_seeds_lifecycle_example_before_its_first_bootstrap() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (_state, app, acme) = (&t.state, &t.app, t.tenant);
         let admin = tenant_key(&db.store, acme, ApiKeyRole::Admin).await;
         let (status, body) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/agent/profiles",
             Some(admin.expose()),
@@ -378,7 +369,7 @@ async fn a_created_profile_takes_the_seeds_lifecycle_example_before_its_first_bo
         assert_eq!(status, 201, "{body}");
         // Seed 001's lifecycle body, as printed, on the fresh profile.
         let (status, body) = call(
-            &app,
+            app,
             Method::PATCH,
             "/v1/agent/profiles/lifecycle/my-agent-01",
             Some(admin.expose()),
@@ -390,7 +381,7 @@ async fn a_created_profile_takes_the_seeds_lifecycle_example_before_its_first_bo
         // Quarantine keeps it out of service: a bootstrap gives a token that
         // only reads its own state.
         let (status, body) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/agent/bootstrap",
             Some(admin.expose()),
@@ -401,7 +392,7 @@ async fn a_created_profile_takes_the_seeds_lifecycle_example_before_its_first_bo
         assert_eq!(body["profile"]["lifecycleState"], "quarantined", "{body}");
         let token = body["jwt"].as_str().unwrap();
         let (status, refused) = call(
-            &app,
+            app,
             Method::POST,
             "/v1/agent/spend",
             Some(token),

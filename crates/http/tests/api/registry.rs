@@ -14,7 +14,8 @@ use agentry_store::{NewAgent, Store, now};
 use agentry_testkit::on_both_backends;
 use serde_json::{Value, json};
 
-use crate::{app, call, get, send, state_for, tenant, tenant_key};
+use crate::test_app::TestApp;
+use crate::{call, get, send, tenant, tenant_key};
 
 /// `method path` with the tenant header, a bearer key and an optional body.
 async fn registry<S>(
@@ -52,14 +53,13 @@ fn seed_registration() -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_seeds_examples_get_the_documented_answers() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let tenant = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (app, tenant) = (&t.app, t.tenant);
         let key = tenant_key(&db.store, tenant, ApiKeyRole::Operator).await;
         let (key, tenant_id) = (key.expose(), tenant.to_string());
 
         let (status, created) = registry(
-            &app,
+            app,
             Method::POST,
             "/api/v1/agents",
             key,
@@ -90,7 +90,7 @@ async fn the_seeds_examples_get_the_documented_answers() {
         assert_eq!(profile.lifecycle_state, LifecycleState::Active);
 
         let (status, page) = registry(
-            &app,
+            app,
             Method::GET,
             "/api/v1/agents",
             key,
@@ -105,14 +105,14 @@ async fn the_seeds_examples_get_the_documented_answers() {
         assert_eq!(page["pagination"]["hasMore"], false);
 
         let path = format!("/api/v1/agents/{agent_id}");
-        let (status, one) = registry(&app, Method::GET, &path, key, Some(&tenant_id), None).await;
+        let (status, one) = registry(app, Method::GET, &path, key, Some(&tenant_id), None).await;
         assert_eq!(status, 200, "{one}");
         assert_eq!(one["data"]["description"], "Customer support AI agent");
         assert_eq!(one["data"]["metadata"]["model"], "claude-3-5-sonnet");
         assert!(one["data"]["revokedAt"].is_null());
 
         let (status, rotated) = registry(
-            &app,
+            app,
             Method::POST,
             &format!("{path}/rotate-key"),
             key,
@@ -126,23 +126,23 @@ async fn the_seeds_examples_get_the_documented_answers() {
         assert!(rotated["data"]["rotatedAt"].is_string());
 
         let (status, revoked) =
-            registry(&app, Method::DELETE, &path, key, Some(&tenant_id), None).await;
+            registry(app, Method::DELETE, &path, key, Some(&tenant_id), None).await;
         assert_eq!(status, 200, "{revoked}");
         assert_eq!(revoked["data"]["status"], "revoked");
         let revoked_at = revoked["data"]["revokedAt"].clone();
         assert!(revoked_at.is_string());
         // Idempotent: the same answer again.
         let (status, again) =
-            registry(&app, Method::DELETE, &path, key, Some(&tenant_id), None).await;
+            registry(app, Method::DELETE, &path, key, Some(&tenant_id), None).await;
         assert_eq!((status, &again["data"]["revokedAt"]), (200, &revoked_at));
-        let (_, one) = registry(&app, Method::GET, &path, key, None, None).await;
+        let (_, one) = registry(app, Method::GET, &path, key, None, None).await;
         assert_eq!(
             (&one["data"]["status"], &one["data"]["revokedAt"]),
             (&json!("revoked"), &revoked_at)
         );
         // A revoked agent's key cannot be rotated back to life.
         let (status, _) = registry(
-            &app,
+            app,
             Method::POST,
             &format!("{path}/rotate-key"),
             key,
@@ -152,7 +152,7 @@ async fn the_seeds_examples_get_the_documented_answers() {
         .await;
         assert_eq!(status, 409);
         let (status, body) = registry(
-            &app,
+            app,
             Method::POST,
             &format!("/api/v1/agents/{}/rotate-key", uuid::Uuid::now_v7()),
             key,
@@ -172,25 +172,17 @@ async fn the_seeds_examples_get_the_documented_answers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_tenant_header_must_name_the_keys_tenant() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let acme = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (app, acme) = (&t.app, t.tenant);
         let other = tenant(&db.store, "other").await;
         let key = tenant_key(&db.store, acme, ApiKeyRole::Admin).await;
         let key = key.expose();
         let body = Some(seed_registration());
-        let (status, _) = registry(
-            &app,
-            Method::POST,
-            "/api/v1/agents",
-            key,
-            None,
-            body.clone(),
-        )
-        .await;
+        let (status, _) =
+            registry(app, Method::POST, "/api/v1/agents", key, None, body.clone()).await;
         assert_eq!(status, 400, "the header is required to register");
         let (status, problem) = registry(
-            &app,
+            app,
             Method::POST,
             "/api/v1/agents",
             key,
@@ -200,7 +192,7 @@ async fn the_tenant_header_must_name_the_keys_tenant() {
         .await;
         assert_eq!((status, problem["code"].as_str()), (404, Some("not_found")));
         let (status, _) = registry(
-            &app,
+            app,
             Method::POST,
             "/api/v1/agents",
             key,
@@ -210,7 +202,7 @@ async fn the_tenant_header_must_name_the_keys_tenant() {
         .await;
         assert_eq!(status, 404);
         let (status, _) = registry(
-            &app,
+            app,
             Method::POST,
             "/api/v1/agents",
             key,
@@ -219,19 +211,12 @@ async fn the_tenant_header_must_name_the_keys_tenant() {
         )
         .await;
         assert_eq!(status, 404);
-        let (status, _) = registry(
-            &app,
-            Method::GET,
-            "/api/v1/agents",
-            key,
-            Some("other"),
-            None,
-        )
-        .await;
+        let (status, _) =
+            registry(app, Method::GET, "/api/v1/agents", key, Some("other"), None).await;
         assert_eq!(status, 404);
         // By name works as well as by id; nothing was created by the refusals.
         let (status, _) = registry(
-            &app,
+            app,
             Method::POST,
             "/api/v1/agents",
             key,
@@ -240,20 +225,13 @@ async fn the_tenant_header_must_name_the_keys_tenant() {
         )
         .await;
         assert_eq!(status, 201);
-        let (status, _) = registry(
-            &app,
-            Method::POST,
-            "/api/v1/agents",
-            key,
-            Some("acme"),
-            body,
-        )
-        .await;
+        let (status, _) =
+            registry(app, Method::POST, "/api/v1/agents", key, Some("acme"), body).await;
         assert_eq!(status, 409, "a name is unique in its tenant");
         // Another tenant's key does not see acme's agents.
         let other_key = tenant_key(&db.store, other, ApiKeyRole::Admin).await;
         let (_, page) = registry(
-            &app,
+            app,
             Method::GET,
             "/api/v1/agents",
             other_key.expose(),
@@ -265,7 +243,7 @@ async fn the_tenant_header_must_name_the_keys_tenant() {
         // An auditor may read, not register.
         let auditor = tenant_key(&db.store, acme, ApiKeyRole::Auditor).await;
         let (status, _) = registry(
-            &app,
+            app,
             Method::POST,
             "/api/v1/agents",
             auditor.expose(),
@@ -275,7 +253,7 @@ async fn the_tenant_header_must_name_the_keys_tenant() {
         .await;
         assert_eq!(status, 403);
         let (status, page) = registry(
-            &app,
+            app,
             Method::GET,
             "/api/v1/agents",
             auditor.expose(),
@@ -294,9 +272,8 @@ async fn the_tenant_header_must_name_the_keys_tenant() {
 #[tokio::test(flavor = "multi_thread")]
 async fn revoke_and_rotate_cut_credentials_off_on_the_next_request() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let tenant = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (state, app, tenant) = (&t.state, &t.app, t.tenant);
         let key = tenant_key(&db.store, tenant, ApiKeyRole::Operator).await;
         let key = key.expose();
         let register = |name: &str| json!({ "name": name, "trustLevel": "high" });
@@ -304,7 +281,7 @@ async fn revoke_and_rotate_cut_credentials_off_on_the_next_request() {
         // Rotation: the old key stops, the new one works, and so do only
         // tokens issued after it.
         let (_, created) = registry(
-            &app,
+            app,
             Method::POST,
             "/api/v1/agents",
             key,
@@ -324,10 +301,10 @@ async fn revoke_and_rotate_cut_credentials_off_on_the_next_request() {
             .unwrap()
             .unwrap();
         let old_token = state.mint_agent_token(&agent, now()).unwrap().0;
-        assert_eq!(get(&app, "/v1/agent/status", Some(&old_key)).await.0, 200);
-        assert_eq!(get(&app, "/v1/agent/status", Some(&old_token)).await.0, 200);
+        assert_eq!(get(app, "/v1/agent/status", Some(&old_key)).await.0, 200);
+        assert_eq!(get(app, "/v1/agent/status", Some(&old_token)).await.0, 200);
         let (_, rotated) = registry(
-            &app,
+            app,
             Method::POST,
             &format!("{path}/rotate-key"),
             key,
@@ -336,9 +313,9 @@ async fn revoke_and_rotate_cut_credentials_off_on_the_next_request() {
         )
         .await;
         let new_key = rotated["data"]["apiKey"].as_str().unwrap();
-        assert_eq!(get(&app, "/v1/agent/status", Some(&old_key)).await.0, 401);
-        assert_eq!(get(&app, "/v1/agent/status", Some(&old_token)).await.0, 401);
-        let (status, me) = get(&app, "/v1/agent/status", Some(new_key)).await;
+        assert_eq!(get(app, "/v1/agent/status", Some(&old_key)).await.0, 401);
+        assert_eq!(get(app, "/v1/agent/status", Some(&old_token)).await.0, 401);
+        let (status, me) = get(app, "/v1/agent/status", Some(new_key)).await;
         assert_eq!(
             (status, &me["profile"]["agentId"]),
             (200, &json!("rotating"))
@@ -346,7 +323,7 @@ async fn revoke_and_rotate_cut_credentials_off_on_the_next_request() {
 
         // Revocation: an unexpired token and the key both stop at once.
         let (_, created) = registry(
-            &app,
+            app,
             Method::POST,
             "/api/v1/agents",
             key,
@@ -367,23 +344,23 @@ async fn revoke_and_rotate_cut_credentials_off_on_the_next_request() {
             .unwrap();
         let token = state.mint_agent_token(&agent, now()).unwrap().0;
         // Both are cached by the guard now; the revocation must still count.
-        assert_eq!(get(&app, "/v1/agent/status", Some(&agent_key)).await.0, 200);
-        assert_eq!(get(&app, "/v1/agent/status", Some(&token)).await.0, 200);
+        assert_eq!(get(app, "/v1/agent/status", Some(&agent_key)).await.0, 200);
+        assert_eq!(get(app, "/v1/agent/status", Some(&token)).await.0, 200);
         assert_eq!(
-            registry(&app, Method::DELETE, &path, key, None, None)
+            registry(app, Method::DELETE, &path, key, None, None)
                 .await
                 .0,
             200
         );
-        let (status, problem) = get(&app, "/v1/agent/status", Some(&agent_key)).await;
+        let (status, problem) = get(app, "/v1/agent/status", Some(&agent_key)).await;
         assert_eq!(
             (status, problem["code"].as_str()),
             (403, Some("agent_terminated"))
         );
-        let (status, _) = get(&app, "/v1/agent/status", Some(&token)).await;
+        let (status, _) = get(app, "/v1/agent/status", Some(&token)).await;
         assert_eq!(status, 403);
         let (status, _) = registry(
-            &app,
+            app,
             Method::GET,
             "/api/v1/agents?status=revoked",
             key,
@@ -409,14 +386,13 @@ fn registry_id(profile: &Value) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn revoked_at_is_set_however_the_agent_was_terminated() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let tenant = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (state, app, tenant) = (&t.state, &t.app, t.tenant);
         let admin = tenant_key(&db.store, tenant, ApiKeyRole::Admin).await;
         let key = admin.expose();
         let record = async |id: &str| {
             let path = format!("/api/v1/agents/{id}");
-            let (status, body) = registry(&app, Method::GET, &path, key, None, None).await;
+            let (status, body) = registry(app, Method::GET, &path, key, None, None).await;
             assert_eq!(status, 200, "{body}");
             body["data"].clone()
         };
@@ -433,7 +409,7 @@ async fn revoked_at_is_set_however_the_agent_was_terminated() {
                 "agent_id": slug, "budget_daily_usd": 5.0, "metadata": { "can_delegate": true }
             });
             let (status, body) =
-                call(&app, Method::POST, "/v1/agent/bootstrap", Some(key), body).await;
+                call(app, Method::POST, "/v1/agent/bootstrap", Some(key), body).await;
             assert_eq!(status, 201, "{body}");
             (
                 body["jwt"].as_str().unwrap().to_owned(),
@@ -446,7 +422,7 @@ async fn revoked_at_is_set_however_the_agent_was_terminated() {
                 body["ttl_seconds"] = json!(ttl);
             }
             let (status, created) =
-                call(&app, Method::POST, "/v1/agent/delegate", Some(jwt), body).await;
+                call(app, Method::POST, "/v1/agent/delegate", Some(jwt), body).await;
             assert_eq!(status, 201, "{created}");
             registry_id(&created["profile"])
         };
@@ -454,7 +430,7 @@ async fn revoked_at_is_set_however_the_agent_was_terminated() {
         // Seed 004's revoke.
         let (_, revoked) = bootstrap("by-registry").await;
         let path = format!("/api/v1/agents/{revoked}");
-        let (status, answer) = registry(&app, Method::DELETE, &path, key, None, None).await;
+        let (status, answer) = registry(app, Method::DELETE, &path, key, None, None).await;
         assert_eq!(status, 200, "{answer}");
         let at = assert_revoked(&revoked, "registry revoke").await;
         assert_eq!(answer["data"]["revokedAt"], at.as_str());
@@ -466,7 +442,7 @@ async fn revoked_at_is_set_however_the_agent_was_terminated() {
         assert!(record(&kid).await["revokedAt"].is_null());
         for to in ["suspended", "terminated"] {
             let (status, body) = call(
-                &app,
+                app,
                 Method::PATCH,
                 "/v1/agent/profiles/lifecycle/by-lifecycle",
                 Some(key),
@@ -485,7 +461,7 @@ async fn revoked_at_is_set_however_the_agent_was_terminated() {
         assert_eq!(assert_revoked(&kid, "cascade").await, at);
         // A revoke of an agent terminated another way answers the same time.
         let path = format!("/api/v1/agents/{kid}");
-        let (status, answer) = registry(&app, Method::DELETE, &path, key, None, None).await;
+        let (status, answer) = registry(app, Method::DELETE, &path, key, None, None).await;
         assert_eq!(
             (status, answer["data"]["revokedAt"].as_str()),
             (200, Some(at.as_str()))
@@ -495,7 +471,7 @@ async fn revoked_at_is_set_however_the_agent_was_terminated() {
         let (jwt, parent) = bootstrap("by-parent").await;
         let reclaimed = delegate(&jwt, "reclaimed-kid", None).await;
         let (status, body) = call(
-            &app,
+            app,
             Method::DELETE,
             "/v1/agent/sub-agents/reclaimed-kid",
             Some(&jwt),
@@ -543,9 +519,8 @@ async fn insert_agents(store: &Store, tenant: TenantId, prefix: &str, count: usi
 #[tokio::test(flavor = "multi_thread")]
 async fn pages_return_every_existing_agent_once_while_others_come_and_go() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let tenant = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (app, tenant) = (&t.app, t.tenant);
         let key = tenant_key(&db.store, tenant, ApiKeyRole::Operator).await;
         let key = key.expose();
         let existing = insert_agents(&db.store, tenant, "old", 250).await;
@@ -562,7 +537,7 @@ async fn pages_return_every_existing_agent_once_while_others_come_and_go() {
                 Some(cursor) => format!("/api/v1/agents?limit=37&cursor={cursor}"),
                 None => "/api/v1/agents?limit=37".to_owned(),
             };
-            let (status, page) = registry(&app, Method::GET, &path, key, None, None).await;
+            let (status, page) = registry(app, Method::GET, &path, key, None, None).await;
             assert_eq!(status, 200, "{page}");
             for agent in page["data"].as_array().unwrap() {
                 *seen
@@ -577,7 +552,7 @@ async fn pages_return_every_existing_agent_once_while_others_come_and_go() {
             if pages == 3 {
                 let revoke = format!("/api/v1/agents/{}", existing[200]);
                 assert_eq!(
-                    registry(&app, Method::DELETE, &revoke, key, None, None)
+                    registry(app, Method::DELETE, &revoke, key, None, None)
                         .await
                         .0,
                     200
@@ -605,7 +580,7 @@ async fn pages_return_every_existing_agent_once_while_others_come_and_go() {
 
         // Filters page the same way.
         let (_, high) = registry(
-            &app,
+            app,
             Method::GET,
             "/api/v1/agents?trustLevel=high&limit=100",
             key,
@@ -626,7 +601,7 @@ async fn pages_return_every_existing_agent_once_while_others_come_and_go() {
             + (0..5).filter(high_index).count();
         assert_eq!(high["data"].as_array().unwrap().len(), expected);
         let (_, revoked) = registry(
-            &app,
+            app,
             Method::GET,
             "/api/v1/agents?status=revoked",
             key,
@@ -636,7 +611,7 @@ async fn pages_return_every_existing_agent_once_while_others_come_and_go() {
         .await;
         assert_eq!(revoked["data"].as_array().unwrap().len(), 1);
         assert_eq!(revoked["data"][0]["agentId"], existing[200].as_str());
-        let (_, first) = registry(&app, Method::GET, "/api/v1/agents", key, None, None).await;
+        let (_, first) = registry(app, Method::GET, "/api/v1/agents", key, None, None).await;
         assert_eq!(
             first["data"].as_array().unwrap().len(),
             20,
@@ -649,15 +624,14 @@ async fn pages_return_every_existing_agent_once_while_others_come_and_go() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_limit_past_100_is_clamped_to_100() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let tenant = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (app, tenant) = (&t.app, t.tenant);
         let key = tenant_key(&db.store, tenant, ApiKeyRole::Operator).await;
         let key = key.expose();
         insert_agents(&db.store, tenant, "many", 105).await;
 
         let (status, page) = registry(
-            &app,
+            app,
             Method::GET,
             "/api/v1/agents?limit=500",
             key,
@@ -670,7 +644,7 @@ async fn a_limit_past_100_is_clamped_to_100() {
         assert_eq!(page["pagination"]["hasMore"], true);
         let cursor = page["pagination"]["cursor"].as_str().unwrap();
         let (status, rest) = registry(
-            &app,
+            app,
             Method::GET,
             &format!("/api/v1/agents?limit=101&cursor={cursor}"),
             key,
@@ -683,7 +657,7 @@ async fn a_limit_past_100_is_clamped_to_100() {
         assert_eq!(rest["pagination"]["hasMore"], false);
         for query in ["limit=0", "limit=-5", "limit=many"] {
             let path = format!("/api/v1/agents?{query}");
-            let (status, problem) = registry(&app, Method::GET, &path, key, None, None).await;
+            let (status, problem) = registry(app, Method::GET, &path, key, None, None).await;
             assert_eq!(
                 (status, problem["code"].as_str()),
                 (400, Some("invalid_query")),
@@ -697,9 +671,8 @@ async fn a_limit_past_100_is_clamped_to_100() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_is_a_400_never_a_500() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let tenant = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (app, tenant) = (&t.app, t.tenant);
         let key = tenant_key(&db.store, tenant, ApiKeyRole::Admin).await;
         let key = key.expose();
         let bodies = [
@@ -718,7 +691,7 @@ async fn bad_input_is_a_400_never_a_500() {
         ];
         for body in bodies {
             let (status, problem) = registry(
-                &app,
+                app,
                 Method::POST,
                 "/api/v1/agents",
                 key,
@@ -741,7 +714,7 @@ async fn bad_input_is_a_400_never_a_500() {
             "status=",
         ] {
             let path = format!("/api/v1/agents?{query}");
-            let (status, problem) = registry(&app, Method::GET, &path, key, None, None).await;
+            let (status, problem) = registry(app, Method::GET, &path, key, None, None).await;
             assert_eq!(
                 (status, problem["code"].as_str()),
                 (400, Some("invalid_query")),
@@ -753,13 +726,11 @@ async fn bad_input_is_a_400_never_a_500() {
             "/api/v1/agents/agent_00000000000000000000000000",
         ] {
             assert_eq!(
-                registry(&app, Method::GET, path, key, None, None).await.0,
+                registry(app, Method::GET, path, key, None, None).await.0,
                 404
             );
             assert_eq!(
-                registry(&app, Method::DELETE, path, key, None, None)
-                    .await
-                    .0,
+                registry(app, Method::DELETE, path, key, None, None).await.0,
                 404
             );
         }
@@ -775,16 +746,15 @@ async fn bad_input_is_a_400_never_a_500() {
 #[tokio::test(flavor = "multi_thread")]
 async fn any_name_the_seed_accepts_is_one_agent_reachable_by_its_slug() {
     on_both_backends(|db| async move {
-        let state = state_for(&db).await;
-        let app = app(&state).await;
-        let tenant = tenant(&db.store, "acme").await;
+        let t = TestApp::on(&db).start().await;
+        let (app, tenant) = (&t.app, t.tenant);
         let key = tenant_key(&db.store, tenant, ApiKeyRole::Admin).await;
         let (key, tenant_id) = (key.expose(), tenant.to_string());
         let mut body = seed_registration();
         body["name"] = json!("Research Assistant #2");
 
         let (status, created) = registry(
-            &app,
+            app,
             Method::POST,
             "/api/v1/agents",
             key,
@@ -796,7 +766,7 @@ async fn any_name_the_seed_accepts_is_one_agent_reachable_by_its_slug() {
         assert_eq!(created["data"]["name"], "Research Assistant #2");
         let id = created["data"]["agentId"].as_str().unwrap().to_owned();
         let (_, fetched) = registry(
-            &app,
+            app,
             Method::GET,
             &format!("/api/v1/agents/{id}"),
             key,
@@ -814,14 +784,14 @@ async fn any_name_the_seed_accepts_is_one_agent_reachable_by_its_slug() {
             .unwrap()
             .slug();
         assert!(slug.as_str().starts_with("research-assistant-2-"), "{slug}");
-        let (status, profile) = get(&app, &format!("/v1/agent/profiles/{slug}"), Some(key)).await;
+        let (status, profile) = get(app, &format!("/v1/agent/profiles/{slug}"), Some(key)).await;
         assert_eq!(status, 200, "{profile}");
         assert_eq!(profile["profile"]["agentId"], slug.as_str(), "{profile}");
 
         // Case cannot make a second agent of the same name.
         body["name"] = json!("research assistant #2");
         let (status, refused) = registry(
-            &app,
+            app,
             Method::POST,
             "/api/v1/agents",
             key,
@@ -838,7 +808,7 @@ async fn any_name_the_seed_accepts_is_one_agent_reachable_by_its_slug() {
         // A name that is already a slug is its own slug.
         body["name"] = json!("billing-bot");
         let (status, _) = registry(
-            &app,
+            app,
             Method::POST,
             "/api/v1/agents",
             key,
@@ -847,7 +817,7 @@ async fn any_name_the_seed_accepts_is_one_agent_reachable_by_its_slug() {
         )
         .await;
         assert_eq!(status, 201);
-        let (status, _) = get(&app, "/v1/agent/profiles/billing-bot", Some(key)).await;
+        let (status, _) = get(app, "/v1/agent/profiles/billing-bot", Some(key)).await;
         assert_eq!(status, 200);
 
         // What cannot be a name is a 400.
@@ -859,7 +829,7 @@ async fn any_name_the_seed_accepts_is_one_agent_reachable_by_its_slug() {
         ] {
             body["name"] = bad.clone();
             let (status, refused) = registry(
-                &app,
+                app,
                 Method::POST,
                 "/api/v1/agents",
                 key,

@@ -11,7 +11,8 @@ use agentry_testkit::sqlite_db;
 
 use actix_web::http::Method;
 
-use crate::{agent, api_key, app, call, get, state_for, tenant, tenant_key};
+use crate::test_app::TestApp;
+use crate::{api_key, call, get, tenant_key};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -38,12 +39,14 @@ async fn no_key_or_token_appears_in_the_logs() {
         .init();
 
     let db = sqlite_db().await;
-    let state = state_for(&db).await;
-    let app = app(&state).await;
-    let acme = tenant(&db.store, "acme").await;
-    let worker = agent(&db.store, acme, "worker", LifecycleState::Active).await;
-    let (token, _) = state.mint_agent_token(&worker, now()).unwrap();
-    let (own_key, own_key_id) = api_key(&db.store, acme, ApiKeyKind::Agent, Some(&worker)).await;
+    let t = TestApp::on(&db)
+        .with_agent("worker", LifecycleState::Active)
+        .start()
+        .await;
+    let (app, acme) = (&t.app, t.tenant);
+    let worker = t.agent("worker");
+    let token = t.token("worker");
+    let (own_key, own_key_id) = api_key(&db.store, acme, ApiKeyKind::Agent, Some(worker)).await;
     let admin = tenant_key(&db.store, acme, ApiKeyRole::Admin).await;
     for credential in [
         token.as_str(),
@@ -52,18 +55,18 @@ async fn no_key_or_token_appears_in_the_logs() {
         "agy_admin_forged",
         "eyJhbGciOiJub25lIn0.e30.",
     ] {
-        get(&app, "/v1/agent/status", Some(credential)).await;
-        get(&app, "/test/profiles-read", Some(credential)).await;
+        get(app, "/v1/agent/status", Some(credential)).await;
+        get(app, "/test/profiles-read", Some(credential)).await;
     }
     db.store
         .revoke_api_key(acme, own_key_id, now())
         .await
         .unwrap();
-    get(&app, "/v1/agent/status", Some(own_key.expose())).await;
+    get(app, "/v1/agent/status", Some(own_key.expose())).await;
     // A full bootstrap, its token used, and a refused one.
     let provisioner = tenant_key(&db.store, acme, ApiKeyRole::Provisioner).await;
     let (status, bootstrapped) = call(
-        &app,
+        app,
         Method::POST,
         "/v1/agent/bootstrap",
         Some(provisioner.expose()),
@@ -72,9 +75,9 @@ async fn no_key_or_token_appears_in_the_logs() {
     .await;
     assert_eq!(status, 201);
     let bootstrap_jwt = bootstrapped["jwt"].as_str().unwrap().to_owned();
-    get(&app, "/v1/agent/status", Some(&bootstrap_jwt)).await;
+    get(app, "/v1/agent/status", Some(&bootstrap_jwt)).await;
     call(
-        &app,
+        app,
         Method::POST,
         "/v1/agent/bootstrap",
         Some(&bootstrap_jwt),
@@ -91,7 +94,7 @@ async fn no_key_or_token_appears_in_the_logs() {
         },
         "humans": [{ "email": "human@example.com" }]
     });
-    let (status, provisioned) = call(&app, Method::POST, "/api/v1/bootstrap", None, instance).await;
+    let (status, provisioned) = call(app, Method::POST, "/api/v1/bootstrap", None, instance).await;
     assert_eq!(status, 201, "{provisioned}");
     let invite = provisioned["humans"][0]["invite_token"]
         .as_str()
@@ -99,14 +102,14 @@ async fn no_key_or_token_appears_in_the_logs() {
         .to_owned();
     let human_password = "human password that must not leak";
     call(
-        &app,
+        app,
         Method::POST,
         "/api/v1/invite/accept",
         None,
         serde_json::json!({ "token": invite, "password": human_password }),
     )
     .await;
-    call(&app, Method::POST, "/api/v1/auth/login", None, serde_json::json!({ "email": "human@example.com", "password": "wrong password, also secret" })).await;
+    call(app, Method::POST, "/api/v1/auth/login", None, serde_json::json!({ "email": "human@example.com", "password": "wrong password, also secret" })).await;
     let primary_key = provisioned["primary_agent"]["api_key"]
         .as_str()
         .unwrap()
