@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use agentry_domain::{AgentId, TenantId};
 use diesel::sql_types::Text;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::StreamExt;
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -284,7 +284,7 @@ fn publish(listeners: &Listeners, sender: &broadcast::Sender<Change>, change: Ch
 }
 
 async fn listen(url: &str, publish: &impl Fn(Change)) -> Result<(), String> {
-    let mut conn = AsyncPgConnection::establish(url)
+    let mut conn = crate::postgres_tls::connect_postgres(url)
         .await
         .map_err(|error| error.to_string())?;
     diesel::sql_query(format!("LISTEN {CHANNEL}"))

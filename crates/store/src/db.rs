@@ -1,6 +1,7 @@
 //! Connections: the backend chosen from the URL, the pool of each, and the
 //! one place where code branches on the backend (`write_tx!`, `read!`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool::Runtime;
@@ -16,6 +17,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use crate::StoreError;
+use crate::postgres_tls::{PostgresConnector, TlsOptions};
 
 pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
@@ -100,6 +102,8 @@ pub fn redact_database_url(url: &str) -> String {
 impl DatabaseUrl {
     pub fn parse(url: &str) -> Result<Self, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // A mistyped sslmode is refused at startup, not at first use.
+            TlsOptions::from_url(url)?;
             return Ok(Self::Postgres(url.to_owned()));
         }
         let path = url
@@ -181,7 +185,14 @@ impl Pools {
                 pool(manager, options).map(Pools::Sqlite)
             }
             DatabaseUrl::Postgres(url) => {
-                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+                let connector = Arc::new(PostgresConnector::from_url(url)?);
+                let mut config = ManagerConfig::<AsyncPgConnection>::default();
+                config.custom_setup = Box::new(move |_url| {
+                    let connector = Arc::clone(&connector);
+                    async move { connector.connect().await }.boxed()
+                });
+                let manager =
+                    AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
                 pool(manager, options).map(Pools::Postgres)
             }
         }
@@ -259,7 +270,7 @@ fn maintenance_url(url: &str) -> Option<(String, String)> {
 
 /// A driver's error message with any copy of `url`'s password taken out:
 /// the drivers do not echo the URL today, and nothing must depend on that.
-fn scrubbed(error: &dyn std::fmt::Display, url: &str) -> String {
+pub(crate) fn scrubbed(error: &dyn std::fmt::Display, url: &str) -> String {
     let text = error.to_string();
     let password = url
         .split_once("://")
@@ -275,7 +286,7 @@ fn scrubbed(error: &dyn std::fmt::Display, url: &str) -> String {
 }
 
 pub(crate) async fn ensure_postgres_database(url: &str) -> Result<bool, StoreError> {
-    let error = match AsyncPgConnection::establish(url).await {
+    let error = match PostgresConnector::from_url(url)?.connect().await {
         Ok(_) => return Ok(false),
         Err(error) => error,
     };
@@ -291,7 +302,8 @@ pub(crate) async fn ensure_postgres_database(url: &str) -> Result<bool, StoreErr
             "will not create database {name:?}: use letters, digits, '_' and '-' only"
         )));
     }
-    let mut admin = AsyncPgConnection::establish(&maintenance)
+    let mut admin = PostgresConnector::from_url(&maintenance)?
+        .connect()
         .await
         .map_err(|error| StoreError::Unavailable(scrubbed(&error, url)))?;
     match admin

@@ -25,6 +25,7 @@ mod integrity;
 mod ledger;
 mod limits;
 mod migrations;
+mod postgres_tls;
 mod provisioning;
 mod rate_leases;
 mod registry;
@@ -201,6 +202,16 @@ impl Store {
             .await
             .map_err(StoreError::from))
     }
+}
+
+/// One PostgreSQL connection outside the pool, made as the pool makes its
+/// own (the URL's `sslmode` and `sslrootcert` included), for tools and
+/// tests that talk to the database behind the store's back.
+pub async fn connect_postgres(url: &str) -> Result<diesel_async::AsyncPgConnection, StoreError> {
+    postgres_tls::PostgresConnector::from_url(url)?
+        .connect()
+        .await
+        .map_err(|error| StoreError::Unavailable(db::scrubbed(&error, url)))
 }
 
 /// A fresh UUID v7 for a new row. The store is the impure edge, so it may

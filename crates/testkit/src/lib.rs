@@ -5,12 +5,36 @@
 use std::future::Future;
 use std::panic::resume_unwind;
 
-use agentry_store::{Backend, DatabaseUrl, PoolOptions, Store};
+use agentry_store::{Backend, DatabaseUrl, PoolOptions, Store, connect_postgres};
 use diesel::sqlite::SqliteConnection;
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 
 const POSTGRES_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// The server the PostgreSQL halves run on: `AGENTRY_TEST_POSTGRES_URL`
+/// (a URL without a database name, whose options, such as
+/// `?sslmode=require`, every test database's URL keeps), else the local
+/// server.
+pub fn postgres_server() -> String {
+    std::env::var("AGENTRY_TEST_POSTGRES_URL").unwrap_or_else(|_| POSTGRES_SERVER.to_owned())
+}
+
+/// `server`'s URL naming database `name`, with the server URL's options and
+/// then `options` (`sslmode=...&...`, or empty).
+pub fn postgres_url(server: &str, name: &str, options: &str) -> String {
+    let (server, server_options) = server.split_once('?').unwrap_or((server, ""));
+    let query: Vec<&str> = [server_options, options]
+        .into_iter()
+        .filter(|part| !part.is_empty())
+        .collect();
+    let mut url = format!("{}/{name}", server.trim_end_matches('/'));
+    if !query.is_empty() {
+        url.push('?');
+        url.push_str(&query.join("&"));
+    }
+    url
+}
 
 /// One backend's database for one test; the SQLite file lives as long as
 /// this value.
@@ -37,9 +61,7 @@ impl TestDb {
                 conn.batch_execute(sql).await.expect("raw sql on sqlite");
             }
             DatabaseUrl::Postgres(url) => {
-                let mut conn = AsyncPgConnection::establish(url)
-                    .await
-                    .expect("open postgres");
+                let mut conn = connect_postgres(url).await.expect("open postgres");
                 conn.batch_execute(sql).await.expect("raw sql on postgres");
             }
         }
@@ -75,9 +97,7 @@ impl TestDb {
                 HeldConnection::Sqlite(conn)
             }
             DatabaseUrl::Postgres(url) => {
-                let mut conn = AsyncPgConnection::establish(url)
-                    .await
-                    .expect("open postgres");
+                let mut conn = connect_postgres(url).await.expect("open postgres");
                 conn.batch_execute(sql).await.expect("raw sql on postgres");
                 HeldConnection::Postgres(Box::new(conn))
             }
@@ -119,9 +139,7 @@ impl TestDb {
                     .expect("count on sqlite")
             }
             DatabaseUrl::Postgres(url) => {
-                let mut conn = AsyncPgConnection::establish(url)
-                    .await
-                    .expect("open postgres");
+                let mut conn = connect_postgres(url).await.expect("open postgres");
                 diesel::sql_query(sql)
                     .get_result(&mut conn)
                     .await
@@ -149,25 +167,40 @@ pub async fn sqlite_db() -> TestDb {
 /// be reached outside CI. In CI (`CI` set) an unreachable server fails the
 /// test: a skipped backend must never pass as a tested one.
 pub async fn postgres_db() -> Option<(TestDb, String)> {
-    let admin_url = format!("{POSTGRES_SERVER}/postgres");
-    let mut admin = match AsyncPgConnection::establish(&admin_url).await {
-        Ok(conn) => conn,
+    postgres_db_with("").await
+}
+
+/// A connection to the server's maintenance database, or `None` when the
+/// server cannot be reached outside CI. In CI (`CI` set) an unreachable
+/// server fails the test: a skipped backend must never pass as a tested one.
+pub async fn postgres_admin() -> Option<AsyncPgConnection> {
+    let server = postgres_server();
+    let shown = agentry_store::redact_database_url(&server);
+    match connect_postgres(&postgres_url(&server, "postgres", "")).await {
+        Ok(conn) => Some(conn),
         Err(error) => {
             if std::env::var_os("CI").is_some() {
-                panic!("PostgreSQL at {POSTGRES_SERVER} is unreachable in CI: {error}");
+                panic!("PostgreSQL at {shown} is unreachable in CI: {error}");
             }
             eprintln!(
-                "\n!!! SKIPPING the PostgreSQL half of this test: {POSTGRES_SERVER} is unreachable ({error}).\n!!! Start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n"
+                "\n!!! SKIPPING the PostgreSQL half of this test: {shown} is unreachable ({error}).\n!!! Start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n"
             );
-            return None;
+            None
         }
-    };
+    }
+}
+
+/// As [`postgres_db`], with the store's URL also carrying `options`
+/// (`sslmode=require`, say).
+pub async fn postgres_db_with(options: &str) -> Option<(TestDb, String)> {
+    let mut admin = postgres_admin().await?;
     let name = format!("agentry_test_{}", uuid::Uuid::now_v7().simple());
     admin
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .expect("create test database");
-    let url = DatabaseUrl::parse(&format!("{POSTGRES_SERVER}/{name}")).expect("postgres url");
+    let url = DatabaseUrl::parse(&postgres_url(&postgres_server(), &name, options))
+        .expect("postgres url");
     let store = Store::connect(&url, &PoolOptions::default()).expect("postgres pool");
     store.migrate().await.expect("migrate postgres");
     Some((
@@ -181,8 +214,8 @@ pub async fn postgres_db() -> Option<(TestDb, String)> {
 }
 
 pub async fn drop_postgres(name: &str) {
-    let admin_url = format!("{POSTGRES_SERVER}/postgres");
-    if let Ok(mut admin) = AsyncPgConnection::establish(&admin_url).await {
+    let admin_url = postgres_url(&postgres_server(), "postgres", "");
+    if let Ok(mut admin) = connect_postgres(&admin_url).await {
         let _ = admin
             .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .await;
@@ -218,4 +251,29 @@ async fn run_local(body: impl Future<Output = ()> + 'static) -> Result<(), tokio
     local
         .run_until(async move { tokio::task::spawn_local(body).await })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_database_urls_keep_the_servers_options() {
+        assert_eq!(
+            postgres_url("postgres://postgres@127.0.0.1:5432", "t1", ""),
+            "postgres://postgres@127.0.0.1:5432/t1"
+        );
+        assert_eq!(
+            postgres_url(
+                "postgres://u:p@db:5432/?sslmode=verify-full&sslrootcert=/ca.pem",
+                "t1",
+                "application_name=x"
+            ),
+            "postgres://u:p@db:5432/t1?sslmode=verify-full&sslrootcert=/ca.pem&application_name=x"
+        );
+        assert_eq!(
+            postgres_url("postgres://db", "t1", "sslmode=require"),
+            "postgres://db/t1?sslmode=require"
+        );
+    }
 }

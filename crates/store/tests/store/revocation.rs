@@ -12,7 +12,7 @@ use agentry_store::{
 };
 use diesel::sqlite::SqliteConnection;
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection};
+use diesel_async::{AsyncConnection, AsyncMigrationHarness};
 use diesel_migrations::MigrationHarness;
 use time::{Duration, OffsetDateTime};
 
@@ -231,7 +231,7 @@ async fn revert_to(url: &DatabaseUrl, version: &'static str) {
                 {}
             }
             DatabaseUrl::Postgres(url) => {
-                let conn = AsyncPgConnection::establish(&url).await.unwrap();
+                let conn = agentry_store::connect_postgres(&url).await.unwrap();
                 let mut harness = AsyncMigrationHarness::new(conn);
                 while harness
                     .revert_last_migration(POSTGRES_MIGRATIONS)

@@ -10,7 +10,7 @@ use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text};
 use diesel::sqlite::SqliteConnection;
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncMigrationHarness, RunQueryDsl};
 use diesel_migrations::MigrationHarness;
 
 use agentry_testkit::{postgres_db, sqlite_db};
@@ -101,7 +101,7 @@ async fn snapshot_of(url: &DatabaseUrl) -> BTreeSet<String> {
             snapshot(columns, uniques)
         }
         DatabaseUrl::Postgres(url) => {
-            let mut conn = AsyncPgConnection::establish(url).await.unwrap();
+            let mut conn = agentry_store::connect_postgres(url).await.unwrap();
             let columns = diesel::sql_query(POSTGRES_COLUMNS)
                 .load(&mut conn)
                 .await
@@ -127,7 +127,7 @@ async fn down_and_up_again(url: &DatabaseUrl) {
             harness.revert_all_migrations(SQLITE_MIGRATIONS).unwrap();
         }
         DatabaseUrl::Postgres(url) => {
-            let conn = AsyncPgConnection::establish(url).await.unwrap();
+            let conn = agentry_store::connect_postgres(url).await.unwrap();
             let mut harness = AsyncMigrationHarness::new(conn);
             harness.revert_all_migrations(POSTGRES_MIGRATIONS).unwrap();
         }
