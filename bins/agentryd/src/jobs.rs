@@ -9,6 +9,7 @@ use agentry_http::state::{
     QUIET_KEYS_INTERVAL, RATE_LEASE_PRUNE_INTERVAL, REAPER_INTERVAL, SIGHTINGS_FLUSH_INTERVAL,
     may_rotate_signing_keys,
 };
+use agentry_store::{FeedHealth, HEARTBEAT_DEADLINE};
 use tokio::sync::broadcast::error::RecvError;
 
 /// Starts every job on the current runtime; they run until the process ends.
@@ -17,11 +18,17 @@ pub(crate) fn spawn(state: &AppState) {
     tokio::spawn(async move {
         let mut changes = keys.store.subscribe_changes();
         loop {
-            let change = match changes.recv().await {
-                Ok(change) => Some(change),
-                // A receiver that fell behind may have missed a rotation.
-                Err(RecvError::Lagged(_)) => None,
-                Err(RecvError::Closed) => break,
+            // While the feed is broken a revocation may go unheard: the
+            // ring is read again on a short cadence instead.
+            let feed_broken = keys.store.change_feed() == FeedHealth::Broken;
+            let change = tokio::select! {
+                received = changes.recv() => match received {
+                    Ok(change) => Some(change),
+                    // A receiver that fell behind may have missed a rotation.
+                    Err(RecvError::Lagged(_)) => None,
+                    Err(RecvError::Closed) => break,
+                },
+                () = tokio::time::sleep(HEARTBEAT_DEADLINE), if feed_broken => None,
             };
             if may_rotate_signing_keys(change.as_ref()) {
                 keys.reload_signing_keys().await;

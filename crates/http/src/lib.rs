@@ -298,6 +298,13 @@ struct Readiness {
     /// The backend in use: `sqlite` or `postgres`.
     #[schema(value_type = String, examples("postgres"))]
     database: &'static str,
+    /// Whether this replica hears other replicas' changes: `live`
+    /// (PostgreSQL, heartbeats come back in time), `broken` (they do not:
+    /// every request reads the database until they do, so answers stay
+    /// correct, only slower), `polling` (SQLite's change log) or `local`
+    /// (no feed started).
+    #[schema(value_type = String, examples("live"))]
+    change_feed: &'static str,
 }
 
 /// Liveness: the process is up and serving.
@@ -343,7 +350,8 @@ async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
     path = "/readyz",
     tag = "service",
     responses(
-        (status = 200, description = "The database answers.", body = Readiness),
+        (status = 200, description = "The database answers; `status` is `degraded` while the \
+            change feed is `broken`.", body = Readiness),
         (status = 503, description = "`database_unavailable`: the database does not answer.",
             body = Problem, content_type = "application/problem+json"),
     ),
@@ -351,10 +359,21 @@ async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let backend = state.store.backend().as_str();
     match state.store.detached(async |store| store.ping().await).await {
-        Ok(()) => HttpResponse::Ok().json(Readiness {
-            status: "ok",
-            database: backend,
-        }),
+        Ok(()) => {
+            let feed = state.store.change_feed();
+            HttpResponse::Ok().json(Readiness {
+                // Degraded, not unready: a broken feed is failed safe, and
+                // taking every replica out when the database's
+                // notifications stall would turn a slowdown into an outage.
+                status: if feed == agentry_store::FeedHealth::Broken {
+                    "degraded"
+                } else {
+                    "ok"
+                },
+                database: backend,
+                change_feed: feed.as_str(),
+            })
+        }
         Err(error) => {
             tracing::warn!(%error, "readiness check failed");
             ApiError::unavailable(format!("the {backend} database does not answer"))

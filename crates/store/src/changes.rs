@@ -14,18 +14,18 @@ use std::time::Duration;
 use agentry_domain::{AgentId, TenantId};
 use diesel::sql_types::Text;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use futures_util::StreamExt;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use diesel::prelude::*;
 
 use crate::db::{SqliteConn, read};
+use crate::feed::FeedHealth;
 use crate::schema::change_log;
 use crate::types::DbTime;
 use crate::{DatabaseUrl, Store, StoreError};
 
-const CHANNEL: &str = "agentry_changes";
+pub(crate) const CHANNEL: &str = "agentry_changes";
 
 /// Something cached elsewhere may now be wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +39,13 @@ pub enum Change {
     /// The signing key with this kid was revoked: drop it from the key ring
     /// and forget every token verified with it, now, not at the next reload.
     SigningKeyRevoked(KidDigest),
-    /// Changes may have been missed: drop everything.
+    /// Changes may have been missed: drop everything. Also said when a
+    /// feed that was [`Change::Untrusted`] can be trusted again.
     Resync,
+    /// This process can no longer be sure it hears every change (its feed
+    /// is silent or reconnecting): drop everything, and cache nothing
+    /// until a [`Change::Resync`]. Never sent to other processes.
+    Untrusted,
 }
 
 /// A signing key's `kid`, as a fixed-size digest (the first 16 bytes of its
@@ -86,10 +91,11 @@ impl Change {
             Change::SigningKeys => "signing-keys".to_owned(),
             Change::SigningKeyRevoked(digest) => format!("signing-key-revoked:{}", digest.to_hex()),
             Change::Resync => "resync".to_owned(),
+            Change::Untrusted => "untrusted".to_owned(),
         }
     }
 
-    fn decode(text: &str) -> Change {
+    pub(crate) fn decode(text: &str) -> Change {
         let parsed = match text.split_once(':') {
             Some(("agent", id)) => id.parse().ok().map(Change::Agent),
             Some(("key", id)) => id.parse().ok().map(Change::ApiKey),
@@ -99,6 +105,7 @@ impl Change {
                 KidDigest::from_hex(digest).map(Change::SigningKeyRevoked)
             }
             None if text == "signing-keys" => Some(Change::SigningKeys),
+            None if text == "untrusted" => Some(Change::Untrusted),
             _ => None,
         };
         // Something we do not understand (a newer replica?) is safest read
@@ -176,20 +183,25 @@ impl Store {
     /// writing to the same file is another process). Call once per process.
     pub async fn start_change_listener(&self, url: &DatabaseUrl) -> Result<(), StoreError> {
         let DatabaseUrl::Postgres(url) = url else {
+            self.feed.set(FeedHealth::Polling);
             return self.start_change_log_poller().await;
         };
+        // Until the first heartbeat comes back, nothing heard can be relied
+        // on: caches wait for it (see `crate::feed`).
+        self.feed.set(FeedHealth::Broken);
+        self.publish(Change::Untrusted);
         let (url, sender, listeners) = (url.clone(), self.changes.clone(), self.listeners.clone());
+        let health = std::sync::Arc::clone(&self.feed);
         self.runtime.spawn(async move {
             let publish = |change| publish(&listeners, &sender, change);
-            loop {
-                if let Err(error) = listen(&url, &publish).await {
-                    tracing::warn!(%error, "change listener lost its connection; caches resync");
-                }
-                publish(Change::Resync);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+            crate::feed::follow(url, health, publish).await;
         });
         Ok(())
+    }
+
+    /// Whether this process's caches can rely on the change feed now.
+    pub fn change_feed(&self) -> FeedHealth {
+        self.feed.get()
     }
 }
 
@@ -283,24 +295,6 @@ fn publish(listeners: &Listeners, sender: &broadcast::Sender<Change>, change: Ch
     let _ = sender.send(change);
 }
 
-async fn listen(url: &str, publish: &impl Fn(Change)) -> Result<(), String> {
-    let mut conn = crate::postgres_tls::connect_postgres(url)
-        .await
-        .map_err(|error| error.to_string())?;
-    diesel::sql_query(format!("LISTEN {CHANNEL}"))
-        .execute(&mut conn)
-        .await
-        .map_err(|error| error.to_string())?;
-    // Anything committed before LISTEN took effect was never heard.
-    publish(Change::Resync);
-    let mut notifications = std::pin::pin!(conn.notifications_stream());
-    while let Some(notification) = notifications.next().await {
-        let notification = notification.map_err(|error| error.to_string())?;
-        publish(Change::decode(&notification.payload));
-    }
-    Err("notification stream ended".to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +309,7 @@ mod tests {
             Change::SigningKeys,
             Change::SigningKeyRevoked(KidDigest::of("key-1")),
             Change::Resync,
+            Change::Untrusted,
         ] {
             assert_eq!(Change::decode(&change.encode()), change);
         }

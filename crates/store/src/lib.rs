@@ -20,6 +20,7 @@ mod channels;
 mod db;
 mod delegation;
 mod error;
+mod feed;
 mod instance;
 mod integrity;
 mod ledger;
@@ -47,6 +48,7 @@ pub use channels::{ChannelMember, ChannelPatch};
 pub use db::{Backend, DatabaseUrl, PoolOptions, redact_database_url};
 pub use delegation::{RECLAIM_ATTEMPTS, Reclaimed};
 pub use error::StoreError;
+pub use feed::{FeedHealth, HEARTBEAT_DEADLINE, HEARTBEAT_INTERVAL, RECONNECT_AFTER};
 #[cfg(feature = "test-hooks")]
 pub use instance::FAIL_BOOTSTRAP_AFTER_CHANNEL;
 pub use instance::{
@@ -89,6 +91,8 @@ pub struct Store {
     runtime: tokio::runtime::Handle,
     changes: tokio::sync::broadcast::Sender<changes::Change>,
     listeners: changes::Listeners,
+    /// Whether the change feed can be trusted; see `feed.rs`.
+    feed: std::sync::Arc<feed::FeedState>,
     /// Accounts as last read, so reading one replays only newer entries.
     accounts: std::sync::Arc<ledger::AccountCache>,
     /// Test hook: when set, every agent-limits write fails as if it had
@@ -127,6 +131,7 @@ impl Store {
             runtime,
             changes: changes::channel(),
             listeners: changes::Listeners::default(),
+            feed: std::sync::Arc::default(),
             accounts: std::sync::Arc::default(),
             #[cfg(feature = "test-hooks")]
             fail_limits_writes: std::sync::Arc::default(),

@@ -74,12 +74,15 @@ async fn store_backends(sslmode: &str) -> Option<(Backends, Backends)> {
         .start_change_listener(&db.url)
         .await
         .expect("start the change listener");
-    // The listener publishes Resync once its LISTEN is in place.
-    let heard = tokio::time::timeout(std::time::Duration::from_secs(10), changes.recv()).await;
-    assert_eq!(
-        heard.expect("the listener starts").expect("a change"),
-        Change::Resync
-    );
+    // The listener distrusts the feed until its first heartbeat comes back
+    // over its LISTEN connection, then publishes Resync.
+    for expected in [Change::Untrusted, Change::Resync] {
+        let heard = tokio::time::timeout(std::time::Duration::from_secs(10), changes.recv()).await;
+        assert_eq!(
+            heard.expect("the listener starts").expect("a change"),
+            expected
+        );
+    }
 
     let mut admin = postgres_admin().await.expect("admin connection");
     let pooled = backends(&mut admin, &name, false).await;

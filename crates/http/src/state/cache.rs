@@ -29,6 +29,9 @@ pub struct GuardCache {
 
 #[derive(Debug, Default)]
 struct CacheInner {
+    /// The change feed was lost and has not caught up: nothing is served
+    /// from here or kept here, every request reads the database.
+    untrusted: bool,
     generation: u64,
     ledger_generation: u64,
     /// Moves when verified tokens are forgotten (a signing key revoked, a
@@ -75,6 +78,22 @@ impl GuardCache {
         self.inner.lock().ok().map(|mut inner| f(&mut inner))
     }
 
+    /// Like `with`, but only while the feed is trusted: every read and
+    /// every insert goes through here, so an untrusted cache answers
+    /// nothing and keeps nothing.
+    fn trusted<T>(&self, f: impl FnOnce(&mut CacheInner) -> T) -> Option<T> {
+        self.inner
+            .lock()
+            .ok()
+            .filter(|inner| !inner.untrusted)
+            .map(|mut inner| f(&mut inner))
+    }
+
+    /// Whether entries are served (false while the change feed is lost).
+    pub fn is_trusted(&self) -> bool {
+        self.with(|inner| !inner.untrusted).unwrap_or(false)
+    }
+
     pub fn generation(&self) -> u64 {
         self.with(|inner| inner.generation).unwrap_or(0)
     }
@@ -89,7 +108,7 @@ impl GuardCache {
         if signature.is_empty() {
             return None;
         }
-        let claims = self.with(|inner| inner.tokens.get(signature).cloned())??;
+        let claims = self.trusted(|inner| inner.tokens.get(signature).cloned())??;
         // Past expiry the full check must run again to say why.
         (claims.exp + agentry_auth::LEEWAY.whole_seconds() >= now.unix_timestamp())
             .then_some(claims)
@@ -97,7 +116,7 @@ impl GuardCache {
 
     pub fn remember_token(&self, token_generation: u64, signature: &str, claims: Claims) {
         if !signature.is_empty() {
-            self.with(|inner| {
+            self.trusted(|inner| {
                 if inner.token_generation == token_generation {
                     insert_bounded(&mut inner.tokens, signature.into(), claims);
                 }
@@ -108,7 +127,7 @@ impl GuardCache {
     /// Whether the database said, less than [`UNKNOWN_KEY_TTL`] ago, that no
     /// API key has this hash.
     pub fn is_unknown_api_key(&self, hash: &[u8; 32], now: OffsetDateTime) -> bool {
-        self.with(|inner| {
+        self.trusted(|inner| {
             inner
                 .unknown_api_keys
                 .get(hash)
@@ -118,7 +137,7 @@ impl GuardCache {
     }
 
     pub fn remember_unknown_api_key(&self, hash: [u8; 32], now: OffsetDateTime) {
-        self.with(|inner| {
+        self.trusted(|inner| {
             let unknown = &mut inner.unknown_api_keys;
             if unknown.len() >= UNKNOWN_KEY_LIMIT {
                 // Expired entries first; a map full of fresh ones is a
@@ -138,11 +157,11 @@ impl GuardCache {
     }
 
     pub fn api_key(&self, hash: &[u8; 32]) -> Option<ApiKeyRecord> {
-        self.with(|inner| inner.api_keys.get(hash).cloned())?
+        self.trusted(|inner| inner.api_keys.get(hash).cloned())?
     }
 
     pub fn remember_api_key(&self, generation: u64, hash: [u8; 32], key: ApiKeyRecord) {
-        self.with(|inner| {
+        self.trusted(|inner| {
             if inner.generation == generation {
                 insert_bounded(&mut inner.api_keys, hash, key);
             }
@@ -154,11 +173,11 @@ impl GuardCache {
     }
 
     pub fn account(&self, id: AgentId) -> Option<Arc<Account>> {
-        self.with(|inner| inner.accounts.get(&id).cloned())?
+        self.trusted(|inner| inner.accounts.get(&id).cloned())?
     }
 
     pub fn remember_account(&self, ledger_generation: u64, id: AgentId, account: Arc<Account>) {
-        self.with(|inner| {
+        self.trusted(|inner| {
             if inner.ledger_generation == ledger_generation {
                 insert_bounded(&mut inner.accounts, id, account);
             }
@@ -166,11 +185,11 @@ impl GuardCache {
     }
 
     pub fn agent(&self, id: AgentId) -> Option<Arc<AgentSnapshot>> {
-        self.with(|inner| inner.agents.get(&id).cloned())?
+        self.trusted(|inner| inner.agents.get(&id).cloned())?
     }
 
     pub fn remember_agent(&self, generation: u64, snapshot: Arc<AgentSnapshot>) {
-        self.with(|inner| {
+        self.trusted(|inner| {
             if inner.generation == generation {
                 insert_bounded(&mut inner.agents, snapshot.record.id, snapshot);
             }
@@ -183,13 +202,13 @@ impl GuardCache {
     /// to the agent and to its tenant's limits, like the guard's snapshots,
     /// so a token is never minted from a state the guard would not honour.
     pub fn ready_agent(&self, tenant: TenantId, slug: &AgentSlug) -> Option<Arc<AgentSnapshot>> {
-        self.with(|inner| inner.ready.get(&(tenant, slug.clone())).cloned())?
+        self.trusted(|inner| inner.ready.get(&(tenant, slug.clone())).cloned())?
     }
 
     /// Files `snapshot` for [`GuardCache::ready_agent`] unless something
     /// changed since `generation` was read.
     pub fn remember_ready_agent(&self, generation: u64, snapshot: Arc<AgentSnapshot>) {
-        self.with(|inner| {
+        self.trusted(|inner| {
             if inner.generation != generation {
                 return;
             }
@@ -240,7 +259,8 @@ impl GuardCache {
                     inner.token_generation += 1;
                     inner.tokens.clear();
                 }
-                Change::Resync => {
+                Change::Resync | Change::Untrusted => {
+                    inner.untrusted = change == Change::Untrusted;
                     inner.ledger_generation += 1;
                     inner.token_generation += 1;
                     inner.tokens.clear();
@@ -257,5 +277,33 @@ impl GuardCache {
 
     pub fn clear(&self) {
         self.invalidate(Change::Resync);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_untrusted_cache_answers_nothing_and_keeps_nothing_until_a_resync() {
+        let cache = GuardCache::default();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        cache.remember_unknown_api_key([1; 32], now);
+        assert!(cache.is_unknown_api_key(&[1; 32], now));
+
+        cache.invalidate(Change::Untrusted);
+        assert!(!cache.is_trusted());
+        assert!(!cache.is_unknown_api_key(&[1; 32], now), "dropped");
+        cache.remember_unknown_api_key([2; 32], now);
+        assert!(!cache.is_unknown_api_key(&[2; 32], now), "not kept");
+        // Other changes do not restore trust; only a resync does.
+        cache.invalidate(Change::SigningKeys);
+        assert!(!cache.is_trusted());
+
+        cache.invalidate(Change::Resync);
+        assert!(cache.is_trusted());
+        assert!(!cache.is_unknown_api_key(&[2; 32], now));
+        cache.remember_unknown_api_key([2; 32], now);
+        assert!(cache.is_unknown_api_key(&[2; 32], now));
     }
 }

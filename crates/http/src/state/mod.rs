@@ -362,7 +362,7 @@ pub fn may_rotate_signing_keys(change: Option<&Change>) -> bool {
         None => true,
         Some(change) => matches!(
             change,
-            Change::SigningKeys | Change::SigningKeyRevoked(_) | Change::Resync
+            Change::SigningKeys | Change::SigningKeyRevoked(_) | Change::Resync | Change::Untrusted
         ),
     }
 }

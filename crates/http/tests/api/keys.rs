@@ -28,7 +28,9 @@ async fn replica(db: &agentry_testkit::TestDb, first: &AppState) -> AppState {
     let mut heard = store.subscribe_changes();
     store.start_change_listener(&db.url).await.unwrap();
     if db.backend() == agentry_store::Backend::Postgres {
-        // Listening once it announces its resync: nothing is missed after.
+        // Distrusted until its first heartbeat comes back; listening once
+        // it announces its resync: nothing is missed after.
+        assert_eq!(heard.recv().await.unwrap(), Change::Untrusted);
         assert_eq!(heard.recv().await.unwrap(), Change::Resync);
     }
     let keys = Keys::load(

@@ -5,6 +5,7 @@
     reason = "test helpers outside #[test] functions: a failed unwrap is a failed test"
 )]
 
+mod feed;
 mod integrity;
 mod limits;
 mod provisioning;
@@ -860,7 +861,12 @@ async fn a_spend_and_a_revocation_reach_another_replica_through_the_change_feed(
         replica.start_change_listener(&db.url).await.unwrap();
         let mut local = store.subscribe_changes();
         if db.backend() == agentry_store::Backend::Postgres {
-            // The listener announces a resync once it is listening.
+            // The listener distrusts the feed until its first heartbeat
+            // comes back, then announces a resync.
+            assert_eq!(
+                heard.recv().await.unwrap(),
+                agentry_store::Change::Untrusted
+            );
             assert_eq!(heard.recv().await.unwrap(), agentry_store::Change::Resync);
         }
         // A spend moves the agent's account, which replicas cache too.
