@@ -492,6 +492,11 @@ pub(crate) fn postgres_available() -> Result<(), String> {
 }
 
 fn psql(sql: &str) -> Result<()> {
+    psql_in("postgres", sql)
+}
+
+/// Runs `sql` in the database `name` of the benchmark's PostgreSQL.
+pub(crate) fn psql_in(name: &str, sql: &str) -> Result<()> {
     let output = Command::new("psql")
         .args([
             "-h",
@@ -501,7 +506,7 @@ fn psql(sql: &str) -> Result<()> {
             "-U",
             "postgres",
             "-d",
-            "postgres",
+            name,
         ])
         .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
         .stdin(Stdio::null())
@@ -534,6 +539,11 @@ impl Database {
                 .then(|| random_hex().map(|hex| format!("agentry_bench_{hex}")))
                 .transpose()?,
         })
+    }
+
+    /// The PostgreSQL database's name (empty on SQLite).
+    pub(crate) fn name(&self) -> String {
+        self.postgres_name.clone().unwrap_or_default()
     }
 
     pub(crate) fn url(&self) -> String {
@@ -821,7 +831,7 @@ fn megabytes(kib: u64) -> String {
     format!("{:.1} MB", (kib * 1024) as f64 / 1e6)
 }
 
-fn commit() -> Result<String> {
+pub(crate) fn commit() -> Result<String> {
     let commit = command_output("git", &["rev-parse", "--short", "HEAD"])?;
     let dirty =
         !command_output("git", &["status", "--porcelain", "--untracked-files=no"])?.is_empty();
@@ -833,7 +843,7 @@ fn commit() -> Result<String> {
 }
 
 /// `AMD EPYC, 2 cores, 24 GiB`, as the store benchmark's sections name it.
-fn machine() -> Result<String> {
+pub(crate) fn machine() -> Result<String> {
     let cores = command_output("nproc", &[])?;
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
@@ -883,20 +893,7 @@ impl CpuClock {
             .iter()
             .filter_map(|&index| fields.get(index))
             .sum();
-        let mut ours = process_ticks("self")?;
-        for entry in fs::read_dir("/proc").ok()?.flatten() {
-            let name = entry.file_name();
-            let Some(pid) = name
-                .to_str()
-                .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
-            else {
-                continue;
-            };
-            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if comm.trim() == "postgres" {
-                ours += process_ticks(pid).unwrap_or(0.0);
-            }
-        }
+        let ours = process_ticks("self")? + postgres_ticks();
         Some(CpuClock {
             machine: busy / Self::TICKS_PER_SECOND,
             ours: ours / Self::TICKS_PER_SECOND,
@@ -907,6 +904,29 @@ impl CpuClock {
         let other = (self.machine - before.machine) - (self.ours - before.ours);
         (other / elapsed.as_secs_f64()).max(0.0)
     }
+}
+
+/// Every PostgreSQL process's CPU time, in ticks (exited backends count in
+/// the postmaster's reaped children).
+pub(crate) fn postgres_ticks() -> f64 {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let mut ticks = 0.0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "postgres" {
+            ticks += process_ticks(pid).unwrap_or(0.0);
+        }
+    }
+    ticks
 }
 
 /// A process's CPU time plus its reaped children's (utime, stime, cutime,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 mod bench_http;
+mod bench_replicas;
 mod fuzz;
 mod hostile;
 mod layout;
@@ -31,6 +32,8 @@ tasks:
   bench store        store throughput on SQLite and PostgreSQL (release build)
   bench http         the HTTP API under load beside a bare actix-web baseline, on SQLite and
                      PostgreSQL (release build); appends to docs/benchmarks.md (--help: options)
+  bench replicas     1, 2 and 3 replicas on one PostgreSQL and the database's work per
+                     request (release build); writes docs/scaling.md (--help: options)
   fuzz-api [--long]  schemathesis against agentryd's own OpenAPI document: no 5xx, every
                      response as documented (the bounded form runs in `test`)
   hostile [--pg]     issue 15's attacks by callers without a credential against the release
@@ -249,7 +252,8 @@ fn bench(args: &[String]) -> Result<()> {
             "store_throughput",
         ])),
         Some("http") => bench_http::bench_http(&args[1..]),
-        other => bail!("unknown benchmark {other:?}; available: store, http"),
+        Some("replicas") => bench_replicas::bench_replicas(&args[1..]),
+        other => bail!("unknown benchmark {other:?}; available: store, http, replicas"),
     }
 }
 
