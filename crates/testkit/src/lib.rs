@@ -154,13 +154,86 @@ pub async fn sqlite_db() -> TestDb {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("agentry-test.db");
     let url = DatabaseUrl::parse(&format!("sqlite://{}", path.display())).expect("sqlite url");
+    if templates_enabled() {
+        std::fs::copy(sqlite_template().await, &path).expect("copy the template database");
+    }
     let store = Store::connect(&url, &PoolOptions::default()).expect("sqlite pool");
+    // Nothing to do after a template copy; the check costs one query.
     store.migrate().await.expect("migrate sqlite");
     TestDb {
         store,
         url,
         _dir: Some(dir),
     }
+}
+
+/// Whether test databases are copied from a migrated template (the
+/// default; `AGENTRY_TEST_TEMPLATES=0` migrates each one afresh, to compare).
+fn templates_enabled() -> bool {
+    std::env::var("AGENTRY_TEST_TEMPLATES").map_or(true, |value| value != "0")
+}
+
+/// A digest of one backend's migration files, so a template is only ever
+/// reused for the schema it was made with. FNV-1a: a cache key, not a
+/// security boundary.
+fn migrations_digest(backend: &str) -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../migrations")
+        .join(backend);
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .expect("the migrations folder")
+        .flatten()
+        .flat_map(|entry| {
+            std::fs::read_dir(entry.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|file| file.path())
+        })
+        .collect();
+    files.sort();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for file in files {
+        let name = file
+            .strip_prefix(&dir)
+            .unwrap_or(&file)
+            .to_string_lossy()
+            .into_owned();
+        let text = std::fs::read(&file).expect("a migration file");
+        for byte in name.bytes().chain([0]).chain(text).chain([0]) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+/// A migrated SQLite file to copy, made once per schema and shared by every
+/// test process: each maker migrates a file of its own and renames a clean
+/// copy into place, so a reader never sees a half-made template.
+async fn sqlite_template() -> std::path::PathBuf {
+    let template = std::env::temp_dir().join(format!(
+        "agentry-test-template-{}.db",
+        migrations_digest("sqlite")
+    ));
+    if template.exists() {
+        return template;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fresh = dir.path().join("fresh.db");
+    let url = DatabaseUrl::parse(&format!("sqlite://{}", fresh.display())).expect("sqlite url");
+    let store = Store::connect(&url, &PoolOptions::default()).expect("sqlite pool");
+    store.migrate().await.expect("migrate the sqlite template");
+    drop(store);
+    let copy = template.with_extension(format!("{}.tmp", uuid::Uuid::now_v7().simple()));
+    // VACUUM INTO writes one self-contained file, whatever the WAL holds.
+    let mut conn = SyncConnectionWrapper::<SqliteConnection>::establish(&fresh.to_string_lossy())
+        .await
+        .expect("open the fresh sqlite file");
+    conn.batch_execute(&format!("VACUUM INTO '{}'", copy.display()))
+        .await
+        .expect("write the sqlite template");
+    std::fs::rename(&copy, &template).expect("put the sqlite template in place");
+    template
 }
 
 /// A fresh, migrated PostgreSQL database, or `None` when the server cannot
@@ -195,13 +268,20 @@ pub async fn postgres_admin() -> Option<AsyncPgConnection> {
 pub async fn postgres_db_with(options: &str) -> Option<(TestDb, String)> {
     let mut admin = postgres_admin().await?;
     let name = format!("agentry_test_{}", uuid::Uuid::now_v7().simple());
+    let create = if templates_enabled() {
+        let template = postgres_template(&mut admin).await;
+        format!("CREATE DATABASE {name} TEMPLATE {template}")
+    } else {
+        format!("CREATE DATABASE {name}")
+    };
     admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .batch_execute(&create)
         .await
         .expect("create test database");
     let url = DatabaseUrl::parse(&postgres_url(&postgres_server(), &name, options))
         .expect("postgres url");
     let store = Store::connect(&url, &PoolOptions::default()).expect("postgres pool");
+    // Nothing to do after a template copy; the check costs one query.
     store.migrate().await.expect("migrate postgres");
     Some((
         TestDb {
@@ -211,6 +291,92 @@ pub async fn postgres_db_with(options: &str) -> Option<(TestDb, String)> {
         },
         name,
     ))
+}
+
+/// The migrated template database of the current schema, made once and
+/// shared by every test process: makers queue on an advisory lock, and a
+/// template counts as made only once it is marked `IS_TEMPLATE` (a maker
+/// that died half way leaves one that is not, and the next starts over).
+async fn postgres_template(admin: &mut AsyncPgConnection) -> String {
+    #[derive(diesel::QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        ready: bool,
+    }
+    let name = format!("agentry_template_{}", migrations_digest("postgres"));
+    let ready_sql =
+        format!("SELECT datistemplate AS ready FROM pg_database WHERE datname = '{name}'");
+    let ready = async |admin: &mut AsyncPgConnection| -> Option<bool> {
+        use diesel_async::RunQueryDsl;
+        diesel::sql_query(&ready_sql)
+            .get_result::<Found>(admin)
+            .await
+            .ok()
+            .map(|found| found.ready)
+    };
+    if ready(admin).await == Some(true) {
+        return name;
+    }
+    admin
+        .batch_execute("SELECT pg_advisory_lock(7365211890)")
+        .await
+        .expect("take the template lock");
+    if ready(admin).await != Some(true) {
+        // Templates of other schemas (older migrations) go, and one this
+        // schema's maker left half made.
+        let stale = {
+            #[derive(diesel::QueryableByName)]
+            struct Name {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                datname: String,
+            }
+            use diesel_async::RunQueryDsl;
+            diesel::sql_query(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'agentry\\_template\\_%'",
+            )
+            .load::<Name>(admin)
+            .await
+            .expect("list the templates")
+        };
+        for old in stale {
+            // One statement each: DROP DATABASE cannot share a batch.
+            for sql in [
+                format!("ALTER DATABASE {} IS_TEMPLATE false", old.datname),
+                format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", old.datname),
+            ] {
+                admin
+                    .batch_execute(&sql)
+                    .await
+                    .expect("drop a stale template");
+            }
+        }
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the template database");
+        let url =
+            DatabaseUrl::parse(&postgres_url(&postgres_server(), &name, "")).expect("postgres url");
+        let store = Store::connect(&url, &PoolOptions::default()).expect("postgres pool");
+        store.migrate().await.expect("migrate the template");
+        drop(store);
+        // A copy needs the template to itself: the pool's connections may
+        // still be closing.
+        admin
+            .batch_execute(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            ))
+            .await
+            .expect("close the template's connections");
+        admin
+            .batch_execute(&format!("ALTER DATABASE {name} IS_TEMPLATE true"))
+            .await
+            .expect("mark the template made");
+    }
+    admin
+        .batch_execute("SELECT pg_advisory_unlock(7365211890)")
+        .await
+        .expect("release the template lock");
+    name
 }
 
 pub async fn drop_postgres(name: &str) {
