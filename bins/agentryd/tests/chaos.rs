@@ -27,10 +27,10 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{first_admin_key, free_port, http, start_with, try_http};
+use common::{PostgresDb, Progress, first_admin_key, free_port, http, start_with, try_http};
 use serde_json::{Value, json};
 
 const DEFAULT_ROUNDS: usize = 3;
@@ -81,8 +81,7 @@ impl Random {
 struct Shared {
     port: AtomicU16,
     stop: AtomicBool,
-    answered: Mutex<u64>,
-    progress: Condvar,
+    progress: Progress,
     /// Agents whose bootstrap was answered 201: they must survive.
     acknowledged: Mutex<BTreeSet<String>>,
     /// Answers 503: the database (or the server's hold on it) was down.
@@ -127,10 +126,7 @@ impl Shared {
             errors.push(format!("{method} {path}: {status} {body}"));
         }
         if answer.is_some() {
-            if let Ok(mut answered) = self.answered.lock() {
-                *answered += 1;
-            }
-            self.progress.notify_all();
+            self.progress.answered();
         } else {
             // The server is down between a kill and its restart.
             std::thread::yield_now();
@@ -140,26 +136,7 @@ impl Shared {
 
     /// Blocks until `count` more requests have been answered.
     fn wait_for(&self, count: u64) {
-        let Ok(mut answered) = self.answered.lock() else {
-            return;
-        };
-        let target = *answered + count;
-        while *answered < target {
-            // A bound, not a pause: a server that never comes back fails
-            // the test instead of hanging it.
-            let (guard, waited) = match self
-                .progress
-                .wait_timeout(answered, std::time::Duration::from_secs(120))
-            {
-                Ok(outcome) => outcome,
-                Err(_) => return,
-            };
-            assert!(
-                !waited.timed_out(),
-                "no request was answered for two minutes"
-            );
-            answered = guard;
-        }
+        self.progress.wait_for(count);
     }
 }
 
@@ -567,29 +544,14 @@ fn chaos(dir: &Path, env: &[(&str, &str)], relay: Option<&Relay>) {
     let unanswered = used.iter().filter(|(_, _, answered)| !answered).count();
     drop(server);
 
-    let mut verify = Command::new(&binary);
-    verify
-        .arg("verify")
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}", dir.join("agentry.db").display()),
-        )
-        .env("AGENTRY_MASTER_KEY_FILE", dir.join("agentry.key"))
-        .envs(env.iter().copied());
-    let output = verify.output().expect("agentryd verify runs");
-    let report = String::from_utf8_lossy(&output.stdout);
     eprintln!(
         "chaos: {} acknowledged bootstraps survived; {} invites used up ({unanswered} of them \
-         with the answer lost to a kill), each logs in\n{report}",
+         with the answer lost to a kill), each logs in",
         acknowledged.len(),
         used.len()
     );
-    assert!(
-        output.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(report.contains("ok: no violation"), "{report}");
+    let report = common::verify(&binary, dir, env);
+    eprintln!("{report}");
 }
 
 #[test]
@@ -600,28 +562,11 @@ fn sqlite_survives_being_killed_under_load() {
 
 #[test]
 fn postgres_survives_being_killed_under_load() {
-    let reachable = std::net::TcpStream::connect(("127.0.0.1", 5432)).is_ok();
-    if !reachable {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI needs PostgreSQL at 127.0.0.1:5432"
-        );
-        eprintln!("skipped: PostgreSQL is not reachable at 127.0.0.1:5432");
+    let Some(db) = PostgresDb::create() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().expect("temp dir");
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos());
-    let name = format!("agentry_chaos_{}_{nanos}", std::process::id());
     let relay = Relay::to(5432);
-    let url = format!("postgres://postgres@127.0.0.1:{}/{name}", relay.port);
+    let url = format!("postgres://postgres@127.0.0.1:{}/{}", relay.port, db.name);
     chaos(dir.path(), &[("DATABASE_URL", &url)], Some(&relay));
-    let dropped = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"])
-        .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .output();
-    if let Err(error) = dropped {
-        eprintln!("could not drop {name}: {error}");
-    }
 }

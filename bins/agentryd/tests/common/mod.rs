@@ -6,6 +6,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 /// The server, killed when the test ends however it ends.
 pub(crate) struct Server {
@@ -73,6 +75,8 @@ pub(crate) fn start_with(
         )
         .env("AGENTRY_MASTER_KEY_FILE", dir.join("agentry.key"))
         .env("AGENTRY_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+        // On PostgreSQL the default is the working directory: the crate's.
+        .env("AGENTRY_ARTIFACT_DIR", dir.join("artifacts"))
         .env_remove("AGENTRY_MASTER_KEY")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
@@ -121,14 +125,29 @@ pub(crate) fn try_http(
     bearer: Option<&str>,
     body: Option<&serde_json::Value>,
 ) -> std::io::Result<(u16, serde_json::Value)> {
+    try_http_with(port, method, path, bearer, &[], body)
+}
+
+/// [`try_http`] with extra request headers (`name`, `value`).
+pub(crate) fn try_http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<&serde_json::Value>,
+) -> std::io::Result<(u16, serde_json::Value)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     let payload = body.map(|body| body.to_string()).unwrap_or_default();
-    let auth = bearer
+    let mut extra = bearer
         .map(|token| format!("authorization: Bearer {token}\r\n"))
         .unwrap_or_default();
+    for (name, value) in headers {
+        extra.push_str(&format!("{name}: {value}\r\n"));
+    }
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\n\r\n{payload}",
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\n\r\n{payload}",
         payload.len()
     )?;
     let mut response = String::new();
@@ -158,4 +177,124 @@ pub(crate) fn http(
     body: Option<&serde_json::Value>,
 ) -> (u16, serde_json::Value) {
     try_http(port, method, path, bearer, body).expect("agentryd answers")
+}
+
+/// Requests answered so far, which tests wait on instead of the clock
+/// (to kill a server after so many answers, say).
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    answered: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Progress {
+    pub(crate) fn answered(&self) {
+        if let Ok(mut answered) = self.answered.lock() {
+            *answered += 1;
+        }
+        self.changed.notify_all();
+    }
+
+    /// Blocks until `count` more requests have been answered.
+    pub(crate) fn wait_for(&self, count: u64) {
+        let Ok(mut answered) = self.answered.lock() else {
+            return;
+        };
+        let target = *answered + count;
+        while *answered < target {
+            // A bound, not a pause: a server that never comes back fails
+            // the test instead of hanging it.
+            let (guard, waited) = match self
+                .changed
+                .wait_timeout(answered, Duration::from_secs(120))
+            {
+                Ok(outcome) => outcome,
+                Err(_) => return,
+            };
+            assert!(
+                !waited.timed_out(),
+                "no request was answered for two minutes"
+            );
+            answered = guard;
+        }
+    }
+}
+
+/// A database of its own on the machine's PostgreSQL (or the one
+/// `AGENTRY_TEST_POSTGRES_URL` names), dropped when the test ends however
+/// it ends.
+#[derive(Debug)]
+pub(crate) struct PostgresDb {
+    pub(crate) name: String,
+}
+
+impl PostgresDb {
+    /// A fresh, empty database (the first server to start migrates it), or
+    /// `None` when PostgreSQL is unreachable outside CI; in CI (`CI` set)
+    /// that fails the test, as everywhere else.
+    pub(crate) fn create() -> Option<Self> {
+        block_on(async {
+            let mut admin = agentry_testkit::postgres_admin().await?;
+            let name = format!("agentry_e2e_{}", uuid::Uuid::now_v7().simple());
+            diesel_async::SimpleAsyncConnection::batch_execute(
+                &mut admin,
+                &format!("CREATE DATABASE {name}"),
+            )
+            .await
+            .expect("create the test database");
+            Some(Self { name })
+        })
+    }
+
+    /// Its URL on the server.
+    pub(crate) fn url(&self) -> String {
+        agentry_testkit::postgres_url(&agentry_testkit::postgres_server(), &self.name, "")
+    }
+}
+
+impl Drop for PostgresDb {
+    fn drop(&mut self) {
+        block_on(agentry_testkit::drop_postgres(&self.name));
+    }
+}
+
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the test's own database calls")
+        .block_on(work)
+}
+
+/// `agentryd` as a maintenance command (`verify`, `admin ...`) on the
+/// database and master key that [`start_with`] gives servers started with
+/// `dir` and `env`.
+pub(crate) fn command(binary: &str, dir: &Path, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.join("agentry.db").display()),
+        )
+        .env("AGENTRY_MASTER_KEY_FILE", dir.join("agentry.key"))
+        .env_remove("AGENTRY_MASTER_KEY")
+        .envs(env.iter().copied());
+    command
+}
+
+/// Runs `agentryd verify`; fails the test on a violation, and returns the
+/// report.
+pub(crate) fn verify(binary: &str, dir: &Path, env: &[(&str, &str)]) -> String {
+    let output = command(binary, dir, env)
+        .arg("verify")
+        .output()
+        .expect("agentryd verify runs");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(report.contains("ok: no violation"), "{report}");
+    report
 }
