@@ -14,6 +14,7 @@ mod rate_leases;
 mod registry;
 mod revocation;
 mod schema;
+mod sharding;
 mod workspace;
 use agentry_testkit as support;
 
