@@ -126,18 +126,6 @@ diesel::table! {
     use diesel::sql_types::*;
     use crate::types::{PortableTime, PortableUuid};
 
-    rate_windows (agent_id) {
-        agent_id -> PortableUuid,
-        tenant_id -> PortableUuid,
-        minute -> BigInt,
-        count -> BigInt,
-    }
-}
-
-diesel::table! {
-    use diesel::sql_types::*;
-    use crate::types::{PortableTime, PortableUuid};
-
     one_time_tokens (id) {
         id -> PortableUuid,
         tenant_id -> PortableUuid,
@@ -385,8 +373,6 @@ diesel::joinable!(agent_limits -> tenants (tenant_id));
 diesel::joinable!(agent_limit_entries -> tenants (tenant_id));
 diesel::joinable!(ledger_entries -> tenants (tenant_id));
 diesel::joinable!(ledger_entries -> agents (agent_id));
-diesel::joinable!(rate_windows -> agents (agent_id));
-diesel::joinable!(rate_windows -> tenants (tenant_id));
 diesel::joinable!(one_time_tokens -> tenants (tenant_id));
 diesel::joinable!(users -> tenants (tenant_id));
 diesel::joinable!(users -> agents (agent_id));
@@ -421,7 +407,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     agent_limits,
     agent_limit_entries,
     ledger_entries,
-    rate_windows,
     one_time_tokens,
     users,
     invites,

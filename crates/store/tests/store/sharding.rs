@@ -139,13 +139,6 @@ const NOT_YET_SHARDABLE: &[(&str, &[&str])] = &[
         ],
     ),
     (
-        "rate_windows",
-        &[
-            "primary key (agent_id)",
-            "foreign key (agent_id) -> agents (id)",
-        ],
-    ),
-    (
         "users",
         &["primary key (id)", "foreign key (agent_id) -> agents (id)"],
     ),
