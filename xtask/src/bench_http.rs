@@ -807,7 +807,7 @@ fn targets(baseline: &Figures, rows: &[Row]) -> Vec<String> {
     lines
 }
 
-fn thousands(value: f64) -> String {
+pub(crate) fn thousands(value: f64) -> String {
     let digits = format!("{:.0}", value.max(0.0));
     let mut out = String::new();
     for (index, digit) in digits.chars().enumerate() {

@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::bench_http::{
     Database, Scratch, Server, agentryd_command, commit, machine, postgres_available,
-    postgres_ticks, psql_in, start_agentryd_in,
+    postgres_ticks, psql_in, start_agentryd_in, thousands,
 };
 use crate::{cargo, run, target_dir, workspace_root};
 
@@ -336,10 +336,10 @@ fn render(options: &Options, runs: &[Run], statements_loaded: bool) -> Result<St
             .map_or(run.rps, |single| single.rps);
         write!(
             text,
-            "| {} | {} | {:.0}/s | {:.2} x | {:.1} ms | {} | {:.0} us |",
+            "| {} | {} | {}/s | {:.2} x | {:.1} ms | {} | {:.0} us |",
             run.label,
             run.replicas,
-            run.rps,
+            thousands(run.rps),
             run.rps / single.max(1.0),
             run.p99_us as f64 / 1000.0,
             run.non_2xx,
@@ -358,12 +358,19 @@ fn render(options: &Options, runs: &[Run], statements_loaded: bool) -> Result<St
             .map(|run| run.database_cpu_us)
             .collect();
         let mean = cpu.iter().sum::<f64>() / cpu.len().max(1) as f64;
-        if mean > 0.0 {
+        if mean < 1.0 {
+            writeln!(
+                text,
+                "- {label}: PostgreSQL does next to no work per request (the replicas answer \
+                 from what they cached), so replicas scale it out until their own cores are \
+                 spent."
+            )?;
+        } else {
             writeln!(
                 text,
                 "- {label}: PostgreSQL spends about {mean:.0} us of CPU per request, so one \
-                 PostgreSQL core serves at most about {:.0} requests/s of it; the replicas \
-                 scale out until the database's cores are spent.",
+                 PostgreSQL core serves at most about {:.0} requests/s of it; replicas scale \
+                 it out only until the database's cores are spent.",
                 1e6 / mean
             )?;
         }
