@@ -184,7 +184,7 @@ async fn certified_agent(
     let tenant = machine.certificate.tenant_id;
     let agent_id = state
         .store
-        .detached(async move |store| store.machine_instance(instance_id).await)
+        .detached(async move |store| store.machine_instance(tenant, instance_id).await)
         .await?
         .and_then(|instance| instance.agent_id)
         .ok_or_else(|| {

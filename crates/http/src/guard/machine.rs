@@ -44,10 +44,10 @@ impl MachineCertificate {
     /// its session has handed the secrets out: certificates of sessions
     /// that never completed (a `/cert` called many times) stay powerless.
     pub(crate) async fn require_completed_session(&self, state: &AppState) -> Result<(), ApiError> {
-        let session_id = self.certificate.session_id;
+        let (tenant, session_id) = (self.certificate.tenant_id, self.certificate.session_id);
         let completed = state
             .store
-            .detached(async move |store| store.machine_session(session_id).await)
+            .detached(async move |store| store.machine_session(tenant, session_id).await)
             .await?
             .is_some_and(|session| session.completed_at.is_some());
         if completed {

@@ -201,17 +201,20 @@ pub(super) async fn secrets(
     };
     let session_id =
         Uuid::parse_str(body.session_id.trim()).map_err(|_| ApiError::not_found("session"))?;
+    let tenant = machine.certificate.tenant_id;
     let (session, instance, bundle) = state
         .store
         .detached(async move |store| {
-            let Some(session) = store.machine_session(session_id).await? else {
+            let Some(session) = store.machine_session(tenant, session_id).await? else {
                 return Ok(None);
             };
             let instance_id = session.instance_id;
             Ok(Some((
                 session,
-                store.machine_instance(instance_id).await?,
-                store.artifact(instance_id, ArtifactKind::Bundle).await?,
+                store.machine_instance(tenant, instance_id).await?,
+                store
+                    .artifact(tenant, instance_id, ArtifactKind::Bundle)
+                    .await?,
             )))
         })
         .await?
@@ -263,7 +266,7 @@ pub(super) async fn secrets(
         .store
         .detached(async move |store| {
             Ok(store
-                .complete_machine_session(session_id, now, download_tokens)
+                .complete_machine_session(tenant, session_id, now, download_tokens)
                 .await)
         })
         .await?

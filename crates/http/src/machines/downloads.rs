@@ -62,9 +62,10 @@ async fn download(
         Err(StoreError::Token(_)) => return Err(invalid_download_token()),
         Err(error) => return Err(error.into()),
     }
+    let tenant = machine.certificate.tenant_id;
     let artifact = state
         .store
-        .detached(async move |store| store.artifact(instance_id, kind).await)
+        .detached(async move |store| store.artifact(tenant, instance_id, kind).await)
         .await?
         .ok_or_else(|| ApiError::not_found(kind.as_str()))?;
     let file = tokio::fs::File::open(state.settings.artifact_dir.join(&artifact.storage_path))

@@ -32,15 +32,15 @@ async fn instance_view(
     state: &AppState,
     instance: &MachineInstance,
 ) -> Result<InstanceView, ApiError> {
-    let id = instance.id;
+    let (tenant, id) = (instance.tenant_id, instance.id);
     let (token, bundle, website, callback) = state
         .store
         .detached(async move |store| {
             Ok((
                 store.bootstrap_token_of(id).await?,
-                store.artifact(id, ArtifactKind::Bundle).await?,
-                store.artifact(id, ArtifactKind::Website).await?,
-                store.callback_state(id).await?,
+                store.artifact(tenant, id, ArtifactKind::Bundle).await?,
+                store.artifact(tenant, id, ArtifactKind::Website).await?,
+                store.callback_state(tenant, id).await?,
             ))
         })
         .await?;
@@ -346,10 +346,10 @@ pub(super) async fn instance_logs(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::InstanceProvision)?;
     let instance = owned_instance(&state, &caller, &path).await?;
-    let id = instance.id;
+    let (tenant, id) = (instance.tenant_id, instance.id);
     let (logs, total) = state
         .store
-        .detached(async move |store| store.provision_logs(id, LOG_PAGE).await)
+        .detached(async move |store| store.provision_logs(tenant, id, LOG_PAGE).await)
         .await?;
     let logs: Vec<ProvisionLogLine> = logs
         .into_iter()

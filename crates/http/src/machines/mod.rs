@@ -122,9 +122,8 @@ async fn owned_instance(
     let tenant = caller.tenant_id;
     state
         .store
-        .detached(async move |store| store.machine_instance(id).await)
+        .detached(async move |store| store.machine_instance(tenant, id).await)
         .await?
-        .filter(|instance| instance.tenant_id == tenant)
         .ok_or_else(|| ApiError::not_found("instance"))
 }
 

@@ -72,7 +72,7 @@ pub(super) async fn callback(
             "stage is required",
         ));
     };
-    let instance_id = machine.instance_id;
+    let (tenant, instance_id) = (machine.tenant_id, machine.instance_id);
     let seq = body.seq;
     let level = if stage == CallbackStage::Error {
         LogLevel::Error
@@ -85,7 +85,7 @@ pub(super) async fn callback(
         .store
         .detached(async move |store| {
             store
-                .record_callback(instance_id, now, seq, stage, message, level)
+                .record_callback(tenant, instance_id, now, seq, stage, message, level)
                 .await
         })
         .await;
@@ -185,12 +185,11 @@ pub(super) async fn diagnostic(
         body.level.as_deref(),
         &body.message,
     )?;
-    let instance_id = machine.instance_id;
+    let (tenant, instance_id) = (machine.tenant_id, machine.instance_id);
     let instance = state
         .store
-        .detached(async move |store| store.machine_instance(instance_id).await)
+        .detached(async move |store| store.machine_instance(tenant, instance_id).await)
         .await?
-        .filter(|instance| instance.tenant_id == machine.tenant_id)
         .ok_or_else(|| ApiError::not_found("instance"))?;
     append_log(&state, &instance, body.label, level, body.message, now).await
 }
@@ -233,13 +232,18 @@ pub(super) async fn early_diagnostic(
     let level = diagnostic_problems(problems, &body.label, body.level.as_deref(), &body.message)?;
     // Unknown instance, wrong token, used or expired token: all alike.
     let instance_id = Uuid::parse_str(&body.instance_id).map_err(|_| invalid_bootstrap_token())?;
+    // The machine names only the instance: its bootstrap token's record
+    // says whose it is.
     let (instance, token) = state
         .store
         .detached(async move |store| {
-            Ok((
-                store.machine_instance(instance_id).await?,
-                store.bootstrap_token_of(instance_id).await?,
-            ))
+            let Some(token) = store.bootstrap_token_of(instance_id).await? else {
+                return Ok((None, None));
+            };
+            let instance = store
+                .machine_instance(token.0.tenant_id, instance_id)
+                .await?;
+            Ok((instance, Some(token)))
         })
         .await?;
     let presented = hash_secret(&body.bootstrap_token);

@@ -126,8 +126,13 @@ impl Store {
     /// `Ok(Err(..))` and writes nothing. Concurrent callbacks of one
     /// instance are judged one after the other. An unknown instance is
     /// `NotFound("provisioning instance")`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "whose instance, when, and the callback's four fields"
+    )]
     pub async fn record_callback(
         &self,
+        tenant: TenantId,
         instance_id: Uuid,
         now: OffsetDateTime,
         seq: i64,
@@ -136,9 +141,11 @@ impl Store {
         level: &str,
     ) -> Result<Result<CallbackState, CallbackError>, StoreError> {
         let updated_at = DbTime::new(now);
-        let id = DbUuid(instance_id);
+        let (tenant_id, id) = (DbUuid(tenant.as_uuid()), DbUuid(instance_id));
         write_tx!(self, |conn| {
-            let target = callback_states::table.find(id);
+            let target = callback_states::table
+                .filter(callback_states::tenant_id.eq(tenant_id))
+                .filter(callback_states::instance_id.eq(id));
             let locked = diesel::update(target)
                 .set(callback_states::updated_at.eq(callback_states::updated_at))
                 .execute(conn)
@@ -180,15 +187,17 @@ impl Store {
         })
     }
 
-    /// The instance's last accepted callback; `None` for an unknown
-    /// instance.
+    /// The tenant's instance's last accepted callback; `None` for an
+    /// unknown instance.
     pub async fn callback_state(
         &self,
+        tenant: TenantId,
         instance_id: Uuid,
     ) -> Result<Option<CallbackState>, StoreError> {
         let row: Option<CallbackRow> = read!(self, |conn| {
             callback_states::table
-                .find(DbUuid(instance_id))
+                .filter(callback_states::tenant_id.eq(DbUuid(tenant.as_uuid())))
+                .filter(callback_states::instance_id.eq(DbUuid(instance_id)))
                 .select(CallbackRow::as_select())
                 .first(conn)
                 .await
@@ -255,12 +264,14 @@ impl Store {
     /// machine must not hide how its provisioning ended.
     pub async fn provision_logs(
         &self,
+        tenant: TenantId,
         instance_id: Uuid,
         limit: i64,
     ) -> Result<(Vec<ProvisionLog>, i64), StoreError> {
         let (mut rows, total): (Vec<LogRow>, i64) = read!(self, |conn| {
-            let of_instance =
-                provision_logs::table.filter(provision_logs::instance_id.eq(DbUuid(instance_id)));
+            let of_instance = provision_logs::table
+                .filter(provision_logs::tenant_id.eq(DbUuid(tenant.as_uuid())))
+                .filter(provision_logs::instance_id.eq(DbUuid(instance_id)));
             let rows = of_instance
                 .order((provision_logs::at.desc(), provision_logs::id.desc()))
                 .limit(limit.max(0))

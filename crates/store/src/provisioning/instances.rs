@@ -208,13 +208,17 @@ impl Store {
         Ok((MachineInstance::try_from(row)?, TokenRecord::from(token)))
     }
 
-    /// An instance by id, whatever its tenant: a machine presents only the
-    /// instance id (its certificate or token says which), so callers check
-    /// the tenant themselves where a tenant is known.
-    pub async fn machine_instance(&self, id: Uuid) -> Result<Option<MachineInstance>, StoreError> {
+    /// The tenant's instance `id`; `None` when it has none by that id (the
+    /// machine's credential, a certificate or a token, names both).
+    pub async fn machine_instance(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+    ) -> Result<Option<MachineInstance>, StoreError> {
         let row: Option<InstanceRow> = read!(self, |conn| {
             provisioning_instances::table
-                .find(DbUuid(id))
+                .filter(provisioning_instances::tenant_id.eq(DbUuid(tenant.as_uuid())))
+                .filter(provisioning_instances::id.eq(DbUuid(id)))
                 .select(InstanceRow::as_select())
                 .first(conn)
                 .await
@@ -320,14 +324,16 @@ impl Store {
         })
     }
 
-    /// The instance's artifact of `kind`, if one was stored.
+    /// The tenant's instance's artifact of `kind`, if one was stored.
     pub async fn artifact(
         &self,
+        tenant: TenantId,
         instance_id: Uuid,
         kind: ArtifactKind,
     ) -> Result<Option<ArtifactRecord>, StoreError> {
         let row: Option<ArtifactRow> = read!(self, |conn| {
             artifacts::table
+                .filter(artifacts::tenant_id.eq(DbUuid(tenant.as_uuid())))
                 .filter(artifacts::instance_id.eq(DbUuid(instance_id)))
                 .filter(artifacts::kind.eq(kind.as_str()))
                 .select(ArtifactRow::as_select())

@@ -236,10 +236,12 @@ impl Store {
             .await?
             .ok_or(OpenSessionError::InvalidToken(None))?;
         let instance = self
-            .machine_instance(token.subject_id)
+            .machine_instance(token.tenant_id, token.subject_id)
             .await?
             .ok_or(OpenSessionError::InvalidToken(None))?;
-        let bundle = self.artifact(instance.id, ArtifactKind::Bundle).await?;
+        let bundle = self
+            .artifact(instance.tenant_id, instance.id, ArtifactKind::Bundle)
+            .await?;
         let readiness = Readiness {
             bundle_attached: bundle.is_some(),
             decryption_key_attached: instance.decryption_key_sealed.is_some(),
@@ -345,12 +347,17 @@ impl Store {
         Ok(row.map(IssuedCertificateRecord::from))
     }
 
-    /// A session by id, whatever its tenant: the machine names it when it
-    /// completes, and the caller checks it belongs to the machine's instance.
-    pub async fn machine_session(&self, id: Uuid) -> Result<Option<MachineSession>, StoreError> {
+    /// The tenant's session `id` (the machine names it when it completes;
+    /// the caller checks it belongs to the machine's instance).
+    pub async fn machine_session(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+    ) -> Result<Option<MachineSession>, StoreError> {
         let row: Option<SessionRow> = read!(self, |conn| {
             provisioning_sessions::table
-                .find(DbUuid(id))
+                .filter(provisioning_sessions::tenant_id.eq(DbUuid(tenant.as_uuid())))
+                .filter(provisioning_sessions::id.eq(DbUuid(id)))
                 .select(SessionRow::as_select())
                 .first(conn)
                 .await
@@ -369,11 +376,12 @@ impl Store {
     /// nothing.
     pub async fn complete_machine_session(
         &self,
+        tenant: TenantId,
         session_id: Uuid,
         now: OffsetDateTime,
         download_tokens: Vec<NewToken>,
     ) -> Result<MachineInstance, SessionError> {
-        self.try_complete_machine_session(session_id, now, download_tokens)
+        self.try_complete_machine_session(tenant, session_id, now, download_tokens)
             .await?
     }
 
@@ -382,13 +390,16 @@ impl Store {
     /// committing then writes nothing.
     async fn try_complete_machine_session(
         &self,
+        tenant: TenantId,
         session_id: Uuid,
         now: OffsetDateTime,
         download_tokens: Vec<NewToken>,
     ) -> Result<Result<MachineInstance, SessionError>, StoreError> {
-        let session_id = DbUuid(session_id);
+        let (tenant_id, session_id) = (DbUuid(tenant.as_uuid()), DbUuid(session_id));
         write_tx!(self, |conn| {
-            let target = provisioning_sessions::table.find(session_id);
+            let target = provisioning_sessions::table
+                .filter(provisioning_sessions::tenant_id.eq(tenant_id))
+                .filter(provisioning_sessions::id.eq(session_id));
             // The portable row lock (see `change_lifecycle`): concurrent
             // completions of one session queue here.
             let locked = diesel::update(target)

@@ -130,12 +130,50 @@ async fn creating_a_machine_instance_stores_its_bootstrap_token_and_an_empty_cal
         assert_eq!(instance.agent_secrets_sealed, Some(vec![1, 2, 3]));
         assert_eq!(instance.created_at, created_at);
         assert_eq!(
-            store.machine_instance(instance.id).await.unwrap().as_ref(),
+            store
+                .machine_instance(acme, instance.id)
+                .await
+                .unwrap()
+                .as_ref(),
             Some(&instance),
             "round trip is exact on {:?}",
             db.backend()
         );
-        assert_eq!(store.machine_instance(Uuid::now_v7()).await.unwrap(), None);
+        assert_eq!(
+            store.machine_instance(acme, Uuid::now_v7()).await.unwrap(),
+            None
+        );
+        // Another tenant sees none of it, whatever id it names.
+        assert_eq!(
+            store.machine_instance(globex, instance.id).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.callback_state(globex, instance.id).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .provision_logs(globex, instance.id, 10)
+                .await
+                .unwrap()
+                .1,
+            0
+        );
+        assert!(matches!(
+            store
+                .record_callback(
+                    globex,
+                    instance.id,
+                    now(),
+                    1,
+                    CallbackStage::Installing,
+                    None,
+                    "info"
+                )
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
 
         assert_eq!(token.subject_id, instance.id);
         assert_eq!(token.tenant_id, acme);
@@ -155,7 +193,7 @@ async fn creating_a_machine_instance_stores_its_bootstrap_token_and_an_empty_cal
             None
         );
         assert_eq!(
-            store.callback_state(instance.id).await.unwrap(),
+            store.callback_state(acme, instance.id).await.unwrap(),
             Some(CallbackState {
                 last: None,
                 message: None,
@@ -211,7 +249,7 @@ async fn a_patch_changes_only_its_fields_within_the_tenant() {
         assert_eq!(patched.skill_lockfile, instance.skill_lockfile);
         assert_eq!(patched.agent_secrets_sealed, Some(vec![1, 2, 3]));
         assert_eq!(
-            store.machine_instance(instance.id).await.unwrap(),
+            store.machine_instance(acme, instance.id).await.unwrap(),
             Some(patched.clone())
         );
         let empty = store
@@ -232,7 +270,7 @@ async fn a_patch_changes_only_its_fields_within_the_tenant() {
             .unwrap();
         assert_eq!(foreign, None);
         assert_eq!(
-            store.machine_instance(instance.id).await.unwrap(),
+            store.machine_instance(acme, instance.id).await.unwrap(),
             Some(patched),
             "another tenant's patch wrote nothing"
         );
@@ -299,7 +337,7 @@ async fn replacing_an_artifact_returns_the_old_path() {
         };
         assert_eq!(
             store
-                .artifact(instance.id, ArtifactKind::Bundle)
+                .artifact(acme, instance.id, ArtifactKind::Bundle)
                 .await
                 .unwrap(),
             None
@@ -308,7 +346,7 @@ async fn replacing_an_artifact_returns_the_old_path() {
         assert_eq!(store.put_artifact(acme, first.clone()).await.unwrap(), None);
         assert_eq!(
             store
-                .artifact(instance.id, ArtifactKind::Bundle)
+                .artifact(acme, instance.id, ArtifactKind::Bundle)
                 .await
                 .unwrap(),
             Some(first)
@@ -321,7 +359,7 @@ async fn replacing_an_artifact_returns_the_old_path() {
         );
         assert_eq!(
             store
-                .artifact(instance.id, ArtifactKind::Bundle)
+                .artifact(acme, instance.id, ArtifactKind::Bundle)
                 .await
                 .unwrap(),
             Some(second.clone())
@@ -337,10 +375,18 @@ async fn replacing_an_artifact_returns_the_old_path() {
         );
         assert_eq!(
             store
-                .artifact(instance.id, ArtifactKind::Website)
+                .artifact(acme, instance.id, ArtifactKind::Website)
                 .await
                 .unwrap(),
             Some(website)
+        );
+        assert_eq!(
+            store
+                .artifact(globex, instance.id, ArtifactKind::Website)
+                .await
+                .unwrap(),
+            None,
+            "another tenant does not see it"
         );
         assert_eq!(db.count("artifacts").await, 2);
 
@@ -353,7 +399,7 @@ async fn replacing_an_artifact_returns_the_old_path() {
         );
         assert_eq!(
             store
-                .artifact(instance.id, ArtifactKind::Bundle)
+                .artifact(acme, instance.id, ArtifactKind::Bundle)
                 .await
                 .unwrap()
                 .map(|record| (record.storage_path, record.size_bytes)),
@@ -396,7 +442,7 @@ async fn an_opened_session_and_its_certificate_are_found() {
             store.certificate_by_fingerprint("00:00").await.unwrap(),
             None
         );
-        let stored = store.machine_session(new.id).await.unwrap().unwrap();
+        let stored = store.machine_session(acme, new.id).await.unwrap().unwrap();
         assert_eq!(
             (
                 stored.tenant_id,
@@ -407,7 +453,16 @@ async fn an_opened_session_and_its_certificate_are_found() {
             ),
             (acme, instance.id, token.id, expires_at, None)
         );
-        assert_eq!(store.machine_session(Uuid::now_v7()).await.unwrap(), None);
+        assert_eq!(
+            store.machine_session(acme, Uuid::now_v7()).await.unwrap(),
+            None
+        );
+        let globex = tenant(store, "globex").await;
+        assert_eq!(
+            store.machine_session(globex, new.id).await.unwrap(),
+            None,
+            "another tenant does not see it"
+        );
 
         // A reused fingerprint leaves no session behind.
         let duplicate = store
@@ -449,6 +504,7 @@ async fn a_session_completes_once_and_stores_its_download_tokens() {
         let completed_at = now();
         let completed = store
             .complete_machine_session(
+                acme,
                 new.id,
                 completed_at,
                 vec![
@@ -461,7 +517,7 @@ async fn a_session_completes_once_and_stores_its_download_tokens() {
         assert_eq!(completed, instance);
         assert_eq!(
             store
-                .machine_session(new.id)
+                .machine_session(acme, new.id)
                 .await
                 .unwrap()
                 .unwrap()
@@ -487,7 +543,12 @@ async fn a_session_completes_once_and_stores_its_download_tokens() {
         }
 
         let again = store
-            .complete_machine_session(new.id, now(), vec![download_token([12; 32], instance.id)])
+            .complete_machine_session(
+                acme,
+                new.id,
+                now(),
+                vec![download_token([12; 32], instance.id)],
+            )
             .await;
         assert!(
             matches!(again, Err(SessionError::AlreadyComplete)),
@@ -502,9 +563,17 @@ async fn a_session_completes_once_and_stores_its_download_tokens() {
             "a refused completion stores no tokens"
         );
         let unknown = store
-            .complete_machine_session(Uuid::now_v7(), now(), Vec::new())
+            .complete_machine_session(acme, Uuid::now_v7(), now(), Vec::new())
             .await;
         assert!(matches!(unknown, Err(SessionError::Unknown)), "{unknown:?}");
+        let foreign = tenant(store, "globex").await;
+        let elsewhere = store
+            .complete_machine_session(foreign, new.id, now(), Vec::new())
+            .await;
+        assert!(
+            matches!(elsewhere, Err(SessionError::Unknown)),
+            "another tenant's session is unknown: {elsewhere:?}"
+        );
     })
     .await;
 }
@@ -522,7 +591,12 @@ async fn an_expired_session_does_not_complete_or_consume_the_token() {
             .unwrap();
         let later = now() + Duration::minutes(16);
         let expired = store
-            .complete_machine_session(new.id, later, vec![download_token([10; 32], instance.id)])
+            .complete_machine_session(
+                acme,
+                new.id,
+                later,
+                vec![download_token([10; 32], instance.id)],
+            )
             .await;
         assert!(matches!(expired, Err(SessionError::Expired)), "{expired:?}");
         let (bootstrap, _) = store
@@ -533,7 +607,7 @@ async fn an_expired_session_does_not_complete_or_consume_the_token() {
         assert_eq!(bootstrap.consumed_at, None);
         assert_eq!(
             store
-                .machine_session(new.id)
+                .machine_session(acme, new.id)
                 .await
                 .unwrap()
                 .unwrap()
@@ -563,7 +637,7 @@ async fn an_expired_session_does_not_complete_or_consume_the_token() {
             .await
             .unwrap();
         let refused = store
-            .complete_machine_session(live.id, now() + Duration::minutes(2), Vec::new())
+            .complete_machine_session(acme, live.id, now() + Duration::minutes(2), Vec::new())
             .await;
         assert!(
             matches!(refused, Err(SessionError::AlreadyComplete)),
@@ -591,11 +665,11 @@ async fn a_second_session_of_a_bootstrapped_instance_cannot_complete() {
             .await
             .unwrap();
         store
-            .complete_machine_session(first.id, now(), Vec::new())
+            .complete_machine_session(acme, first.id, now(), Vec::new())
             .await
             .unwrap();
         let refused = store
-            .complete_machine_session(second.id, now(), Vec::new())
+            .complete_machine_session(acme, second.id, now(), Vec::new())
             .await;
         assert!(
             matches!(refused, Err(SessionError::AlreadyComplete)),
@@ -603,7 +677,7 @@ async fn a_second_session_of_a_bootstrapped_instance_cannot_complete() {
         );
         assert_eq!(
             store
-                .machine_session(second.id)
+                .machine_session(acme, second.id)
                 .await
                 .unwrap()
                 .unwrap()
@@ -630,9 +704,11 @@ async fn exactly_one_of_twenty_concurrent_completions_wins() {
             .map(|n| {
                 let store = Arc::clone(&store);
                 let tokens = vec![download_token([100 + n; 32], instance.id)];
-                tokio::spawn(
-                    async move { store.complete_machine_session(new.id, now(), tokens).await },
-                )
+                tokio::spawn(async move {
+                    store
+                        .complete_machine_session(acme, new.id, now(), tokens)
+                        .await
+                })
             })
             .collect();
         let mut winners = 0;
@@ -668,6 +744,7 @@ async fn callbacks_are_accepted_in_order_and_a_replay_writes_nothing() {
             let at = now() + Duration::seconds(n as i64);
             let state = store
                 .record_callback(
+                    acme,
                     instance.id,
                     at,
                     seq,
@@ -687,15 +764,16 @@ async fn callbacks_are_accepted_in_order_and_a_replay_writes_nothing() {
                 }
             );
             assert_eq!(
-                store.callback_state(instance.id).await.unwrap(),
+                store.callback_state(acme, instance.id).await.unwrap(),
                 Some(state)
             );
         }
 
         // A replay of seq 2 is refused and changes nothing.
-        let before = store.callback_state(instance.id).await.unwrap();
+        let before = store.callback_state(acme, instance.id).await.unwrap();
         let replay = store
             .record_callback(
+                acme,
                 instance.id,
                 now() + Duration::minutes(1),
                 2,
@@ -709,11 +787,15 @@ async fn callbacks_are_accepted_in_order_and_a_replay_writes_nothing() {
             replay,
             Err(CallbackError::NotIncreasing { seq: 2, last: 3 })
         );
-        assert_eq!(store.callback_state(instance.id).await.unwrap(), before);
+        assert_eq!(
+            store.callback_state(acme, instance.id).await.unwrap(),
+            before
+        );
         assert_eq!(db.count("provision_logs").await, 3);
 
         let ready = store
             .record_callback(
+                acme,
                 instance.id,
                 now() + Duration::minutes(2),
                 4,
@@ -727,6 +809,7 @@ async fn callbacks_are_accepted_in_order_and_a_replay_writes_nothing() {
         assert_eq!(ready.last, Some((4, CallbackStage::Ready)));
         let after_final = store
             .record_callback(
+                acme,
                 instance.id,
                 now() + Duration::minutes(3),
                 4,
@@ -741,7 +824,7 @@ async fn callbacks_are_accepted_in_order_and_a_replay_writes_nothing() {
             Err(CallbackError::AlreadyFinal(CallbackStage::Ready))
         );
 
-        let (logs, _) = store.provision_logs(instance.id, 100).await.unwrap();
+        let (logs, _) = store.provision_logs(acme, instance.id, 100).await.unwrap();
         let lines: Vec<(&str, &str, &str)> = logs
             .iter()
             .map(|log| (log.stage.as_str(), log.level.as_str(), log.message.as_str()))
@@ -759,6 +842,7 @@ async fn callbacks_are_accepted_in_order_and_a_replay_writes_nothing() {
 
         let unknown = store
             .record_callback(
+                acme,
                 Uuid::now_v7(),
                 now(),
                 1,
@@ -771,7 +855,10 @@ async fn callbacks_are_accepted_in_order_and_a_replay_writes_nothing() {
             matches!(unknown, Err(StoreError::NotFound("provisioning instance"))),
             "{unknown:?}"
         );
-        assert_eq!(store.callback_state(Uuid::now_v7()).await.unwrap(), None);
+        assert_eq!(
+            store.callback_state(acme, Uuid::now_v7()).await.unwrap(),
+            None
+        );
         assert_eq!(db.count("provision_logs").await, 4);
     })
     .await;
@@ -791,6 +878,7 @@ async fn concurrent_callbacks_are_judged_one_after_the_other() {
                 tokio::spawn(async move {
                     store
                         .record_callback(
+                            acme,
                             instance.id,
                             now(),
                             1,
@@ -859,7 +947,7 @@ async fn provision_logs_come_back_oldest_first() {
                 .collect::<Vec<_>>()
         };
         assert_eq!(
-            messages(store.provision_logs(instance.id, 10).await.unwrap()),
+            messages(store.provision_logs(acme, instance.id, 10).await.unwrap()),
             vec![
                 ("first".to_owned(), start),
                 ("second".to_owned(), start + Duration::seconds(1)),
@@ -867,13 +955,16 @@ async fn provision_logs_come_back_oldest_first() {
             ]
         );
         assert_eq!(
-            messages(store.provision_logs(instance.id, 2).await.unwrap()),
+            messages(store.provision_logs(acme, instance.id, 2).await.unwrap()),
             vec![
                 ("second".to_owned(), start + Duration::seconds(1)),
                 ("third".to_owned(), start + Duration::seconds(2)),
             ]
         );
-        assert_eq!(store.provision_logs(instance.id, 2).await.unwrap().1, 3);
+        assert_eq!(
+            store.provision_logs(acme, instance.id, 2).await.unwrap().1,
+            3
+        );
         // Same instant: insertion order.
         for message in ["tie-a", "tie-b", "tie-c"] {
             store
@@ -882,7 +973,7 @@ async fn provision_logs_come_back_oldest_first() {
                 .unwrap()
                 .unwrap();
         }
-        let (other_logs, _) = store.provision_logs(other.id, 10).await.unwrap();
+        let (other_logs, _) = store.provision_logs(acme, other.id, 10).await.unwrap();
         assert_eq!(
             other_logs
                 .iter()

@@ -195,7 +195,7 @@ async fn a_bootstrap_session_opens_for_a_usable_token_of_a_ready_instance_only()
         assert_eq!(opened.instance.id, instance.id);
         assert_eq!(opened.issued, opened.session_id);
         let session = store
-            .machine_session(opened.session_id)
+            .machine_session(acme, opened.session_id)
             .await
             .unwrap()
             .unwrap();
@@ -213,7 +213,7 @@ async fn a_bootstrap_session_opens_for_a_usable_token_of_a_ready_instance_only()
         );
 
         store
-            .complete_machine_session(opened.session_id, now(), Vec::new())
+            .complete_machine_session(acme, opened.session_id, now(), Vec::new())
             .await
             .unwrap();
         let used = store
@@ -256,6 +256,7 @@ async fn a_full_log_refuses_diagnostics_but_still_logs_callbacks() {
         assert_eq!(full.max_lines, 2);
         store
             .record_callback(
+                acme,
                 instance.id,
                 now(),
                 1,
@@ -266,7 +267,7 @@ async fn a_full_log_refuses_diagnostics_but_still_logs_callbacks() {
             .await
             .unwrap()
             .unwrap();
-        let (_, lines) = store.provision_logs(instance.id, 0).await.unwrap();
+        let (_, lines) = store.provision_logs(acme, instance.id, 0).await.unwrap();
         assert_eq!(lines, 3);
     })
     .await;
