@@ -358,7 +358,9 @@ fn render(options: &Options, runs: &[Run], statements_loaded: bool) -> Result<St
             .map(|run| run.database_cpu_us)
             .collect();
         let mean = cpu.iter().sum::<f64>() / cpu.len().max(1) as f64;
-        if mean < 1.0 {
+        // Below ten microseconds it is the odd background query, not work
+        // the requests cause.
+        if mean < 10.0 {
             writeln!(
                 text,
                 "- {label}: PostgreSQL does next to no work per request (the replicas answer \
