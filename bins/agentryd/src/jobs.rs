@@ -1,8 +1,8 @@
 //! The background jobs a serving process runs beside its listeners, each
 //! a loop around one step `agentry_http::AppState` offers: following key
 //! rotations, reaping expired agents, forgetting quiet API keys, dropping
-//! past minutes' shared rate counts and writing last-seen times. The change
-//! feed they rely on is started in `main` (`Store::start_change_listener`).
+//! past minutes' shared rate counts and writing last-seen times; and the
+//! change-feed follower they rely on (`Store::follow_changes`).
 
 use agentry_http::AppState;
 use agentry_http::state::{
@@ -12,8 +12,11 @@ use agentry_http::state::{
 use agentry_store::{FeedHealth, HEARTBEAT_DEADLINE};
 use tokio::sync::broadcast::error::RecvError;
 
-/// Starts every job on the current runtime; they run until the process ends.
-pub(crate) fn spawn(state: &AppState) {
+/// Starts every job on the current runtime, `change_feed` (the store's
+/// follower, made before the listeners open) first; they run until the
+/// process ends.
+pub(crate) fn spawn(state: &AppState, change_feed: impl Future<Output = ()> + Send + 'static) {
+    tokio::spawn(change_feed);
     let keys = state.clone();
     tokio::spawn(async move {
         let mut changes = keys.store.subscribe_changes();

@@ -204,8 +204,8 @@ async fn serve(config: &Config, url: &DatabaseUrl, store: Store) -> anyhow::Resu
         .context(
             "cannot load the JWT signing keys (is this the master key they were sealed with?)",
         )?;
-    store
-        .start_change_listener(url)
+    let change_feed = store
+        .follow_changes(url)
         .await
         .context("cannot follow the database's change feed")?;
     let tls = if config.no_tls {
@@ -219,7 +219,7 @@ async fn serve(config: &Config, url: &DatabaseUrl, store: Store) -> anyhow::Resu
     };
     warn_if_setup_is_open(&store, &settings, config.bind).await?;
     let state = AppState::new(store.clone(), keys, settings);
-    jobs::spawn(&state);
+    jobs::spawn(&state, change_feed);
     let stopping = state.clone();
     let edge = Edge {
         body_timeout: std::time::Duration::from_secs(config.body_timeout),

@@ -177,26 +177,45 @@ impl Store {
         publish(&self.listeners, &self.changes, change);
     }
 
-    /// Hears the changes other processes commit and republishes them here:
-    /// on PostgreSQL by LISTEN (reconnecting after a failure), on SQLite by
-    /// polling the change log every [`SQLITE_POLL`] (an operator's CLI
-    /// writing to the same file is another process). Call once per process.
+    /// Hears the changes other processes commit and republishes them here,
+    /// on the store's runtime: [`Store::follow_changes`], spawned. Call once
+    /// per process.
     pub async fn start_change_listener(&self, url: &DatabaseUrl) -> Result<(), StoreError> {
-        let DatabaseUrl::Postgres(url) = url else {
-            self.feed.set(FeedHealth::Polling);
-            return self.start_change_log_poller().await;
-        };
-        // Until the first heartbeat comes back, nothing heard can be relied
-        // on: caches wait for it (see `crate::feed`).
-        self.feed.set(FeedHealth::Broken);
-        self.publish(Change::Untrusted);
-        let (url, sender, listeners) = (url.clone(), self.changes.clone(), self.listeners.clone());
-        let health = std::sync::Arc::clone(&self.feed);
-        self.runtime.spawn(async move {
-            let publish = |change| publish(&listeners, &sender, change);
-            crate::feed::follow(url, health, publish).await;
-        });
+        let follower = self.follow_changes(url).await?;
+        self.runtime.spawn(follower);
         Ok(())
+    }
+
+    /// The change-feed follower, for the caller to run as a job for as long
+    /// as the process serves (it never ends): on PostgreSQL by LISTEN, with
+    /// the heartbeat of `feed.rs`, reconnecting after a failure; on SQLite
+    /// by polling the change log every [`SQLITE_POLL`] (an operator's CLI
+    /// writing to the same file is another process). Before this returns,
+    /// the caches distrust the feed (PostgreSQL, until its first heartbeat)
+    /// or the log's position is taken (SQLite), so nothing committed after
+    /// this call is missed.
+    pub async fn follow_changes(
+        &self,
+        url: &DatabaseUrl,
+    ) -> Result<impl Future<Output = ()> + Send + 'static, StoreError> {
+        let follower: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match url {
+            DatabaseUrl::Postgres(url) => {
+                self.feed.set(FeedHealth::Broken);
+                self.publish(Change::Untrusted);
+                let (url, sender, listeners) =
+                    (url.clone(), self.changes.clone(), self.listeners.clone());
+                let health = std::sync::Arc::clone(&self.feed);
+                Box::pin(async move {
+                    let publish = |change| publish(&listeners, &sender, change);
+                    crate::feed::follow(url, health, publish).await;
+                })
+            }
+            DatabaseUrl::Sqlite(_) => {
+                self.feed.set(FeedHealth::Polling);
+                Box::pin(self.change_log_poller().await?)
+            }
+        };
+        Ok(follower)
     }
 
     /// Whether this process's caches can rely on the change feed now.
@@ -213,10 +232,12 @@ const LOG_RETENTION: time::Duration = time::Duration::minutes(10);
 impl Store {
     /// Takes the log's current position before returning, so nothing
     /// committed after this call can be missed.
-    async fn start_change_log_poller(&self) -> Result<(), StoreError> {
+    async fn change_log_poller(
+        &self,
+    ) -> Result<impl Future<Output = ()> + Send + 'static, StoreError> {
         let (position, _) = self.poll_change_log(None, false).await?;
         let store = self.clone();
-        self.runtime.spawn(async move {
+        Ok(async move {
             let mut last_seen = Some(position);
             let mut every = tokio::time::interval(SQLITE_POLL);
             every.tick().await;
@@ -234,8 +255,7 @@ impl Store {
                     Err(error) => tracing::warn!(%error, "cannot read the change log"),
                 }
             }
-        });
-        Ok(())
+        })
     }
 
     /// Changes logged after `after` (or none, the first time: only the
