@@ -2,6 +2,10 @@
 //! backend for every test, so one test body proves both. Only ever a
 //! dev-dependency.
 
+mod relay;
+
+pub use relay::{Relay, authority_of};
+
 use std::future::Future;
 use std::panic::resume_unwind;
 

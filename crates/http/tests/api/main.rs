@@ -10,6 +10,7 @@ mod bad_input;
 mod bootstrap;
 mod budget;
 mod coverage;
+mod feed;
 mod guard;
 mod headers;
 mod instance;
