@@ -57,16 +57,22 @@ const SCENARIOS: [(&str, &str); 6] = [
 /// head limit per connection, so 64 connections need a few MB at most.
 const HOSTILE_PEAK_RSS_BYTES: u64 = 80_000_000;
 
+/// The options `bench http` and `bench replicas` share.
 #[derive(Debug)]
-struct Options {
-    duration: f64,
-    warmup: f64,
-    concurrency: usize,
-    record: bool,
+pub(crate) struct Options {
+    pub(crate) duration: f64,
+    pub(crate) warmup: f64,
+    pub(crate) concurrency: usize,
+    pub(crate) record: bool,
 }
 
 impl Options {
     fn parse(args: &[String]) -> Result<Self> {
+        Self::parse_for(args, USAGE)
+    }
+
+    /// Parses `args`, showing `usage` when they are wrong.
+    pub(crate) fn parse_for(args: &[String], usage: &str) -> Result<Self> {
         let mut options = Options {
             duration: 10.0,
             warmup: 2.0,
@@ -77,7 +83,7 @@ impl Options {
         while let Some(arg) = args.next() {
             let mut value = || {
                 args.next()
-                    .with_context(|| format!("{arg} needs a value\n\n{USAGE}"))
+                    .with_context(|| format!("{arg} needs a value\n\n{usage}"))
             };
             match arg.as_str() {
                 "--duration" => options.duration = value()?.parse().context("--duration")?,
@@ -86,7 +92,7 @@ impl Options {
                     options.concurrency = value()?.parse().context("--concurrency")?;
                 }
                 "--no-record" => options.record = false,
-                other => bail!("unknown option {other:?}\n\n{USAGE}"),
+                other => bail!("unknown option {other:?}\n\n{usage}"),
             }
         }
         ensure!(

@@ -12,10 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 
 use crate::bench_http::{
-    Database, Scratch, Server, agentryd_command, commit, machine, postgres_available,
+    Database, Options, Scratch, Server, agentryd_command, commit, machine, postgres_available,
     postgres_ticks, psql_in, start_agentryd_in, thousands,
 };
 use crate::{cargo, run, target_dir, workspace_root};
@@ -32,50 +32,6 @@ usage: cargo xtask bench replicas [--duration S] [--warmup S] [--concurrency N] 
 const SCENARIOS: [(&str, &str); 2] = [("limits-me", "limits/me"), ("spend", "spend")];
 const MOST_REPLICAS: usize = 3;
 const SECTION: &str = "## Replicas on one PostgreSQL";
-
-#[derive(Debug)]
-struct Options {
-    duration: f64,
-    warmup: f64,
-    concurrency: usize,
-    record: bool,
-}
-
-impl Options {
-    fn parse(args: &[String]) -> Result<Self> {
-        let mut options = Options {
-            duration: 10.0,
-            warmup: 2.0,
-            concurrency: 64,
-            record: true,
-        };
-        let mut args = args.iter();
-        while let Some(arg) = args.next() {
-            let mut value = || {
-                args.next()
-                    .with_context(|| format!("{arg} needs a value\n\n{USAGE}"))
-            };
-            match arg.as_str() {
-                "--duration" => options.duration = value()?.parse().context("--duration")?,
-                "--warmup" => options.warmup = value()?.parse().context("--warmup")?,
-                "--concurrency" => {
-                    options.concurrency = value()?.parse().context("--concurrency")?;
-                }
-                "--no-record" => options.record = false,
-                other => bail!("unknown option {other:?}\n\n{USAGE}"),
-            }
-        }
-        ensure!(
-            options.duration > 0.0 && options.warmup >= 0.0,
-            "durations must be positive"
-        );
-        ensure!(
-            options.concurrency >= MOST_REPLICAS,
-            "concurrency must give every replica a connection"
-        );
-        Ok(options)
-    }
-}
 
 /// One run: a scenario against `replicas` replicas.
 #[derive(Debug)]
@@ -97,7 +53,11 @@ pub(crate) fn bench_replicas(args: &[String]) -> Result<()> {
         eprint!("{USAGE}");
         return Ok(());
     }
-    let options = Options::parse(args)?;
+    let options = Options::parse_for(args, USAGE)?;
+    ensure!(
+        options.concurrency >= MOST_REPLICAS,
+        "concurrency must give every replica a connection"
+    );
     postgres_available().map_err(|reason| anyhow::anyhow!("PostgreSQL is needed: {reason}"))?;
     run(cargo().args([
         "build",

@@ -5,12 +5,11 @@
 use std::time::{Duration, Instant};
 
 use agentry_domain::LifecycleState;
-use agentry_http::{AppState, Keys};
 use agentry_lifecycle::{LifecycleCommand, TerminationReason};
 use agentry_store::{DatabaseUrl, FeedHealth, PoolOptions, Store, now};
 use agentry_testkit::{Relay, authority_of, drop_postgres, postgres_db};
 
-use crate::{agent, app, get, state_for, tenant};
+use crate::{agent, app, get, replica_state, state_for, tenant};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replica_whose_feed_went_silent_honours_a_revocation_within_a_second() {
@@ -37,15 +36,7 @@ async fn a_replica_whose_feed_went_silent_honours_a_revocation_within_a_second()
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let feed_connections = relay.opened();
-    let keys = Keys::load(
-        &store,
-        first.keys.master().clone(),
-        first.settings.max_token_ttl(),
-        now(),
-    )
-    .await
-    .unwrap();
-    let replica = AppState::new(store, keys, (*first.settings).clone());
+    let replica = replica_state(store, &first).await;
     let replica_app = app(&replica).await;
 
     let acme = tenant(&db.store, "acme").await;

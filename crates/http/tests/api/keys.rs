@@ -4,13 +4,13 @@
 use actix_web::test;
 use agentry_auth::{ApiKey, ApiKeyKind, Audience};
 use agentry_domain::{ApiKeyRole, LifecycleState};
-use agentry_http::{AppState, Keys, new_signing_key};
+use agentry_http::{AppState, new_signing_key};
 use agentry_store::{Change, PoolOptions, SigningKeyRevocation, Store, now};
 use agentry_testkit::on_both_backends;
 use time::Duration;
 
 use crate::test_app::TestApp;
-use crate::{agent, app, get, send, state_for, state_with, tenant, tenant_key};
+use crate::{agent, app, get, replica_state, send, state_for, state_with, tenant, tenant_key};
 
 fn kids(jwks: &serde_json::Value) -> Vec<String> {
     jwks["keys"]
@@ -33,15 +33,7 @@ async fn replica(db: &agentry_testkit::TestDb, first: &AppState) -> AppState {
         assert_eq!(heard.recv().await.unwrap(), Change::Untrusted);
         assert_eq!(heard.recv().await.unwrap(), Change::Resync);
     }
-    let keys = Keys::load(
-        &store,
-        first.keys.master().clone(),
-        first.settings.max_token_ttl(),
-        now(),
-    )
-    .await
-    .unwrap();
-    AppState::new(store, keys, (*first.settings).clone())
+    replica_state(store, first).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -66,6 +66,20 @@ pub(crate) async fn state_with(db: &TestDb, change: impl FnOnce(&mut Settings)) 
     AppState::new(db.store.clone(), keys, settings)
 }
 
+/// Another replica's state over `store` (a second connection to the same
+/// database): keys unsealed with `first`'s master key, the same settings.
+pub(crate) async fn replica_state(store: Store, first: &AppState) -> AppState {
+    let keys = Keys::load(
+        &store,
+        first.keys.master().clone(),
+        first.settings.max_token_ttl(),
+        now(),
+    )
+    .await
+    .unwrap();
+    AppState::new(store, keys, (*first.settings).clone())
+}
+
 pub(crate) async fn app(
     state: &AppState,
 ) -> impl Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error> + use<>
