@@ -142,7 +142,7 @@ async fn anomalies(store: &Store, agent: &AgentRecord) -> Result<Vec<AnomalyEven
             body = Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn status(
+pub(crate) async fn status(
     RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: AgentPrincipal,
@@ -194,7 +194,7 @@ async fn status(
             body = Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn limits_me(
+pub(crate) async fn limits_me(
     RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: AgentPrincipal,
@@ -230,7 +230,7 @@ async fn limits_me(
             body = Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn anomaly_me(
+pub(crate) async fn anomaly_me(
     state: web::Data<AppState>,
     caller: AgentPrincipal,
 ) -> Result<HttpResponse, ApiError> {

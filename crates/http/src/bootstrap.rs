@@ -39,7 +39,7 @@ pub(crate) struct Api;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = AgentBootstrapRequest)]
-struct BootstrapRequest {
+pub(crate) struct BootstrapRequest {
     #[schema(value_type = AgentSlugSchema)]
     agent_id: String,
     #[schema(min_length = 1, max_length = 255)]
@@ -83,31 +83,66 @@ struct BootstrapBudget {
     enforced_rpm: u32,
 }
 
-/// Routes of this server the new agent will want next.
+/// Where the new agent goes next: seed 001's keys, each naming what this
+/// server serves for it (docs/api.md says what stands in for what it does
+/// not serve), and the routes of its own budget and identity.
 #[derive(Debug, Serialize, ToSchema)]
 struct NextSteps {
-    #[schema(value_type = String)]
+    /// Agentry serves no completions: a model call's cost is held here
+    /// before the call and captured after it.
+    #[schema(value_type = String, examples("POST /v1/agent/holds"))]
+    completions: &'static str,
+    #[schema(value_type = String, examples("GET /v1/agent/status"))]
     self_status: &'static str,
-    #[schema(value_type = String)]
-    limits: &'static str,
-    #[schema(value_type = String)]
-    anomalies: &'static str,
-    #[schema(value_type = String)]
-    spend: &'static str,
-    #[schema(value_type = String)]
+    /// Agentry keeps no memory entries: what it keeps for the agent is its
+    /// profile and metadata.
+    #[schema(value_type = String, examples("GET /v1/agent/profiles/me"))]
+    memory: &'static str,
+    #[schema(value_type = String, examples("POST /v1/agent/delegate"))]
     delegate: &'static str,
-    #[schema(value_type = String)]
+    /// A client certificate for the mTLS listener, from a CSR.
+    #[schema(value_type = String, examples("POST /v1/agent/auth/cert"))]
+    cert_exchange: &'static str,
+    /// This server's plain-text guide for agents (an absolute URL).
+    #[schema(examples("https://agentry.example.com/llms-agent-playbook.txt"))]
+    playbook: String,
+    #[schema(value_type = String, examples("GET /v1/agent/limits/me"))]
+    limits: &'static str,
+    #[schema(value_type = String, examples("GET /v1/agent/anomaly/me"))]
+    anomalies: &'static str,
+    #[schema(value_type = String, examples("POST /v1/agent/spend"))]
+    spend: &'static str,
+    #[schema(value_type = String, examples("GET /.well-known/jwks.json"))]
     jwks: &'static str,
+    /// The same routes as MCP tools.
+    #[schema(value_type = String, examples("POST /mcp"))]
+    mcp: &'static str,
+    #[schema(value_type = String, examples("GET /.well-known/agents.json"))]
+    discovery: &'static str,
 }
 
-const NEXT_STEPS: NextSteps = NextSteps {
-    self_status: "GET /v1/agent/status",
-    limits: "GET /v1/agent/limits/me",
-    anomalies: "GET /v1/agent/anomaly/me",
-    spend: "POST /v1/agent/spend",
-    delegate: "POST /v1/agent/delegate",
-    jwks: "GET /.well-known/jwks.json",
-};
+impl NextSteps {
+    fn on(public_url: &str) -> Self {
+        Self {
+            completions: "POST /v1/agent/holds",
+            self_status: "GET /v1/agent/status",
+            memory: "GET /v1/agent/profiles/me",
+            delegate: "POST /v1/agent/delegate",
+            cert_exchange: "POST /v1/agent/auth/cert",
+            playbook: format!(
+                "{}{}",
+                public_url.trim_end_matches('/'),
+                crate::discovery::PLAYBOOK_PATH
+            ),
+            limits: "GET /v1/agent/limits/me",
+            anomalies: "GET /v1/agent/anomaly/me",
+            spend: "POST /v1/agent/spend",
+            jwks: "GET /.well-known/jwks.json",
+            mcp: "POST /mcp",
+            discovery: "GET /.well-known/agents.json",
+        }
+    }
+}
 
 impl BootstrapRequest {
     fn into_new_agent(self) -> Result<NewAgent, ApiError> {
@@ -167,7 +202,7 @@ enum Outcome {
             body = Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn bootstrap(
+pub(crate) async fn bootstrap(
     RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: ApiKeyPrincipal,
@@ -404,6 +439,6 @@ pub(crate) fn respond(
             enforced_daily_usd: enforced.daily,
             enforced_rpm: enforced.rpm,
         },
-        next_steps: NEXT_STEPS,
+        next_steps: NextSteps::on(&state.settings.public_url),
     }))
 }

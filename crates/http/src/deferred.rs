@@ -17,9 +17,19 @@ use crate::error::ApiError;
 
 /// A body extractor `T` (e.g. `web::Json<_>`) run only by [`Deferred::read`].
 pub(crate) struct Deferred<T> {
-    request: HttpRequest,
-    payload: Payload,
-    body: PhantomData<T>,
+    body: Body<T>,
+}
+
+enum Body<T> {
+    /// Still on the connection.
+    Pending {
+        request: HttpRequest,
+        payload: Payload,
+        body: PhantomData<T>,
+    },
+    /// Already parsed by someone else: an MCP tool call carries its body
+    /// as the call's arguments.
+    Ready(T),
 }
 
 impl<T: FromRequest> FromRequest for Deferred<T> {
@@ -28,17 +38,34 @@ impl<T: FromRequest> FromRequest for Deferred<T> {
 
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
         std::future::ready(Ok(Self {
-            request: request.clone(),
-            payload: payload.take(),
-            body: PhantomData,
+            body: Body::Pending {
+                request: request.clone(),
+                payload: payload.take(),
+                body: PhantomData,
+            },
         }))
+    }
+}
+
+impl<T> Deferred<T> {
+    /// A body that was parsed already.
+    pub(crate) fn ready(body: T) -> Self {
+        Self {
+            body: Body::Ready(body),
+        }
     }
 }
 
 impl<T: FromRequest> Deferred<T> {
     /// Reads and parses the body, answering as `T` would have.
-    pub(crate) async fn read(mut self) -> Result<T, ApiError> {
-        T::from_request(&self.request, &mut self.payload)
+    pub(crate) async fn read(self) -> Result<T, ApiError> {
+        let (request, mut payload) = match self.body {
+            Body::Ready(body) => return Ok(body),
+            Body::Pending {
+                request, payload, ..
+            } => (request, payload),
+        };
+        T::from_request(&request, &mut payload)
             .await
             .map_err(|error| {
                 let error: actix_web::Error = error.into();

@@ -57,7 +57,7 @@ pub(crate) struct Api;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DelegateRequest {
+pub(crate) struct DelegateRequest {
     /// The child's `agent_id`.
     #[schema(value_type = AgentSlugSchema)]
     agent_id: String,
@@ -118,7 +118,7 @@ struct DelegateRequest {
             shortly.", body = Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn delegate(
+pub(crate) async fn delegate(
     RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: AgentPrincipal,
@@ -270,7 +270,7 @@ struct SubAgent {
             body = Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn list(
+pub(crate) async fn list(
     state: web::Data<AppState>,
     caller: AgentPrincipal,
 ) -> Result<HttpResponse, ApiError> {
@@ -341,15 +341,25 @@ struct SubAgentReclaimed {
     ),
 )]
 async fn reclaim(
-    RequestTime(now): RequestTime,
+    now: RequestTime,
     state: web::Data<AppState>,
     caller: AgentPrincipal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    reclaim_child(now, state, caller, path.into_inner()).await
+}
+
+/// [`reclaim`] with its path parameter taken out, for the MCP tool.
+pub(crate) async fn reclaim_child(
+    RequestTime(now): RequestTime,
+    state: web::Data<AppState>,
+    caller: AgentPrincipal,
+    child: String,
+) -> Result<HttpResponse, ApiError> {
     caller.require_full_access()?;
     let parent = caller.record().clone();
     // Someone else's child, or no such agent, reads the same: 404.
-    let slug = AgentSlug::parse(&path).map_err(|_| ApiError::not_found("sub-agent"))?;
+    let slug = AgentSlug::parse(&child).map_err(|_| ApiError::not_found("sub-agent"))?;
     let tenant = parent.tenant_id;
     let child = state
         .store

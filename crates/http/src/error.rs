@@ -112,6 +112,25 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    fn problem(&self) -> Problem<'_> {
+        Problem {
+            r#type: format!("urn:agentry:problem:{}", self.code),
+            title: self.status.canonical_reason().unwrap_or("Error"),
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            code: self.code,
+            error: &self.detail,
+        }
+    }
+
+    /// The problem as a JSON value, for answers that carry it inside
+    /// another document (an MCP tool result).
+    pub(crate) fn problem_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.problem()).unwrap_or_default()
+    }
+}
+
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.detail)
@@ -124,14 +143,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let problem = Problem {
-            r#type: format!("urn:agentry:problem:{}", self.code),
-            title: self.status.canonical_reason().unwrap_or("Error"),
-            status: self.status.as_u16(),
-            detail: &self.detail,
-            code: self.code,
-            error: &self.detail,
-        };
+        let problem = self.problem();
         let mut response = HttpResponse::build(self.status);
         response.insert_header((
             header::CONTENT_TYPE,

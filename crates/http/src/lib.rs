@@ -21,11 +21,13 @@ mod agent_self;
 mod bootstrap;
 mod deferred;
 mod delegation;
+mod discovery;
 mod edge;
 pub mod error;
 pub mod guard;
 pub mod keys;
 mod machines;
+mod mcp;
 pub mod metrics;
 mod openapi;
 pub mod passwords;
@@ -271,12 +273,14 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz))
         .route("/.well-known/jwks.json", web::get().to(jwks))
         .route("/openapi.json", web::get().to(openapi::openapi_document))
+        .configure(discovery::configure)
         .configure(agent_self::configure)
         .configure(bootstrap::configure)
         .configure(profiles::configure)
         .configure(spend::configure)
         .configure(delegation::configure)
         .configure(machines::configure)
+        .configure(mcp::configure)
         // Before the registry: seed 002's requests to the paths both serve
         // are taken here, the rest fall through (workspace/mod.rs).
         .configure(workspace::configure)

@@ -10,7 +10,10 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{agent_self, bootstrap, delegation, machines, profiles, registry, spend, workspace};
+use crate::{
+    agent_self, bootstrap, delegation, discovery, machines, mcp, profiles, registry, spend,
+    workspace,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,6 +38,7 @@ use crate::{agent_self, bootstrap, delegation, machines, profiles, registry, spe
         (name = "machine", description = "A provisioning machine's bootstrap: certificate, secrets, artifact \
             downloads, callbacks and diagnostics (seed 003)."),
         (name = "registry", description = "The agent registry: register, list, inspect, revoke, rotate keys (seed 004)."),
+        (name = "mcp", description = "The agent routes as MCP tools (Streamable HTTP; docs/agents.md)."),
         (name = "service", description = "Health, readiness, signing keys and this document."),
     ),
 )]
@@ -222,6 +226,8 @@ fn document() -> utoipa::openapi::OpenApi {
         machines::Api::openapi(),
         registry::Api::openapi(),
         workspace::AgentsApi::openapi(),
+        mcp::Api::openapi(),
+        discovery::Api::openapi(),
     ] {
         document.merge(part);
     }

@@ -154,7 +154,7 @@ fn figures(
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SpendRequest {
+pub(crate) struct SpendRequest {
     #[schema(value_type = PositiveMoneySchema)]
     amount_usd: Money,
     /// Whose budget: required with an API key, and with an agent's own
@@ -227,7 +227,7 @@ fn check_key(key: Option<&str>) -> Result<(), ApiError> {
             body = Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn spend(
+pub(crate) async fn spend(
     RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: Principal,
@@ -298,7 +298,7 @@ async fn spend(
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct HoldRequest {
+pub(crate) struct HoldRequest {
     #[schema(value_type = PositiveMoneySchema)]
     amount_usd: Money,
     /// How long the money stays reserved unless captured or released.
@@ -364,7 +364,7 @@ struct HoldResponse {
             body = Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn hold(
+pub(crate) async fn hold(
     RequestTime(now): RequestTime,
     state: web::Data<AppState>,
     caller: Principal,
@@ -441,7 +441,7 @@ async fn held_by(
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CaptureRequest {
+pub(crate) struct CaptureRequest {
     /// At most the held amount; the rest is released.
     #[schema(value_type = MoneySchema)]
     amount_usd: Money,
@@ -493,15 +493,26 @@ struct CaptureResponse {
     ),
 )]
 async fn capture(
-    RequestTime(now): RequestTime,
+    now: RequestTime,
     state: web::Data<AppState>,
     caller: Principal,
     path: web::Path<String>,
     body: Deferred<web::Json<CaptureRequest>>,
 ) -> Result<HttpResponse, ApiError> {
+    capture_hold(now, state, caller, path.into_inner(), body).await
+}
+
+/// [`capture`] with its path parameter taken out, for the MCP tool.
+pub(crate) async fn capture_hold(
+    RequestTime(now): RequestTime,
+    state: web::Data<AppState>,
+    caller: Principal,
+    hold_id: String,
+    body: Deferred<web::Json<CaptureRequest>>,
+) -> Result<HttpResponse, ApiError> {
     require_money_access(&caller)?;
     let body = body.read().await?;
-    let (agent, hold) = held_by(&state, &caller, &path, now).await?;
+    let (agent, hold) = held_by(&state, &caller, &hold_id, now).await?;
     let amount = body.amount_usd;
     let capture = Movement::Capture { hold, amount };
     let (account, limits) = move_money(&state, &agent, capture, None, now).await?;
@@ -553,13 +564,23 @@ struct ReleaseResponse {
     ),
 )]
 async fn release(
-    RequestTime(now): RequestTime,
+    now: RequestTime,
     state: web::Data<AppState>,
     caller: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    release_hold(now, state, caller, path.into_inner()).await
+}
+
+/// [`release`] with its path parameter taken out, for the MCP tool.
+pub(crate) async fn release_hold(
+    RequestTime(now): RequestTime,
+    state: web::Data<AppState>,
+    caller: Principal,
+    hold_id: String,
+) -> Result<HttpResponse, ApiError> {
     require_money_access(&caller)?;
-    let (agent, hold) = held_by(&state, &caller, &path, now).await?;
+    let (agent, hold) = held_by(&state, &caller, &hold_id, now).await?;
     let (account, limits) =
         move_money(&state, &agent, Movement::Release { hold }, None, now).await?;
     Ok(HttpResponse::Ok().json(ReleaseResponse {

@@ -1,0 +1,338 @@
+//! What an agent finds before it has a credential: `/.well-known/agents.json`
+//! (seed 000's capability record) and the plain-text playbook the bootstrap
+//! answer's `next_steps.playbook` points at.
+//!
+//! Each capability's endpoints and auth methods are read from the OpenAPI
+//! document, so the record names exactly the routes this build serves and
+//! the credentials they take.
+
+use std::collections::BTreeSet;
+use std::sync::LazyLock;
+
+use actix_web::{HttpResponse, web};
+use serde_json::{Value, json};
+use utoipa::OpenApi;
+
+use crate::state::AppState;
+
+pub(crate) const AGENTS_JSON_PATH: &str = "/.well-known/agents.json";
+pub(crate) const PLAYBOOK_PATH: &str = "/llms-agent-playbook.txt";
+
+#[derive(OpenApi)]
+#[openapi(paths(agents_json, playbook))]
+pub(crate) struct Api;
+
+pub(crate) fn configure(config: &mut web::ServiceConfig) {
+    config
+        .route(AGENTS_JSON_PATH, web::get().to(agents_json))
+        .route(PLAYBOOK_PATH, web::get().to(playbook));
+}
+
+/// Which operations make up a capability: by `operationId`, by tag, or by
+/// path prefix.
+enum Select {
+    Operations(&'static [&'static str]),
+    Tags(&'static [&'static str]),
+    PathPrefix(&'static str),
+}
+
+struct Capability {
+    name: &'static str,
+    description: &'static str,
+    select: Select,
+}
+
+const CAPABILITIES: &[Capability] = &[
+    Capability {
+        name: "agent_bootstrap",
+        description: "From first contact to a governed agent in one call: profile, enforced \
+            limits and a signed token, with a provisioner or admin API key.",
+        select: Select::Operations(&["agent_bootstrap"]),
+    },
+    Capability {
+        name: "agent_self_awareness",
+        description: "An agent reads its own profile, limits, anomalies and governance state.",
+        select: Select::Operations(&[
+            "agent_status",
+            "agent_limits_me",
+            "agent_anomaly_me",
+            "agent_profile_me",
+        ]),
+    },
+    Capability {
+        name: "budgets",
+        description: "Spend, hold, capture and release against the agent's enforced budget; \
+            a refusal is a 402 before any money moves.",
+        select: Select::Tags(&["spend"]),
+    },
+    Capability {
+        name: "delegation",
+        description: "A parent creates sub-agents with slices of its budget, lists them and \
+            terminates them, taking back what they did not spend.",
+        select: Select::Tags(&["delegation"]),
+    },
+    Capability {
+        name: "cert_exchange",
+        description: "An agent trades a CSR for a short-lived client certificate that \
+            authenticates it on the mTLS listener.",
+        select: Select::PathPrefix("/v1/agent/auth/"),
+    },
+    Capability {
+        name: "governance",
+        description: "Operators manage agent profiles, lifecycles and the tenant's agent limits.",
+        select: Select::Tags(&["profiles", "limits"]),
+    },
+    Capability {
+        name: "registry",
+        description: "The agent registry: register, list, inspect, revoke and rotate keys.",
+        select: Select::Tags(&["registry"]),
+    },
+    Capability {
+        name: "workspace",
+        description: "An agent's workspace: first-run setup, invites for humans, login and channels.",
+        select: Select::Tags(&["instance"]),
+    },
+    Capability {
+        name: "provisioning",
+        description: "Machines for agents: a bootstrap token and a CSR become an mTLS certificate, \
+            secrets, artifacts and a callback sequence.",
+        select: Select::Tags(&["provisioning", "machine"]),
+    },
+    Capability {
+        name: "mcp",
+        description: "The agent routes as MCP tools over Streamable HTTP.",
+        select: Select::Tags(&["mcp"]),
+    },
+];
+
+/// What each security scheme of the OpenAPI document is, for an agent
+/// choosing how to authenticate.
+const AUTH_METHODS: &[(&str, &str)] = &[
+    (
+        "api_key",
+        "An Agentry API key as 'Authorization: Bearer agy_...' (or 'X-API-Key'): a tenant \
+         key (admin, operator, auditor, provisioner) or an agent's own key.",
+    ),
+    (
+        "agent_jwt",
+        "An agent token as 'Authorization: Bearer <jwt>', from POST /v1/agent/bootstrap or \
+         POST /v1/agent/delegate; EdDSA, verifiable with the JWKS.",
+    ),
+    (
+        "mtls",
+        "A client certificate from this server's CA, presented on its TLS listener: an \
+         agent's from POST /v1/agent/auth/cert, a provisioning machine's from \
+         POST /internal/bootstrap/cert.",
+    ),
+    (
+        "session_jwt",
+        "A workspace human's session token, from POST /api/v1/auth/login.",
+    ),
+    (
+        "callback_jwt",
+        "A provisioning machine's callback token, from POST /internal/bootstrap/secrets.",
+    ),
+];
+
+/// The capability record with `{base}` where the public URL goes.
+static RECORD: LazyLock<Value> = LazyLock::new(|| {
+    let document: Value =
+        serde_json::from_str(&crate::openapi::openapi_json()).unwrap_or(Value::Null);
+    let mut capabilities = serde_json::Map::new();
+    let mut used_schemes = BTreeSet::new();
+    for capability in CAPABILITIES {
+        let (endpoints, schemes) = endpoints(&document, &capability.select);
+        used_schemes.extend(schemes.iter().cloned());
+        let tools: Vec<&str> = crate::mcp::TOOLS
+            .iter()
+            .filter(|tool| {
+                endpoints
+                    .iter()
+                    .any(|(_, operation)| operation == tool.operation)
+            })
+            .map(|tool| tool.name)
+            .collect();
+        let mut entry = json!({
+            "description": capability.description,
+            "endpoints": endpoints.iter().map(|(endpoint, _)| endpoint).collect::<Vec<_>>(),
+            "auth": schemes,
+        });
+        if !tools.is_empty() {
+            entry["mcp_tools"] = json!(tools);
+        }
+        capabilities.insert(capability.name.to_owned(), entry);
+    }
+    let auth_methods: serde_json::Map<String, Value> = AUTH_METHODS
+        .iter()
+        .filter(|(name, _)| used_schemes.contains(*name))
+        .map(|(name, description)| ((*name).to_owned(), json!({ "description": description })))
+        .collect();
+    json!({
+        "name": "Agentry",
+        "description": "Identity, credentials, budgets and a lifecycle for autonomous AI agents.",
+        "version": env!("CARGO_PKG_VERSION"),
+        "url": "{base}",
+        "openapi": "{base}/openapi.json",
+        "jwks": "{base}/.well-known/jwks.json",
+        "playbook": format!("{{base}}{PLAYBOOK_PATH}"),
+        "mcp": {
+            "endpoint": "{base}/mcp",
+            "transport": "streamable-http",
+            "protocol_versions": crate::mcp::PROTOCOL_VERSIONS,
+            "tools": crate::mcp::TOOLS.iter().map(|tool| tool.name).collect::<Vec<_>>(),
+        },
+        "auth_methods": auth_methods,
+        "capabilities": capabilities,
+    })
+});
+
+/// A capability's endpoints (`"METHOD /path"`, with each one's
+/// `operationId`) and the security schemes any of them takes, in document
+/// order.
+fn endpoints(document: &Value, select: &Select) -> (Vec<(String, String)>, Vec<String>) {
+    let mut endpoints = Vec::new();
+    let mut schemes: Vec<String> = Vec::new();
+    let Some(paths) = document["paths"].as_object() else {
+        return (endpoints, schemes);
+    };
+    for (path, item) in paths {
+        let Some(item) = item.as_object() else {
+            continue;
+        };
+        for (method, operation) in item {
+            let id = operation["operationId"].as_str().unwrap_or_default();
+            let tagged = |tags: &[&str]| {
+                operation["tags"]
+                    .as_array()
+                    .is_some_and(|own| own.iter().any(|tag| tags.iter().any(|t| tag == t)))
+            };
+            let selected = match select {
+                Select::Operations(ids) => ids.contains(&id),
+                Select::Tags(tags) => tagged(tags),
+                Select::PathPrefix(prefix) => path.starts_with(prefix),
+            };
+            if !selected {
+                continue;
+            }
+            endpoints.push((
+                format!("{} {path}", method.to_ascii_uppercase()),
+                id.to_owned(),
+            ));
+            for requirement in operation["security"].as_array().into_iter().flatten() {
+                for scheme in requirement.as_object().into_iter().flat_map(|o| o.keys()) {
+                    if !schemes.contains(scheme) {
+                        schemes.push(scheme.clone());
+                    }
+                }
+            }
+        }
+    }
+    (endpoints, schemes)
+}
+
+/// `value` with every `{base}` replaced by `base`.
+fn with_base(value: &Value, base: &str) -> Value {
+    match value {
+        Value::String(text) => Value::String(text.replace("{base}", base)),
+        Value::Array(items) => Value::Array(items.iter().map(|i| with_base(i, base)).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(key, value)| (key.clone(), with_base(value, base)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// What this server offers agents, and how to authenticate for each.
+///
+/// Seed 000's capability record: `agent_bootstrap`, `agent_self_awareness`
+/// and the other capabilities this server has, each with its endpoints,
+/// the auth methods they take and the MCP tools that serve them; links to
+/// the OpenAPI document, the JWKS, the MCP endpoint and the playbook.
+/// docs/api.md describes the shape.
+#[utoipa::path(
+    get,
+    operation_id = "agents_json",
+    path = "/.well-known/agents.json",
+    tag = "service",
+    responses(
+        (status = 200, description = "The capability record.", content_type = "application/json",
+            body = Object, headers(("cache-control" = String, description = "`public, max-age=300`"))),
+    ),
+)]
+async fn agents_json(state: web::Data<AppState>) -> HttpResponse {
+    let base = state.settings.public_url.trim_end_matches('/');
+    HttpResponse::Ok()
+        .insert_header(("cache-control", "public, max-age=300"))
+        .json(with_base(&RECORD, base))
+}
+
+/// A guide for agents, in plain text: how to bootstrap, read their own
+/// state, spend, delegate and authenticate.
+#[utoipa::path(
+    get,
+    operation_id = "agent_playbook",
+    path = "/llms-agent-playbook.txt",
+    tag = "service",
+    responses(
+        (status = 200, description = "The playbook.", content_type = "text/plain; charset=utf-8",
+            body = String),
+    ),
+)]
+async fn playbook(state: web::Data<AppState>) -> HttpResponse {
+    let base = state.settings.public_url.trim_end_matches('/');
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header(("cache-control", "public, max-age=300"))
+        .body(include_str!("playbook.txt").replace("{base}", base))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_capabilities_are_there_with_their_routes() {
+        let record = with_base(&RECORD, "https://agentry.example");
+        let bootstrap = &record["capabilities"]["agent_bootstrap"];
+        assert_eq!(bootstrap["endpoints"], json!(["POST /v1/agent/bootstrap"]));
+        assert_eq!(bootstrap["auth"], json!(["api_key"]));
+        assert_eq!(bootstrap["mcp_tools"], json!(["br_bootstrap_agent"]));
+        let awareness = &record["capabilities"]["agent_self_awareness"];
+        let endpoints = awareness["endpoints"].as_array().unwrap();
+        assert!(
+            endpoints.contains(&json!("GET /v1/agent/status")),
+            "{awareness}"
+        );
+        assert!(
+            awareness["auth"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("mtls"))
+        );
+        assert_eq!(record["openapi"], "https://agentry.example/openapi.json");
+        assert_eq!(record["mcp"]["endpoint"], "https://agentry.example/mcp");
+    }
+
+    #[test]
+    fn every_capability_has_endpoints_and_every_auth_method_is_described() {
+        let record = &*RECORD;
+        for (name, capability) in record["capabilities"].as_object().unwrap() {
+            if name == "cert_exchange" {
+                continue;
+            }
+            assert!(
+                !capability["endpoints"].as_array().unwrap().is_empty(),
+                "{name} has no endpoint"
+            );
+            for scheme in capability["auth"].as_array().unwrap() {
+                assert!(
+                    record["auth_methods"][scheme.as_str().unwrap()].is_object(),
+                    "{name} takes {scheme}, which auth_methods does not describe"
+                );
+            }
+        }
+    }
+}

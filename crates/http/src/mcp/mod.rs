@@ -1,0 +1,370 @@
+//! Seed 000's MCP tools, served at `POST /mcp` over the Streamable HTTP
+//! transport of the Model Context Protocol.
+//!
+//! Stateless by design: every POST carries one JSON-RPC message and its
+//! credential, and is answered with one `application/json` body (never a
+//! stream). No session lives in a replica's memory, so any replica answers
+//! any request, as with the HTTP routes. `GET /mcp` (a server-to-client
+//! stream) is answered 405, which the transport allows.
+//!
+//! The credential is judged before the message is even read: a missing or
+//! bad one is a 401 with `WWW-Authenticate`, so no tool runs and nothing is
+//! parsed for a stranger. Everything a tool refuses (400, 402, 403, 409,
+//! 429) is a tool result with `isError`, never a protocol error.
+
+mod tools;
+
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
+use futures_util::StreamExt;
+use serde_json::{Map, Value, json};
+use utoipa::OpenApi;
+
+use crate::error::{ApiError, Problem};
+use crate::guard::{Principal, RequestTime};
+use crate::state::AppState;
+
+pub(crate) use tools::TOOLS;
+
+#[derive(OpenApi)]
+#[openapi(paths(post))]
+pub(crate) struct Api;
+
+pub(crate) fn configure(config: &mut web::ServiceConfig) {
+    config.route("/mcp", web::post().to(post));
+}
+
+/// Protocol revisions answered through the `initialize` handshake, newest
+/// first.
+pub(crate) const HANDSHAKE_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
+
+/// Every protocol revision this server speaks, newest first.
+pub(crate) const PROTOCOL_VERSIONS: &[&str] = HANDSHAKE_VERSIONS;
+
+/// Largest JSON-RPC message accepted; tool arguments are route bodies.
+const MESSAGE_LIMIT: usize = crate::JSON_LIMIT;
+
+// JSON-RPC 2.0 error codes.
+const PARSE_ERROR: i64 = -32700;
+const INVALID_REQUEST: i64 = -32600;
+const METHOD_NOT_FOUND: i64 = -32601;
+const INVALID_PARAMS: i64 = -32602;
+
+/// One JSON-RPC message to the MCP server (Streamable HTTP).
+///
+/// The body is one JSON-RPC 2.0 message: `initialize`, `ping`,
+/// `tools/list` and `tools/call` are answered with a JSON-RPC response in an
+/// `application/json` body; a notification or a response is acknowledged
+/// with 202 and no body. The credential is that of the tool's HTTP route
+/// (a provisioner or admin API key for `br_bootstrap_agent`; an agent's
+/// token, its API key or, on the mTLS listener, its certificate for the
+/// others), sent on every request. docs/agents.md shows a client's
+/// configuration.
+#[utoipa::path(
+    post,
+    operation_id = "mcp",
+    path = "/mcp",
+    tag = "mcp",
+    security(("agent_jwt" = []), ("api_key" = []), ("mtls" = [])),
+    request_body(content = Object, content_type = "application/json",
+        description = "One JSON-RPC 2.0 message."),
+    responses(
+        (status = 200, description = "The JSON-RPC response to a request (a tool's refusal is a result \
+            with `isError: true` and the problem as `structuredContent`).",
+            content_type = "application/json", body = Object),
+        (status = 202, description = "A notification or a response was received."),
+        (status = 400, description = "Not one JSON-RPC message, or an unsupported \
+            `MCP-Protocol-Version`: a JSON-RPC error response.",
+            content_type = "application/json", body = Object),
+        (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`, \
+            `invalid_client_certificate`: nothing was read or run.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("www-authenticate" = String, description = "`Bearer realm=\"agentry\"`"))),
+        (status = 403, description = "`origin_not_allowed`: a browser page of another origin.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 406, description = "`not_acceptable`: the client accepts no `application/json`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`: past 64 KiB.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: not `application/json`.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn post(
+    request: HttpRequest,
+    now: RequestTime,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> HttpResponse {
+    if let Err(refused) = check_origin(&request, &state.settings.public_url) {
+        return refused.error_response();
+    }
+    let caller = Principal::from_request(&request, &mut Payload::None).await;
+    if let Err(error) = &caller
+        && error.status == StatusCode::UNAUTHORIZED
+    {
+        return unauthorized(error);
+    }
+    if let Err(refused) = check_accept(&request).and_then(|()| check_content_type(&request)) {
+        return refused.error_response();
+    }
+    let body = match read_limited(payload, MESSAGE_LIMIT).await {
+        Ok(body) => body,
+        Err(refused) => return refused.error_response(),
+    };
+    let message: Value = match serde_json::from_slice(&body) {
+        Ok(message) => message,
+        Err(error) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                Value::Null,
+                PARSE_ERROR,
+                &format!("not JSON: {error}"),
+            );
+        }
+    };
+    if let Err(unsupported) = check_protocol_version(&request, &message) {
+        let id = message.get("id").cloned().unwrap_or(Value::Null);
+        return rpc_error(StatusCode::BAD_REQUEST, id, INVALID_REQUEST, &unsupported);
+    }
+    let Some(fields) = message.as_object() else {
+        let what = if message.is_array() {
+            "batches are not accepted; send one message per request"
+        } else {
+            "a JSON-RPC message is an object"
+        };
+        return rpc_error(StatusCode::BAD_REQUEST, Value::Null, INVALID_REQUEST, what);
+    };
+    if fields.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            fields.get("id").cloned().unwrap_or(Value::Null),
+            INVALID_REQUEST,
+            "jsonrpc must be \"2.0\"",
+        );
+    }
+    let Some(method) = fields.get("method").and_then(Value::as_str) else {
+        // A response to a request we never sent, or an error for one:
+        // nothing to do, as for any notification.
+        return HttpResponse::Accepted().finish();
+    };
+    let id = match fields.get("id") {
+        None => return HttpResponse::Accepted().finish(),
+        Some(id @ (Value::String(_) | Value::Number(_))) => id.clone(),
+        Some(_) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                Value::Null,
+                INVALID_REQUEST,
+                "id must be a string or a number",
+            );
+        }
+    };
+    let params = fields.get("params").cloned().unwrap_or(Value::Null);
+    let outcome = match method {
+        "initialize" => Ok(initialize(&params)),
+        "ping" => Ok(json!({})),
+        "tools/list" => Ok(json!({ "tools": *tools::LISTING })),
+        "tools/call" => call_tool(request.clone(), state, now, caller, params).await,
+        other => Err((METHOD_NOT_FOUND, format!("no method {other}"))),
+    };
+    match outcome {
+        Ok(result) => HttpResponse::Ok()
+            .content_type("application/json")
+            .json(json!({ "jsonrpc": "2.0", "id": id, "result": result })),
+        Err((code, message)) => rpc_error(StatusCode::OK, id, code, &message),
+    }
+}
+
+/// The `initialize` answer: the client's revision when we speak it, else
+/// our newest (the client then decides whether it can go on).
+fn initialize(params: &Value) -> Value {
+    let asked = params["protocolVersion"].as_str().unwrap_or_default();
+    let version = HANDSHAKE_VERSIONS
+        .iter()
+        .find(|version| **version == asked)
+        .unwrap_or(&HANDSHAKE_VERSIONS[0]);
+    json!({
+        "protocolVersion": version,
+        "capabilities": { "tools": { "listChanged": false } },
+        "serverInfo": server_info(),
+        "instructions": INSTRUCTIONS,
+    })
+}
+
+fn server_info() -> Value {
+    json!({ "name": "agentry", "title": "Agentry", "version": env!("CARGO_PKG_VERSION") })
+}
+
+const INSTRUCTIONS: &str = "Agentry governs this agent: its identity, lifecycle and budget. \
+    Call br_agent_status first; record every cost with br_spend (or br_hold, then br_capture \
+    or br_release); a refusal says why in its code (insufficient_budget, agent_suspended, \
+    rate_limited).";
+
+async fn call_tool(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    now: RequestTime,
+    caller: Result<Principal, ApiError>,
+    params: Value,
+) -> Result<Value, (i64, String)> {
+    let name = params["name"].as_str().ok_or_else(|| {
+        (
+            INVALID_PARAMS,
+            "params.name (a string) is required".to_owned(),
+        )
+    })?;
+    let tool =
+        tools::find(name).ok_or_else(|| (INVALID_PARAMS, format!("Unknown tool: {name}")))?;
+    let arguments = match params.get("arguments") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(arguments)) => arguments.clone(),
+        Some(_) => {
+            return Err((
+                INVALID_PARAMS,
+                "params.arguments must be an object".to_owned(),
+            ));
+        }
+    };
+    Ok(tool
+        .call(tools::Call {
+            request,
+            state,
+            caller,
+            now,
+            arguments,
+        })
+        .await)
+}
+
+/// A JSON-RPC error response.
+fn rpc_error(status: StatusCode, id: Value, code: i64, message: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .json(json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } }))
+}
+
+/// The 401 of a missing or bad credential, with the challenge RFC 6750
+/// asks for (and MCP clients look for).
+fn unauthorized(error: &ApiError) -> HttpResponse {
+    let mut response = error.error_response();
+    let challenge = if error.code == "missing_credentials" {
+        "Bearer realm=\"agentry\"".to_owned()
+    } else {
+        format!(
+            "Bearer realm=\"agentry\", error=\"invalid_token\", error_description=\"{}\"",
+            error.code
+        )
+    };
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+/// Browsers send `Origin`; a page of another origin must not drive an
+/// agent's tools with credentials it found (DNS rebinding). Clients that
+/// are not browsers send none.
+fn check_origin(request: &HttpRequest, public_url: &str) -> Result<(), ApiError> {
+    let Some(origin) = request.headers().get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default();
+    let authority = |url: &str| {
+        url.split_once("://").map(|(_, rest)| {
+            rest.split('/')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase()
+        })
+    };
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let from = authority(origin);
+    if from.is_some() && (from == host || from == authority(public_url)) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(
+        "origin_not_allowed",
+        "this origin may not call the MCP endpoint",
+    ))
+}
+
+fn check_accept(request: &HttpRequest) -> Result<(), ApiError> {
+    let Some(accept) = request.headers().get(header::ACCEPT) else {
+        return Ok(());
+    };
+    let accept = accept.to_str().unwrap_or_default().to_ascii_lowercase();
+    let takes_json = accept.split(',').any(|range| {
+        let range = range.split(';').next().unwrap_or_default().trim();
+        matches!(range, "application/json" | "application/*" | "*/*")
+    });
+    if takes_json {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "not_acceptable",
+            "this server answers application/json; accept it",
+        ))
+    }
+}
+
+fn check_content_type(request: &HttpRequest) -> Result<(), ApiError> {
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case("application/json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the message as 'content-type: application/json'",
+        ))
+    }
+}
+
+/// After `initialize`, a client names its revision in a header; one we do
+/// not speak is refused (the transport says 400), with what we speak.
+fn check_protocol_version(request: &HttpRequest, message: &Value) -> Result<(), String> {
+    let Some(version) = request.headers().get("mcp-protocol-version") else {
+        return Ok(());
+    };
+    let version = version.to_str().unwrap_or_default();
+    if message["method"] == "initialize" || HANDSHAKE_VERSIONS.contains(&version) {
+        return Ok(());
+    }
+    Err(format!(
+        "unsupported MCP-Protocol-Version {version}; this server speaks {}",
+        HANDSHAKE_VERSIONS.join(", ")
+    ))
+}
+
+/// The body, refused once it passes `limit` bytes.
+async fn read_limited(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|error| ApiError::bad_request("invalid_body", error.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("a message may be at most {limit} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
