@@ -210,16 +210,16 @@ fn request_id(request: &ServiceRequest) -> String {
 }
 
 /// Replaces actix's empty 404 and 405 with problem+json, leaving our own
-/// (which already are) alone.
+/// (problem+json, or the JSON-RPC errors of `/mcp`) alone.
 fn unmatched<B>(
     response: ServiceResponse<B>,
     metrics_on_api: bool,
 ) -> actix_web::Result<ErrorHandlerResponse<B>> {
-    let is_problem = response
+    let ours = response
         .headers()
         .get("content-type")
-        .is_some_and(|value| value == "application/problem+json");
-    if is_problem {
+        .is_some_and(|value| value == "application/problem+json" || value == "application/json");
+    if ours {
         return Ok(ErrorHandlerResponse::Response(
             response.map_into_left_body(),
         ));

@@ -36,12 +36,17 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config.route("/mcp", web::post().to(post));
 }
 
+/// Protocol revisions of the stateless per-request envelope
+/// (`server/discover`), newest first.
+const MODERN_VERSIONS: &[&str] = &["2026-07-28"];
+
 /// Protocol revisions answered through the `initialize` handshake, newest
 /// first.
-pub(crate) const HANDSHAKE_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
+const HANDSHAKE_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
 
 /// Every protocol revision this server speaks, newest first.
-pub(crate) const PROTOCOL_VERSIONS: &[&str] = HANDSHAKE_VERSIONS;
+pub(crate) const PROTOCOL_VERSIONS: &[&str] =
+    &["2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"];
 
 /// Largest JSON-RPC message accepted; tool arguments are route bodies.
 const MESSAGE_LIMIT: usize = crate::JSON_LIMIT;
@@ -51,6 +56,10 @@ const PARSE_ERROR: i64 = -32700;
 const INVALID_REQUEST: i64 = -32600;
 const METHOD_NOT_FOUND: i64 = -32601;
 const INVALID_PARAMS: i64 = -32602;
+// MCP's own: a header that disagrees with the envelope, and a revision
+// this server does not speak.
+const HEADER_MISMATCH: i64 = -32020;
+const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 
 /// One JSON-RPC message to the MCP server (Streamable HTTP).
 ///
@@ -117,65 +126,333 @@ async fn post(
     let message: Value = match serde_json::from_slice(&body) {
         Ok(message) => message,
         Err(error) => {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
+            return respond(
                 Value::Null,
-                PARSE_ERROR,
-                &format!("not JSON: {error}"),
+                Err(RpcError::bad(PARSE_ERROR, format!("not JSON: {error}"))),
             );
         }
     };
-    if let Err(unsupported) = check_protocol_version(&request, &message) {
-        let id = message.get("id").cloned().unwrap_or(Value::Null);
-        return rpc_error(StatusCode::BAD_REQUEST, id, INVALID_REQUEST, &unsupported);
-    }
     let Some(fields) = message.as_object() else {
         let what = if message.is_array() {
             "batches are not accepted; send one message per request"
         } else {
             "a JSON-RPC message is an object"
         };
-        return rpc_error(StatusCode::BAD_REQUEST, Value::Null, INVALID_REQUEST, what);
+        return respond(Value::Null, Err(RpcError::bad(INVALID_REQUEST, what)));
     };
+    let id = fields.get("id").cloned().unwrap_or(Value::Null);
     if fields.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return rpc_error(
-            StatusCode::BAD_REQUEST,
-            fields.get("id").cloned().unwrap_or(Value::Null),
-            INVALID_REQUEST,
-            "jsonrpc must be \"2.0\"",
+        return respond(
+            id,
+            Err(RpcError::bad(INVALID_REQUEST, "jsonrpc must be \"2.0\"")),
         );
     }
+    let era = match era(&request) {
+        Ok(era) => era,
+        Err(error) => return respond(id, Err(error)),
+    };
     let Some(method) = fields.get("method").and_then(Value::as_str) else {
         // A response to a request we never sent, or an error for one:
         // nothing to do, as for any notification.
         return HttpResponse::Accepted().finish();
     };
-    let id = match fields.get("id") {
-        None => return HttpResponse::Accepted().finish(),
-        Some(id @ (Value::String(_) | Value::Number(_))) => id.clone(),
-        Some(_) => {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                Value::Null,
+    if !fields.contains_key("id") {
+        return HttpResponse::Accepted().finish();
+    }
+    if !matches!(id, Value::String(_) | Value::Number(_)) {
+        return respond(
+            Value::Null,
+            Err(RpcError::bad(
                 INVALID_REQUEST,
                 "id must be a string or a number",
+            )),
+        );
+    }
+    let params = fields.get("params").cloned().unwrap_or(Value::Null);
+    let outcome = match era {
+        Era::Handshake => {
+            handshake(
+                method,
+                &params,
+                Dispatch {
+                    request: &request,
+                    state,
+                    now,
+                    caller,
+                },
+            )
+            .await
+        }
+        Era::Modern => match check_envelope(&request, method, &params) {
+            Ok(()) => {
+                modern(
+                    method,
+                    &params,
+                    Dispatch {
+                        request: &request,
+                        state,
+                        now,
+                        caller,
+                    },
+                )
+                .await
+            }
+            Err(error) => Err(error),
+        },
+    };
+    respond(id, outcome)
+}
+
+/// The protocol era a request speaks, by its `MCP-Protocol-Version`: none
+/// or a handshake revision is the `initialize` era (the SDKs send
+/// `initialize` without the header); a per-request-envelope revision is the
+/// modern one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Era {
+    Handshake,
+    Modern,
+}
+
+fn era(request: &HttpRequest) -> Result<Era, RpcError> {
+    let Some(version) = header(request, "mcp-protocol-version") else {
+        return Ok(Era::Handshake);
+    };
+    if HANDSHAKE_VERSIONS.contains(&version) {
+        Ok(Era::Handshake)
+    } else if MODERN_VERSIONS.contains(&version) {
+        Ok(Era::Modern)
+    } else {
+        Err(RpcError::bad(
+            UNSUPPORTED_PROTOCOL_VERSION,
+            format!("unsupported protocol version {version}"),
+        )
+        .with_data(json!({ "supported": PROTOCOL_VERSIONS, "requested": version })))
+    }
+}
+
+/// What a method runs with.
+struct Dispatch<'a> {
+    request: &'a HttpRequest,
+    state: web::Data<AppState>,
+    now: RequestTime,
+    caller: Result<Principal, ApiError>,
+}
+
+async fn handshake(
+    method: &str,
+    params: &Value,
+    dispatch: Dispatch<'_>,
+) -> Result<Value, RpcError> {
+    match method {
+        "initialize" => Ok(initialize(params)),
+        "ping" => Ok(json!({})),
+        "tools/list" => Ok(json!({ "tools": *tools::LISTING })),
+        "tools/call" => {
+            let (tool, arguments) = tool_call(params)?;
+            let tool = tools::find(tool)
+                .ok_or_else(|| RpcError::ok(INVALID_PARAMS, format!("Unknown tool: {tool}")))?;
+            Ok(dispatch.run(tool, arguments).await)
+        }
+        other => Err(RpcError::ok(METHOD_NOT_FOUND, format!("no method {other}"))),
+    }
+}
+
+/// The 2026-07-28 methods. Every result says it is complete; a listing
+/// may not be cached across credentials (`cacheScope: private`).
+async fn modern(method: &str, params: &Value, dispatch: Dispatch<'_>) -> Result<Value, RpcError> {
+    let mut result = match method {
+        "server/discover" => json!({
+            "supportedVersions": MODERN_VERSIONS,
+            "capabilities": { "tools": { "listChanged": false } },
+            "instructions": INSTRUCTIONS,
+            "ttlMs": 0,
+            "cacheScope": "private",
+            "_meta": { "io.modelcontextprotocol/serverInfo": server_info() },
+        }),
+        "ping" => json!({}),
+        "tools/list" => json!({ "tools": *tools::LISTING, "ttlMs": 0, "cacheScope": "private" }),
+        "tools/call" => {
+            let (name, arguments) = tool_call(params)?;
+            match tools::find(name) {
+                Some(tool) => dispatch.run(tool, arguments).await,
+                // This era reports an unknown tool as the tool's failure.
+                None => tools::refusal(&ApiError::not_found(&format!("tool {name}"))),
+            }
+        }
+        other => {
+            return Err(
+                RpcError::new(StatusCode::NOT_FOUND, METHOD_NOT_FOUND, "Method not found")
+                    .with_data(json!(other)),
             );
         }
     };
-    let params = fields.get("params").cloned().unwrap_or(Value::Null);
-    let outcome = match method {
-        "initialize" => Ok(initialize(&params)),
-        "ping" => Ok(json!({})),
-        "tools/list" => Ok(json!({ "tools": *tools::LISTING })),
-        "tools/call" => call_tool(request.clone(), state, now, caller, params).await,
-        other => Err((METHOD_NOT_FOUND, format!("no method {other}"))),
-    };
-    match outcome {
-        Ok(result) => HttpResponse::Ok()
-            .content_type("application/json")
-            .json(json!({ "jsonrpc": "2.0", "id": id, "result": result })),
-        Err((code, message)) => rpc_error(StatusCode::OK, id, code, &message),
+    result["resultType"] = json!("complete");
+    Ok(result)
+}
+
+impl Dispatch<'_> {
+    async fn run(self, tool: &'static tools::Tool, arguments: Map<String, Value>) -> Value {
+        tool.call(tools::Call {
+            request: self.request.clone(),
+            state: self.state,
+            caller: self.caller,
+            now: self.now,
+            arguments,
+        })
+        .await
     }
+}
+
+/// A `tools/call`'s tool name and arguments.
+fn tool_call(params: &Value) -> Result<(&str, Map<String, Value>), RpcError> {
+    let name = params["name"]
+        .as_str()
+        .ok_or_else(|| RpcError::ok(INVALID_PARAMS, "params.name (a string) is required"))?;
+    let arguments = match params.get("arguments") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(arguments)) => arguments.clone(),
+        Some(_) => {
+            return Err(RpcError::ok(
+                INVALID_PARAMS,
+                "params.arguments must be an object",
+            ));
+        }
+    };
+    Ok((name, arguments))
+}
+
+/// The envelope keys every modern request carries in `params._meta`.
+const ENVELOPE_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+const ENVELOPE_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+
+/// A modern request names its revision, method and tool twice, in the
+/// envelope and in headers (so that proxies can route on headers alone);
+/// the two must agree.
+fn check_envelope(request: &HttpRequest, method: &str, params: &Value) -> Result<(), RpcError> {
+    let meta = params
+        .get("_meta")
+        .and_then(Value::as_object)
+        .ok_or_else(|| {
+            RpcError::bad(
+                INVALID_PARAMS,
+                format!(
+                    "params._meta must be an object carrying {ENVELOPE_VERSION} and \
+                     {ENVELOPE_CAPABILITIES}"
+                ),
+            )
+        })?;
+    let missing: Vec<&str> = [ENVELOPE_VERSION, ENVELOPE_CAPABILITIES]
+        .into_iter()
+        .filter(|key| !meta.contains_key(*key))
+        .collect();
+    if !missing.is_empty() {
+        return Err(RpcError::bad(
+            INVALID_PARAMS,
+            format!("params._meta lacks {}", missing.join(" and ")),
+        ));
+    }
+    let mismatch = |what: &str| {
+        RpcError::bad(
+            HEADER_MISMATCH,
+            format!("the {what} header does not match the request"),
+        )
+    };
+    if meta[ENVELOPE_VERSION].as_str() != header(request, "mcp-protocol-version") {
+        return Err(mismatch("MCP-Protocol-Version"));
+    }
+    if header(request, "mcp-method") != Some(method) {
+        return Err(mismatch("Mcp-Method"));
+    }
+    if method == "tools/call" {
+        let named = header(request, "mcp-name").and_then(decode_name);
+        if named.as_deref() != params["name"].as_str() {
+            return Err(mismatch("Mcp-Name"));
+        }
+    }
+    Ok(())
+}
+
+/// An `Mcp-Name` value: as sent, or `=?base64?...?=` for a name that is
+/// not plain printable ASCII.
+fn decode_name(value: &str) -> Option<String> {
+    use base64::Engine;
+    match value
+        .strip_prefix("=?base64?")
+        .and_then(|rest| rest.strip_suffix("?="))
+    {
+        Some(encoded) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok()),
+        None => Some(value.to_owned()),
+    }
+}
+
+fn header<'a>(request: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    request
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+}
+
+/// A JSON-RPC error, with the HTTP status the transport answers it with.
+#[derive(Debug)]
+struct RpcError {
+    status: StatusCode,
+    code: i64,
+    message: String,
+    data: Option<Value>,
+}
+
+impl RpcError {
+    fn new(status: StatusCode, code: i64, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    /// Refused by the transport: 400.
+    fn bad(code: i64, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// An error answer to a well-formed exchange: 200.
+    fn ok(code: i64, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::OK, code, message)
+    }
+
+    fn with_data(self, data: Value) -> Self {
+        Self {
+            data: Some(data),
+            ..self
+        }
+    }
+}
+
+/// The JSON-RPC response to request `id`.
+fn respond(id: Value, outcome: Result<Value, RpcError>) -> HttpResponse {
+    let (status, body) = match outcome {
+        Ok(result) => (
+            StatusCode::OK,
+            json!({ "jsonrpc": "2.0", "id": id, "result": result }),
+        ),
+        Err(error) => {
+            let mut body = json!({ "code": error.code, "message": error.message });
+            if let Some(data) = error.data {
+                body["data"] = data;
+            }
+            (
+                error.status,
+                json!({ "jsonrpc": "2.0", "id": id, "error": body }),
+            )
+        }
+    };
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .json(body)
 }
 
 /// The `initialize` answer: the client's revision when we speak it, else
@@ -202,49 +479,6 @@ const INSTRUCTIONS: &str = "Agentry governs this agent: its identity, lifecycle 
     Call br_agent_status first; record every cost with br_spend (or br_hold, then br_capture \
     or br_release); a refusal says why in its code (insufficient_budget, agent_suspended, \
     rate_limited).";
-
-async fn call_tool(
-    request: HttpRequest,
-    state: web::Data<AppState>,
-    now: RequestTime,
-    caller: Result<Principal, ApiError>,
-    params: Value,
-) -> Result<Value, (i64, String)> {
-    let name = params["name"].as_str().ok_or_else(|| {
-        (
-            INVALID_PARAMS,
-            "params.name (a string) is required".to_owned(),
-        )
-    })?;
-    let tool =
-        tools::find(name).ok_or_else(|| (INVALID_PARAMS, format!("Unknown tool: {name}")))?;
-    let arguments = match params.get("arguments") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(arguments)) => arguments.clone(),
-        Some(_) => {
-            return Err((
-                INVALID_PARAMS,
-                "params.arguments must be an object".to_owned(),
-            ));
-        }
-    };
-    Ok(tool
-        .call(tools::Call {
-            request,
-            state,
-            caller,
-            now,
-            arguments,
-        })
-        .await)
-}
-
-/// A JSON-RPC error response.
-fn rpc_error(status: StatusCode, id: Value, code: i64, message: &str) -> HttpResponse {
-    HttpResponse::build(status)
-        .content_type("application/json")
-        .json(json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } }))
-}
 
 /// The 401 of a missing or bad credential, with the challenge RFC 6750
 /// asks for (and MCP clients look for).
@@ -335,22 +569,6 @@ fn check_content_type(request: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
-/// After `initialize`, a client names its revision in a header; one we do
-/// not speak is refused (the transport says 400), with what we speak.
-fn check_protocol_version(request: &HttpRequest, message: &Value) -> Result<(), String> {
-    let Some(version) = request.headers().get("mcp-protocol-version") else {
-        return Ok(());
-    };
-    let version = version.to_str().unwrap_or_default();
-    if message["method"] == "initialize" || HANDSHAKE_VERSIONS.contains(&version) {
-        return Ok(());
-    }
-    Err(format!(
-        "unsupported MCP-Protocol-Version {version}; this server speaks {}",
-        HANDSHAKE_VERSIONS.join(", ")
-    ))
-}
-
 /// The body, refused once it passes `limit` bytes.
 async fn read_limited(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
     let mut body = web::BytesMut::new();
@@ -367,4 +585,29 @@ async fn read_limited(mut payload: web::Payload, limit: usize) -> Result<web::By
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_revision_is_of_one_era() {
+        let both: Vec<&str> = MODERN_VERSIONS
+            .iter()
+            .chain(HANDSHAKE_VERSIONS)
+            .copied()
+            .collect();
+        assert_eq!(PROTOCOL_VERSIONS, both.as_slice());
+    }
+
+    #[test]
+    fn a_name_header_may_be_base64() {
+        assert_eq!(decode_name("br_spend").as_deref(), Some("br_spend"));
+        assert_eq!(
+            decode_name("=?base64?YnJfc3BlbmQ=?=").as_deref(),
+            Some("br_spend")
+        );
+        assert_eq!(decode_name("=?base64?%%%?="), None);
+    }
 }

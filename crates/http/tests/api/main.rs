@@ -16,6 +16,7 @@ mod headers;
 mod instance;
 mod keys;
 mod machines;
+mod mcp;
 mod openapi;
 mod profiles;
 mod registry;
