@@ -137,26 +137,24 @@ fn test(nextest_args: &[String]) -> Result<()> {
     hostile::cheap()
 }
 
-/// The `requests` seed 002's `provision.py` imports, pinned.
-const REQUESTS: &str = "requests==2.34.2";
+/// What the seeds tests' Python imports, pinned: `requests` for seed 002's
+/// `provision.py`, and the official MCP SDK that drives seed 000's MCP tools.
+const SEED_PYTHON_PACKAGES: &[&str] = &["requests==2.34.2", "mcp==2.3.0"];
 
-/// The Python that runs seed 002's script in the seeds tests
+/// The Python that runs the seeds tests' scripts
 /// (`bins/agentryd/tests/seeds`): a virtualenv under the target directory
-/// with [`REQUESTS`], installed only when missing.
+/// with [`SEED_PYTHON_PACKAGES`], installed only when missing.
 fn seed_python(target: &Path) -> Result<PathBuf> {
     let venv = target.join("seed-venv");
     let python = venv.join("bin").join("python");
-    let pinned = venv.join(REQUESTS);
+    let pinned = venv.join(format!("pinned-{}", SEED_PYTHON_PACKAGES.join("-")));
     if python.exists() && pinned.exists() {
         return Ok(python);
     }
     run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-    run(Command::new(venv.join("bin").join("pip")).args([
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        REQUESTS,
-    ]))?;
+    run(Command::new(venv.join("bin").join("pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(SEED_PYTHON_PACKAGES))?;
     std::fs::write(&pinned, b"").context("cannot mark the virtualenv")?;
     Ok(python)
 }

@@ -10,7 +10,9 @@
 //! out must work.
 //!
 //! - `seed_000`: the bootstrap call (`client.agentProfiles.bootstrap`) with
-//!   a provisioner key, then the agent's self-awareness with its JWT.
+//!   a provisioner key, then the agent's self-awareness with its JWT; and
+//!   its MCP tools, driven by the official Python SDK (`mcp_client.py`,
+//!   with `mcp` pinned in the same virtualenv).
 //! - `seed_001`: every request body of the agent-management reference.
 //! - `seed_002`: `provision.py` as the seed prints it, run with Python and
 //!   `requests` (`AGENTRY_SEED_PYTHON`, which `cargo xtask test` points at
@@ -110,30 +112,40 @@ pub(crate) fn substitute(text: &str, substitutions: &[(&str, &str)]) -> String {
 /// `cargo xtask test` to its virtualenv's), else `python3` if it can import
 /// `requests`. `None` (skip) when neither, outside CI.
 pub(crate) fn seed_python() -> Option<PathBuf> {
+    python_with("requests")
+}
+
+/// The Python that runs the official MCP SDK against seed 000's tools:
+/// as [`seed_python`], with the `mcp` package.
+pub(crate) fn mcp_python() -> Option<PathBuf> {
+    python_with("mcp")
+}
+
+fn python_with(module: &str) -> Option<PathBuf> {
+    let imports = |python: &Path| {
+        Command::new(python)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|output| output.status.success())
+    };
     if let Some(python) = std::env::var_os("AGENTRY_SEED_PYTHON") {
         let python = PathBuf::from(python);
-        let works = Command::new(&python)
-            .args(["-c", "import requests"])
-            .output()
-            .is_ok_and(|output| output.status.success());
         assert!(
-            works,
-            "AGENTRY_SEED_PYTHON={} cannot import requests",
+            imports(&python),
+            "AGENTRY_SEED_PYTHON={} cannot import {module}",
             python.display()
         );
         return Some(python);
     }
-    let python3 = Command::new("python3")
-        .args(["-c", "import requests"])
-        .output()
-        .is_ok_and(|output| output.status.success());
+    let python3 = PathBuf::from("python3");
     required(
-        python3,
-        "seed 002's provision.py needs Python with `requests`: run `cargo xtask test` (it \
-         makes a virtualenv), set AGENTRY_SEED_PYTHON to such a python, or `pip install \
-         requests` for python3",
+        imports(&python3),
+        &format!(
+            "this test needs Python with `{module}`: run `cargo xtask test` (it makes a \
+             virtualenv), set AGENTRY_SEED_PYTHON to such a python, or pip install it for python3"
+        ),
     )?;
-    Some(PathBuf::from("python3"))
+    Some(python3)
 }
 
 /// `Some` when curl is on the PATH; the seed 003 tests run the seed's curl

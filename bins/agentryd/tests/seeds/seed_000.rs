@@ -5,9 +5,14 @@
 
 use serde_json::json;
 
-use crate::{Backend, Instance, expect_status, has_fields, json_fixture, on_both_backends};
+use crate::{
+    Backend, Instance, expect_status, has_fields, json_fixture, mcp_python, on_both_backends,
+};
 
-on_both_backends!(bootstrap_call_then_status_with_its_jwt);
+on_both_backends!(
+    bootstrap_call_then_status_with_its_jwt,
+    mcp_tools_through_the_official_python_sdk
+);
 
 fn bootstrap_call_then_status_with_its_jwt(backend: Backend) {
     let Some(instance) = Instance::start(backend, false) else {
@@ -68,5 +73,124 @@ fn bootstrap_call_then_status_with_its_jwt(backend: Backend) {
         "a provisioner key is no agent: {} {}",
         refused.status,
         refused.text()
+    );
+}
+
+/// The seed's four MCP tools (and the rest) as an MCP client sees them:
+/// the official Python SDK connects in both protocol eras, lists the
+/// tools, calls each one, and is refused without a good credential.
+fn mcp_tools_through_the_official_python_sdk(backend: Backend) {
+    let Some(python) = mcp_python() else {
+        return;
+    };
+    let Some(instance) = Instance::start(backend, false) else {
+        return;
+    };
+    let provisioner = instance.cli(&["admin", "create-key", "--role", "provisioner"]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/seeds/mcp_client.py");
+    let output = std::process::Command::new(python)
+        .arg(script)
+        .arg(format!("{}/mcp", instance.base_url()))
+        .arg(&provisioner)
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "mcp_client.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("mcp_client.py prints JSON");
+
+    let provisioning = &report["provisioner"];
+    assert_eq!(
+        provisioning["protocol_version"], "2026-07-28",
+        "the SDK's newest"
+    );
+    let names: Vec<&str> = provisioning["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tool| tool["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names[..4],
+        [
+            "br_bootstrap_agent",
+            "br_agent_status",
+            "br_agent_limits",
+            "br_agent_anomaly"
+        ]
+    );
+    let bootstrapped = &provisioning["results"][0];
+    assert_eq!(bootstrapped["is_error"], false, "{bootstrapped}");
+    assert_eq!(
+        bootstrapped["structured"]["profile"]["agentId"],
+        "mcp-agent"
+    );
+    assert!(
+        bootstrapped["structured"]["jwt"]
+            .as_str()
+            .unwrap()
+            .starts_with("eyJ")
+    );
+    // A provisioner key provisions; it is not an agent.
+    let not_an_agent = &provisioning["results"][1];
+    assert_eq!(not_an_agent["is_error"], true);
+    assert_eq!(
+        not_an_agent["structured"]["code"],
+        "agent_credentials_required"
+    );
+
+    let results = report["agent"]["results"].as_array().unwrap();
+    let ok = |index: usize| {
+        let result = &results[index];
+        assert_eq!(result["is_error"], false, "call {index}: {result}");
+        &result["structured"]
+    };
+    let refusal = |index: usize, status: u16, code: &str| {
+        let result = &results[index];
+        assert_eq!(result["is_error"], true, "call {index}: {result}");
+        assert_eq!(
+            result["structured"]["status"], status,
+            "call {index}: {result}"
+        );
+        assert_eq!(result["structured"]["code"], code, "call {index}: {result}");
+    };
+    assert_eq!(ok(0)["governance"]["lifecycle_state"], "active");
+    assert_eq!(ok(0)["profile"]["displayName"], "MCP Agent");
+    assert_eq!(ok(1)["limits"]["enforced_daily_usd"], json!(1.0));
+    assert_eq!(ok(2)["enforced_daily_remaining_usd"], json!(0.75));
+    refusal(3, 402, "insufficient_budget");
+    assert_eq!(ok(4)["enforced_daily_remaining_usd"], json!(0.25), "held");
+    assert_eq!(ok(5)["captured_usd"], json!(0.125));
+    refusal(6, 409, "hold_closed");
+    assert_eq!(ok(7)["profile"]["agentId"], "mcp-child");
+    assert_eq!(ok(8)["total"], 1);
+    assert_eq!(ok(9)["budget_refunded_usd"], json!(0.25));
+    assert_eq!(ok(10)["events"][0]["reason"], "insufficient_budget");
+    refusal(11, 400, "invalid_json");
+
+    assert_eq!(report["legacy"]["protocol_version"], "2025-11-25");
+    assert_eq!(
+        report["legacy"]["results"][0]["structured"]["limits"]["enforced_daily_spent_usd"],
+        json!(0.375)
+    );
+    // Refused before any tool: the SDK raises (it reads a 401 as an error
+    // response), in both eras.
+    assert!(report["refused"].is_array(), "{}", report["refused"]);
+    assert!(
+        report["refused_legacy"].is_array(),
+        "{}",
+        report["refused_legacy"]
+    );
+
+    // What the tools did is what the routes see.
+    let jwt = bootstrapped["structured"]["jwt"].as_str().unwrap();
+    let limits = instance.call("GET", "/v1/agent/limits/me", Some(jwt), None);
+    expect_status(&limits, 200, "limits after the MCP session");
+    assert_eq!(
+        limits.json()["limits"]["enforced_daily_spent_usd"],
+        json!(0.375)
     );
 }
