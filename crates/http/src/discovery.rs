@@ -15,7 +15,8 @@ use utoipa::OpenApi;
 
 use crate::state::AppState;
 
-pub(crate) const AGENTS_JSON_PATH: &str = "/.well-known/agents.json";
+/// Where the playbook is served (the route below names it again, as every
+/// route is written out where it is mounted).
 pub(crate) const PLAYBOOK_PATH: &str = "/llms-agent-playbook.txt";
 
 #[derive(OpenApi)]
@@ -24,8 +25,8 @@ pub(crate) struct Api;
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config
-        .route(AGENTS_JSON_PATH, web::get().to(agents_json))
-        .route(PLAYBOOK_PATH, web::get().to(playbook));
+        .route("/.well-known/agents.json", web::get().to(agents_json))
+        .route("/llms-agent-playbook.txt", web::get().to(playbook));
 }
 
 /// Which operations make up a capability: by `operationId`, by tag, or by

@@ -84,9 +84,13 @@ const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
             with `isError: true` and the problem as `structuredContent`).",
             content_type = "application/json", body = Object),
         (status = 202, description = "A notification or a response was received."),
-        (status = 400, description = "Not one JSON-RPC message, or an unsupported \
-            `MCP-Protocol-Version`: a JSON-RPC error response.",
+        (status = 400, description = "Not one JSON-RPC message (`-32700`, `-32600`), an unsupported \
+            `MCP-Protocol-Version` (`-32022`, with the revisions this server speaks), or a 2026-07-28 \
+            request whose envelope is missing (`-32602`) or disagrees with its headers (`-32020`): \
+            a JSON-RPC error response.",
             content_type = "application/json", body = Object),
+        (status = 404, description = "A method the 2026-07-28 revision does not have (`initialize` \
+            among them): a JSON-RPC error `-32601`.", content_type = "application/json", body = Object),
         (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`, \
             `invalid_client_certificate`: nothing was read or run.",
             body = Problem, content_type = "application/problem+json",

@@ -7,6 +7,7 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::test;
 use agentry_domain::{ApiKeyRole, LifecycleState};
+use agentry_store::AgentLimitEntry;
 use agentry_testkit::on_both_backends;
 use serde_json::{Value, json};
 
@@ -295,6 +296,7 @@ async fn refusals_are_tool_results() {
             .with_key(ApiKeyRole::Auditor)
             .with_agent("worker", LifecycleState::Active)
             .with_agent("paused", LifecycleState::Suspended)
+            .with_agent("limited", LifecycleState::Active)
             .start()
             .await;
         let app = &t.app;
@@ -341,6 +343,24 @@ async fn refusals_are_tool_results() {
         )
         .await;
         refused(&unknown_hold, 404, "not_found");
+        // Past its requests per minute, every call is refused until the
+        // minute turns: one POST is one request, whatever it carries.
+        let limited = t.agent("limited");
+        let entry = AgentLimitEntry {
+            max_budget: None,
+            max_requests_per_minute: Some(1),
+        };
+        db.store
+            .ensure_agent_limit_entry(t.tenant, limited.id, &limited.slug.limits_key(), entry)
+            .await
+            .unwrap();
+        let limited = t.token("limited");
+        let first = call_tool(app, &limited, "br_agent_limits", json!({})).await;
+        assert_eq!(first["isError"], false, "{first}");
+        let second = call_tool(app, &limited, "br_agent_limits", json!({})).await;
+        refused(&second, 429, "rate_limited");
+        assert!(second["structuredContent"]["retry_after"].as_u64().unwrap() >= 1);
+
         // The route's own order: may it delegate at all, before its body.
         let not_allowed = call_tool(app, &worker, "br_delegate", json!({ "agent_id": "X" })).await;
         refused(&not_allowed, 403, "delegation_not_allowed");
