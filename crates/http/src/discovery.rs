@@ -6,12 +6,13 @@
 //! document, so the record names exactly the routes this build serves and
 //! the credentials they take.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
 use actix_web::{HttpResponse, web};
-use serde_json::{Value, json};
-use utoipa::OpenApi;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::{OpenApi, ToSchema};
 
 use crate::state::AppState;
 
@@ -135,16 +136,83 @@ const AUTH_METHODS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The capability record with `{base}` where the public URL goes.
-static RECORD: LazyLock<Value> = LazyLock::new(|| {
+/// Seed 000's capability record (docs/api.md shows it).
+#[derive(Debug, Serialize, ToSchema)]
+struct AgentsJson {
+    #[schema(value_type = String, examples("Agentry"))]
+    name: &'static str,
+    #[schema(value_type = String)]
+    description: &'static str,
+    #[schema(value_type = String)]
+    version: &'static str,
+    /// The public URL everything below is under.
+    #[schema(format = "uri")]
+    url: String,
+    /// The OpenAPI 3.1 document of every route.
+    #[schema(format = "uri")]
+    openapi: String,
+    /// The keys that verify agent tokens.
+    #[schema(format = "uri")]
+    jwks: String,
+    /// The plain-text guide for agents.
+    #[schema(format = "uri")]
+    playbook: String,
+    mcp: McpEntry,
+    /// Each security scheme the capabilities name.
+    auth_methods: BTreeMap<String, AuthMethod>,
+    /// By name: `agent_bootstrap`, `agent_self_awareness`, and the others
+    /// this server has.
+    capabilities: BTreeMap<String, CapabilityEntry>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct McpEntry {
+    #[schema(format = "uri")]
+    endpoint: String,
+    /// `streamable-http`.
+    #[schema(value_type = String, examples("streamable-http"))]
+    transport: &'static str,
+    /// The protocol revisions spoken, newest first.
+    #[schema(value_type = Vec<String>)]
+    protocol_versions: &'static [&'static str],
+    #[schema(value_type = Vec<String>)]
+    tools: Vec<&'static str>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+struct AuthMethod {
+    #[schema(value_type = String)]
+    description: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+struct CapabilityEntry {
+    #[schema(value_type = String)]
+    description: &'static str,
+    /// `METHOD /path`, as in the OpenAPI document.
+    endpoints: Vec<String>,
+    /// The security schemes these endpoints take, as in `auth_methods`.
+    auth: Vec<String>,
+    /// The MCP tools that serve this capability, if any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    mcp_tools: Vec<&'static str>,
+}
+
+/// The capabilities and the auth methods they name, read from the OpenAPI
+/// document once.
+static CAPABILITY_TABLE: LazyLock<(
+    BTreeMap<String, CapabilityEntry>,
+    BTreeMap<String, AuthMethod>,
+)> = LazyLock::new(|| {
     let document: Value =
         serde_json::from_str(&crate::openapi::openapi_json()).unwrap_or(Value::Null);
-    let mut capabilities = serde_json::Map::new();
+    let mut capabilities = BTreeMap::new();
     let mut used_schemes = BTreeSet::new();
     for capability in CAPABILITIES {
         let (endpoints, schemes) = endpoints(&document, &capability.select);
         used_schemes.extend(schemes.iter().cloned());
-        let tools: Vec<&str> = crate::mcp::TOOLS
+        let mcp_tools = crate::mcp::TOOLS
             .iter()
             .filter(|tool| {
                 endpoints
@@ -153,39 +221,50 @@ static RECORD: LazyLock<Value> = LazyLock::new(|| {
             })
             .map(|tool| tool.name)
             .collect();
-        let mut entry = json!({
-            "description": capability.description,
-            "endpoints": endpoints.iter().map(|(endpoint, _)| endpoint).collect::<Vec<_>>(),
-            "auth": schemes,
-        });
-        if !tools.is_empty() {
-            entry["mcp_tools"] = json!(tools);
-        }
-        capabilities.insert(capability.name.to_owned(), entry);
+        capabilities.insert(
+            capability.name.to_owned(),
+            CapabilityEntry {
+                description: capability.description,
+                endpoints: endpoints
+                    .into_iter()
+                    .map(|(endpoint, _)| endpoint)
+                    .collect(),
+                auth: schemes,
+                mcp_tools,
+            },
+        );
     }
-    let auth_methods: serde_json::Map<String, Value> = AUTH_METHODS
+    let auth_methods = AUTH_METHODS
         .iter()
         .filter(|(name, _)| used_schemes.contains(*name))
-        .map(|(name, description)| ((*name).to_owned(), json!({ "description": description })))
+        .map(|(name, description)| ((*name).to_owned(), AuthMethod { description }))
         .collect();
-    json!({
-        "name": "Agentry",
-        "description": "Identity, credentials, budgets and a lifecycle for autonomous AI agents.",
-        "version": env!("CARGO_PKG_VERSION"),
-        "url": "{base}",
-        "openapi": "{base}/openapi.json",
-        "jwks": "{base}/.well-known/jwks.json",
-        "playbook": format!("{{base}}{PLAYBOOK_PATH}"),
-        "mcp": {
-            "endpoint": "{base}/mcp",
-            "transport": "streamable-http",
-            "protocol_versions": crate::mcp::PROTOCOL_VERSIONS,
-            "tools": crate::mcp::TOOLS.iter().map(|tool| tool.name).collect::<Vec<_>>(),
-        },
-        "auth_methods": auth_methods,
-        "capabilities": capabilities,
-    })
+    (capabilities, auth_methods)
 });
+
+impl AgentsJson {
+    fn on(public_url: &str) -> Self {
+        let base = public_url.trim_end_matches('/');
+        let (capabilities, auth_methods) = &*CAPABILITY_TABLE;
+        Self {
+            name: "Agentry",
+            description: "Identity, credentials, budgets and a lifecycle for autonomous AI agents.",
+            version: env!("CARGO_PKG_VERSION"),
+            url: base.to_owned(),
+            openapi: format!("{base}/openapi.json"),
+            jwks: format!("{base}/.well-known/jwks.json"),
+            playbook: format!("{base}{PLAYBOOK_PATH}"),
+            mcp: McpEntry {
+                endpoint: format!("{base}/mcp"),
+                transport: "streamable-http",
+                protocol_versions: crate::mcp::PROTOCOL_VERSIONS,
+                tools: crate::mcp::TOOLS.iter().map(|tool| tool.name).collect(),
+            },
+            auth_methods: auth_methods.clone(),
+            capabilities: capabilities.clone(),
+        }
+    }
+}
 
 /// A capability's endpoints (`"METHOD /path"`, with each one's
 /// `operationId`) and the security schemes any of them takes, in document
@@ -231,21 +310,6 @@ fn endpoints(document: &Value, select: &Select) -> (Vec<(String, String)>, Vec<S
     (endpoints, schemes)
 }
 
-/// `value` with every `{base}` replaced by `base`.
-fn with_base(value: &Value, base: &str) -> Value {
-    match value {
-        Value::String(text) => Value::String(text.replace("{base}", base)),
-        Value::Array(items) => Value::Array(items.iter().map(|i| with_base(i, base)).collect()),
-        Value::Object(fields) => Value::Object(
-            fields
-                .iter()
-                .map(|(key, value)| (key.clone(), with_base(value, base)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
 /// What this server offers agents, and how to authenticate for each.
 ///
 /// Seed 000's capability record: `agent_bootstrap`, `agent_self_awareness`
@@ -259,15 +323,13 @@ fn with_base(value: &Value, base: &str) -> Value {
     path = "/.well-known/agents.json",
     tag = "service",
     responses(
-        (status = 200, description = "The capability record.", content_type = "application/json",
-            body = Object, headers(("cache-control" = String, description = "`public, max-age=300`"))),
+        (status = 200, description = "The capability record.", body = AgentsJson, headers(("cache-control" = String, description = "`public, max-age=300`"))),
     ),
 )]
 async fn agents_json(state: web::Data<AppState>) -> HttpResponse {
-    let base = state.settings.public_url.trim_end_matches('/');
     HttpResponse::Ok()
         .insert_header(("cache-control", "public, max-age=300"))
-        .json(with_base(&RECORD, base))
+        .json(AgentsJson::on(&state.settings.public_url))
 }
 
 /// A guide for agents, in plain text: how to bootstrap, read their own
@@ -292,11 +354,17 @@ async fn playbook(state: web::Data<AppState>) -> HttpResponse {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    fn record() -> Value {
+        serde_json::to_value(AgentsJson::on("https://agentry.example/")).unwrap()
+    }
 
     #[test]
     fn the_seed_capabilities_are_there_with_their_routes() {
-        let record = with_base(&RECORD, "https://agentry.example");
+        let record = record();
         let bootstrap = &record["capabilities"]["agent_bootstrap"];
         assert_eq!(bootstrap["endpoints"], json!(["POST /v1/agent/bootstrap"]));
         assert_eq!(bootstrap["auth"], json!(["api_key"]));
@@ -319,7 +387,7 @@ mod tests {
 
     #[test]
     fn every_capability_has_endpoints_and_every_auth_method_is_described() {
-        let record = &*RECORD;
+        let record = record();
         for (name, capability) in record["capabilities"].as_object().unwrap() {
             if name == "cert_exchange" {
                 continue;

@@ -12,16 +12,21 @@
 //! parsed for a stranger. Everything a tool refuses (400, 402, 403, 409,
 //! 429) is a tool result with `isError`, never a protocol error.
 
+mod http;
+mod rpc;
 mod tools;
 
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
-use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use utoipa::OpenApi;
 
+use self::http::{check_accept, check_content_type, check_origin, read_limited, unauthorized};
+use self::rpc::{
+    INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR, RpcError,
+    UNSUPPORTED_PROTOCOL_VERSION, check_envelope, header, respond,
+};
 use crate::error::{ApiError, Problem};
 use crate::guard::{Principal, RequestTime};
 use crate::state::AppState;
@@ -50,16 +55,6 @@ pub(crate) const PROTOCOL_VERSIONS: &[&str] =
 
 /// Largest JSON-RPC message accepted; tool arguments are route bodies.
 const MESSAGE_LIMIT: usize = crate::JSON_LIMIT;
-
-// JSON-RPC 2.0 error codes.
-const PARSE_ERROR: i64 = -32700;
-const INVALID_REQUEST: i64 = -32600;
-const METHOD_NOT_FOUND: i64 = -32601;
-const INVALID_PARAMS: i64 = -32602;
-// MCP's own: a header that disagrees with the envelope, and a revision
-// this server does not speak.
-const HEADER_MISMATCH: i64 = -32020;
-const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 
 /// One JSON-RPC message to the MCP server (Streamable HTTP).
 ///
@@ -325,140 +320,6 @@ fn tool_call(params: &Value) -> Result<(&str, Map<String, Value>), RpcError> {
     Ok((name, arguments))
 }
 
-/// The envelope keys every modern request carries in `params._meta`.
-const ENVELOPE_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
-const ENVELOPE_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
-
-/// A modern request names its revision, method and tool twice, in the
-/// envelope and in headers (so that proxies can route on headers alone);
-/// the two must agree.
-fn check_envelope(request: &HttpRequest, method: &str, params: &Value) -> Result<(), RpcError> {
-    let meta = params
-        .get("_meta")
-        .and_then(Value::as_object)
-        .ok_or_else(|| {
-            RpcError::bad(
-                INVALID_PARAMS,
-                format!(
-                    "params._meta must be an object carrying {ENVELOPE_VERSION} and \
-                     {ENVELOPE_CAPABILITIES}"
-                ),
-            )
-        })?;
-    let missing: Vec<&str> = [ENVELOPE_VERSION, ENVELOPE_CAPABILITIES]
-        .into_iter()
-        .filter(|key| !meta.contains_key(*key))
-        .collect();
-    if !missing.is_empty() {
-        return Err(RpcError::bad(
-            INVALID_PARAMS,
-            format!("params._meta lacks {}", missing.join(" and ")),
-        ));
-    }
-    let mismatch = |what: &str| {
-        RpcError::bad(
-            HEADER_MISMATCH,
-            format!("the {what} header does not match the request"),
-        )
-    };
-    if meta[ENVELOPE_VERSION].as_str() != header(request, "mcp-protocol-version") {
-        return Err(mismatch("MCP-Protocol-Version"));
-    }
-    if header(request, "mcp-method") != Some(method) {
-        return Err(mismatch("Mcp-Method"));
-    }
-    if method == "tools/call" {
-        let named = header(request, "mcp-name").and_then(decode_name);
-        if named.as_deref() != params["name"].as_str() {
-            return Err(mismatch("Mcp-Name"));
-        }
-    }
-    Ok(())
-}
-
-/// An `Mcp-Name` value: as sent, or `=?base64?...?=` for a name that is
-/// not plain printable ASCII.
-fn decode_name(value: &str) -> Option<String> {
-    use base64::Engine;
-    match value
-        .strip_prefix("=?base64?")
-        .and_then(|rest| rest.strip_suffix("?="))
-    {
-        Some(encoded) => base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok()),
-        None => Some(value.to_owned()),
-    }
-}
-
-fn header<'a>(request: &'a HttpRequest, name: &str) -> Option<&'a str> {
-    request
-        .headers()
-        .get(name)
-        .and_then(|value| value.to_str().ok())
-}
-
-/// A JSON-RPC error, with the HTTP status the transport answers it with.
-#[derive(Debug)]
-struct RpcError {
-    status: StatusCode,
-    code: i64,
-    message: String,
-    data: Option<Value>,
-}
-
-impl RpcError {
-    fn new(status: StatusCode, code: i64, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            data: None,
-        }
-    }
-
-    /// Refused by the transport: 400.
-    fn bad(code: i64, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
-    /// An error answer to a well-formed exchange: 200.
-    fn ok(code: i64, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::OK, code, message)
-    }
-
-    fn with_data(self, data: Value) -> Self {
-        Self {
-            data: Some(data),
-            ..self
-        }
-    }
-}
-
-/// The JSON-RPC response to request `id`.
-fn respond(id: Value, outcome: Result<Value, RpcError>) -> HttpResponse {
-    let (status, body) = match outcome {
-        Ok(result) => (
-            StatusCode::OK,
-            json!({ "jsonrpc": "2.0", "id": id, "result": result }),
-        ),
-        Err(error) => {
-            let mut body = json!({ "code": error.code, "message": error.message });
-            if let Some(data) = error.data {
-                body["data"] = data;
-            }
-            (
-                error.status,
-                json!({ "jsonrpc": "2.0", "id": id, "error": body }),
-            )
-        }
-    };
-    HttpResponse::build(status)
-        .content_type("application/json")
-        .json(body)
-}
-
 /// The `initialize` answer: the client's revision when we speak it, else
 /// our newest (the client then decides whether it can go on).
 fn initialize(params: &Value) -> Value {
@@ -484,113 +345,6 @@ const INSTRUCTIONS: &str = "Agentry governs this agent: its identity, lifecycle 
     or br_release); a refusal says why in its code (insufficient_budget, agent_suspended, \
     rate_limited).";
 
-/// The 401 of a missing or bad credential, with the challenge RFC 6750
-/// asks for (and MCP clients look for).
-fn unauthorized(error: &ApiError) -> HttpResponse {
-    let mut response = error.error_response();
-    let challenge = if error.code == "missing_credentials" {
-        "Bearer realm=\"agentry\"".to_owned()
-    } else {
-        format!(
-            "Bearer realm=\"agentry\", error=\"invalid_token\", error_description=\"{}\"",
-            error.code
-        )
-    };
-    if let Ok(value) = HeaderValue::from_str(&challenge) {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, value);
-    }
-    response
-}
-
-/// Browsers send `Origin`; a page of another origin must not drive an
-/// agent's tools with credentials it found (DNS rebinding). Clients that
-/// are not browsers send none.
-fn check_origin(request: &HttpRequest, public_url: &str) -> Result<(), ApiError> {
-    let Some(origin) = request.headers().get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let origin = origin.to_str().unwrap_or_default();
-    let authority = |url: &str| {
-        url.split_once("://").map(|(_, rest)| {
-            rest.split('/')
-                .next()
-                .unwrap_or_default()
-                .to_ascii_lowercase()
-        })
-    };
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|host| host.to_str().ok())
-        .map(str::to_ascii_lowercase);
-    let from = authority(origin);
-    if from.is_some() && (from == host || from == authority(public_url)) {
-        return Ok(());
-    }
-    Err(ApiError::forbidden(
-        "origin_not_allowed",
-        "this origin may not call the MCP endpoint",
-    ))
-}
-
-fn check_accept(request: &HttpRequest) -> Result<(), ApiError> {
-    let Some(accept) = request.headers().get(header::ACCEPT) else {
-        return Ok(());
-    };
-    let accept = accept.to_str().unwrap_or_default().to_ascii_lowercase();
-    let takes_json = accept.split(',').any(|range| {
-        let range = range.split(';').next().unwrap_or_default().trim();
-        matches!(range, "application/json" | "application/*" | "*/*")
-    });
-    if takes_json {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::NOT_ACCEPTABLE,
-            "not_acceptable",
-            "this server answers application/json; accept it",
-        ))
-    }
-}
-
-fn check_content_type(request: &HttpRequest) -> Result<(), ApiError> {
-    let is_json = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|value| value.trim().eq_ignore_ascii_case("application/json"));
-    if is_json {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the message as 'content-type: application/json'",
-        ))
-    }
-}
-
-/// The body, refused once it passes `limit` bytes.
-async fn read_limited(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|error| ApiError::bad_request("invalid_body", error.to_string()))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("a message may be at most {limit} bytes"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -603,15 +357,5 @@ mod tests {
             .copied()
             .collect();
         assert_eq!(PROTOCOL_VERSIONS, both.as_slice());
-    }
-
-    #[test]
-    fn a_name_header_may_be_base64() {
-        assert_eq!(decode_name("br_spend").as_deref(), Some("br_spend"));
-        assert_eq!(
-            decode_name("=?base64?YnJfc3BlbmQ=?=").as_deref(),
-            Some("br_spend")
-        );
-        assert_eq!(decode_name("=?base64?%%%?="), None);
     }
 }
