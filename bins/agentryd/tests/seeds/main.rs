@@ -20,10 +20,12 @@
 //!   and the "desired flow" request body.
 //! - `seed_003`: the seed's curl commands, run by `sh` as printed.
 //! - `seed_004`: the registry's register body and its other requests.
+//! - `agents_doc`: docs/agents.md's commands, as written.
 
 #[path = "../common/mod.rs"]
 mod common;
 
+mod agents_doc;
 mod seed_000;
 mod seed_001;
 mod seed_002;
