@@ -196,7 +196,7 @@ async fn certified_agent(
     let agent = load_agent(state, tenant, agent_id)
         .await?
         .ok_or_else(invalid_certificate)?;
-    admit(state, agent, AgentCredential::Certificate, now).await
+    admit(state, agent, AgentCredential::MachineCertificate, now).await
 }
 
 /// Admits a known agent: lifecycle first, then the token's epoch, then the
