@@ -10,7 +10,9 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{agent_self, bootstrap, delegation, machines, profiles, registry, spend, workspace};
+use crate::{
+    agent_cert, agent_self, bootstrap, delegation, machines, profiles, registry, spend, workspace,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -213,6 +215,7 @@ fn document() -> utoipa::openapi::OpenApi {
     let mut document = ApiDoc::openapi();
     for part in [
         agent_self::Api::openapi(),
+        agent_cert::Api::openapi(),
         bootstrap::Api::openapi(),
         profiles::Api::openapi(),
         spend::Api::openapi(),
