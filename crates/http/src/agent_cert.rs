@@ -23,7 +23,7 @@ use crate::error::{ApiError, Problem};
 use crate::guard::{AgentCredential, AgentPrincipal, RequestTime};
 use crate::state::AppState;
 use crate::validate::Problems;
-use crate::wire::timestamp;
+use crate::wire::{TimestampSchema, timestamp};
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config.route("/v1/agent/auth/cert", web::post().to(issue));
@@ -59,7 +59,7 @@ struct IssuedAgentCertificate {
     #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
     fingerprint: String,
     /// An hour after issue, or the agent's own expiry if sooner.
-    #[schema(format = DateTime)]
+    #[schema(value_type = TimestampSchema)]
     expires_at: String,
 }
 

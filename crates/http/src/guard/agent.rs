@@ -180,22 +180,30 @@ pub(super) async fn agent_principal(request: HttpRequest) -> Result<AgentPrincip
 
 /// The agent a presented certificate names, once it is known to chain to
 /// our CA and to be unexpired; `None` for a certificate that names no
-/// agent (a machine's, judged by [`machine_certificate`]). The names are
-/// read only after the chain is verified: anyone can write them.
+/// agent (a machine's, which [`machine_certificate`] verifies and looks
+/// up). The names are read before the chain is verified, which costs a
+/// parse and spares a machine's certificate a second verification, but
+/// they are trusted only after it: anyone can write them.
 fn agent_certificate(
     state: &AppState,
     presented: &PeerCertificates,
     now: OffsetDateTime,
 ) -> Result<Option<AgentIdentity>, ApiError> {
-    if let Err(refused) = state.keys.ca().verify(&presented.0, now) {
-        tracing::info!(%refused, "refused a client certificate");
-        return Err(invalid_certificate());
-    }
-    let leaf = presented.0.first().ok_or_else(invalid_certificate)?;
-    agentry_auth::ca::agent_identity(leaf).map_err(|error| {
-        tracing::info!(%error, "refused a client certificate");
+    let refused = |reason: &dyn std::fmt::Display| {
+        tracing::info!(%reason, "refused a client certificate");
         invalid_certificate()
-    })
+    };
+    let leaf = presented.0.first().ok_or_else(invalid_certificate)?;
+    let Some(identity) = agentry_auth::ca::agent_identity(leaf).map_err(|error| refused(&error))?
+    else {
+        return Ok(None);
+    };
+    state
+        .keys
+        .ca()
+        .verify(&presented.0, now)
+        .map_err(|error| refused(&error))?;
+    Ok(Some(identity))
 }
 
 /// The agent of its own certificate, through the cache like a token's: no
