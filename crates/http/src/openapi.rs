@@ -10,9 +10,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{
-    agent_cert, agent_self, bootstrap, delegation, machines, profiles, registry, spend, workspace,
-};
+use crate::{agent_self, bootstrap, delegation, machines, profiles, registry, spend, workspace};
 
 #[derive(OpenApi)]
 #[openapi(
