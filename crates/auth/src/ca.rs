@@ -1,11 +1,19 @@
 //! The built-in certificate authority of seed 003: it signs a provisioning
 //! machine's CSR into a short-lived client certificate bound to its
-//! instance, and the server certificate of the mTLS listener.
+//! instance, an agent's CSR into a short-lived client certificate bound to
+//! the agent (seed 001's certificate exchange), and the server certificate
+//! of the mTLS listener.
 //!
 //! Only the CSR's public key is used: subject, names, usages and lifetime
-//! are ours, so a machine cannot ask for a certificate that names another
-//! instance or that could act as a server or a CA.
+//! are ours, so a machine or an agent cannot ask for a certificate that
+//! names another instance or agent, or that could act as a server or a CA.
+//!
+//! An agent certificate names its credential epoch: the guard admits it
+//! only while the agent's epoch is still that one, so whatever retires the
+//! agent's tokens (a key rotation, a revocation) retires the certificate
+//! too, without a revocation list.
 
+use agentry_domain::{AgentId, TenantId};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
@@ -25,6 +33,16 @@ pub const CA_LIFETIME: Duration = Duration::days(3650);
 const INSTANCE_URI_PREFIX: &str = "urn:agentry:instance:";
 /// Prefix of the URI name that binds it to the session it was issued for.
 const SESSION_URI_PREFIX: &str = "urn:agentry:session:";
+/// Prefix of the URI name that makes a certificate an agent's.
+const AGENT_URI_PREFIX: &str = "urn:agentry:agent:";
+/// Prefix of the URI name of the agent's tenant.
+const TENANT_URI_PREFIX: &str = "urn:agentry:tenant:";
+/// Prefix of the URI name of the credential epoch it was issued in.
+const EPOCH_URI_PREFIX: &str = "urn:agentry:epoch:";
+
+/// The longest an agent certificate lives: short, because only the epoch
+/// can take it back before it expires.
+pub const AGENT_CERT_LIFETIME: Duration = Duration::hours(1);
 
 /// Why the CA could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +51,10 @@ pub enum CaError {
     /// or uses an algorithm or extension we do not sign.
     #[error("the certificate signing request is not acceptable: {0}")]
     InvalidCsr(String),
+    /// A certificate carries an agent's name but not the rest of an
+    /// agent's identity; we never issue one like that.
+    #[error("the certificate's agent names are incomplete or malformed: {0}")]
+    MalformedAgentNames(String),
     /// The stored CA certificate or key cannot be read back.
     #[error("the CA certificate or key is unreadable: {0}")]
     Unreadable(String),
@@ -77,6 +99,77 @@ pub fn fingerprint(der: &[u8]) -> String {
 /// The URI name a machine certificate carries for its instance.
 pub fn instance_uri(instance_id: Uuid) -> String {
     format!("{INSTANCE_URI_PREFIX}{instance_id}")
+}
+
+/// Who an agent certificate speaks for: what its URI names bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentIdentity {
+    pub tenant_id: TenantId,
+    pub agent_id: AgentId,
+    /// The agent's credential epoch when the certificate was issued.
+    pub epoch: i64,
+}
+
+/// How long an agent certificate issued at `now` may live: an hour, and
+/// never past the agent's own expiry. Whole seconds, as a certificate
+/// counts them.
+pub fn agent_certificate_lifetime(
+    now: OffsetDateTime,
+    agent_expires_at: Option<OffsetDateTime>,
+) -> Duration {
+    let left = agent_expires_at.map_or(AGENT_CERT_LIFETIME, |at| at - now);
+    Duration::seconds(left.min(AGENT_CERT_LIFETIME).whole_seconds().max(0))
+}
+
+/// The agent a certificate names, read from its URI names; `None` when it
+/// names no agent (a machine's or the listener's). Only the names are read:
+/// call it on a leaf that has been verified to chain to our CA, since
+/// anyone can write these names into a certificate of their own.
+pub fn agent_identity(der: &[u8]) -> Result<Option<AgentIdentity>, CaError> {
+    use x509_parser::extensions::GeneralName;
+    let malformed = |reason: &str| CaError::MalformedAgentNames(reason.to_owned());
+    let (_, certificate) = x509_parser::parse_x509_certificate(der)
+        .map_err(|error| CaError::MalformedAgentNames(error.to_string()))?;
+    let names = certificate
+        .subject_alternative_name()
+        .map_err(|error| CaError::MalformedAgentNames(error.to_string()))?;
+    let uris: Vec<&str> = names
+        .map(|names| {
+            names
+                .value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    GeneralName::URI(uri) => Some(*uri),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    // Exactly one of each: two agent names would leave the choice to us.
+    let only = |prefix: &str| -> Result<Option<&str>, CaError> {
+        let mut found = uris.iter().filter_map(|uri| uri.strip_prefix(prefix));
+        let first = found.next();
+        if found.next().is_some() {
+            return Err(malformed(&format!("more than one {prefix} name")));
+        }
+        Ok(first)
+    };
+    let Some(agent) = only(AGENT_URI_PREFIX)? else {
+        return Ok(None);
+    };
+    let tenant = only(TENANT_URI_PREFIX)?.ok_or_else(|| malformed("no tenant name"))?;
+    let epoch = only(EPOCH_URI_PREFIX)?.ok_or_else(|| malformed("no epoch name"))?;
+    let uuid = |text: &str, what: &str| {
+        Uuid::parse_str(text).map_err(|_| malformed(&format!("the {what} name is not a UUID")))
+    };
+    Ok(Some(AgentIdentity {
+        tenant_id: TenantId::from_uuid(uuid(tenant, "tenant")?),
+        agent_id: AgentId::from_uuid(uuid(agent, "agent")?),
+        epoch: epoch
+            .parse()
+            .map_err(|_| malformed("the epoch name is not an integer"))?,
+    }))
 }
 
 fn random_serial() -> SerialNumber {
@@ -187,6 +280,48 @@ impl CertificateAuthority {
         params.subject_alt_names = vec![
             uri(&instance_uri(instance_id))?,
             uri(&format!("{SESSION_URI_PREFIX}{session_id}"))?,
+        ];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial());
+        validity(&mut params, now, lifetime);
+        let cert = params
+            .signed_by(&request.public_key, &self.issuer)
+            .map_err(|error| CaError::Signing(error.to_string()))?;
+        Ok(issued(&cert, &params))
+    }
+
+    /// Signs `csr_pem` into a client certificate for the agent `identity`
+    /// names, whose slug is `slug`, valid from `now` for `lifetime` (see
+    /// [`agent_certificate_lifetime`]). The CSR's self-signature must
+    /// verify: it proves the caller holds the key.
+    pub fn sign_agent_csr(
+        &self,
+        csr_pem: &str,
+        identity: &AgentIdentity,
+        slug: &str,
+        now: OffsetDateTime,
+        lifetime: Duration,
+    ) -> Result<IssuedCertificate, CaError> {
+        let request = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|error| CaError::InvalidCsr(error.to_string()))?;
+        let mut params = CertificateParams::default();
+        let mut name = DistinguishedName::new();
+        name.push(DnType::OrganizationName, "Agentry");
+        name.push(DnType::CommonName, slug);
+        params.distinguished_name = name;
+        params.subject_alt_names = vec![
+            uri(&format!(
+                "{AGENT_URI_PREFIX}{}",
+                identity.agent_id.as_uuid()
+            ))?,
+            uri(&format!(
+                "{TENANT_URI_PREFIX}{}",
+                identity.tenant_id.as_uuid()
+            ))?,
+            uri(&format!("{EPOCH_URI_PREFIX}{}", identity.epoch))?,
         ];
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -353,6 +488,184 @@ mod tests {
             .verify_signature(Some(parse(ca.cert_der()).public_key()))
             .unwrap();
         assert!(CertificateAuthority::from_pem(ca.cert_pem(), "garbage").is_err());
+    }
+
+    const AGENT: AgentIdentity = AgentIdentity {
+        tenant_id: TenantId::from_uuid(Uuid::from_u128(0x71)),
+        agent_id: AgentId::from_uuid(Uuid::from_u128(0xa9)),
+        epoch: 3,
+    };
+
+    fn uris(parsed: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+        parsed
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .iter()
+            .map(|name| name.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn signs_an_agent_csr_naming_the_agent_never_the_csr() {
+        let (ca, _) = CertificateAuthority::generate(NOW).unwrap();
+        let (csr, key) = csr();
+        let cert = ca
+            .sign_agent_csr(&csr, &AGENT, "research-bot", NOW, AGENT_CERT_LIFETIME)
+            .unwrap();
+        let parsed = parse(&cert.der);
+        let common_names: Vec<&str> = parsed
+            .subject()
+            .iter_common_name()
+            .map(|name| name.as_str().unwrap())
+            .collect();
+        assert_eq!(common_names, ["research-bot"], "not the CSR's subject");
+        let names = uris(&parsed);
+        for expected in [
+            format!("urn:agentry:agent:{}", AGENT.agent_id.as_uuid()),
+            format!("urn:agentry:tenant:{}", AGENT.tenant_id.as_uuid()),
+            "urn:agentry:epoch:3".to_owned(),
+        ] {
+            assert!(
+                names.iter().any(|name| name.contains(&expected)),
+                "{names:?}"
+            );
+        }
+        assert!(!names.iter().any(|name| name.contains("evil")), "{names:?}");
+        assert_eq!(parsed.public_key().raw, key.subject_public_key_info());
+        assert!(!parsed.is_ca());
+        let usage = parsed.extended_key_usage().unwrap().unwrap().value;
+        assert!(usage.client_auth && !usage.server_auth, "{usage:?}");
+        assert_eq!(
+            parsed.validity().not_after.timestamp(),
+            (NOW + Duration::hours(1)).unix_timestamp()
+        );
+        parsed
+            .verify_signature(Some(parse(ca.cert_der()).public_key()))
+            .unwrap();
+        assert_eq!(agent_identity(&cert.der).unwrap(), Some(AGENT));
+    }
+
+    #[test]
+    fn a_machine_certificate_names_no_agent() {
+        let (ca, _) = CertificateAuthority::generate(NOW).unwrap();
+        let (csr, _) = csr();
+        let id = Uuid::from_u128(5);
+        let machine = ca
+            .sign_machine_csr(&csr, id, id, NOW, Duration::hours(1))
+            .unwrap();
+        assert_eq!(agent_identity(&machine.der).unwrap(), None);
+        let (server, _) = ca
+            .issue_server_certificate(&["localhost".into()], NOW, Duration::days(1))
+            .unwrap();
+        assert_eq!(agent_identity(&server.der).unwrap(), None);
+        assert!(agent_identity(b"not DER").is_err());
+    }
+
+    #[test]
+    fn an_agent_name_without_the_rest_of_the_identity_is_refused() {
+        let key = KeyPair::generate().unwrap();
+        let certificate = |names: &[&str]| {
+            let mut params = CertificateParams::default();
+            params.subject_alt_names = names.iter().map(|name| uri(name).unwrap()).collect();
+            params.self_signed(&key).unwrap().der().to_vec()
+        };
+        let agent = format!("urn:agentry:agent:{}", Uuid::from_u128(1));
+        let tenant = format!("urn:agentry:tenant:{}", Uuid::from_u128(2));
+        let other = format!("urn:agentry:agent:{}", Uuid::from_u128(3));
+        for names in [
+            vec![agent.as_str()],
+            vec![agent.as_str(), tenant.as_str()],
+            vec![agent.as_str(), tenant.as_str(), "urn:agentry:epoch:one"],
+            vec![
+                "urn:agentry:agent:nope",
+                tenant.as_str(),
+                "urn:agentry:epoch:1",
+            ],
+            vec![
+                agent.as_str(),
+                other.as_str(),
+                tenant.as_str(),
+                "urn:agentry:epoch:1",
+            ],
+        ] {
+            assert!(
+                matches!(
+                    agent_identity(&certificate(&names)),
+                    Err(CaError::MalformedAgentNames(_))
+                ),
+                "{names:?}"
+            );
+        }
+        let whole = certificate(&[&agent, &tenant, "urn:agentry:epoch:9"]);
+        assert_eq!(
+            agent_identity(&whole)
+                .unwrap()
+                .map(|identity| identity.epoch),
+            Some(9)
+        );
+    }
+
+    #[test]
+    fn an_agent_csr_must_carry_a_good_self_signature() {
+        use base64::Engine;
+        use base64::engine::general_purpose::STANDARD;
+        use rustls_pki_types::pem::PemObject;
+        let (ca, _) = CertificateAuthority::generate(NOW).unwrap();
+        let sign = |text: &str| ca.sign_agent_csr(text, &AGENT, "bot", NOW, AGENT_CERT_LIFETIME);
+        assert!(matches!(sign("garbage"), Err(CaError::InvalidCsr(_))));
+        assert!(matches!(sign(""), Err(CaError::InvalidCsr(_))));
+        let (csr, _) = csr();
+        // The last byte is the signature's: the request still parses, and
+        // only its self-signature fails.
+        let mut der =
+            rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(csr.as_bytes())
+                .unwrap()
+                .as_ref()
+                .to_vec();
+        let last = der.len() - 1;
+        der[last] ^= 0x01;
+        let encoded = STANDARD.encode(&der);
+        let lines: Vec<&str> = encoded
+            .as_bytes()
+            .chunks(64)
+            .map(|chunk| std::str::from_utf8(chunk).unwrap())
+            .collect();
+        let tampered = format!(
+            "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+            lines.join("\n")
+        );
+        let refused = sign(&tampered);
+        let Err(CaError::InvalidCsr(reason)) = refused else {
+            panic!("a bad self-signature was signed: {refused:?}");
+        };
+        assert!(reason.to_lowercase().contains("signature"), "{reason}");
+        // A certificate is not a request.
+        let (server, _) = ca
+            .issue_server_certificate(&["localhost".into()], NOW, Duration::days(1))
+            .unwrap();
+        assert!(matches!(sign(&server.pem), Err(CaError::InvalidCsr(_))));
+        assert!(sign(&csr).is_ok());
+    }
+
+    #[test]
+    fn an_agent_certificate_lives_an_hour_and_never_past_its_agent() {
+        assert_eq!(agent_certificate_lifetime(NOW, None), Duration::hours(1));
+        assert_eq!(
+            agent_certificate_lifetime(NOW, Some(NOW + Duration::days(1))),
+            Duration::hours(1)
+        );
+        assert_eq!(
+            agent_certificate_lifetime(NOW, Some(NOW + Duration::milliseconds(600_500))),
+            Duration::seconds(600),
+            "whole seconds, rounded down"
+        );
+        assert_eq!(
+            agent_certificate_lifetime(NOW, Some(NOW - Duration::minutes(1))),
+            Duration::ZERO
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ mod sealing;
 mod secret;
 
 pub use api_key::{ApiKey, ApiKeyError, ApiKeyKind};
-pub use ca::{CaError, CertificateAuthority, IssuedCertificate};
+pub use ca::{AgentIdentity, CaError, CertificateAuthority, IssuedCertificate};
 pub use jwt::{
     Audience, Claims, Jwk, Jwks, JwtError, JwtIssuer, JwtPublicKey, JwtSigningKey, KeyRing, LEEWAY,
 };

@@ -17,6 +17,7 @@
 //! It must never be depended on by another library crate; only `agentryd`
 //! composes it. No rule of the lifecycle or the ledger is decided here.
 
+mod agent_cert;
 mod agent_self;
 mod bootstrap;
 mod deferred;
@@ -275,6 +276,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/openapi.json", web::get().to(openapi::openapi_document))
         .configure(discovery::configure)
         .configure(agent_self::configure)
+        .configure(agent_cert::configure)
         .configure(bootstrap::configure)
         .configure(profiles::configure)
         .configure(spend::configure)

@@ -217,6 +217,7 @@ fn document() -> utoipa::openapi::OpenApi {
     let mut document = ApiDoc::openapi();
     for part in [
         agent_self::Api::openapi(),
+        crate::agent_cert::Api::openapi(),
         bootstrap::Api::openapi(),
         profiles::Api::openapi(),
         spend::Api::openapi(),

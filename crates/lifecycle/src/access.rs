@@ -78,7 +78,23 @@ pub enum AgentCredential {
     ApiKey,
     /// A client certificate of the provisioning instance the agent is bound
     /// to: good for reading its own state only.
-    Certificate,
+    MachineCertificate,
+    /// The agent's own client certificate (`POST /v1/agent/auth/cert`),
+    /// with the credential epoch it names. It stands for the agent as its
+    /// token does, so it is judged as one: the same epoch check, the same
+    /// access.
+    AgentCertificate(i64),
+}
+
+impl AgentCredential {
+    /// The credential epoch the credential was issued in, for the kinds
+    /// that carry one; an API key is retired by deleting it instead.
+    pub fn epoch(self) -> Option<i64> {
+        match self {
+            AgentCredential::Jwt(epoch) | AgentCredential::AgentCertificate(epoch) => Some(epoch),
+            AgentCredential::ApiKey | AgentCredential::MachineCertificate => None,
+        }
+    }
 }
 
 /// Why an agent's credential is not admitted.
@@ -87,9 +103,9 @@ pub enum AdmissionError {
     /// The lifecycle stops the agent, whatever its credential.
     #[error(transparent)]
     Denied(#[from] Denial),
-    /// A token from before the agent's credentials were rotated or
-    /// revoked.
-    #[error("the token was issued before the agent's credentials were last retired")]
+    /// A token or an agent certificate from before the agent's
+    /// credentials were rotated or revoked.
+    #[error("the credential was issued before the agent's credentials were last retired")]
     RetiredToken,
     /// A machine certificate asked for more than the agent's own state.
     #[error("a machine certificate only reads the agent's own state; use its token")]
@@ -105,7 +121,7 @@ pub fn token_is_current(token_epoch: i64, current_epoch: i64) -> bool {
 
 /// Admits an agent's credential at `now`: the lifecycle speaks first (so a
 /// terminated agent hears 403 and a suspended one 402 whatever its token),
-/// then a token's epoch. Admission covers reading the agent's own state;
+/// then the epoch of a token or an agent certificate. Admission covers reading the agent's own state;
 /// [`full_access`] decides anything more.
 pub fn admit(
     lifecycle: &Lifecycle,
@@ -115,7 +131,7 @@ pub fn admit(
 ) -> Result<Access, AdmissionError> {
     let access = Access::for_agent(lifecycle, now);
     access.permits(RequestScope::OwnState)?;
-    if let AgentCredential::Jwt(epoch) = credential
+    if let Some(epoch) = credential.epoch()
         && !token_is_current(epoch, current_epoch)
     {
         return Err(AdmissionError::RetiredToken);
@@ -126,7 +142,7 @@ pub fn admit(
 /// Whether an admitted agent may act beyond reading its own state: not
 /// with a machine certificate, and not while its lifecycle limits it.
 pub fn full_access(access: Access, credential: AgentCredential) -> Result<(), AdmissionError> {
-    if credential == AgentCredential::Certificate {
+    if credential == AgentCredential::MachineCertificate {
         return Err(AdmissionError::CertificateNotEnough);
     }
     Ok(access.permits(RequestScope::Other)?)
@@ -137,6 +153,7 @@ mod tests {
     use super::*;
     use LifecycleState::*;
     use agentry_domain::AgentOrigin;
+    use proptest::prelude::*;
     use time::Duration;
     use time::macros::datetime;
 
@@ -186,10 +203,10 @@ mod tests {
     #[test]
     fn a_certificate_reads_its_agent_and_does_nothing_more() {
         let quarantined = Lifecycle::restored(Quarantined, None);
-        let access = admit(&quarantined, 0, AgentCredential::Certificate, NOW).unwrap();
+        let access = admit(&quarantined, 0, AgentCredential::MachineCertificate, NOW).unwrap();
         assert_eq!(access, Access::OwnStateOnly);
         assert_eq!(
-            full_access(Access::Full, AgentCredential::Certificate),
+            full_access(Access::Full, AgentCredential::MachineCertificate),
             Err(AdmissionError::CertificateNotEnough)
         );
         assert_eq!(
@@ -197,6 +214,92 @@ mod tests {
             Err(AdmissionError::Denied(Denial::Quarantined))
         );
         assert_eq!(full_access(Access::Full, AgentCredential::Jwt(0)), Ok(()));
+    }
+
+    #[test]
+    fn an_agent_certificate_is_judged_as_a_token_of_its_epoch() {
+        let active = Lifecycle::restored(Active, None);
+        assert_eq!(
+            admit(&active, 4, AgentCredential::AgentCertificate(4), NOW),
+            Ok(Access::Full)
+        );
+        assert_eq!(
+            admit(&active, 5, AgentCredential::AgentCertificate(4), NOW),
+            Err(AdmissionError::RetiredToken),
+            "a rotation or revocation retires the certificate with the tokens"
+        );
+        for (state, denial) in [
+            (Suspended, Denial::Suspended),
+            (Terminated, Denial::Terminated),
+            (Provisioned, Denial::NotActivated),
+        ] {
+            assert_eq!(
+                admit(
+                    &Lifecycle::restored(state, None),
+                    5,
+                    AgentCredential::AgentCertificate(4),
+                    NOW
+                ),
+                Err(AdmissionError::Denied(denial)),
+                "the lifecycle speaks first for {state:?}"
+            );
+        }
+        assert_eq!(
+            full_access(Access::Full, AgentCredential::AgentCertificate(0)),
+            Ok(())
+        );
+        assert_eq!(
+            full_access(Access::OwnStateOnly, AgentCredential::AgentCertificate(0)),
+            Err(AdmissionError::Denied(Denial::Quarantined))
+        );
+        assert_eq!(AgentCredential::AgentCertificate(7).epoch(), Some(7));
+        assert_eq!(AgentCredential::MachineCertificate.epoch(), None);
+        assert_eq!(AgentCredential::ApiKey.epoch(), None);
+    }
+
+    fn any_state() -> impl Strategy<Value = LifecycleState> {
+        prop_oneof![
+            Just(Provisioned),
+            Just(Active),
+            Just(Quarantined),
+            Just(Suspended),
+            Just(Terminated),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the state, the epochs and the expiry, an agent's
+        /// certificate gets exactly the answers its token would: admission
+        /// and full access alike.
+        #[test]
+        fn an_agent_certificate_answers_as_a_token(
+            state in any_state(),
+            current in 0_i64..4,
+            presented in 0_i64..4,
+            expires_in in proptest::option::of(-120_i64..120),
+        ) {
+            let lifecycle = Lifecycle::restored(
+                state,
+                expires_in.map(|seconds| NOW + Duration::seconds(seconds)),
+            );
+            let token = admit(&lifecycle, current, AgentCredential::Jwt(presented), NOW);
+            let certificate =
+                admit(&lifecycle, current, AgentCredential::AgentCertificate(presented), NOW);
+            prop_assert_eq!(token, certificate);
+            if let Ok(access) = token {
+                prop_assert_eq!(
+                    full_access(access, AgentCredential::Jwt(presented)),
+                    full_access(access, AgentCredential::AgentCertificate(presented))
+                );
+            }
+            // A machine certificate never acts beyond reading.
+            if let Ok(access) = admit(&lifecycle, current, AgentCredential::MachineCertificate, NOW) {
+                prop_assert_eq!(
+                    full_access(access, AgentCredential::MachineCertificate),
+                    Err(AdmissionError::CertificateNotEnough)
+                );
+            }
+        }
     }
 
     #[test]

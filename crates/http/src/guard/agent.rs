@@ -1,6 +1,6 @@
-//! Agents: a token, the agent's own API key, or the certificate of the
-//! machine its instance runs on, admitted by the lifecycle and the rate
-//! limit.
+//! Agents: a token, the agent's own API key, the agent's own client
+//! certificate, or the certificate of the machine its instance runs on,
+//! admitted by the lifecycle and the rate limit.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest};
-use agentry_auth::{ApiKey, ApiKeyKind, Audience, Claims, JwtError};
+use agentry_auth::{AgentIdentity, ApiKey, ApiKeyKind, Audience, Claims, JwtError};
 use agentry_domain::{AgentId, TenantId};
 use agentry_lifecycle::{Access, AdmissionError};
 use agentry_store::AgentRecord;
@@ -23,6 +23,7 @@ use super::{
 };
 use crate::error::ApiError;
 use crate::state::{AgentSnapshot, AppState, RateStep};
+use crate::tls::PeerCertificates;
 
 /// How an agent proved who it is (`agentry-lifecycle` judges it).
 pub use agentry_lifecycle::AgentCredential;
@@ -44,7 +45,8 @@ impl AgentPrincipal {
     }
 
     /// Quarantined agents may only read their own state (DESIGN.md §2),
-    /// and a machine certificate only ever does.
+    /// and a machine certificate only ever does; the agent's own
+    /// certificate is as good as its token.
     pub fn require_full_access(&self) -> Result<(), ApiError> {
         agentry_lifecycle::full_access(self.access, self.credential).map_err(|error| match error {
             AdmissionError::Denied(denial) => ApiError::from(denial),
@@ -133,8 +135,11 @@ pub(super) async fn agent_principal(request: HttpRequest) -> Result<AgentPrincip
     let state = state(&request)?;
     let now = request_time(&request);
     let Some(presented) = presented(&request) else {
-        if peer_certificates(&request).is_none() {
+        let Some(certificates) = peer_certificates(&request) else {
             return Err(missing());
+        };
+        if let Some(identity) = agent_certificate(&state, &certificates, now)? {
+            return agent_with_certificate(&state, identity, now).await;
         }
         let machine = machine_certificate(request).await?;
         return certified_agent(&state, &machine, now).await;
@@ -173,6 +178,55 @@ pub(super) async fn agent_principal(request: HttpRequest) -> Result<AgentPrincip
     admit(&state, agent, credential, now).await
 }
 
+/// The agent a presented certificate names, once it is known to chain to
+/// our CA and to be unexpired; `None` for a certificate that names no
+/// agent (a machine's, which [`machine_certificate`] verifies and looks
+/// up). The names are read before the chain is verified, which costs a
+/// parse and spares a machine's certificate a second verification, but
+/// they are trusted only after it: anyone can write them.
+fn agent_certificate(
+    state: &AppState,
+    presented: &PeerCertificates,
+    now: OffsetDateTime,
+) -> Result<Option<AgentIdentity>, ApiError> {
+    let refused = |reason: &dyn std::fmt::Display| {
+        tracing::info!(%reason, "refused a client certificate");
+        invalid_certificate()
+    };
+    let leaf = presented.0.first().ok_or_else(invalid_certificate)?;
+    let Some(identity) = agentry_auth::ca::agent_identity(leaf).map_err(|error| refused(&error))?
+    else {
+        return Ok(None);
+    };
+    state
+        .keys
+        .ca()
+        .verify(&presented.0, now)
+        .map_err(|error| refused(&error))?;
+    Ok(Some(identity))
+}
+
+/// The agent of its own certificate, through the cache like a token's: no
+/// database read on a warm cache, and the epoch it names checked against
+/// the agent's as a token's is.
+async fn agent_with_certificate(
+    state: &AppState,
+    identity: AgentIdentity,
+    now: OffsetDateTime,
+) -> Result<AgentPrincipal, ApiError> {
+    // An agent gone from its tenant looks exactly like a bad certificate.
+    let agent = load_agent(state, identity.tenant_id, identity.agent_id)
+        .await?
+        .ok_or_else(invalid_certificate)?;
+    admit(
+        state,
+        agent,
+        AgentCredential::AgentCertificate(identity.epoch),
+        now,
+    )
+    .await
+}
+
 /// The agent bound to the instance of a machine certificate.
 async fn certified_agent(
     state: &AppState,
@@ -196,11 +250,11 @@ async fn certified_agent(
     let agent = load_agent(state, tenant, agent_id)
         .await?
         .ok_or_else(invalid_certificate)?;
-    admit(state, agent, AgentCredential::Certificate, now).await
+    admit(state, agent, AgentCredential::MachineCertificate, now).await
 }
 
-/// Admits a known agent: lifecycle first, then the token's epoch, then the
-/// rate limit.
+/// Admits a known agent: lifecycle first, then the epoch of its token or
+/// certificate, then the rate limit.
 async fn admit(
     state: &AppState,
     agent: Arc<AgentSnapshot>,
@@ -221,6 +275,11 @@ async fn admit(
             return Err(refusal);
         }
         Err(_) => {
+            // A retired credential: the epoch moved on since it was issued.
+            if let AgentCredential::AgentCertificate(_) = credential {
+                audit_refusal(state, record, "revoked_certificate", now);
+                return Err(invalid_certificate());
+            }
             audit_refusal(state, record, "revoked_token", now);
             return Err(invalid_token());
         }

@@ -4,8 +4,10 @@
 //! Credentials come from `Authorization: Bearer ...` or `X-API-Key`. A
 //! string starting `agy_` is an API key; anything else is taken for a JWT.
 //! On the mTLS listener a client certificate from our CA is a credential
-//! too: a provisioning machine's (seed 003), which also lets the agent its
-//! instance is bound to read its own state (seed 001).
+//! too: an agent's own (`POST /v1/agent/auth/cert`, as good as its token
+//! and retired with it), or a provisioning machine's (seed 003), which
+//! also lets the agent its instance is bound to read its own state (seed
+//! 001).
 //! A repeat request does no signature check and no database read: verified
 //! tokens, API keys and agent snapshots are cached, and the store's change
 //! feed drops whatever a revocation, rotation or lifecycle change made wrong.

@@ -9,6 +9,7 @@
 mod bad_input;
 mod bootstrap;
 mod budget;
+mod cert;
 mod coverage;
 mod discovery;
 mod feed;
