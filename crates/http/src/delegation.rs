@@ -91,7 +91,7 @@ pub(crate) struct DelegateRequest {
     operation_id = "delegate",
     path = "/v1/agent/delegate",
     tag = "delegation",
-    security(("agent_jwt" = []), ("api_key" = [])),
+    security(("agent_jwt" = []), ("api_key" = []), ("mtls" = [])),
     request_body = DelegateRequest,
     responses(
         (status = 201, description = "The child was created.", body = BootstrapResponse),
@@ -252,7 +252,7 @@ struct SubAgent {
     operation_id = "list_sub_agents",
     path = "/v1/agent/sub-agents",
     tag = "delegation",
-    security(("agent_jwt" = []), ("api_key" = [])),
+    security(("agent_jwt" = []), ("api_key" = []), ("mtls" = [])),
     responses(
         (status = 200, description = "The caller's live children.", body = SubAgentList),
         (status = 401, description = "`missing_credentials`, `invalid_token`, `invalid_api_key`.",
@@ -318,7 +318,7 @@ struct SubAgentReclaimed {
     operation_id = "reclaim_sub_agent",
     path = "/v1/agent/sub-agents/{child_agent_id}",
     tag = "delegation",
-    security(("agent_jwt" = []), ("api_key" = [])),
+    security(("agent_jwt" = []), ("api_key" = []), ("mtls" = [])),
     params(("child_agent_id" = String, Path, description = "The child's `agent_id`.")),
     responses(
         (status = 200, description = "The child is terminated and settled.", body = SubAgentReclaimed),

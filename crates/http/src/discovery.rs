@@ -389,9 +389,6 @@ mod tests {
     fn every_capability_has_endpoints_and_every_auth_method_is_described() {
         let record = record();
         for (name, capability) in record["capabilities"].as_object().unwrap() {
-            if name == "cert_exchange" {
-                continue;
-            }
             assert!(
                 !capability["endpoints"].as_array().unwrap().is_empty(),
                 "{name} has no endpoint"

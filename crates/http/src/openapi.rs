@@ -99,11 +99,13 @@ impl Modify for SecuritySchemes {
             "mtls",
             SecurityScheme::MutualTls {
                 description: Some(
-                    "Client certificate from `POST /internal/bootstrap/cert`, presented on the \
-                     TLS listener: for `/internal/bootstrap/secrets` and the artifact \
-                     downloads, and, for an instance bound to an agent, the read-only \
-                     `/v1/agent/status`, `/v1/agent/limits/me`, `/v1/agent/anomaly/me` and \
-                     `/v1/agent/profiles/me` of that agent."
+                    "Client certificate from this server's CA, presented on the TLS \
+                     listener. An agent's, from `POST /v1/agent/auth/cert`, speaks for the \
+                     agent wherever its token does. A provisioning machine's, from \
+                     `POST /internal/bootstrap/cert`, is for `/internal/bootstrap/secrets` and \
+                     the artifact downloads, and, for an instance bound to an agent, the \
+                     read-only `/v1/agent/status`, `/v1/agent/limits/me`, \
+                     `/v1/agent/anomaly/me` and `/v1/agent/profiles/me` of that agent."
                         .into(),
                 ),
                 extensions: None,

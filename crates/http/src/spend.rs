@@ -199,7 +199,7 @@ fn check_key(key: Option<&str>) -> Result<(), ApiError> {
     operation_id = "spend",
     path = "/v1/agent/spend",
     tag = "spend",
-    security(("agent_jwt" = []), ("api_key" = [])),
+    security(("agent_jwt" = []), ("api_key" = []), ("mtls" = [])),
     request_body = SpendRequest,
     responses(
         (status = 201, description = "Recorded.", body = SpendResponse),
@@ -336,7 +336,7 @@ struct HoldResponse {
     operation_id = "create_hold",
     path = "/v1/agent/holds",
     tag = "spend",
-    security(("agent_jwt" = []), ("api_key" = [])),
+    security(("agent_jwt" = []), ("api_key" = []), ("mtls" = [])),
     request_body = HoldRequest,
     responses(
         (status = 201, description = "The hold is open.", body = HoldResponse),
@@ -466,7 +466,7 @@ struct CaptureResponse {
     operation_id = "capture_hold",
     path = "/v1/agent/holds/{hold_id}/capture",
     tag = "spend",
-    security(("agent_jwt" = []), ("api_key" = [])),
+    security(("agent_jwt" = []), ("api_key" = []), ("mtls" = [])),
     params(("hold_id" = String, Path, format = Uuid, description = "The `hold_id` the hold was made with.")),
     request_body = CaptureRequest,
     responses(
@@ -540,7 +540,7 @@ struct ReleaseResponse {
     operation_id = "release_hold",
     path = "/v1/agent/holds/{hold_id}",
     tag = "spend",
-    security(("agent_jwt" = []), ("api_key" = [])),
+    security(("agent_jwt" = []), ("api_key" = []), ("mtls" = [])),
     params(("hold_id" = String, Path, format = Uuid, description = "The `hold_id` the hold was made with.")),
     responses(
         (status = 200, description = "Released.", body = ReleaseResponse),

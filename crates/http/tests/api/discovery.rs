@@ -42,6 +42,7 @@ async fn agents_json_names_served_routes_and_links_the_documents() {
             "agent_self_awareness",
             "budgets",
             "delegation",
+            "cert_exchange",
             "registry",
             "provisioning",
             "mcp",
@@ -140,7 +141,7 @@ async fn next_steps_has_the_seed_keys_each_pointing_at_a_served_route() {
             let value = value.as_str().unwrap();
             if key == "playbook" {
                 assert_eq!(value, format!("{PUBLIC_URL}/llms-agent-playbook.txt"));
-            } else if key != "cert_exchange" {
+            } else {
                 assert!(documented(&document, value), "{key}: {value} is not served");
             }
         }

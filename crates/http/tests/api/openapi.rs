@@ -205,7 +205,7 @@ fn spend_and_holds_are_documented_with_their_402() {
             .collect();
         assert_eq!(
             schemes,
-            BTreeSet::from(["agent_jwt", "api_key"]),
+            BTreeSet::from(["agent_jwt", "api_key", "mtls"]),
             "{method} {path}"
         );
     }
