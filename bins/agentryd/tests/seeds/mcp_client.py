@@ -1,7 +1,10 @@
 """Seed 000's MCP tools through the official Python SDK (`mcp`, pinned by
 `cargo xtask test`), against a running agentryd.
 
-Usage: mcp_client.py <mcp url> <provisioner key> [<mTLS mcp url> <ca.pem> <cert.pem> <key.pem>]
+Usage: mcp_client.py <base url> <provisioner key> [<mTLS base url> <scratch dir>]
+
+With the mTLS listener's URL, the agent also trades a CSR for a certificate
+(POST /v1/agent/auth/cert) and calls its tools over mTLS with no bearer.
 
 Prints one JSON object of what the client saw; the Rust test that runs this
 script makes the assertions, so a failure names the field that differs.
@@ -83,8 +86,45 @@ def flatten(group):
             yield error
 
 
+async def certificate(base, jwt, scratch):
+    """The agent's key and certificate, from a CSR, as files in `scratch`."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not-the-agent")]))
+        .sign(key, hashes.SHA256())
+    )
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {jwt}"}) as http:
+        answer = await http.post(
+            f"{base}/v1/agent/auth/cert",
+            json={"csr": csr.public_bytes(serialization.Encoding.PEM).decode()},
+        )
+        answer.raise_for_status()
+        issued = answer.json()
+    paths = {name: f"{scratch}/{name}.pem" for name in ("ca", "cert", "key")}
+    with open(paths["ca"], "w") as f:
+        f.write(issued["ca_pem"])
+    with open(paths["cert"], "w") as f:
+        f.write(issued["cert_pem"])
+    with open(paths["key"], "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return paths["ca"], paths["cert"], paths["key"]
+
+
 async def main(argv):
-    url, provisioner = argv[0], argv[1]
+    base, provisioner = argv[0], argv[1]
+    url = f"{base}/mcp"
     report = {}
     report["provisioner"] = await session(
         url,
@@ -127,10 +167,14 @@ async def main(argv):
     report["refused"] = await refused(url, "auto", "not-a-credential")
     report["refused_legacy"] = await refused(url, "legacy", None)
     if len(argv) > 2:
-        tls_url, ca, cert, key = argv[2:6]
+        tls_base, scratch = argv[2], argv[3]
+        tls = await certificate(base, jwt, scratch)
         report["mtls"] = await session(
-            tls_url, "auto", None, [("br_agent_status", {}), ("br_spend", {"amount_usd": 0.01})],
-            tls=(ca, cert, key),
+            f"{tls_base}/mcp",
+            "auto",
+            None,
+            [("br_agent_status", {}), ("br_spend", {"amount_usd": 0.01})],
+            tls=tls,
         )
     print(json.dumps(report))
 

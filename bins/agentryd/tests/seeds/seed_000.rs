@@ -78,20 +78,24 @@ fn bootstrap_call_then_status_with_its_jwt(backend: Backend) {
 
 /// The seed's four MCP tools (and the rest) as an MCP client sees them:
 /// the official Python SDK connects in both protocol eras, lists the
-/// tools, calls each one, and is refused without a good credential.
+/// tools, calls each one, is refused without a good credential, and, with
+/// the certificate its token buys, calls them on the mTLS listener.
 fn mcp_tools_through_the_official_python_sdk(backend: Backend) {
     let Some(python) = mcp_python() else {
         return;
     };
-    let Some(instance) = Instance::start(backend, false) else {
+    let Some(instance) = Instance::start(backend, true) else {
         return;
     };
     let provisioner = instance.cli(&["admin", "create-key", "--role", "provisioner"]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/seeds/mcp_client.py");
+    let tls_port = instance.tls_port.expect("the mTLS listener");
     let output = std::process::Command::new(python)
         .arg(script)
-        .arg(format!("{}/mcp", instance.base_url()))
+        .arg(instance.base_url())
         .arg(&provisioner)
+        .arg(format!("https://localhost:{tls_port}"))
+        .arg(instance.dir.path())
         .output()
         .expect("python runs");
     assert!(
@@ -181,11 +185,22 @@ fn mcp_tools_through_the_official_python_sdk(backend: Backend) {
         report["refused_legacy"]
     );
 
+    // On the mTLS listener the agent's certificate is its credential, for
+    // reading and for spending alike.
+    let over_mtls = &report["mtls"];
+    assert_eq!(over_mtls["protocol_version"], "2026-07-28");
+    let status = &over_mtls["results"][0];
+    assert_eq!(status["is_error"], false, "{status}");
+    assert_eq!(status["structured"]["profile"]["agentId"], "mcp-agent");
+    let spent = &over_mtls["results"][1];
+    assert_eq!(spent["is_error"], false, "{spent}");
+    assert_eq!(spent["structured"]["spent_usd"], json!(0.01));
+
     // What the tools did is what the routes see.
     let limits = instance.call("GET", "/v1/agent/limits/me", Some(jwt), None);
     expect_status(&limits, 200, "limits after the MCP session");
     assert_eq!(
         limits.json()["limits"]["enforced_daily_spent_usd"],
-        json!(0.375)
+        json!(0.385)
     );
 }
