@@ -172,7 +172,12 @@ struct ApiKeyRateLimit;
 impl Modify for ApiKeyRateLimit {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            // `/mcp` answers a limited key's tool call with a refusal
+            // result, not a status.
+            if path == "/mcp" {
+                continue;
+            }
             let operations = [
                 &mut item.get,
                 &mut item.post,
