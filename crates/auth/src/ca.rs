@@ -270,27 +270,11 @@ impl CertificateAuthority {
         now: OffsetDateTime,
         lifetime: Duration,
     ) -> Result<IssuedCertificate, CaError> {
-        let request = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|error| CaError::InvalidCsr(error.to_string()))?;
-        let mut params = CertificateParams::default();
-        let mut name = DistinguishedName::new();
-        name.push(DnType::OrganizationName, "Agentry");
-        name.push(DnType::CommonName, instance_id.to_string());
-        params.distinguished_name = name;
-        params.subject_alt_names = vec![
+        let names = vec![
             uri(&instance_uri(instance_id))?,
             uri(&format!("{SESSION_URI_PREFIX}{session_id}"))?,
         ];
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.use_authority_key_identifier_extension = true;
-        params.serial_number = Some(random_serial());
-        validity(&mut params, now, lifetime);
-        let cert = params
-            .signed_by(&request.public_key, &self.issuer)
-            .map_err(|error| CaError::Signing(error.to_string()))?;
-        Ok(issued(&cert, &params))
+        self.sign_client_csr(csr_pem, &instance_id.to_string(), names, now, lifetime)
     }
 
     /// Signs `csr_pem` into a client certificate for the agent `identity`
@@ -305,14 +289,7 @@ impl CertificateAuthority {
         now: OffsetDateTime,
         lifetime: Duration,
     ) -> Result<IssuedCertificate, CaError> {
-        let request = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|error| CaError::InvalidCsr(error.to_string()))?;
-        let mut params = CertificateParams::default();
-        let mut name = DistinguishedName::new();
-        name.push(DnType::OrganizationName, "Agentry");
-        name.push(DnType::CommonName, slug);
-        params.distinguished_name = name;
-        params.subject_alt_names = vec![
+        let names = vec![
             uri(&format!(
                 "{AGENT_URI_PREFIX}{}",
                 identity.agent_id.as_uuid()
@@ -323,6 +300,28 @@ impl CertificateAuthority {
             ))?,
             uri(&format!("{EPOCH_URI_PREFIX}{}", identity.epoch))?,
         ];
+        self.sign_client_csr(csr_pem, slug, names, now, lifetime)
+    }
+
+    /// Signs the public key of `csr_pem` (whose self-signature must verify)
+    /// into a client-authentication certificate named `common_name` and
+    /// `names`, ours alone: nothing else of the CSR is used.
+    fn sign_client_csr(
+        &self,
+        csr_pem: &str,
+        common_name: &str,
+        names: Vec<SanType>,
+        now: OffsetDateTime,
+        lifetime: Duration,
+    ) -> Result<IssuedCertificate, CaError> {
+        let request = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|error| CaError::InvalidCsr(error.to_string()))?;
+        let mut params = CertificateParams::default();
+        let mut name = DistinguishedName::new();
+        name.push(DnType::OrganizationName, "Agentry");
+        name.push(DnType::CommonName, common_name);
+        params.distinguished_name = name;
+        params.subject_alt_names = names;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
