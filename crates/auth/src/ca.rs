@@ -39,6 +39,11 @@ const AGENT_URI_PREFIX: &str = "urn:agentry:agent:";
 const TENANT_URI_PREFIX: &str = "urn:agentry:tenant:";
 /// Prefix of the URI name of the credential epoch it was issued in.
 const EPOCH_URI_PREFIX: &str = "urn:agentry:epoch:";
+/// Prefix of the URI name of the signing key behind the token a
+/// certificate was bought with, as the hex of a digest of its kid.
+const SIGNING_KEY_URI_PREFIX: &str = "urn:agentry:signing-key:";
+/// Prefix of the URI name of the API key a certificate was bought with.
+const API_KEY_URI_PREFIX: &str = "urn:agentry:api-key:";
 
 /// The longest an agent certificate lives: short, because only the epoch
 /// can take it back before it expires.
@@ -108,6 +113,22 @@ pub struct AgentIdentity {
     pub agent_id: AgentId,
     /// The agent's credential epoch when the certificate was issued.
     pub epoch: i64,
+    /// The credential the certificate was bought with: the certificate
+    /// must not outlive it.
+    pub bought_with: BoughtWith,
+}
+
+/// What an agent presented to buy its certificate, as the certificate
+/// names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoughtWith {
+    /// A token, by a digest of the kid of the key that signed it (the
+    /// first 16 bytes of the kid's SHA-256): revoking that key retires the
+    /// certificate with the token.
+    Token { signing_key: [u8; 16] },
+    /// One of the agent's API keys, by its id: deleting the key retires
+    /// the certificate.
+    ApiKey(Uuid),
 }
 
 /// How long an agent certificate issued at `now` may live: an hour, and
@@ -163,13 +184,33 @@ pub fn agent_identity(der: &[u8]) -> Result<Option<AgentIdentity>, CaError> {
     let uuid = |text: &str, what: &str| {
         Uuid::parse_str(text).map_err(|_| malformed(&format!("the {what} name is not a UUID")))
     };
+    let bought_with = match (only(SIGNING_KEY_URI_PREFIX)?, only(API_KEY_URI_PREFIX)?) {
+        (Some(digest), None) => BoughtWith::Token {
+            signing_key: from_hex_16(digest)
+                .ok_or_else(|| malformed("the signing key name is not 32 hex digits"))?,
+        },
+        (None, Some(key)) => BoughtWith::ApiKey(uuid(key, "API key")?),
+        _ => return Err(malformed("not exactly one name of what bought it")),
+    };
     Ok(Some(AgentIdentity {
         tenant_id: TenantId::from_uuid(uuid(tenant, "tenant")?),
         agent_id: AgentId::from_uuid(uuid(agent, "agent")?),
         epoch: epoch
             .parse()
             .map_err(|_| malformed("the epoch name is not an integer"))?,
+        bought_with,
     }))
+}
+
+fn from_hex_16(text: &str) -> Option<[u8; 16]> {
+    if text.len() != 32 || !text.is_ascii() {
+        return None;
+    }
+    let mut bytes = [0; 16];
+    for (index, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[index * 2..index * 2 + 2], 16).ok()?;
+    }
+    Some(bytes)
 }
 
 fn random_serial() -> SerialNumber {
@@ -289,7 +330,7 @@ impl CertificateAuthority {
         now: OffsetDateTime,
         lifetime: Duration,
     ) -> Result<IssuedCertificate, CaError> {
-        let names = vec![
+        let mut names = vec![
             uri(&format!(
                 "{AGENT_URI_PREFIX}{}",
                 identity.agent_id.as_uuid()
@@ -300,6 +341,12 @@ impl CertificateAuthority {
             ))?,
             uri(&format!("{EPOCH_URI_PREFIX}{}", identity.epoch))?,
         ];
+        names.push(uri(&match identity.bought_with {
+            BoughtWith::Token { signing_key } => {
+                format!("{SIGNING_KEY_URI_PREFIX}{}", hex(&signing_key))
+            }
+            BoughtWith::ApiKey(id) => format!("{API_KEY_URI_PREFIX}{id}"),
+        })?);
         self.sign_client_csr(csr_pem, slug, names, now, lifetime)
     }
 
@@ -493,6 +540,7 @@ mod tests {
         tenant_id: TenantId::from_uuid(Uuid::from_u128(0x71)),
         agent_id: AgentId::from_uuid(Uuid::from_u128(0xa9)),
         epoch: 3,
+        bought_with: BoughtWith::ApiKey(Uuid::from_u128(0x4e)),
     };
 
     fn uris(parsed: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
@@ -545,6 +593,29 @@ mod tests {
             .verify_signature(Some(parse(ca.cert_der()).public_key()))
             .unwrap();
         assert_eq!(agent_identity(&cert.der).unwrap(), Some(AGENT));
+        assert!(
+            names.iter().any(
+                |name| name.contains(&format!("urn:agentry:api-key:{}", Uuid::from_u128(0x4e)))
+            ) && !names.iter().any(|name| name.contains("signing-key")),
+            "bought with a key: {names:?}"
+        );
+
+        // Bought with a token: the certificate names its signing key.
+        let with_token = AgentIdentity {
+            bought_with: BoughtWith::Token {
+                signing_key: [0xab; 16],
+            },
+            ..AGENT
+        };
+        let cert = ca
+            .sign_agent_csr(&csr, &with_token, "research-bot", NOW, AGENT_CERT_LIFETIME)
+            .unwrap();
+        assert!(
+            uris(&parse(&cert.der))
+                .iter()
+                .any(|name| name.contains(&format!("urn:agentry:signing-key:{}", "ab".repeat(16)))),
+        );
+        assert_eq!(agent_identity(&cert.der).unwrap(), Some(with_token));
     }
 
     #[test]
@@ -598,7 +669,33 @@ mod tests {
                 "{names:?}"
             );
         }
-        let whole = certificate(&[&agent, &tenant, "urn:agentry:epoch:9"]);
+        let bought = format!("urn:agentry:api-key:{}", Uuid::from_u128(4));
+        let signing_key = format!("urn:agentry:signing-key:{}", "0f".repeat(16));
+        for names in [
+            vec![agent.as_str(), tenant.as_str(), "urn:agentry:epoch:9"],
+            vec![
+                agent.as_str(),
+                tenant.as_str(),
+                "urn:agentry:epoch:9",
+                &bought,
+                &signing_key,
+            ],
+            vec![
+                agent.as_str(),
+                tenant.as_str(),
+                "urn:agentry:epoch:9",
+                "urn:agentry:signing-key:0f",
+            ],
+        ] {
+            assert!(
+                matches!(
+                    agent_identity(&certificate(&names)),
+                    Err(CaError::MalformedAgentNames(_))
+                ),
+                "what bought it, exactly once: {names:?}"
+            );
+        }
+        let whole = certificate(&[&agent, &tenant, "urn:agentry:epoch:9", &bought]);
         assert_eq!(
             agent_identity(&whole)
                 .unwrap()

@@ -84,6 +84,15 @@ struct Header {
     crit: Option<serde_json::Value>,
 }
 
+/// The kid a token's header names, read without verifying anything: only
+/// for a token that has just been verified (to record which key signed
+/// it).
+pub fn header_kid(token: &str) -> Option<String> {
+    let header = token.split('.').next()?;
+    let header = URL_SAFE_NO_PAD.decode(header).ok()?;
+    serde_json::from_slice::<Header>(&header).ok()?.kid
+}
+
 /// Why a token was refused. The HTTP layer answers 401 for every variant
 /// alike; the variant goes to the audit trail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -23,9 +23,10 @@ mod sealing;
 mod secret;
 
 pub use api_key::{ApiKey, ApiKeyError, ApiKeyKind};
-pub use ca::{AgentIdentity, CaError, CertificateAuthority, IssuedCertificate};
+pub use ca::{AgentIdentity, BoughtWith, CaError, CertificateAuthority, IssuedCertificate};
 pub use jwt::{
     Audience, Claims, Jwk, Jwks, JwtError, JwtIssuer, JwtPublicKey, JwtSigningKey, KeyRing, LEEWAY,
+    header_kid,
 };
 pub use password::{hash_password, verify_password, verify_password_for_unknown_account};
 pub use permissions::{Permission, permissions, role_has};

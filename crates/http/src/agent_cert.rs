@@ -10,7 +10,7 @@
 //! certificate cannot buy another: a stolen one could otherwise renew
 //! itself for ever, outliving the token it came from.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_auth::ca::agent_certificate_lifetime;
 use agentry_auth::{AgentIdentity, CaError};
 use agentry_store::NewAuditEvent;
@@ -20,7 +20,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::deferred::Deferred;
 use crate::error::{ApiError, Problem};
-use crate::guard::{AgentCredential, AgentPrincipal, RequestTime};
+use crate::guard::{AgentPrincipal, RequestTime, presented_credential_source};
 use crate::state::AppState;
 use crate::validate::Problems;
 use crate::wire::{TimestampSchema, timestamp};
@@ -104,19 +104,12 @@ struct IssuedAgentCertificate {
 )]
 async fn issue(
     RequestTime(now): RequestTime,
+    request: HttpRequest,
     state: web::Data<AppState>,
     caller: AgentPrincipal,
     body: Deferred<web::Json<CertRequest>>,
 ) -> Result<HttpResponse, ApiError> {
-    if matches!(
-        caller.credential,
-        AgentCredential::AgentCertificate(_) | AgentCredential::MachineCertificate
-    ) {
-        return Err(ApiError::forbidden(
-            "certificate_not_accepted",
-            "a certificate cannot be exchanged for another; send the agent's token or its own API key",
-        ));
-    }
+    caller.require_issuing_credential()?;
     caller.require_full_access()?;
     let body = body.read().await?.into_inner();
     let mut problems = Problems::default();
@@ -130,6 +123,9 @@ async fn issue(
         tenant_id: agent.tenant_id,
         agent_id: agent.id,
         epoch: agent.credential_epoch,
+        // Revoking the key that signed the caller's token, or deleting the
+        // API key it called with, retires the certificate.
+        bought_with: presented_credential_source(&request, now).await?,
     };
     let lifetime = agent_certificate_lifetime(now, agent.expires_at);
     let authority = state.keys.ca().authority();

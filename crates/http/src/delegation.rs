@@ -91,7 +91,7 @@ pub(crate) struct DelegateRequest {
     operation_id = "delegate",
     path = "/v1/agent/delegate",
     tag = "delegation",
-    security(("agent_jwt" = []), ("api_key" = []), ("mtls" = [])),
+    security(("agent_jwt" = []), ("api_key" = [])),
     request_body = DelegateRequest,
     responses(
         (status = 201, description = "The child was created.", body = BootstrapResponse),
@@ -104,7 +104,8 @@ pub(crate) struct DelegateRequest {
             body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "`insufficient_budget`: the parent's budget cannot cover the \
             allocation; `agent_suspended`.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`certificate_not_enough` (a machine certificate only reads the agent's own state), `delegation_not_allowed` (no `can_delegate: true`), `role_escalation` \
+        (status = 403, description = "`certificate_not_accepted` (a certificate does not issue credentials, and the \
+            child's token is one: send the agent's token or its own API key), `delegation_not_allowed` (no `can_delegate: true`), `role_escalation` \
             (a role above the parent's), `agent_credentials_required` (a tenant key), `agent_quarantined`, \
             `agent_not_activated`, `agent_terminated`, `agent_expired`.",
             body = Problem, content_type = "application/problem+json"),
@@ -124,6 +125,7 @@ pub(crate) async fn delegate(
     caller: AgentPrincipal,
     body: Deferred<web::Json<DelegateRequest>>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require_issuing_credential()?;
     caller.require_full_access()?;
     let parent = caller.record().clone();
     let delegating = DelegatingParent {

@@ -74,7 +74,8 @@ pub struct Keys {
     /// can have signed nothing still valid, and leaves the JWKS.
     max_token_lifetime: Duration,
     loaded: Arc<RwLock<Loaded>>,
-    /// Every revocation this process has heard of. A reload that read the
+    /// Every revocation this process knows of: those in the database at
+    /// each load, and those heard on the change feed. A reload that read the
     /// database just before a revocation committed must not put the key
     /// back, so what it installs is filtered by this set. Revocations are
     /// rare operator acts: the set stays tiny.
@@ -141,14 +142,14 @@ impl Keys {
                 .rotate_signing_key(new_signing_key(&master, now), now)
                 .await?;
         }
-        let loaded = Self::read(store, &master, max_token_lifetime, now).await?;
+        let (loaded, revoked) = Self::read(store, &master, max_token_lifetime, now).await?;
         let ca = Arc::new(load_ca(store, &master, now).await?);
         Ok(Self {
             master,
             last_unknown_kid_reload: Arc::default(),
             max_token_lifetime,
             loaded: Arc::new(RwLock::new(loaded)),
-            revoked: Arc::default(),
+            revoked: Arc::new(Mutex::new(revoked)),
             ca,
         })
     }
@@ -158,8 +159,13 @@ impl Keys {
         master: &MasterKey,
         max_token_lifetime: Duration,
         now: OffsetDateTime,
-    ) -> Result<Loaded, KeyError> {
+    ) -> Result<(Loaded, HashSet<KidDigest>), KeyError> {
         let records = store.signing_keys().await?;
+        let revoked = records
+            .iter()
+            .filter(|record| record.revoked_at.is_some())
+            .map(|record| KidDigest::of(&record.kid))
+            .collect();
         let current = records
             .iter()
             .find(|record| record.retired_at.is_none() && record.revoked_at.is_none())
@@ -184,22 +190,40 @@ impl Keys {
                 publics.push(public);
             }
         }
-        Ok(Loaded {
-            current: Some(current),
-            ring: Arc::new(KeyRing::new(publics)),
-        })
+        Ok((
+            Loaded {
+                current: Some(current),
+                ring: Arc::new(KeyRing::new(publics)),
+            },
+            revoked,
+        ))
     }
 
     /// Re-reads the keys after a rotation (or when a token names a key we do
     /// not know yet). A failure keeps the keys we have.
     pub async fn reload(&self, store: &Store, now: OffsetDateTime) -> Result<(), KeyError> {
-        let loaded = Self::read(store, &self.master, self.max_token_lifetime, now).await?;
+        let (loaded, revoked) =
+            Self::read(store, &self.master, self.max_token_lifetime, now).await?;
+        self.revoked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(revoked);
         if let Ok(mut slot) = self.loaded.write() {
             // Under the write lock, so a revocation heard meanwhile either
             // is in the set already or removes its key after this.
             *slot = loaded.without(&self.revoked_kids());
         }
         Ok(())
+    }
+
+    /// Whether the signing key of this digest was revoked, as far as this
+    /// process knows: those revoked before it loaded its keys, at each
+    /// reload, and each revocation the change feed brought.
+    pub fn is_revoked(&self, digest: KidDigest) -> bool {
+        self.revoked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&digest)
     }
 
     fn revoked_kids(&self) -> HashSet<KidDigest> {

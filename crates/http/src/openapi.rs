@@ -101,7 +101,8 @@ impl Modify for SecuritySchemes {
                 description: Some(
                     "Client certificate from this server's CA, presented on the TLS \
                      listener. An agent's, from `POST /v1/agent/auth/cert`, speaks for the \
-                     agent wherever its token does. A provisioning machine's, from \
+                     agent wherever its token does, except where a credential is issued \
+                     (delegation, the workspace API, another certificate). A provisioning machine's, from \
                      `POST /internal/bootstrap/cert`, is for `/internal/bootstrap/secrets` and \
                      the artifact downloads, and, for an instance bound to an agent, the \
                      read-only `/v1/agent/status`, `/v1/agent/limits/me`, \

@@ -110,6 +110,11 @@ pub enum AdmissionError {
     /// A machine certificate asked for more than the agent's own state.
     #[error("a machine certificate only reads the agent's own state; use its token")]
     CertificateNotEnough,
+    /// A certificate asked for a credential that would outlive it.
+    #[error(
+        "a certificate does not issue credentials (API keys, sub-agents, invites, other certificates); send the agent's token or its own API key"
+    )]
+    CertificateCannotIssue,
 }
 
 /// Whether a token issued in `token_epoch` still speaks for a subject
@@ -146,6 +151,22 @@ pub fn full_access(access: Access, credential: AgentCredential) -> Result<(), Ad
         return Err(AdmissionError::CertificateNotEnough);
     }
     Ok(access.permits(RequestScope::Other)?)
+}
+
+/// Whether an admitted agent's credential may issue new credentials: an
+/// API key, a sub-agent with a token of its own, an invite, another
+/// certificate. Only its token or its own API key may. A certificate is
+/// bought with one of those and lives a few hours; what it issued would
+/// outlive it and the credential behind it, so a leaked certificate could
+/// mint a permanent foothold. It acts, spends and reads; it does not
+/// mint.
+pub fn may_issue_credentials(credential: AgentCredential) -> Result<(), AdmissionError> {
+    match credential {
+        AgentCredential::Jwt(_) | AgentCredential::ApiKey => Ok(()),
+        AgentCredential::AgentCertificate(_) | AgentCredential::MachineCertificate => {
+            Err(AdmissionError::CertificateCannotIssue)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -255,6 +276,7 @@ mod tests {
         assert_eq!(AgentCredential::AgentCertificate(7).epoch(), Some(7));
         assert_eq!(AgentCredential::MachineCertificate.epoch(), None);
         assert_eq!(AgentCredential::ApiKey.epoch(), None);
+        assert_eq!(may_issue_credentials(AgentCredential::ApiKey), Ok(()));
     }
 
     fn any_state() -> impl Strategy<Value = LifecycleState> {
@@ -269,8 +291,8 @@ mod tests {
 
     proptest! {
         /// Whatever the state, the epochs and the expiry, an agent's
-        /// certificate gets exactly the answers its token would: admission
-        /// and full access alike.
+        /// certificate gets exactly the answers its token would for
+        /// admission and full access; only issuing credentials differs.
         #[test]
         fn an_agent_certificate_answers_as_a_token(
             state in any_state(),
@@ -292,6 +314,16 @@ mod tests {
                     full_access(access, AgentCredential::AgentCertificate(presented))
                 );
             }
+            // Neither certificate ever issues a credential; a token does.
+            prop_assert_eq!(
+                may_issue_credentials(AgentCredential::AgentCertificate(presented)),
+                Err(AdmissionError::CertificateCannotIssue)
+            );
+            prop_assert_eq!(
+                may_issue_credentials(AgentCredential::MachineCertificate),
+                Err(AdmissionError::CertificateCannotIssue)
+            );
+            prop_assert_eq!(may_issue_credentials(AgentCredential::Jwt(presented)), Ok(()));
             // A machine certificate never acts beyond reading.
             if let Ok(access) = admit(&lifecycle, current, AgentCredential::MachineCertificate, NOW) {
                 prop_assert_eq!(

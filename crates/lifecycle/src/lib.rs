@@ -39,7 +39,7 @@ mod provisioning;
 
 pub use access::{
     Access, AdmissionError, AgentCredential, Denial, RequestScope, admit, full_access,
-    token_is_current,
+    may_issue_credentials, token_is_current,
 };
 pub use agent::{
     Lifecycle, LifecycleCommand, LifecycleError, LifecycleEvent, TerminationReason,

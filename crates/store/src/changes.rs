@@ -65,6 +65,16 @@ impl KidDigest {
         Self(digest)
     }
 
+    /// The digest as bytes, to carry elsewhere (an agent certificate names
+    /// the key that signed the token it was bought with this way).
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0
+    }
+
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
+
     fn to_hex(self) -> String {
         self.0.iter().map(|byte| format!("{byte:02x}")).collect()
     }

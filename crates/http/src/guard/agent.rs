@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest};
-use agentry_auth::{AgentIdentity, ApiKey, ApiKeyKind, Audience, Claims, JwtError};
+use agentry_auth::{AgentIdentity, ApiKey, ApiKeyKind, Audience, BoughtWith, Claims, JwtError};
 use agentry_domain::{AgentId, TenantId};
 use agentry_lifecycle::{Access, AdmissionError};
-use agentry_store::AgentRecord;
+use agentry_store::{AgentRecord, KidDigest};
 use time::OffsetDateTime;
 
 use super::api_key::{ApiKeyPrincipal, api_key_principal, lookup_api_key};
@@ -52,6 +52,37 @@ impl AgentPrincipal {
             AdmissionError::Denied(denial) => ApiError::from(denial),
             other => ApiError::forbidden("certificate_not_enough", other.to_string()),
         })
+    }
+
+    /// 403 `certificate_not_accepted` unless the agent called with its
+    /// token or its own API key: what a route issues (a key, a sub-agent,
+    /// an invite, a certificate) must not outlive a certificate.
+    pub fn require_issuing_credential(&self) -> Result<(), ApiError> {
+        agentry_lifecycle::may_issue_credentials(self.credential)
+            .map_err(|error| ApiError::forbidden("certificate_not_accepted", error.to_string()))
+    }
+}
+
+/// What bought the credential `request` carries, for a certificate the
+/// route issues on it: the signing key of its token, or its API key.
+/// Called after [`AgentPrincipal`] admitted that very credential, so the
+/// key lookup is the cached one it just made.
+pub(crate) async fn presented_credential_source(
+    request: &HttpRequest,
+    now: OffsetDateTime,
+) -> Result<BoughtWith, ApiError> {
+    match presented(request).ok_or_else(missing)? {
+        Presented::Jwt(token) => {
+            let kid = agentry_auth::header_kid(&token).ok_or_else(invalid_token)?;
+            Ok(BoughtWith::Token {
+                signing_key: KidDigest::of(&kid).to_bytes(),
+            })
+        }
+        Presented::ApiKey(text) => {
+            let key = ApiKey::parse(&text).map_err(|_| invalid_key())?;
+            let record = lookup_api_key(&state(request)?, &key, now).await?;
+            Ok(BoughtWith::ApiKey(record.id))
+        }
     }
 }
 
@@ -218,6 +249,10 @@ async fn agent_with_certificate(
     let agent = load_agent(state, identity.tenant_id, identity.agent_id)
         .await?
         .ok_or_else(invalid_certificate)?;
+    if !bought_with_is_live(state, &agent.record, identity.bought_with, now).await? {
+        audit_refusal(state, &agent.record, "revoked_certificate", now);
+        return Err(invalid_certificate());
+    }
     admit(
         state,
         agent,
@@ -225,6 +260,43 @@ async fn agent_with_certificate(
         now,
     )
     .await
+}
+
+/// Whether what bought a certificate still stands: the signing key of the
+/// token is not revoked, or the API key is the agent's and still usable
+/// (not deleted, not expired). A certificate never outlives its purchase.
+async fn bought_with_is_live(
+    state: &AppState,
+    agent: &AgentRecord,
+    bought_with: BoughtWith,
+    now: OffsetDateTime,
+) -> Result<bool, ApiError> {
+    match bought_with {
+        BoughtWith::Token { signing_key } => {
+            Ok(!state.keys.is_revoked(KidDigest::from_bytes(signing_key)))
+        }
+        BoughtWith::ApiKey(id) => {
+            let key = match state.guard.api_key_by_id(id) {
+                Some(key) => Some(key),
+                None => {
+                    let generation = state.guard.generation();
+                    let key = state
+                        .store
+                        .detached(async move |store| store.api_key_by_id(id).await)
+                        .await?;
+                    if let Some(key) = &key {
+                        state.guard.remember_api_key_by_id(generation, key.clone());
+                    }
+                    key
+                }
+            };
+            Ok(key.is_some_and(|key| {
+                key.tenant_id == agent.tenant_id
+                    && key.agent_id == Some(agent.id)
+                    && key.usable_at(now)
+            }))
+        }
+    }
 }
 
 /// The agent bound to the instance of a machine certificate.

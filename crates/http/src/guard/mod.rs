@@ -25,6 +25,7 @@ use time::OffsetDateTime;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+pub(crate) use agent::presented_credential_source;
 pub use agent::{AgentCredential, AgentPrincipal, Principal};
 pub use api_key::ApiKeyPrincipal;
 pub use machine::{CallbackPrincipal, MachineCertificate};

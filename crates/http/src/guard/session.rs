@@ -163,6 +163,14 @@ async fn workspace_principal(request: HttpRequest) -> Result<WorkspacePrincipal,
         }
         Err(error) => return Err(error),
     };
+    // The workspace issues keys and invites, which must not outlive a
+    // certificate: the workspace API takes no certificate at all.
+    if agent.require_issuing_credential().is_err() {
+        return Err(ApiError::forbidden(
+            "certificate_not_accepted",
+            "the workspace API takes a session, or an agent's token or its own API key, not a certificate",
+        ));
+    }
     agent.require_full_access()?;
     let (tenant, id) = (agent.record().tenant_id, agent.record().id);
     if instance != Some(tenant) {

@@ -46,6 +46,10 @@ struct CacheInner {
     /// database read until [`UNKNOWN_KEY_TTL`] has passed. See
     /// docs/decisions.md for why a key created afterwards is never in here.
     unknown_api_keys: HashMap<[u8; 32], OffsetDateTime>,
+    /// API keys by id, for the agent certificates bought with them (a
+    /// certificate names its key by id; the key itself is never seen
+    /// again).
+    keys_by_id: HashMap<uuid::Uuid, ApiKeyRecord>,
     agents: HashMap<AgentId, Arc<AgentSnapshot>>,
     accounts: HashMap<AgentId, Arc<Account>>,
     /// Agents a repeat bootstrap may answer for without the database (see
@@ -168,6 +172,18 @@ impl GuardCache {
         });
     }
 
+    pub fn api_key_by_id(&self, id: uuid::Uuid) -> Option<ApiKeyRecord> {
+        self.trusted(|inner| inner.keys_by_id.get(&id).cloned())?
+    }
+
+    pub fn remember_api_key_by_id(&self, generation: u64, key: ApiKeyRecord) {
+        self.trusted(|inner| {
+            if inner.generation == generation {
+                insert_bounded(&mut inner.keys_by_id, key.id, key);
+            }
+        });
+    }
+
     pub fn ledger_generation(&self) -> u64 {
         self.with(|inner| inner.ledger_generation).unwrap_or(0)
     }
@@ -240,8 +256,12 @@ impl GuardCache {
                         inner.ready.remove(&key);
                     }
                     inner.api_keys.retain(|_, key| key.agent_id != Some(id));
+                    inner.keys_by_id.retain(|_, key| key.agent_id != Some(id));
                 }
-                Change::ApiKey(id) => inner.api_keys.retain(|_, key| key.id != id),
+                Change::ApiKey(id) => {
+                    inner.api_keys.retain(|_, key| key.id != id);
+                    inner.keys_by_id.remove(&id);
+                }
                 Change::TenantLimits(tenant) => {
                     inner
                         .agents
@@ -266,6 +286,7 @@ impl GuardCache {
                     inner.tokens.clear();
                     inner.unknown_api_keys.clear();
                     inner.api_keys.clear();
+                    inner.keys_by_id.clear();
                     inner.agents.clear();
                     inner.accounts.clear();
                     inner.ready.clear();

@@ -7,11 +7,11 @@
 use actix_web::http::Method;
 use actix_web::test;
 use agentry_auth::ca::{AGENT_CERT_LIFETIME, agent_identity};
-use agentry_auth::{AgentIdentity, ApiKey, ApiKeyKind, CertificateAuthority};
+use agentry_auth::{AgentIdentity, ApiKey, ApiKeyKind, BoughtWith, CertificateAuthority};
 use agentry_domain::{ApiKeyRole, LifecycleState, Money};
 use agentry_ledger::LimitsEdit;
 use agentry_lifecycle::{LifecycleCommand, TerminationReason};
-use agentry_store::{AgentLimitEntry, AgentRecord, now};
+use agentry_store::{AgentLimitEntry, AgentRecord, KidDigest, SigningKeyRevocation, now};
 use agentry_testkit::on_both_backends;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -49,11 +49,21 @@ fn der(pem: &str) -> Vec<u8> {
         .to_vec()
 }
 
-fn identity_of(agent: &AgentRecord) -> AgentIdentity {
+/// What a certificate `agent` bought with `bought_with` names.
+fn identity_of(agent: &AgentRecord, bought_with: BoughtWith) -> AgentIdentity {
     AgentIdentity {
         tenant_id: agent.tenant_id,
         agent_id: agent.id,
         epoch: agent.credential_epoch,
+        bought_with,
+    }
+}
+
+/// What a certificate bought with `token` names as its purchase.
+fn with_token(token: &str) -> BoughtWith {
+    let kid = agentry_auth::header_kid(token).unwrap();
+    BoughtWith::Token {
+        signing_key: KidDigest::of(&kid).to_bytes(),
     }
 }
 
@@ -90,11 +100,12 @@ async fn an_agent_exchanges_its_token_or_key_for_a_certificate_that_names_it() {
         let (state, app, acme) = (&t.state, &t.app, t.tenant);
         let worker = t.agent("worker");
         let before = now();
+        let token = t.token("worker");
         let (status, issued) = call(
             app,
             Method::POST,
             CERT,
-            Some(&t.token("worker")),
+            Some(&token),
             json!({ "csr": csr() }),
         )
         .await;
@@ -112,7 +123,7 @@ async fn an_agent_exchanges_its_token_or_key_for_a_certificate_that_names_it() {
         );
         assert_eq!(
             agent_identity(&certificate).unwrap(),
-            Some(identity_of(worker))
+            Some(identity_of(worker, with_token(&token)))
         );
         let (_, parsed) = x509_parser::parse_x509_certificate(&certificate).unwrap();
         let names: Vec<&str> = parsed
@@ -188,12 +199,34 @@ async fn an_agent_exchanges_its_token_or_key_for_a_certificate_that_names_it() {
         let (status, body) =
             with_certificate(app, Method::GET, "/v1/agent/limits/me", &certificate).await;
         assert_eq!(status, 200, "{body}");
-        // But it cannot buy another.
-        let (status, body) = with_certificate(app, Method::POST, CERT, &certificate).await;
-        assert_eq!(
-            (status, body["code"].as_str()),
-            (403, Some("certificate_not_accepted")),
-            "{body}"
+        // But it issues no credential that would outlive it: not another
+        // certificate, not a sub-agent with a token, nothing of the
+        // workspace (its keys and invites).
+        for (method, path) in [
+            (Method::POST, CERT),
+            (Method::POST, "/v1/agent/delegate"),
+            (Method::GET, "/api/v1/channels"),
+            (Method::POST, "/api/v1/channels"),
+        ] {
+            let (status, body) = with_certificate(app, method.clone(), path, &certificate).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (403, Some("certificate_not_accepted")),
+                "{method} {path}: {body}"
+            );
+        }
+        let (status, body) = call(
+            app,
+            Method::GET,
+            "/api/v1/channels",
+            Some(&t.token("worker")),
+            json!({}),
+        )
+        .await;
+        assert_ne!(
+            body["code"].as_str(),
+            Some("certificate_not_accepted"),
+            "{status}: the token is refused for its own reasons, not the certificate's"
         );
     })
     .await;
@@ -362,10 +395,10 @@ async fn suspension_termination_and_rotation_stop_the_certificate_at_once() {
         let rotated = db.store.find_agent(acme, worker.id).await.unwrap().unwrap();
         assert_eq!(rotated.credential_epoch, worker.credential_epoch + 1);
         let token = t.state.mint_agent_token(&rotated, now()).unwrap().0;
-        let renewed = issue(token).await;
+        let renewed = issue(token.clone()).await;
         assert_eq!(
             agent_identity(&renewed).unwrap(),
-            Some(identity_of(&rotated))
+            Some(identity_of(&rotated, with_token(&token)))
         );
         assert_eq!(
             with_certificate(app, Method::GET, STATUS, &renewed).await.0,
@@ -393,6 +426,137 @@ async fn suspension_termination_and_rotation_stop_the_certificate_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_goes_with_the_key_or_the_signing_key_it_was_bought_with() {
+    on_both_backends(|db| async move {
+        let t = TestApp::on(&db)
+            .with_agent("worker", LifecycleState::Active)
+            .with_agent("other", LifecycleState::Active)
+            .start()
+            .await;
+        let (app, acme) = (&t.app, t.tenant);
+        let issue = |credential: String| async move {
+            let (status, body) = call(
+                app,
+                Method::POST,
+                CERT,
+                Some(&credential),
+                json!({ "csr": csr() }),
+            )
+            .await;
+            assert_eq!(status, 201, "{body}");
+            der(body["cert_pem"].as_str().unwrap())
+        };
+        let refused = |(status, body): (u16, Value)| {
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (401, Some("invalid_client_certificate")),
+                "{body}"
+            );
+        };
+
+        // Bought with one of the agent's API keys: deleting that key
+        // retires the certificate; the agent's token and its other key
+        // stay, and the other key buys a new certificate.
+        let worker = t.agent("worker");
+        let (doomed, doomed_id) = api_key(&db.store, acme, ApiKeyKind::Agent, Some(worker)).await;
+        let (spare, _) = api_key(&db.store, acme, ApiKeyKind::Agent, Some(worker)).await;
+        let bought = issue(doomed.expose().to_owned()).await;
+        assert_eq!(
+            agent_identity(&bought).unwrap(),
+            Some(identity_of(worker, BoughtWith::ApiKey(doomed_id)))
+        );
+        assert_eq!(
+            with_certificate(app, Method::GET, STATUS, &bought).await.0,
+            200
+        );
+        db.store
+            .revoke_api_key(acme, doomed_id, now())
+            .await
+            .unwrap();
+        refused(with_certificate(app, Method::GET, STATUS, &bought).await);
+        assert_eq!(get(app, STATUS, Some(&t.token("worker"))).await.0, 200);
+        assert_eq!(get(app, STATUS, Some(spare.expose())).await.0, 200);
+        let again = issue(spare.expose().to_owned()).await;
+        assert_eq!(
+            with_certificate(app, Method::GET, STATUS, &again).await.0,
+            200
+        );
+
+        // A certificate naming a key that is not the agent's, or no key at
+        // all, speaks for nobody (only our CA could have signed one).
+        let other = t.agent("other");
+        let (others_key, others_key_id) =
+            api_key(&db.store, acme, ApiKeyKind::Agent, Some(other)).await;
+        let ours = t.state.keys.ca().authority();
+        for bought_with in [
+            BoughtWith::ApiKey(others_key_id),
+            BoughtWith::ApiKey(uuid::Uuid::now_v7()),
+        ] {
+            let odd = ours
+                .sign_agent_csr(
+                    &csr(),
+                    &identity_of(worker, bought_with),
+                    "worker",
+                    now(),
+                    AGENT_CERT_LIFETIME,
+                )
+                .unwrap();
+            refused(with_certificate(app, Method::GET, STATUS, &odd.der).await);
+        }
+        assert_eq!(get(app, STATUS, Some(others_key.expose())).await.0, 200);
+
+        // Bought with a token: revoking the key that signed the token
+        // retires the certificate with it, though the epoch did not move.
+        let token = t.token("other");
+        let kid = agentry_auth::header_kid(&token).unwrap();
+        let bought = issue(token.clone()).await;
+        assert_eq!(
+            agent_identity(&bought).unwrap(),
+            Some(identity_of(other, with_token(&token)))
+        );
+        assert_eq!(
+            with_certificate(app, Method::GET, STATUS, &bought).await.0,
+            200
+        );
+        let revoked = db
+            .store
+            .revoke_signing_key(
+                &kid,
+                agentry_http::new_signing_key(t.state.keys.master(), now()),
+                now(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(revoked, SigningKeyRevocation::Revoked { .. }),
+            "{revoked:?}"
+        );
+        refused(with_certificate(app, Method::GET, STATUS, &bought).await);
+        // A process that loads its keys after the revocation knows it too.
+        let fresh = agentry_http::Keys::load(
+            &db.store,
+            t.state.keys.master().clone(),
+            Duration::hours(1),
+            now(),
+        )
+        .await
+        .unwrap();
+        assert!(fresh.is_revoked(KidDigest::of(&kid)));
+        assert_eq!(
+            db.store
+                .find_agent(acme, other.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .credential_epoch,
+            other.credential_epoch,
+            "the signing key, not the epoch, retired it"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn certificates_of_another_ca_expired_or_naming_another_tenant_are_refused() {
     on_both_backends(|db| async move {
         let t = TestApp::on(&db)
@@ -401,7 +565,7 @@ async fn certificates_of_another_ca_expired_or_naming_another_tenant_are_refused
             .await;
         let app = &t.app;
         let worker = t.agent("worker");
-        let identity = identity_of(worker);
+        let identity = identity_of(worker, with_token(&t.token("worker")));
         let refused = |(status, body): (u16, Value)| {
             assert_eq!(
                 (status, body["code"].as_str()),

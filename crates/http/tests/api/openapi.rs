@@ -211,6 +211,19 @@ fn spend_and_holds_are_documented_with_their_402() {
     }
 }
 
+#[test]
+fn a_certificate_is_not_offered_where_credentials_are_issued() {
+    let document = document();
+    for (method, path) in [
+        ("post", "/v1/agent/delegate"),
+        ("post", "/v1/agent/auth/cert"),
+    ] {
+        let schemes = schemes_of(&document["paths"][path][method]);
+        assert!(!schemes.is_empty(), "{method} {path} is not documented");
+        assert!(!schemes.contains("mtls"), "{method} {path}: {schemes:?}");
+    }
+}
+
 /// The schemes of `operation`'s security requirements.
 fn schemes_of(operation: &Value) -> BTreeSet<String> {
     operation["security"]
