@@ -426,6 +426,17 @@ impl FromRequest for AgentPrincipal {
     }
 }
 
+/// Whether the request's credential is a tenant API key (not an agent's
+/// own): [`Principal`] judges those as [`ApiKeyPrincipal`]s, the rest as
+/// [`AgentPrincipal`]s.
+pub(crate) fn presents_tenant_key(request: &HttpRequest) -> bool {
+    matches!(
+        presented(request),
+        Some(Presented::ApiKey(ref text))
+            if ApiKey::parse(text).is_ok_and(|key| key.kind() != ApiKeyKind::Agent)
+    )
+}
+
 /// Either kind of caller, for routes both may use.
 #[derive(Debug, Clone)]
 pub enum Principal {
@@ -440,12 +451,7 @@ impl FromRequest for Principal {
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let request = request.clone();
         Box::pin(async move {
-            let is_tenant_key = matches!(
-                presented(&request),
-                Some(Presented::ApiKey(ref text))
-                    if ApiKey::parse(text).is_ok_and(|key| key.kind() != ApiKeyKind::Agent)
-            );
-            if is_tenant_key {
+            if presents_tenant_key(&request) {
                 api_key_principal(request).await.map(Principal::ApiKey)
             } else {
                 agent_principal(request).await.map(Principal::Agent)

@@ -25,8 +25,8 @@ use time::OffsetDateTime;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub(crate) use agent::presented_credential_source;
 pub use agent::{AgentCredential, AgentPrincipal, Principal};
+pub(crate) use agent::{presented_credential_source, presents_tenant_key};
 pub use api_key::ApiKeyPrincipal;
 pub use machine::{CallbackPrincipal, MachineCertificate};
 pub(crate) use session::is_workspace_request;

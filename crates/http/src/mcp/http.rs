@@ -29,34 +29,44 @@ pub(super) fn unauthorized(error: &ApiError) -> HttpResponse {
 }
 
 /// Browsers send `Origin`; a page of another origin must not drive an
-/// agent's tools with credentials it found (DNS rebinding). Clients that
-/// are not browsers send none.
+/// agent's tools with credentials it found. Only the origin of the public
+/// URL is ours: comparing with `Host` would admit DNS rebinding (the
+/// attacker's name, pointed at our address, is then both the origin and
+/// the host). Clients that are not browsers send no `Origin`.
 pub(super) fn check_origin(request: &HttpRequest, public_url: &str) -> Result<(), ApiError> {
     let Some(origin) = request.headers().get(header::ORIGIN) else {
         return Ok(());
     };
-    let origin = origin.to_str().unwrap_or_default();
-    let authority = |url: &str| {
-        url.split_once("://").map(|(_, rest)| {
-            rest.split('/')
-                .next()
-                .unwrap_or_default()
-                .to_ascii_lowercase()
-        })
-    };
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|host| host.to_str().ok())
-        .map(str::to_ascii_lowercase);
-    let from = authority(origin);
-    if from.is_some() && (from == host || from == authority(public_url)) {
+    let sent = origin.to_str().ok().and_then(serialized_origin);
+    if sent.is_some() && sent == serialized_origin(public_url) {
         return Ok(());
     }
     Err(ApiError::forbidden(
         "origin_not_allowed",
         "this origin may not call the MCP endpoint",
     ))
+}
+
+/// The origin of a URL as a browser serialises it: lower-case scheme and
+/// host, the port only when it is not the scheme's default. `None` for
+/// what is not an http(s) URL (an opaque `null` origin among them).
+fn serialized_origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => "80",
+        "https" => "443",
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?', '#']).next()?.to_ascii_lowercase();
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let authority = match authority.rsplit_once(':') {
+        Some((host, port)) if port == default_port => host.to_owned(),
+        _ => authority,
+    };
+    Some(format!("{scheme}://{authority}"))
 }
 
 pub(super) fn check_accept(request: &HttpRequest) -> Result<(), ApiError> {
@@ -116,4 +126,47 @@ pub(super) async fn read_limited(
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_compare_as_browsers_serialise_them() {
+        let ours = serialized_origin("https://Agentry.example:443/base/");
+        assert_eq!(ours.as_deref(), Some("https://agentry.example"));
+        assert_eq!(serialized_origin("https://agentry.example"), ours);
+        assert_eq!(
+            serialized_origin("http://127.0.0.1:8080").as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
+        assert_ne!(serialized_origin("http://agentry.example"), ours, "scheme");
+        assert_ne!(
+            serialized_origin("https://agentry.example:8443"),
+            ours,
+            "port"
+        );
+        assert_eq!(serialized_origin("null"), None);
+        assert_eq!(serialized_origin("file:///etc"), None);
+        assert_eq!(serialized_origin("https://user@agentry.example"), None);
+    }
+
+    #[test]
+    fn only_the_public_origin_passes_whatever_the_host_says() {
+        let public = "https://agentry.example";
+        let with = |origin: &str, host: &str| {
+            let request = actix_web::test::TestRequest::default()
+                .insert_header((header::ORIGIN, origin))
+                .insert_header((header::HOST, host))
+                .to_http_request();
+            check_origin(&request, public).is_ok()
+        };
+        assert!(with("https://agentry.example", "agentry.example"));
+        // DNS rebinding: the attacker's name is both origin and host.
+        assert!(!with("http://evil.example:8080", "evil.example:8080"));
+        assert!(!with("http://agentry.example", "agentry.example"));
+        let without = actix_web::test::TestRequest::default().to_http_request();
+        assert!(check_origin(&without, public).is_ok(), "not a browser");
+    }
 }

@@ -24,7 +24,7 @@ use utoipa::OpenApi;
 
 use self::http::{check_accept, check_content_type, check_origin, read_limited, unauthorized};
 use self::rpc::{
-    INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR, RpcError,
+    HEADER_MISMATCH, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR, RpcError,
     UNSUPPORTED_PROTOCOL_VERSION, check_envelope, header, respond,
 };
 use crate::error::{ApiError, Problem};
@@ -46,12 +46,12 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
 const MODERN_VERSIONS: &[&str] = &["2026-07-28"];
 
 /// Protocol revisions answered through the `initialize` handshake, newest
-/// first.
-const HANDSHAKE_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
+/// first. 2025-03-26 is not among them: it allowed batches, and a batch of
+/// tool calls would pass the rate limit as one request.
+const HANDSHAKE_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18"];
 
 /// Every protocol revision this server speaks, newest first.
-pub(crate) const PROTOCOL_VERSIONS: &[&str] =
-    &["2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"];
+pub(crate) const PROTOCOL_VERSIONS: &[&str] = &["2026-07-28", "2025-11-25", "2025-06-18"];
 
 /// Largest JSON-RPC message accepted; tool arguments are route bodies.
 const MESSAGE_LIMIT: usize = crate::JSON_LIMIT;
@@ -139,34 +139,18 @@ async fn post(
         };
         return respond(Value::Null, Err(RpcError::bad(INVALID_REQUEST, what)));
     };
-    let id = fields.get("id").cloned().unwrap_or(Value::Null);
-    if fields.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return respond(
-            id,
-            Err(RpcError::bad(INVALID_REQUEST, "jsonrpc must be \"2.0\"")),
-        );
-    }
     let era = match era(&request) {
         Ok(era) => era,
-        Err(error) => return respond(id, Err(error)),
+        Err(error) => return respond(fields.get("id").cloned().unwrap_or(Value::Null), Err(error)),
     };
-    let Some(method) = fields.get("method").and_then(Value::as_str) else {
-        // A response to a request we never sent, or an error for one:
-        // nothing to do, as for any notification.
-        return HttpResponse::Accepted().finish();
+    let id = match classify(fields, era) {
+        Message::Request(id) => id,
+        Message::Acknowledged => return HttpResponse::Accepted().finish(),
+        Message::Invalid(id, why) => {
+            return respond(id, Err(RpcError::bad(INVALID_REQUEST, why).in_era(era)));
+        }
     };
-    if !fields.contains_key("id") {
-        return HttpResponse::Accepted().finish();
-    }
-    if !matches!(id, Value::String(_) | Value::Number(_)) {
-        return respond(
-            Value::Null,
-            Err(RpcError::bad(
-                INVALID_REQUEST,
-                "id must be a string or a number",
-            )),
-        );
-    }
+    let method = fields["method"].as_str().unwrap_or_default();
     let params = fields.get("params").cloned().unwrap_or(Value::Null);
     let outcome = match era {
         Era::Handshake => {
@@ -182,7 +166,9 @@ async fn post(
             )
             .await
         }
-        Era::Modern => match check_envelope(&request, method, &params) {
+        Era::Modern => match check_routing_headers(&request)
+            .and_then(|()| check_envelope(&request, method, &params))
+        {
             Ok(()) => {
                 modern(
                     method,
@@ -199,7 +185,67 @@ async fn post(
             Err(error) => Err(error),
         },
     };
-    respond(id, outcome)
+    respond(id, outcome.map_err(|error| error.in_era(era)))
+}
+
+/// What a posted JSON-RPC object is, for the transport.
+enum Message {
+    /// A request, to be answered; its id.
+    Request(Value),
+    /// A notification, or (in the handshake era) a response to a request
+    /// of ours: 202, nothing to do.
+    Acknowledged,
+    /// Not a message this transport takes: -32600, to this id.
+    Invalid(Value, &'static str),
+}
+
+fn classify(fields: &Map<String, Value>, era: Era) -> Message {
+    let id = fields.get("id").cloned().unwrap_or(Value::Null);
+    if fields.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Message::Invalid(id, "jsonrpc must be \"2.0\"");
+    }
+    let Some(method) = fields.get("method") else {
+        let is_response = fields.contains_key("id")
+            && (fields.contains_key("result") || fields.contains_key("error"));
+        return match (is_response, era) {
+            // The handshake era lets a client post a response (to a server
+            // request we never send): nothing to do.
+            (true, Era::Handshake) => Message::Acknowledged,
+            // 2026-07-28 clients must not post responses.
+            (true, Era::Modern) => Message::Invalid(
+                Value::Null,
+                "a client posts requests and notifications, not responses",
+            ),
+            (false, _) => Message::Invalid(
+                Value::Null,
+                "a JSON-RPC request carries a method; a response, a result or an error",
+            ),
+        };
+    };
+    if !method.is_string() {
+        return Message::Invalid(id, "method must be a string");
+    }
+    if !fields.contains_key("id") {
+        return Message::Acknowledged;
+    }
+    if !matches!(id, Value::String(_) | Value::Number(_)) {
+        return Message::Invalid(Value::Null, "id must be a string or a number");
+    }
+    Message::Request(id)
+}
+
+/// The routing headers of a 2026-07-28 request, each at most once: a proxy
+/// reading the first copy and this server the last would disagree.
+fn check_routing_headers(request: &HttpRequest) -> Result<(), RpcError> {
+    for name in ["mcp-protocol-version", "mcp-method", "mcp-name"] {
+        if request.headers().get_all(name).nth(1).is_some() {
+            return Err(RpcError::bad(
+                HEADER_MISMATCH,
+                format!("the {name} header appears more than once"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The protocol era a request speaks, by its `MCP-Protocol-Version`: none
@@ -272,11 +318,9 @@ async fn modern(method: &str, params: &Value, dispatch: Dispatch<'_>) -> Result<
         "tools/list" => json!({ "tools": *tools::LISTING, "ttlMs": 0, "cacheScope": "private" }),
         "tools/call" => {
             let (name, arguments) = tool_call(params)?;
-            match tools::find(name) {
-                Some(tool) => dispatch.run(tool, arguments).await,
-                // This era reports an unknown tool as the tool's failure.
-                None => tools::refusal(&ApiError::not_found(&format!("tool {name}"))),
-            }
+            let tool = tools::find(name)
+                .ok_or_else(|| RpcError::ok(INVALID_PARAMS, format!("Unknown tool: {name}")))?;
+            dispatch.run(tool, arguments).await
         }
         other => {
             return Err(

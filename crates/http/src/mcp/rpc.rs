@@ -80,10 +80,16 @@ fn decode_name(value: &str) -> Option<String> {
         .strip_prefix("=?base64?")
         .and_then(|rest| rest.strip_suffix("?="))
     {
-        Some(encoded) => base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok()),
+        Some(encoded) => {
+            let engine = base64::engine::general_purpose::STANDARD;
+            let bytes = engine.decode(encoded).ok()?;
+            // Only the canonical form (what an encoder writes): two
+            // spellings of one name would read differently to a proxy.
+            if engine.encode(&bytes) != encoded {
+                return None;
+            }
+            String::from_utf8(bytes).ok()
+        }
         None => Some(value.to_owned()),
     }
 }
@@ -122,6 +128,27 @@ impl RpcError {
     /// An error answer to a well-formed exchange: 200.
     pub(super) fn ok(code: i64, message: impl Into<String>) -> Self {
         Self::new(StatusCode::OK, code, message)
+    }
+
+    /// The HTTP status of this error in `era`: the 2026-07-28 transport
+    /// maps each code to one status, wherever the error arose (a
+    /// malformed message 400, an unknown method 404); the handshake era
+    /// answers a well-formed exchange's error with 200.
+    pub(super) fn in_era(self, era: super::Era) -> Self {
+        let status = match (era, self.code) {
+            (super::Era::Handshake, _) => self.status,
+            (
+                super::Era::Modern,
+                PARSE_ERROR
+                | INVALID_REQUEST
+                | INVALID_PARAMS
+                | HEADER_MISMATCH
+                | UNSUPPORTED_PROTOCOL_VERSION,
+            ) => StatusCode::BAD_REQUEST,
+            (super::Era::Modern, METHOD_NOT_FOUND) => StatusCode::NOT_FOUND,
+            (super::Era::Modern, _) => StatusCode::OK,
+        };
+        Self { status, ..self }
     }
 
     pub(super) fn with_data(self, data: Value) -> Self {
@@ -167,5 +194,7 @@ mod tests {
             Some("br_spend")
         );
         assert_eq!(decode_name("=?base64?%%%?="), None);
+        // Non-zero trailing bits: decodes to the same name, not canonical.
+        assert_eq!(decode_name("=?base64?YnJfc3BlbmR=?="), None);
     }
 }

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use crate::deferred::Deferred;
 use crate::error::ApiError;
-use crate::guard::{AgentPrincipal, ApiKeyPrincipal, Principal, RequestTime};
+use crate::guard::{AgentPrincipal, ApiKeyPrincipal, Principal, RequestTime, presents_tenant_key};
 use crate::state::AppState;
 use crate::{agent_self, bootstrap, delegation, spend};
 
@@ -32,20 +32,25 @@ pub(super) struct Call {
 }
 
 impl Call {
-    /// The caller as an agent route sees it. Anything but an admitted
-    /// agent is judged again by the route's own extractor, so the refusal
-    /// reads exactly as the route's would.
+    /// The caller as an agent route sees it. The transport judged an
+    /// agent's credential already (and counted it against the rate
+    /// limit): its admission or its refusal stands. Only a tenant key,
+    /// judged as one, is judged again by the route's own extractor, so the
+    /// refusal reads as the route's would (and nothing is counted twice).
     async fn agent(&self) -> Result<AgentPrincipal, ApiError> {
         match &self.caller {
             Ok(Principal::Agent(agent)) => Ok(agent.clone()),
+            Err(refused) if !presents_tenant_key(&self.request) => Err(refused.clone()),
             _ => AgentPrincipal::from_request(&self.request, &mut Payload::None).await,
         }
     }
 
-    /// The caller as a tenant-key route sees it.
+    /// The caller as a tenant-key route sees it; the mirror of
+    /// [`Call::agent`].
     async fn api_key(&self) -> Result<ApiKeyPrincipal, ApiError> {
         match &self.caller {
             Ok(Principal::ApiKey(key)) => Ok(key.clone()),
+            Err(refused) if presents_tenant_key(&self.request) => Err(refused.clone()),
             _ => ApiKeyPrincipal::from_request(&self.request, &mut Payload::None).await,
         }
     }

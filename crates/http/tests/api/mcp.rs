@@ -39,8 +39,16 @@ where
     if let Some(credential) = credential {
         request = request.insert_header(("authorization", format!("Bearer {credential}")));
     }
+    // The first of a name replaces a default above; a repeat is sent as a
+    // second line.
+    let mut seen = Vec::new();
     for header in headers {
-        request = request.insert_header(*header);
+        request = if seen.contains(&header.0) {
+            request.append_header(*header)
+        } else {
+            seen.push(header.0);
+            request.insert_header(*header)
+        };
     }
     let response = test::call_service(app, request.set_payload(body.into()).to_request()).await;
     answer(response).await
@@ -146,6 +154,25 @@ async fn the_handshake_and_the_tool_list() {
         .await;
         assert_eq!(notified.status, 202);
         assert_eq!(notified.body, Value::Null, "a 202 has no body");
+        // A response to a server request is acknowledged in this era; an
+        // object that is neither request nor response is refused.
+        let response = post(
+            app,
+            Some(&token),
+            &[("mcp-protocol-version", "2025-06-18")],
+            json!({ "jsonrpc": "2.0", "id": "s-1", "result": {} }).to_string(),
+        )
+        .await;
+        assert_eq!(response.status, 202);
+        let neither = post(
+            app,
+            Some(&token),
+            &[],
+            json!({ "jsonrpc": "2.0", "id": 1 }).to_string(),
+        )
+        .await;
+        assert_eq!(neither.status, 400, "{}", neither.body);
+        assert_eq!(neither.body["error"]["code"], -32600);
         assert_eq!(rpc(app, Some(&token), "ping", json!({})).await, json!({}));
 
         let listed = rpc(app, Some(&token), "tools/list", json!({})).await;
@@ -437,6 +464,17 @@ async fn the_transport_refuses_what_it_cannot_take() {
         let supported = &revision.body["error"]["data"]["supported"];
         assert_eq!(supported[0], "2026-07-28", "{supported}");
         assert!(supported.as_array().unwrap().contains(&json!("2025-06-18")));
+        // 2025-03-26 allowed batches, which would pass the rate limit as
+        // one request: not spoken.
+        assert!(!supported.as_array().unwrap().contains(&json!("2025-03-26")));
+        let batching = post(
+            app,
+            token,
+            &[("mcp-protocol-version", "2025-03-26")],
+            list.clone(),
+        )
+        .await;
+        assert_eq!(batching.body["error"]["code"], -32022);
         assert_eq!(revision.body["id"], 1);
 
         let unknown_method = post(
@@ -569,11 +607,32 @@ async fn the_stateless_revision_discovers_lists_and_calls() {
             result["structuredContent"]["limits"]["enforced_daily_usd"],
             5.0
         );
-        // This revision reports an unknown tool as the tool's failure.
+        // An unknown tool is the request's fault, as in the handshake era,
+        // and this revision answers invalid params with 400.
         let unknown = modern(app, &token, "tools/call", json!({ "name": "br_nothing" })).await;
-        assert_eq!(unknown.status, 200);
-        assert_eq!(unknown.body["result"]["isError"], true);
-        assert_eq!(unknown.body["result"]["resultType"], "complete");
+        assert_eq!(unknown.status, 400, "{}", unknown.body);
+        assert_eq!(unknown.body["error"]["code"], -32602);
+        let unnamed = modern(app, &token, "tools/call", json!({})).await;
+        assert_eq!(unnamed.status, 400, "{}", unnamed.body);
+        assert_eq!(unnamed.body["error"]["code"], -32602);
+
+        // A client of this revision posts requests and notifications only.
+        let headers = [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/list"),
+        ];
+        for not_a_request in [
+            json!({ "jsonrpc": "2.0", "id": 1, "result": {} }),
+            json!({ "jsonrpc": "2.0", "id": 1 }),
+            json!({ "jsonrpc": "2.0", "id": 1, "method": 7 }),
+        ] {
+            let answer = post(app, Some(&token), &headers, not_a_request.to_string()).await;
+            assert_eq!(answer.status, 400, "{not_a_request}: {}", answer.body);
+            assert_eq!(answer.body["error"]["code"], -32600, "{not_a_request}");
+        }
+        let notification = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
+        let answer = post(app, Some(&token), &headers, notification.to_string()).await;
+        assert_eq!(answer.status, 202);
         // No handshake in this revision; an unknown method is a 404.
         let initialize = modern(app, &token, "initialize", json!({})).await;
         assert_eq!(initialize.status, 404);
@@ -633,8 +692,18 @@ async fn the_stateless_revision_refuses_a_request_whose_headers_disagree() {
         let older = json!({ "name": "br_agent_status", "_meta": {
             "io.modelcontextprotocol/protocolVersion": "2025-11-25",
             "io.modelcontextprotocol/clientCapabilities": {} } });
-        let envelope_disagrees = send(agreeing, older).await;
+        let envelope_disagrees = send(agreeing.clone(), older).await;
         assert_eq!(envelope_disagrees.body["error"]["code"], -32020);
+        // A routing header twice, even with the same value, is refused: a
+        // proxy and this server might read different copies.
+        for twice in ["mcp-method", "mcp-name", "mcp-protocol-version"] {
+            let mut headers = agreeing.clone();
+            let value = headers.iter().find(|(name, _)| *name == twice).unwrap().1;
+            headers.push((twice, value));
+            let doubled = send(headers, call.clone()).await;
+            assert_eq!(doubled.status, 400, "{twice}");
+            assert_eq!(doubled.body["error"]["code"], -32020, "{twice}");
+        }
     })
     .await;
 }
