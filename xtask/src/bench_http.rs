@@ -27,11 +27,15 @@ use crate::{cargo, run, target_dir, workspace_root};
 
 const USAGE: &str = "\
 usage: cargo xtask bench http [--duration S] [--warmup S] [--concurrency N] [--no-record]
+                              [--scenario NAME]... [--backend sqlite|postgres]...
 
   --duration S      seconds measured per scenario (default 10)
   --warmup S        seconds of unmeasured load first (default 2)
   --concurrency N   keep-alive connections (default 64)
   --no-record       print the results only; do not append them to docs/benchmarks.md
+  --scenario NAME   run only this scenario (repeatable): new-agent-bootstrap,
+                    repeat-bootstrap, limits-me, spend, registry-list, hostile-input
+  --backend NAME    run only on this backend (repeatable); the baseline always runs
 ";
 
 const POSTGRES: &str = "127.0.0.1:5432";
@@ -64,6 +68,10 @@ pub(crate) struct Options {
     pub(crate) warmup: f64,
     pub(crate) concurrency: usize,
     pub(crate) record: bool,
+    /// Scenarios to run (loadgen's names); empty for all.
+    pub(crate) scenarios: Vec<String>,
+    /// Backends to run on (`sqlite`, `postgres`); empty for all.
+    pub(crate) backends: Vec<String>,
 }
 
 impl Options {
@@ -78,6 +86,8 @@ impl Options {
             warmup: 2.0,
             concurrency: 64,
             record: true,
+            scenarios: Vec::new(),
+            backends: Vec::new(),
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -92,6 +102,15 @@ impl Options {
                     options.concurrency = value()?.parse().context("--concurrency")?;
                 }
                 "--no-record" => options.record = false,
+                "--scenario" => options.scenarios.push(value()?.clone()),
+                "--backend" => {
+                    let backend = value()?.to_ascii_lowercase();
+                    ensure!(
+                        matches!(backend.as_str(), "sqlite" | "postgres"),
+                        "--backend is sqlite or postgres, not {backend:?}"
+                    );
+                    options.backends.push(backend);
+                }
                 other => bail!("unknown option {other:?}\n\n{usage}"),
             }
         }
@@ -134,6 +153,12 @@ pub(crate) fn bench_http(args: &[String]) -> Result<()> {
         return Ok(());
     }
     let options = Options::parse(args)?;
+    for scenario in &options.scenarios {
+        ensure!(
+            SCENARIOS.iter().any(|(name, _)| name == scenario),
+            "no scenario {scenario:?}\n\n{USAGE}"
+        );
+    }
     run(cargo().args([
         "build",
         "--release",
@@ -173,11 +198,16 @@ pub(crate) fn bench_http(args: &[String]) -> Result<()> {
         eprintln!("xtask: PostgreSQL skipped: {reason}");
         skipped.push(format!("PostgreSQL: skipped ({reason})."));
     }
-    for backend in ["SQLite", "PostgreSQL"] {
-        if backend == "PostgreSQL" && postgres.is_err() {
+    for (backend, name) in [("SQLite", "sqlite"), ("PostgreSQL", "postgres")] {
+        if backend == "PostgreSQL" && postgres.is_err()
+            || !(options.backends.is_empty() || options.backends.iter().any(|b| b == name))
+        {
             continue;
         }
         for (scenario, label) in SCENARIOS {
+            if !(options.scenarios.is_empty() || options.scenarios.iter().any(|s| s == scenario)) {
+                continue;
+            }
             eprintln!("xtask: {backend}, {scenario}");
             let database = Database::create(backend, &scratch, scenario)?;
             let figures = {

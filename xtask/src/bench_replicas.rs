@@ -55,6 +55,10 @@ pub(crate) fn bench_replicas(args: &[String]) -> Result<()> {
     }
     let options = Options::parse_for(args, USAGE)?;
     ensure!(
+        options.scenarios.is_empty() && options.backends.is_empty(),
+        "bench replicas has one scenario on PostgreSQL: --scenario and --backend are bench http's\n\n{USAGE}"
+    );
+    ensure!(
         options.concurrency >= MOST_REPLICAS,
         "concurrency must give every replica a connection"
     );

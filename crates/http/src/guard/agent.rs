@@ -80,7 +80,8 @@ pub(crate) async fn presented_credential_source(
         }
         Presented::ApiKey(text) => {
             let key = ApiKey::parse(&text).map_err(|_| invalid_key())?;
-            let record = lookup_api_key(&state(request)?, &key, now).await?;
+            let state = state(request)?;
+            let record = lookup_api_key(&state, &key, now).await?;
             Ok(BoughtWith::ApiKey(record.id))
         }
     }

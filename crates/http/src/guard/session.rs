@@ -56,7 +56,8 @@ pub(super) async fn live_user(
 
 async fn session_principal(request: &HttpRequest) -> Result<SessionPrincipal, ApiError> {
     let claims = bearer_claims(request, Audience::Session, missing)?;
-    live_session(&state(request)?, claims).await
+    let state = state(request)?;
+    live_session(&state, claims).await
 }
 
 impl FromRequest for SessionPrincipal {
