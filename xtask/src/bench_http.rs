@@ -72,6 +72,70 @@ pub(crate) struct Options {
     pub(crate) scenarios: Vec<String>,
     /// Backends to run on (`sqlite`, `postgres`); empty for all.
     pub(crate) backends: Vec<String>,
+    /// Where the server and the load generator run (`bench http` only).
+    pinning: Option<Pinning>,
+}
+
+/// The server on the first half of the CPUs this process may use, the load
+/// generator on the other half. Left to the scheduler, the two fight for
+/// the same cores, and the baseline and a scenario measured a minute apart
+/// differed by a fifth from run to run; apart, a run repeats within a few
+/// percent, and the ratio compares like with like.
+#[derive(Debug, Clone)]
+struct Pinning {
+    server: String,
+    load: String,
+}
+
+impl Pinning {
+    /// `None` where `taskset` is missing or there is only one CPU.
+    fn detect() -> Option<Self> {
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let allowed = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))?;
+        let cpus = cpu_list(allowed.trim())?;
+        let has_taskset = Command::new("taskset")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if cpus.len() < 2 || !has_taskset {
+            return None;
+        }
+        let (server, load) = cpus.split_at(cpus.len() / 2);
+        let join = |cpus: &[u32]| {
+            cpus.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        Some(Self {
+            server: join(server),
+            load: join(load),
+        })
+    }
+
+    /// `binary` to be started on the server's CPUs. Pinned from its start,
+    /// a server sizes its worker pools to the CPUs it has.
+    fn server_command(&self, binary: &Path) -> Command {
+        let mut command = Command::new("taskset");
+        command.args(["-c", &self.server]).arg(binary);
+        command
+    }
+}
+
+/// The CPUs of a list such as `0-3,6`.
+fn cpu_list(text: &str) -> Option<Vec<u32>> {
+    let mut cpus = Vec::new();
+    for part in text.split(',') {
+        match part.split_once('-') {
+            Some((first, last)) => cpus.extend(first.parse::<u32>().ok()?..=last.parse().ok()?),
+            None => cpus.push(part.parse().ok()?),
+        }
+    }
+    Some(cpus)
 }
 
 impl Options {
@@ -88,6 +152,7 @@ impl Options {
             record: true,
             scenarios: Vec::new(),
             backends: Vec::new(),
+            pinning: None,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -152,7 +217,8 @@ pub(crate) fn bench_http(args: &[String]) -> Result<()> {
         eprint!("{USAGE}");
         return Ok(());
     }
-    let options = Options::parse(args)?;
+    let mut options = Options::parse(args)?;
+    options.pinning = Pinning::detect();
     for scenario in &options.scenarios {
         ensure!(
             SCENARIOS.iter().any(|(name, _)| name == scenario),
@@ -181,7 +247,7 @@ pub(crate) fn bench_http(args: &[String]) -> Result<()> {
     eprintln!("xtask: baseline");
     let baseline = {
         let mut server = Server::start(
-            Command::new(bins.join("baseline")).arg("127.0.0.1:0"),
+            server_command(&options, &bins.join("baseline")).arg("127.0.0.1:0"),
             &scratch.path().join("baseline.log"),
             "baseline: listening on http ",
             "/",
@@ -211,7 +277,8 @@ pub(crate) fn bench_http(args: &[String]) -> Result<()> {
             eprintln!("xtask: {backend}, {scenario}");
             let database = Database::create(backend, &scratch, scenario)?;
             let figures = {
-                let (mut server, admin_key) = start_agentryd(&bins, &scratch, &database, scenario)?;
+                let (mut server, admin_key) =
+                    start_agentryd(&bins, &options, &scratch, &database, scenario)?;
                 let figures = measure(&bins, &options, &mut server, scenario, Some(&admin_key))?;
                 server.stop();
                 figures
@@ -258,7 +325,16 @@ fn measure(
     admin_key: Option<&str>,
 ) -> Result<Figures> {
     let idle_rss_kib = server.memory("VmRSS")?;
-    let mut command = Command::new(bins.join("loadgen"));
+    let mut command = match &options.pinning {
+        Some(pinning) => {
+            let mut command = Command::new("taskset");
+            command
+                .args(["-c", &pinning.load])
+                .arg(bins.join("loadgen"));
+            command
+        }
+        None => Command::new(bins.join("loadgen")),
+    };
     command
         .args(["--address", &server.address.to_string()])
         .args(["--scenario", scenario])
@@ -337,6 +413,7 @@ fn parse_report(line: &str, idle_rss_kib: u64, peak_rss_kib: u64) -> Result<Figu
 
 fn start_agentryd(
     bins: &Path,
+    options: &Options,
     scratch: &Scratch,
     database: &Database,
     scenario: &str,
@@ -349,13 +426,21 @@ fn start_agentryd(
         .join(format!("agentryd-{}-{scenario}.log", database.backend));
     // The per-key rate limit would throttle the scenarios' one admin key,
     // and it is the server's work that is measured, not its refusals.
-    start_agentryd_in(
-        &bins.join("agentryd"),
+    start_agentryd_from(
+        server_command(options, &bins.join("agentryd")),
         &dir,
         &log,
         database,
         &[("AGENTRY_API_KEY_RPM", "0".to_owned())],
     )
+}
+
+/// `binary`, on the server's CPUs when the run pins.
+fn server_command(options: &Options, binary: &Path) -> Command {
+    match &options.pinning {
+        Some(pinning) => pinning.server_command(binary),
+        None => Command::new(binary),
+    }
 }
 
 /// Starts `binary` (an agentryd) on `database` with its files in `dir`
@@ -370,9 +455,20 @@ pub(crate) fn start_agentryd_in(
     database: &Database,
     settings: &[(&str, String)],
 ) -> Result<(Server, String)> {
+    start_agentryd_from(Command::new(binary), dir, log, database, settings)
+}
+
+/// [`start_agentryd_in`] for a `command` that starts agentryd.
+fn start_agentryd_from(
+    command: Command,
+    dir: &Path,
+    log: &Path,
+    database: &Database,
+    settings: &[(&str, String)],
+) -> Result<(Server, String)> {
     fs::create_dir_all(dir)?;
     let key_file = dir.join("admin.key");
-    let mut command = agentryd_command(binary, dir, database);
+    let mut command = agentryd_command_from(command, dir, database);
     command
         .args(["--bind", "127.0.0.1:0", "--no-tls"])
         .env("AGENTRY_ADMIN_KEY_FILE", &key_file)
@@ -401,7 +497,12 @@ pub(crate) fn start_agentryd_in(
 /// of the caller's `AGENTRY_*` settings: those of the shell must not leak
 /// into a run.
 pub(crate) fn agentryd_command(binary: &Path, dir: &Path, database: &Database) -> Command {
-    let mut command = Command::new(binary);
+    agentryd_command_from(Command::new(binary), dir, database)
+}
+
+/// [`agentryd_command`] for a `command` that starts agentryd (directly, or
+/// through `taskset`).
+fn agentryd_command_from(mut command: Command, dir: &Path, database: &Database) -> Command {
     for (name, _) in env::vars_os() {
         if name.to_string_lossy().starts_with("AGENTRY_") {
             command.env_remove(name);
@@ -710,7 +811,15 @@ fn render(
             options.concurrency, options.warmup, options.duration
         )?;
     }
-    writeln!(out, "Machine: {load}.")?;
+    write!(out, "Machine: {load}.")?;
+    match &options.pinning {
+        Some(pinning) => writeln!(
+            out,
+            " Servers on CPU {}, loadgen on CPU {}.",
+            pinning.server, pinning.load
+        )?,
+        None => writeln!(out, " Servers and loadgen not pinned (no taskset).")?,
+    }
     writeln!(out)?;
     writeln!(
         out,
@@ -1026,6 +1135,14 @@ fn insert_run(text: &str, run: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists_read_as_the_kernel_writes_them() {
+        assert_eq!(cpu_list("0-1"), Some(vec![0, 1]));
+        assert_eq!(cpu_list("0-2,5,7-8"), Some(vec![0, 1, 2, 5, 7, 8]));
+        assert_eq!(cpu_list("3"), Some(vec![3]));
+        assert_eq!(cpu_list("a-b"), None);
+    }
 
     #[test]
     fn reports_parse_and_numbers_read_well() {
