@@ -28,7 +28,9 @@ pub use jwt::{
     Audience, Claims, Jwk, Jwks, JwtError, JwtIssuer, JwtPublicKey, JwtSigningKey, KeyRing, LEEWAY,
     header_kid,
 };
-pub use password::{hash_password, verify_password, verify_password_for_unknown_account};
+pub use password::{
+    HashingMemory, hash_password, verify_password, verify_password_for_unknown_account,
+};
 pub use permissions::{Permission, permissions, role_has};
 pub use sealing::{MasterKey, SealError};
 pub use secret::{

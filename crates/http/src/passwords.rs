@@ -2,9 +2,10 @@
 //!
 //! Argon2 is built to be slow (about 20 ms and 19 MiB a hash here), so it
 //! never runs on an actix worker: a flood of logins would stall every other
-//! route on that worker. It runs on tokio's blocking pool, at most one hash
-//! per core at a time, with a bounded queue behind: past it a caller hears
-//! 503 at once instead of holding memory while it waits.
+//! route on that worker. It runs on threads of its own, one per core, each
+//! with its hashing memory allocated once and reused (see
+//! `agentry_auth::HashingMemory`), with a bounded queue behind: past it a
+//! caller hears 503 at once instead of holding memory while it waits.
 //!
 //! Before any of that, login and invite acceptance pass two GCRA limiters
 //! (`governor`), one keyed by the account (the e-mail address, or the
@@ -21,7 +22,9 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentry_auth::{hash_password, verify_password, verify_password_for_unknown_account};
+use agentry_auth::{
+    HashingMemory, hash_password, verify_password, verify_password_for_unknown_account,
+};
 use agentry_domain::Password;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -40,6 +43,43 @@ pub struct PasswordWork {
     /// One per caller running or waiting; when none is left, callers are
     /// turned away rather than queued.
     admitted: Arc<Semaphore>,
+    /// To the hashing threads, one per slot; they end when this is dropped.
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+type Job = Box<dyn FnOnce(&mut HashingMemory) + Send>;
+
+/// Starts `count` threads, each with its own hashing memory, that run the
+/// jobs sent on the returned channel until it is dropped.
+fn hashing_threads(count: usize) -> std::sync::mpsc::Sender<Job> {
+    let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+    let queue = Arc::new(std::sync::Mutex::new(queue));
+    for index in 0..count {
+        let queue = Arc::clone(&queue);
+        let started = std::thread::Builder::new()
+            .name(format!("agentry-argon2-{index}"))
+            .spawn(move || {
+                let mut memory = HashingMemory::default();
+                loop {
+                    // The lock is held only while waiting for a job.
+                    let job = match queue.lock() {
+                        Ok(queue) => queue.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
+                    // A job that panics loses its own answer (its caller
+                    // hears 500), not the thread; the memory it left is
+                    // scratch that the next hash overwrites.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        job(&mut memory);
+                    }));
+                }
+            });
+        if let Err(error) = started {
+            tracing::error!(%error, "cannot start a password hashing thread");
+        }
+    }
+    jobs
 }
 
 impl Default for PasswordWork {
@@ -63,15 +103,17 @@ impl PasswordWork {
 
     /// `slots` hashes at once, `admitted` callers running or waiting.
     pub fn with_queue(slots: usize, admitted: usize) -> Self {
+        let slots = slots.max(1);
         Self {
-            running: Arc::new(Semaphore::new(slots.max(1))),
+            running: Arc::new(Semaphore::new(slots)),
             admitted: Arc::new(Semaphore::new(admitted)),
+            jobs: hashing_threads(slots),
         }
     }
 
     async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> T + Send + 'static,
+        work: impl FnOnce(&mut HashingMemory) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
         let _admitted = Arc::clone(&self.admitted)
             .try_acquire_owned()
@@ -80,14 +122,22 @@ impl PasswordWork {
             .acquire_owned()
             .await
             .map_err(|_| busy())?;
-        tokio::task::spawn_blocking(work)
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |memory| {
+            let _ = answer.send(work(memory));
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| ApiError::internal(&"the password hashing threads are gone"))?;
+        answered
             .await
-            .map_err(|error| ApiError::internal(&error))
+            .map_err(|_| ApiError::internal(&"a password hash failed"))
     }
 
     /// The PHC string to store for `password`.
     pub async fn hash(&self, password: Password) -> Result<String, ApiError> {
-        self.run(move || hash_password(&password)).await
+        self.run(move |memory| hash_password(&password, memory))
+            .await
     }
 
     /// Whether `candidate` matches `stored`; with no stored hash (no such
@@ -98,10 +148,10 @@ impl PasswordWork {
         stored: Option<String>,
         candidate: String,
     ) -> Result<bool, ApiError> {
-        self.run(move || match stored {
-            Some(stored) => verify_password(&stored, &candidate),
+        self.run(move |memory| match stored {
+            Some(stored) => verify_password(&stored, &candidate, memory),
             None => {
-                verify_password_for_unknown_account(&candidate);
+                verify_password_for_unknown_account(&candidate, memory);
                 false
             }
         })
@@ -216,6 +266,47 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn hashes_run_on_the_same_few_threads_however_many_callers() {
+        let work = Arc::new(PasswordWork::with_slots(2));
+        let mut callers = Vec::new();
+        for _ in 0..12 {
+            let work = Arc::clone(&work);
+            callers.push(tokio::spawn(async move {
+                work.run(|_| std::thread::current().name().map(str::to_owned))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut threads = std::collections::BTreeSet::new();
+        for caller in callers {
+            threads.insert(caller.await.unwrap().unwrap_or_default());
+        }
+        assert!(
+            !threads.is_empty()
+                && threads.len() <= 2
+                && threads
+                    .iter()
+                    .all(|name| name.starts_with("agentry-argon2-")),
+            "{threads:?}"
+        );
+        // A job that panics answers its caller with 500, and the threads
+        // go on.
+        let panicked = work.run(|_| panic!("a bug in a hash")).await;
+        assert_eq!(panicked.map(|_: ()| ()).unwrap_err().status.as_u16(), 500);
+        assert!(work.run(|_| 7).await.is_ok_and(|seven| seven == 7));
+        // A thread's memory is its own, kept from one hash to the next.
+        let hash = work
+            .hash(Password::new("correct horse battery staple".into()).unwrap())
+            .await
+            .unwrap();
+        assert!(
+            work.verify(Some(hash), "correct horse battery staple".into())
+                .await
+                .unwrap()
+        );
+    }
 
     fn strength(plaintext: &str, context: &[&str]) -> Result<(), WeakPassword> {
         check_password_strength(&Password::new(plaintext.into()).unwrap(), context)
