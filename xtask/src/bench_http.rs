@@ -888,12 +888,14 @@ fn targets(baseline: &Figures, rows: &[Row]) -> Vec<String> {
     let mut lines = Vec::new();
     let verdict = |met: bool| if met { "met" } else { "**missed**" };
     let find = |scenario: &'static str| rows.iter().filter(move |row| row.scenario == scenario);
+    // Issues 18 and 20 raised the read path's bar from 0.5 x.
+    const LIMITS_ME_RATIO: f64 = 0.7;
     for row in find("limits-me") {
         let ratio = row.figures.rps / baseline.rps;
         lines.push(format!(
-            "limits/me >= 0.5 x baseline on {}: {ratio:.3} x, {}",
+            "limits/me >= {LIMITS_ME_RATIO} x baseline on {}: {ratio:.3} x, {}",
             row.backend,
-            verdict(ratio >= 0.5 && row.figures.non_2xx == 0)
+            verdict(ratio >= LIMITS_ME_RATIO && row.figures.non_2xx == 0)
         ));
     }
     for row in find("repeat-bootstrap") {
