@@ -132,13 +132,11 @@ pub enum BoughtWith {
 }
 
 /// How long an agent certificate issued at `now` may live: an hour, and
-/// never past the agent's own expiry. Whole seconds, as a certificate
+/// never past `ends` (the earliest of the agent's own expiry and that of
+/// the credential it was bought with). Whole seconds, as a certificate
 /// counts them.
-pub fn agent_certificate_lifetime(
-    now: OffsetDateTime,
-    agent_expires_at: Option<OffsetDateTime>,
-) -> Duration {
-    let left = agent_expires_at.map_or(AGENT_CERT_LIFETIME, |at| at - now);
+pub fn agent_certificate_lifetime(now: OffsetDateTime, ends: Option<OffsetDateTime>) -> Duration {
+    let left = ends.map_or(AGENT_CERT_LIFETIME, |at| at - now);
     Duration::seconds(left.min(AGENT_CERT_LIFETIME).whole_seconds().max(0))
 }
 

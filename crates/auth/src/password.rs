@@ -119,9 +119,18 @@ pub fn hash_password(password: &Password, memory: &mut HashingMemory) -> String 
 }
 
 /// Whether `plaintext` matches the stored PHC string. Malformed stored
-/// hashes never match.
+/// hashes never match, nor do ones asking for more memory or passes than
+/// ours (only our own hashes are stored; one with a made-up cost could
+/// otherwise ask for any amount of memory).
 pub fn verify_password(stored: &str, plaintext: &str, memory: &mut HashingMemory) -> bool {
+    let ours = params();
     PasswordHash::new(stored)
+        .ok()
+        .filter(|parsed| {
+            Params::try_from(parsed).is_ok_and(|asked| {
+                asked.m_cost() <= ours.m_cost() && asked.t_cost() <= ours.t_cost()
+            })
+        })
         .map(|parsed| {
             InMemory {
                 memory: RefCell::new(memory),
@@ -172,6 +181,12 @@ mod tests {
         ));
         assert_ne!(stored, hash_password(&password, memory), "salted");
         assert!(!verify_password("not a phc string", "anything", memory));
+        let greedy = stored.replace("m=19456", "m=4000000");
+        assert!(
+            !verify_password(&greedy, "correct horse battery staple", memory),
+            "a stored cost above ours is refused before any work"
+        );
+        assert_eq!(memory.0.len(), 19 * 1024, "and allocates nothing");
         verify_password_for_unknown_account("anything", memory);
     }
 
@@ -181,7 +196,7 @@ mod tests {
         // Ours verifies the crate's, and the crate verifies ours, with
         // other parameters than ours too.
         let salt = SaltString::encode_b64(b"sixteen byte slt").unwrap();
-        for params in [params(), Params::new(8 * 1024, 3, 1, Some(24)).unwrap()] {
+        for params in [params(), Params::new(8 * 1024, 1, 1, Some(24)).unwrap()] {
             let theirs = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
                 .hash_password(b"a passphrase", &salt)
                 .unwrap()

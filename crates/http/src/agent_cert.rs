@@ -116,6 +116,7 @@ async fn issue(
     problems.length("csr", Some(&body.csr), 100, 10_000);
     problems.finish()?;
 
+    let purchase = presented_credential_source(&request, now).await?;
     let agent = caller.record();
     // The epoch the caller's credential was just admitted in: a rotation
     // after this point retires the certificate with the token.
@@ -125,9 +126,14 @@ async fn issue(
         epoch: agent.credential_epoch,
         // Revoking the key that signed the caller's token, or deleting the
         // API key it called with, retires the certificate.
-        bought_with: presented_credential_source(&request, now).await?,
+        bought_with: purchase.bought_with,
     };
-    let lifetime = agent_certificate_lifetime(now, agent.expires_at);
+    // Never past the agent's expiry, nor past the token's or the key's.
+    let ends = [agent.expires_at, purchase.expires_at]
+        .into_iter()
+        .flatten()
+        .min();
+    let lifetime = agent_certificate_lifetime(now, ends);
     let authority = state.keys.ca().authority();
     let issued = authority
         .sign_agent_csr(&body.csr, &identity, agent.slug.as_str(), now, lifetime)

@@ -115,15 +115,19 @@ impl PasswordWork {
         &self,
         work: impl FnOnce(&mut HashingMemory) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
-        let _admitted = Arc::clone(&self.admitted)
+        let admitted = Arc::clone(&self.admitted)
             .try_acquire_owned()
             .map_err(|_| busy())?;
-        let _running = Arc::clone(&self.running)
+        let running = Arc::clone(&self.running)
             .acquire_owned()
             .await
             .map_err(|_| busy())?;
         let (answer, answered) = tokio::sync::oneshot::channel();
+        // The permits go with the job, not with its caller: a caller that
+        // hangs up frees nothing until the hash it started is done, so
+        // connect-and-drop cannot queue more work than the bounds allow.
         let job: Job = Box::new(move |memory| {
+            let _permits = (admitted, running);
             let _ = answer.send(work(memory));
         });
         self.jobs

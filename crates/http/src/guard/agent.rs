@@ -63,26 +63,48 @@ impl AgentPrincipal {
     }
 }
 
+/// The credential a request was admitted with, as a certificate bought
+/// with it must name it: what bought it, and when that ends.
+pub(crate) struct Purchase {
+    pub bought_with: BoughtWith,
+    /// When the token or the key stops working, if it ever does.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
 /// What bought the credential `request` carries, for a certificate the
 /// route issues on it: the signing key of its token, or its API key.
-/// Called after [`AgentPrincipal`] admitted that very credential, so the
-/// key lookup is the cached one it just made.
+/// Called after [`AgentPrincipal`] admitted that very credential. The token
+/// is verified again in full, not through the cache: the cache knows a
+/// token by its signature alone, so a header rewritten around a cached
+/// signature would name any kid it liked. The route is rare; one signature
+/// check is nothing to it.
 pub(crate) async fn presented_credential_source(
     request: &HttpRequest,
     now: OffsetDateTime,
-) -> Result<BoughtWith, ApiError> {
+) -> Result<Purchase, ApiError> {
+    let state = state(request)?;
     match presented(request).ok_or_else(missing)? {
         Presented::Jwt(token) => {
+            let claims = state
+                .issuer
+                .verify(&token, &state.keys.ring(), Audience::Agent, now)
+                .map_err(|_| invalid_token())?;
+            // The signature just verified covers the header, kid included.
             let kid = agentry_auth::header_kid(&token).ok_or_else(invalid_token)?;
-            Ok(BoughtWith::Token {
-                signing_key: KidDigest::of(&kid).to_bytes(),
+            Ok(Purchase {
+                bought_with: BoughtWith::Token {
+                    signing_key: KidDigest::of(&kid).to_bytes(),
+                },
+                expires_at: Some(claims.expires_at()),
             })
         }
         Presented::ApiKey(text) => {
             let key = ApiKey::parse(&text).map_err(|_| invalid_key())?;
-            let state = state(request)?;
             let record = lookup_api_key(&state, &key, now).await?;
-            Ok(BoughtWith::ApiKey(record.id))
+            Ok(Purchase {
+                bought_with: BoughtWith::ApiKey(record.id),
+                expires_at: record.expires_at,
+            })
         }
     }
 }

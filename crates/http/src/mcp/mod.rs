@@ -139,9 +139,12 @@ async fn post(
         };
         return respond(Value::Null, Err(RpcError::bad(INVALID_REQUEST, what)));
     };
-    let era = match era(&request) {
+    // Before the era is read from the first copy of its header: a proxy
+    // reading another copy would route the request differently.
+    let id_or_null = || fields.get("id").cloned().unwrap_or(Value::Null);
+    let era = match check_routing_headers(&request).and_then(|()| era(&request)) {
         Ok(era) => era,
-        Err(error) => return respond(fields.get("id").cloned().unwrap_or(Value::Null), Err(error)),
+        Err(error) => return respond(id_or_null(), Err(error)),
     };
     let id = match classify(fields, era) {
         Message::Request(id) => id,
@@ -166,9 +169,7 @@ async fn post(
             )
             .await
         }
-        Era::Modern => match check_routing_headers(&request)
-            .and_then(|()| check_envelope(&request, method, &params))
-        {
+        Era::Modern => match check_envelope(&request, method, &params) {
             Ok(()) => {
                 modern(
                     method,

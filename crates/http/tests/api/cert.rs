@@ -557,6 +557,74 @@ async fn a_certificate_goes_with_the_key_or_the_signing_key_it_was_bought_with()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_rewritten_token_header_buys_nothing_and_no_certificate_outlives_its_key() {
+    on_both_backends(|db| async move {
+        let t = TestApp::on(&db)
+            .with_agent("worker", LifecycleState::Active)
+            .start()
+            .await;
+        let (app, acme) = (&t.app, t.tenant);
+        let token = t.token("worker");
+        // The token is verified, and so cached by its signature.
+        assert_eq!(get(app, STATUS, Some(&token)).await.0, 200);
+        // The same payload and signature under a header naming another
+        // key: the certificate would name that key, and outlive the
+        // revocation of the real one.
+        let (_, rest) = token.split_once('.').unwrap();
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"alg":"EdDSA","typ":"JWT","kid":"made-up"}"#);
+        let forged = format!("{header}.{rest}");
+        let (status, body) = call(
+            app,
+            Method::POST,
+            CERT,
+            Some(&forged),
+            json!({ "csr": csr() }),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (401, Some("invalid_token")),
+            "{body}"
+        );
+
+        // Bought with a key that expires in ten minutes: the certificate
+        // ends with it, not an hour on.
+        let worker = t.agent("worker");
+        let key = ApiKey::mint(ApiKeyKind::Agent);
+        let key_ends = now() + Duration::minutes(10);
+        db.store
+            .insert_agent_key(
+                acme,
+                worker.id,
+                key.hash().0,
+                "short".into(),
+                Some(key_ends),
+                now(),
+            )
+            .await
+            .unwrap();
+        let (status, issued) = call(
+            app,
+            Method::POST,
+            CERT,
+            Some(key.expose()),
+            json!({ "csr": csr() }),
+        )
+        .await;
+        assert_eq!(status, 201, "{issued}");
+        let ends = OffsetDateTime::parse(
+            issued["expires_at"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        assert!(ends <= key_ends, "{ends} after {key_ends}");
+        assert!(ends > key_ends - Duration::minutes(1), "{ends}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn certificates_of_another_ca_expired_or_naming_another_tenant_are_refused() {
     on_both_backends(|db| async move {
         let t = TestApp::on(&db)

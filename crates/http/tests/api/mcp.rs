@@ -694,6 +694,12 @@ async fn the_stateless_revision_refuses_a_request_whose_headers_disagree() {
             "io.modelcontextprotocol/clientCapabilities": {} } });
         let envelope_disagrees = send(agreeing.clone(), older).await;
         assert_eq!(envelope_disagrees.body["error"]["code"], -32020);
+        // Two revisions, of different eras: refused before either is read.
+        let mut two_eras = vec![("mcp-protocol-version", "2025-06-18")];
+        two_eras.extend(agreeing.iter().copied());
+        let mixed = send(two_eras, call.clone()).await;
+        assert_eq!(mixed.status, 400, "{}", mixed.body);
+        assert_eq!(mixed.body["error"]["code"], -32020);
         // A routing header twice, even with the same value, is refused: a
         // proxy and this server might read different copies.
         for twice in ["mcp-method", "mcp-name", "mcp-protocol-version"] {
