@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use diesel::prelude::*;
 
-use crate::db::{SqliteConn, read};
+use crate::db::{SqliteConn, write_one};
 use crate::feed::FeedHealth;
 use crate::schema::change_log;
 use crate::types::DbTime;
@@ -278,7 +278,7 @@ impl Store {
         prune: bool,
     ) -> Result<(i64, Vec<Change>), StoreError> {
         let cutoff = DbTime::new(time::OffsetDateTime::now_utc() - LOG_RETENTION);
-        read!(self, |conn| {
+        write_one!(self, |conn| {
             if prune {
                 diesel::delete(change_log::table.filter(change_log::at.lt(cutoff)))
                     .execute(conn)

@@ -9,7 +9,7 @@ use diesel_async::RunQueryDsl;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::db::{read, write_tx};
+use crate::db::{read, write_one, write_tx};
 use crate::instance::{ChannelRecord, UserRecord, UserRow};
 use crate::schema::{channels, memberships, users};
 use crate::tenants::conflict_as;
@@ -283,7 +283,7 @@ impl Store {
         user: Uuid,
     ) -> Result<(), StoreError> {
         let tenant_id = DbUuid(tenant.as_uuid());
-        let removed = read!(self, |conn| {
+        let removed = write_one!(self, |conn| {
             diesel::delete(
                 memberships::table
                     .filter(memberships::tenant_id.eq(tenant_id))

@@ -165,8 +165,21 @@ impl Default for PoolOptions {
 
 #[derive(Clone)]
 pub(crate) enum Pools {
-    Sqlite(Pool<SqliteConn>),
+    Sqlite(SqlitePools),
     Postgres(Pool<AsyncPgConnection>),
+}
+
+/// SQLite's connections: readers, which WAL lets run beside a writer, and
+/// the one connection every write goes through. SQLite lets one writer in
+/// at a time whatever the number of connections; with many, the others
+/// spin in `busy_timeout` backoff (sleeps of up to 100 ms) while the one
+/// writes. A pool of one is a first-come, first-served queue in front of
+/// that writer instead, and each waiting writer is handed the connection
+/// the moment the one before it commits.
+#[derive(Clone)]
+pub(crate) struct SqlitePools {
+    pub(crate) reads: Pool<SqliteConn>,
+    pub(crate) writer: Pool<SqliteConn>,
 }
 
 impl Pools {
@@ -175,14 +188,23 @@ impl Pools {
             DatabaseUrl::Sqlite(path) => {
                 create_owner_only(path);
                 let busy_ms = options.sqlite_busy_timeout.as_millis();
-                let mut config = ManagerConfig::<SqliteConn>::default();
-                config.custom_setup = Box::new(move |path| sqlite_setup(path, busy_ms));
-                // The default re-checks every connection with `SELECT 1` on
-                // checkout: a blocking round trip per request for nothing.
-                config.recycling_method = RecyclingMethod::Fast;
-                let manager =
-                    AsyncDieselConnectionManager::<SqliteConn>::new_with_config(path, config);
-                pool(manager, options).map(Pools::Sqlite)
+                let manager = || {
+                    let mut config = ManagerConfig::<SqliteConn>::default();
+                    config.custom_setup = Box::new(move |path| sqlite_setup(path, busy_ms));
+                    // The default re-checks every connection with `SELECT 1`
+                    // on checkout: a blocking round trip per request for
+                    // nothing.
+                    config.recycling_method = RecyclingMethod::Fast;
+                    AsyncDieselConnectionManager::<SqliteConn>::new_with_config(path, config)
+                };
+                let writer_options = PoolOptions {
+                    max_connections: 1,
+                    ..options.clone()
+                };
+                Ok(Pools::Sqlite(SqlitePools {
+                    reads: pool(manager(), options)?,
+                    writer: pool(manager(), &writer_options)?,
+                }))
             }
             DatabaseUrl::Postgres(url) => {
                 let connector = Arc::new(PostgresConnector::from_url(url)?);
@@ -325,8 +347,8 @@ pub(crate) async fn ensure_postgres_database(url: &str) -> Result<bool, StoreErr
 macro_rules! write_tx {
     ($store:expr, |$conn:ident| $body:expr) => {
         match &$store.pools {
-            $crate::db::Pools::Sqlite(pool) => {
-                let mut pooled = pool.get().await?;
+            $crate::db::Pools::Sqlite(pools) => {
+                let mut pooled = pools.writer.get().await?;
                 pooled.immediate_transaction(async |$conn| $body).await
             }
             $crate::db::Pools::Postgres(pool) => {
@@ -367,8 +389,8 @@ pub(crate) mod advisory {
 macro_rules! write_tx_locked {
     ($store:expr, $lock:expr, |$conn:ident| $body:expr) => {
         match &$store.pools {
-            $crate::db::Pools::Sqlite(pool) => {
-                let mut pooled = pool.get().await?;
+            $crate::db::Pools::Sqlite(pools) => {
+                let mut pooled = pools.writer.get().await?;
                 pooled.immediate_transaction(async |$conn| $body).await
             }
             $crate::db::Pools::Postgres(pool) => {
@@ -394,8 +416,8 @@ macro_rules! write_tx_locked {
 macro_rules! read {
     ($store:expr, |$conn:ident| $body:expr) => {
         match &$store.pools {
-            $crate::db::Pools::Sqlite(pool) => {
-                let mut pooled = pool.get().await?;
+            $crate::db::Pools::Sqlite(pools) => {
+                let mut pooled = pools.reads.get().await?;
                 let $conn = &mut *pooled;
                 $body
             }
@@ -408,7 +430,26 @@ macro_rules! read {
     };
 }
 
-pub(crate) use {read, write_tx, write_tx_locked};
+/// Like `read!`, for one statement that writes (atomic on its own, so no
+/// transaction): on SQLite it goes through the writer, as every write does.
+macro_rules! write_one {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        match &$store.pools {
+            $crate::db::Pools::Sqlite(pools) => {
+                let mut pooled = pools.writer.get().await?;
+                let $conn = &mut *pooled;
+                $body
+            }
+            $crate::db::Pools::Postgres(pool) => {
+                let mut pooled = pool.get().await?;
+                let $conn = &mut *pooled;
+                $body
+            }
+        }
+    };
+}
+
+pub(crate) use {read, write_one, write_tx, write_tx_locked};
 
 #[cfg(test)]
 mod tests {

@@ -168,7 +168,8 @@ impl Store {
     /// The connection pool's state now, for metrics.
     pub fn pool_status(&self) -> PoolStatus {
         let status = match &self.pools {
-            db::Pools::Sqlite(pool) => pool.status(),
+            // The readers: the writer is one connection, always there.
+            db::Pools::Sqlite(pools) => pools.reads.status(),
             db::Pools::Postgres(pool) => pool.status(),
         };
         PoolStatus {

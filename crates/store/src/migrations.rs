@@ -29,9 +29,9 @@ fn failed(error: impl std::fmt::Display) -> StoreError {
 macro_rules! with_harness {
     ($store:expr, |$harness:ident, $source:ident, $db:ident| $body:expr) => {
         match &$store.pools {
-            Pools::Sqlite(pool) => {
+            Pools::Sqlite(pools) => {
                 type $db = diesel::sqlite::Sqlite;
-                let mut $harness = AsyncMigrationHarness::new(pool.get().await?);
+                let mut $harness = AsyncMigrationHarness::new(pools.writer.get().await?);
                 let $source = SQLITE_MIGRATIONS;
                 $body
             }

@@ -9,7 +9,7 @@ use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Integer};
 use diesel_async::RunQueryDsl;
 
-use crate::db::read;
+use crate::db::{read, write_one};
 use crate::types::{DbUuid, PortableUuid};
 use crate::{Store, StoreError};
 
@@ -96,7 +96,7 @@ impl Store {
     /// many rows went.
     pub async fn prune_rate_leases(&self, current_minute: i64) -> Result<usize, StoreError> {
         let before = current_minute - (KEPT_MINUTES - 1);
-        Ok(read!(self, |conn| {
+        Ok(write_one!(self, |conn| {
             diesel::sql_query("DELETE FROM rate_leases WHERE minute < $1")
                 .bind::<BigInt, _>(before)
                 .execute(conn)

@@ -6,7 +6,7 @@ use diesel_async::RunQueryDsl;
 use time::OffsetDateTime;
 
 use crate::changes::{Change, NotifyChange};
-use crate::db::{read, write_tx};
+use crate::db::{read, write_one, write_tx};
 use crate::schema::{api_keys, tenants};
 use crate::types::{DbTime, DbUuid};
 use crate::{ApiKeyRecord, Store, StoreError, new_id};
@@ -117,7 +117,7 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<Tenant, StoreError> {
         let row = TenantRow::new(name, now);
-        read!(self, |conn| {
+        write_one!(self, |conn| {
             diesel::insert_into(tenants::table)
                 .values(&row)
                 .execute(conn)
@@ -198,7 +198,7 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<ApiKeyRecord, StoreError> {
         let row = ApiKeyRow::new(DbUuid(tenant.as_uuid()), key, now);
-        read!(self, |conn| {
+        write_one!(self, |conn| {
             diesel::insert_into(api_keys::table)
                 .values(&row)
                 .execute(conn)
@@ -293,7 +293,7 @@ impl Store {
             now,
         );
         row.expires_at = expires_at.map(DbTime::new);
-        read!(self, |conn| {
+        write_one!(self, |conn| {
             diesel::insert_into(api_keys::table)
                 .values(&row)
                 .execute(conn)

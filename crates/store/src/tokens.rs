@@ -12,7 +12,7 @@ use diesel_async::RunQueryDsl;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::db::read;
+use crate::db::{read, write_one};
 use crate::schema::one_time_tokens;
 use crate::types::{DbTime, DbUuid};
 use crate::{Store, StoreError, new_id};
@@ -175,7 +175,7 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<TokenRecord, StoreError> {
         let row = TokenRow::new(tenant, token, now);
-        read!(self, |conn| {
+        write_one!(self, |conn| {
             diesel::insert_into(one_time_tokens::table)
                 .values(&row)
                 .execute(conn)
@@ -214,7 +214,7 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<TokenRecord, StoreError> {
         let now = DbTime::new(now);
-        let won: Option<TokenRow> = read!(self, |conn| {
+        let won: Option<TokenRow> = write_one!(self, |conn| {
             diesel::update(
                 one_time_tokens::table
                     .filter(one_time_tokens::token_hash.eq(token_hash.as_slice()))
@@ -243,7 +243,7 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<TokenRecord, StoreError> {
         let db_now = DbTime::new(now);
-        let counted: Option<TokenRow> = read!(self, |conn| {
+        let counted: Option<TokenRow> = write_one!(self, |conn| {
             diesel::update(
                 one_time_tokens::table
                     .filter(one_time_tokens::token_hash.eq(token_hash.as_slice()))

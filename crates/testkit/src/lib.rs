@@ -49,6 +49,17 @@ pub struct TestDb {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// Having a `Drop` makes a `move` block that uses only `db.store` take the
+/// whole `TestDb`, its temporary directory included. Without it, edition
+/// 2021's precise capture moved the store alone into a test's `async move`
+/// block and dropped the rest when the block was made: the SQLite file was
+/// deleted before the test ran, and the tests worked on an unlinked file
+/// through the one connection already open, until a second connection was
+/// needed and could not open it.
+impl Drop for TestDb {
+    fn drop(&mut self) {}
+}
+
 impl TestDb {
     pub fn backend(&self) -> Backend {
         self.store.backend()

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use crate::AgentRecord;
 use crate::changes::{Change, NotifyChange};
-use crate::db::{read, write_tx};
+use crate::db::{read, write_one, write_tx};
 use crate::schema::{agents, api_keys, users};
 use crate::tenants::conflict_as;
 use crate::types::{DbTime, DbUuid};
@@ -233,7 +233,7 @@ impl Store {
     ) -> Result<AgentRecord, StoreError> {
         let record = new_agent(tenant, AgentId::from_uuid(new_id()), new, now);
         let row = AgentRow::from(&record);
-        read!(self, |conn| {
+        write_one!(self, |conn| {
             diesel::insert_into(agents::table)
                 .values(&row)
                 .execute(conn)
