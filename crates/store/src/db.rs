@@ -197,13 +197,15 @@ impl Pools {
                     config.recycling_method = RecyclingMethod::Fast;
                     AsyncDieselConnectionManager::<SqliteConn>::new_with_config(path, config)
                 };
-                let writer_options = PoolOptions {
-                    max_connections: 1,
+                // The writer is one of the connections the setting allows.
+                let sized = |max_connections| PoolOptions {
+                    max_connections,
                     ..options.clone()
                 };
+                let readers = options.max_connections.saturating_sub(1).max(1);
                 Ok(Pools::Sqlite(SqlitePools {
-                    reads: pool(manager(), options)?,
-                    writer: pool(manager(), &writer_options)?,
+                    reads: pool(manager(), &sized(readers))?,
+                    writer: pool(manager(), &sized(1))?,
                 }))
             }
             DatabaseUrl::Postgres(url) => {

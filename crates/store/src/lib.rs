@@ -165,18 +165,26 @@ impl Store {
         self.backend
     }
 
-    /// The connection pool's state now, for metrics.
+    /// The connection pool's state now, for metrics; on SQLite the readers'
+    /// pool and the writer's together.
     pub fn pool_status(&self) -> PoolStatus {
-        let status = match &self.pools {
-            // The readers: the writer is one connection, always there.
-            db::Pools::Sqlite(pools) => pools.reads.status(),
-            db::Pools::Postgres(pool) => pool.status(),
-        };
-        PoolStatus {
+        let of = |status: deadpool::Status| PoolStatus {
             max_size: status.max_size,
             size: status.size,
             available: status.available,
             waiting: status.waiting,
+        };
+        match &self.pools {
+            db::Pools::Sqlite(pools) => {
+                let (reads, writer) = (of(pools.reads.status()), of(pools.writer.status()));
+                PoolStatus {
+                    max_size: reads.max_size + writer.max_size,
+                    size: reads.size + writer.size,
+                    available: reads.available + writer.available,
+                    waiting: reads.waiting + writer.waiting,
+                }
+            }
+            db::Pools::Postgres(pool) => of(pool.status()),
         }
     }
 
