@@ -414,12 +414,13 @@ macro_rules! write_tx_locked {
 }
 
 /// Runs `$body` with a pooled connection bound to `$conn`, outside any
-/// explicit transaction (single statements are atomic on their own).
-macro_rules! read {
-    ($store:expr, |$conn:ident| $body:expr) => {
+/// explicit transaction; on SQLite from the pool named `$sqlite` (`reads` or
+/// `writer`).
+macro_rules! on_connection {
+    ($store:expr, $sqlite:ident, |$conn:ident| $body:expr) => {
         match &$store.pools {
             $crate::db::Pools::Sqlite(pools) => {
-                let mut pooled = pools.reads.get().await?;
+                let mut pooled = pools.$sqlite.get().await?;
                 let $conn = &mut *pooled;
                 $body
             }
@@ -429,6 +430,14 @@ macro_rules! read {
                 $body
             }
         }
+    };
+}
+
+/// Runs `$body`, which only reads, on a pooled connection (single
+/// statements are atomic on their own).
+macro_rules! read {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        $crate::db::on_connection!($store, reads, |$conn| $body)
     };
 }
 
@@ -436,22 +445,11 @@ macro_rules! read {
 /// transaction): on SQLite it goes through the writer, as every write does.
 macro_rules! write_one {
     ($store:expr, |$conn:ident| $body:expr) => {
-        match &$store.pools {
-            $crate::db::Pools::Sqlite(pools) => {
-                let mut pooled = pools.writer.get().await?;
-                let $conn = &mut *pooled;
-                $body
-            }
-            $crate::db::Pools::Postgres(pool) => {
-                let mut pooled = pool.get().await?;
-                let $conn = &mut *pooled;
-                $body
-            }
-        }
+        $crate::db::on_connection!($store, writer, |$conn| $body)
     };
 }
 
-pub(crate) use {read, write_one, write_tx, write_tx_locked};
+pub(crate) use {on_connection, read, write_one, write_tx, write_tx_locked};
 
 #[cfg(test)]
 mod tests {

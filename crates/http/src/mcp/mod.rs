@@ -141,10 +141,11 @@ async fn post(
     };
     // Before the era is read from the first copy of its header: a proxy
     // reading another copy would route the request differently.
-    let id_or_null = || fields.get("id").cloned().unwrap_or(Value::Null);
     let era = match check_routing_headers(&request).and_then(|()| era(&request)) {
         Ok(era) => era,
-        Err(error) => return respond(id_or_null(), Err(error)),
+        Err(error) => {
+            return respond(fields.get("id").cloned().unwrap_or(Value::Null), Err(error));
+        }
     };
     let id = match classify(fields, era) {
         Message::Request(id) => id,

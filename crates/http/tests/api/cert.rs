@@ -90,6 +90,37 @@ where
     send(app, request, path, None).await
 }
 
+/// A certificate bought with `credential` (a token or an agent's own
+/// key), as DER.
+async fn issue<S>(app: &S, credential: String) -> Vec<u8>
+where
+    S: actix_web::dev::Service<
+            actix_http::Request,
+            Response = actix_web::dev::ServiceResponse,
+            Error = actix_web::Error,
+        >,
+{
+    let (status, body) = call(
+        app,
+        Method::POST,
+        CERT,
+        Some(&credential),
+        json!({ "csr": csr() }),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    der(body["cert_pem"].as_str().unwrap())
+}
+
+/// The answer to a certificate that speaks for nobody.
+fn refused((status, body): (u16, Value)) {
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("invalid_client_certificate")),
+        "{body}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_exchanges_its_token_or_key_for_a_certificate_that_names_it() {
     on_both_backends(|db| async move {
@@ -323,19 +354,7 @@ async fn suspension_termination_and_rotation_stop_the_certificate_at_once() {
         let worker = t.agent("worker").clone();
         let operator = Some(t.key(ApiKeyRole::Operator));
         let lifecycle = "/v1/agent/profiles/lifecycle/worker";
-        let issue = |token: String| async move {
-            let (status, body) = call(
-                app,
-                Method::POST,
-                CERT,
-                Some(&token),
-                json!({ "csr": csr() }),
-            )
-            .await;
-            assert_eq!(status, 201, "{body}");
-            der(body["cert_pem"].as_str().unwrap())
-        };
-        let certificate = issue(t.token("worker")).await;
+        let certificate = issue(app, t.token("worker")).await;
         assert_eq!(
             with_certificate(app, Method::GET, STATUS, &certificate)
                 .await
@@ -395,7 +414,7 @@ async fn suspension_termination_and_rotation_stop_the_certificate_at_once() {
         let rotated = db.store.find_agent(acme, worker.id).await.unwrap().unwrap();
         assert_eq!(rotated.credential_epoch, worker.credential_epoch + 1);
         let token = t.state.mint_agent_token(&rotated, now()).unwrap().0;
-        let renewed = issue(token.clone()).await;
+        let renewed = issue(app, token.clone()).await;
         assert_eq!(
             agent_identity(&renewed).unwrap(),
             Some(identity_of(&rotated, with_token(&token)))
@@ -434,25 +453,6 @@ async fn a_certificate_goes_with_the_key_or_the_signing_key_it_was_bought_with()
             .start()
             .await;
         let (app, acme) = (&t.app, t.tenant);
-        let issue = |credential: String| async move {
-            let (status, body) = call(
-                app,
-                Method::POST,
-                CERT,
-                Some(&credential),
-                json!({ "csr": csr() }),
-            )
-            .await;
-            assert_eq!(status, 201, "{body}");
-            der(body["cert_pem"].as_str().unwrap())
-        };
-        let refused = |(status, body): (u16, Value)| {
-            assert_eq!(
-                (status, body["code"].as_str()),
-                (401, Some("invalid_client_certificate")),
-                "{body}"
-            );
-        };
 
         // Bought with one of the agent's API keys: deleting that key
         // retires the certificate; the agent's token and its other key
@@ -460,7 +460,7 @@ async fn a_certificate_goes_with_the_key_or_the_signing_key_it_was_bought_with()
         let worker = t.agent("worker");
         let (doomed, doomed_id) = api_key(&db.store, acme, ApiKeyKind::Agent, Some(worker)).await;
         let (spare, _) = api_key(&db.store, acme, ApiKeyKind::Agent, Some(worker)).await;
-        let bought = issue(doomed.expose().to_owned()).await;
+        let bought = issue(app, doomed.expose().to_owned()).await;
         assert_eq!(
             agent_identity(&bought).unwrap(),
             Some(identity_of(worker, BoughtWith::ApiKey(doomed_id)))
@@ -476,7 +476,7 @@ async fn a_certificate_goes_with_the_key_or_the_signing_key_it_was_bought_with()
         refused(with_certificate(app, Method::GET, STATUS, &bought).await);
         assert_eq!(get(app, STATUS, Some(&t.token("worker"))).await.0, 200);
         assert_eq!(get(app, STATUS, Some(spare.expose())).await.0, 200);
-        let again = issue(spare.expose().to_owned()).await;
+        let again = issue(app, spare.expose().to_owned()).await;
         assert_eq!(
             with_certificate(app, Method::GET, STATUS, &again).await.0,
             200
@@ -509,7 +509,7 @@ async fn a_certificate_goes_with_the_key_or_the_signing_key_it_was_bought_with()
         // retires the certificate with it, though the epoch did not move.
         let token = t.token("other");
         let kid = agentry_auth::header_kid(&token).unwrap();
-        let bought = issue(token.clone()).await;
+        let bought = issue(app, token.clone()).await;
         assert_eq!(
             agent_identity(&bought).unwrap(),
             Some(identity_of(other, with_token(&token)))
@@ -634,13 +634,6 @@ async fn certificates_of_another_ca_expired_or_naming_another_tenant_are_refused
         let app = &t.app;
         let worker = t.agent("worker");
         let identity = identity_of(worker, with_token(&t.token("worker")));
-        let refused = |(status, body): (u16, Value)| {
-            assert_eq!(
-                (status, body["code"].as_str()),
-                (401, Some("invalid_client_certificate")),
-                "{body}"
-            );
-        };
 
         // The same names, signed by a CA that is not ours.
         let (other, _) = CertificateAuthority::generate(now()).unwrap();
